@@ -1,0 +1,382 @@
+/*
+ * The config file is trusted operator code: it runs in a throwaway LuaJIT state that is closed as
+ * soon as the table has been copied into plain C structs, so nothing on the request path touches it.
+ */
+#include "config/fe_config.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log/fe_log.h"
+
+typedef struct fe_cfg_reader {
+  lua_State *L;
+  char *err;
+  size_t errlen;
+  const char *dir; /* directory of the config file, with trailing '/' */
+} fe_cfg_reader;
+
+static int fe_cfg_fail(fe_cfg_reader *r, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(r->err, r->errlen, fmt, ap);
+  va_end(ap);
+  return -1;
+}
+
+static char *fe_strdup(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *d = malloc(n);
+  if (d)
+    memcpy(d, s, n);
+  return d;
+}
+
+/* Makes a relative path absolute against the config's directory. */
+static char *fe_cfg_path(const fe_cfg_reader *r, const char *p) {
+  if (p[0] == '/' || !r->dir)
+    return fe_strdup(p);
+  size_t a = strlen(r->dir), b = strlen(p);
+  char *s = malloc(a + b + 1);
+  if (!s)
+    return NULL;
+  memcpy(s, r->dir, a);
+  memcpy(s + a, p, b + 1);
+  return s;
+}
+
+/* Reads t[key] (t at stack index idx) into *out. Absent keeps the default. */
+static int fe_cfg_number(fe_cfg_reader *r, int idx, const char *where, const char *key, double min,
+                         double max, double *out) {
+  lua_getfield(r->L, idx, key);
+  int rc = 0;
+  if (!lua_isnil(r->L, -1)) {
+    if (lua_type(r->L, -1) != LUA_TNUMBER)
+      rc = fe_cfg_fail(r, "%s%s: expected a number", where, key);
+    else {
+      double v = lua_tonumber(r->L, -1);
+      if (v < min || v > max)
+        rc = fe_cfg_fail(r, "%s%s: %g is out of range [%g, %g]", where, key, v, min, max);
+      else
+        *out = v;
+    }
+  }
+  lua_pop(r->L, 1);
+  return rc;
+}
+
+static int fe_cfg_u32(fe_cfg_reader *r, int idx, const char *where, const char *key, double min,
+                      double max, uint32_t *out) {
+  double v = *out;
+  if (fe_cfg_number(r, idx, where, key, min, max, &v) < 0)
+    return -1;
+  *out = (uint32_t)v;
+  return 0;
+}
+
+/* Reads a string field; *out stays as it is when absent. allow_false stores NULL for `false`. */
+static int fe_cfg_string(fe_cfg_reader *r, int idx, const char *where, const char *key,
+                         int allow_false, char **out) {
+  lua_getfield(r->L, idx, key);
+  int rc = 0;
+  int t = lua_type(r->L, -1);
+  if (t == LUA_TSTRING) {
+    free(*out);
+    *out = fe_strdup(lua_tostring(r->L, -1));
+  } else if (t == LUA_TBOOLEAN && allow_false && !lua_toboolean(r->L, -1)) {
+    free(*out);
+    *out = NULL;
+  } else if (t != LUA_TNIL) {
+    rc = fe_cfg_fail(r, "%s%s: expected a string", where, key);
+  }
+  lua_pop(r->L, 1);
+  return rc;
+}
+
+static void fe_resource_defaults(fe_resource *res) {
+  memset(res, 0, sizeof(*res));
+  res->host = fe_strdup("*");
+  res->prefix = fe_strdup("/");
+  res->max_viewers_per_stream = 10000;
+  res->window_seconds = 5;
+  res->window_bytes = 64u << 20;
+  res->merge_ms = 0;
+  res->linger = 10;
+  res->slow_viewer_timeout = 10;
+  res->origin_connect_timeout = 5;
+  res->origin_read_timeout = 10;
+  res->max_tag_size = 16u << 20;
+}
+
+static void fe_config_defaults(fe_config *cfg) {
+  memset(cfg, 0, sizeof(*cfg));
+  cfg->log_level = FE_LOG_INFO;
+  cfg->cors_origin = fe_strdup("*");
+  cfg->status_prefix = fe_strdup("/_flvedge/");
+  cfg->max_viewers = 20000;
+  cfg->max_connections = 30000;
+  cfg->request_timeout = 10;
+  cfg->max_header_size = 8192;
+}
+
+static int fe_cfg_origin_ok(const char *o) {
+  return strncmp(o, "http://", 7) == 0 || strncmp(o, "file:", 5) == 0;
+}
+
+static int fe_cfg_resource(fe_cfg_reader *r, int i, fe_resource *res) {
+  char where[64];
+  int idx = lua_gettop(r->L);
+  char *type = NULL;
+  snprintf(where, sizeof(where), "resources[%d].", i);
+  if (fe_cfg_string(r, idx, where, "name", 0, &res->name) < 0 ||
+      fe_cfg_string(r, idx, where, "host", 0, &res->host) < 0 ||
+      fe_cfg_string(r, idx, where, "prefix", 0, &res->prefix) < 0 ||
+      fe_cfg_string(r, idx, where, "type", 0, &type) < 0)
+    goto fail;
+  if (!res->name) {
+    char n[32];
+    snprintf(n, sizeof(n), "resource%d", i);
+    res->name = fe_strdup(n);
+  }
+  if (res->prefix[0] != '/') {
+    fe_cfg_fail(r, "%sprefix: must start with '/'", where);
+    goto fail;
+  }
+  if (!type) {
+    fe_cfg_fail(r, "%stype: missing (\"live\" or \"static\")", where);
+    goto fail;
+  }
+  if (strcmp(type, "live") == 0) {
+    res->type = FE_RES_LIVE;
+    char *origin = NULL;
+    double bytes = (double)res->window_bytes;
+    if (fe_cfg_string(r, idx, where, "origin", 0, &origin) < 0)
+      goto fail;
+    if (!origin || !fe_cfg_origin_ok(origin)) {
+      free(origin);
+      fe_cfg_fail(r, "%sorigin: expected \"http://host[:port]/path\" or \"file:PATH\"", where);
+      goto fail;
+    }
+    if (strncmp(origin, "file:", 5) == 0) {
+      char *abs = fe_cfg_path(r, origin + 5);
+      size_t n = strlen(abs);
+      res->origin = malloc(n + 6);
+      memcpy(res->origin, "file:", 5);
+      memcpy(res->origin + 5, abs, n + 1);
+      free(abs);
+      free(origin);
+    } else {
+      res->origin = origin;
+    }
+    if (fe_cfg_u32(r, idx, where, "max_viewers_per_stream", 1, 1e7, &res->max_viewers_per_stream) < 0 ||
+        fe_cfg_number(r, idx, where, "window_seconds", 0, 3600, &res->window_seconds) < 0 ||
+        fe_cfg_number(r, idx, where, "window_bytes", 65536, 4294967295.0, &bytes) < 0 ||
+        fe_cfg_u32(r, idx, where, "merge_ms", 0, 10000, &res->merge_ms) < 0 ||
+        fe_cfg_number(r, idx, where, "linger", 0, 86400, &res->linger) < 0 ||
+        fe_cfg_number(r, idx, where, "slow_viewer_timeout", 0.1, 3600, &res->slow_viewer_timeout) < 0 ||
+        fe_cfg_number(r, idx, where, "origin_connect_timeout", 0.1, 600, &res->origin_connect_timeout) < 0 ||
+        fe_cfg_number(r, idx, where, "origin_read_timeout", 0.1, 3600, &res->origin_read_timeout) < 0 ||
+        fe_cfg_u32(r, idx, where, "max_tag_size", 1024, 1 << 30, &res->max_tag_size) < 0)
+      goto fail;
+    res->window_bytes = (size_t)bytes;
+  } else if (strcmp(type, "static") == 0) {
+    res->type = FE_RES_STATIC;
+    char *root = NULL;
+    if (fe_cfg_string(r, idx, where, "root", 0, &root) < 0)
+      goto fail;
+    if (!root) {
+      fe_cfg_fail(r, "%sroot: missing (the directory to serve)", where);
+      goto fail;
+    }
+    res->root = fe_cfg_path(r, root);
+    free(root);
+  } else {
+    fe_cfg_fail(r, "%stype: \"%s\" is not a resource type (\"live\" or \"static\")", where, type);
+    goto fail;
+  }
+  free(type);
+  return 0;
+fail:
+  free(type);
+  return -1;
+}
+
+static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
+  lua_State *L = r->L;
+  int top = lua_gettop(L);
+  char *level = NULL;
+
+  lua_getfield(L, top, "listen");
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    cfg->listen = calloc(1, sizeof(char *));
+    cfg->listen[cfg->nlisten++] = fe_strdup(lua_tostring(L, -1));
+  } else if (lua_type(L, -1) == LUA_TTABLE) {
+    int n = (int)lua_objlen(L, -1);
+    cfg->listen = calloc((size_t)n + 1, sizeof(char *));
+    for (int i = 1; i <= n; i++) {
+      lua_rawgeti(L, -1, i);
+      if (lua_type(L, -1) != LUA_TSTRING)
+        return fe_cfg_fail(r, "listen[%d]: expected a \"host:port\" string", i);
+      cfg->listen[cfg->nlisten++] = fe_strdup(lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+  } else {
+    return fe_cfg_fail(r, "listen: expected a list of \"host:port\" strings");
+  }
+  lua_pop(L, 1);
+  if (cfg->nlisten == 0)
+    return fe_cfg_fail(r, "listen: at least one address is needed");
+
+  if (fe_cfg_string(r, top, "", "log_level", 0, &level) < 0)
+    return -1;
+  if (level) {
+    cfg->log_level = fe_log_parse_level(level);
+    free(level);
+    if (cfg->log_level < 0)
+      return fe_cfg_fail(r, "log_level: expected debug, info, warn or error");
+  }
+  if (fe_cfg_string(r, top, "", "cors_origin", 1, &cfg->cors_origin) < 0 ||
+      fe_cfg_string(r, top, "", "status_prefix", 0, &cfg->status_prefix) < 0)
+    return -1;
+
+  lua_getfield(L, top, "limits");
+  if (lua_type(L, -1) == LUA_TTABLE) {
+    int li = lua_gettop(L);
+    if (fe_cfg_u32(r, li, "limits.", "max_viewers", 1, 1e7, &cfg->max_viewers) < 0 ||
+        fe_cfg_u32(r, li, "limits.", "max_connections", 1, 1e7, &cfg->max_connections) < 0 ||
+        fe_cfg_number(r, li, "limits.", "request_timeout", 0.1, 3600, &cfg->request_timeout) < 0 ||
+        fe_cfg_u32(r, li, "limits.", "max_header_size", 1024, 1 << 20, &cfg->max_header_size) < 0)
+      return -1;
+  } else if (!lua_isnil(L, -1)) {
+    return fe_cfg_fail(r, "limits: expected a table");
+  }
+  lua_pop(L, 1);
+
+  lua_getfield(L, top, "resources");
+  if (lua_type(L, -1) != LUA_TTABLE)
+    return fe_cfg_fail(r, "resources: expected a list of resource tables");
+  int n = (int)lua_objlen(L, -1);
+  if (n == 0)
+    return fe_cfg_fail(r, "resources: at least one resource is needed");
+  cfg->resources = calloc((size_t)n, sizeof(fe_resource));
+  for (int i = 1; i <= n; i++) {
+    fe_resource *res = &cfg->resources[cfg->nresources++];
+    fe_resource_defaults(res);
+    lua_rawgeti(L, -1, i);
+    if (lua_type(L, -1) != LUA_TTABLE)
+      return fe_cfg_fail(r, "resources[%d]: expected a table", i);
+    if (fe_cfg_resource(r, i, res) < 0)
+      return -1;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+int fe_config_load(fe_config *cfg, const char *path, char *err, size_t errlen) {
+  fe_config_defaults(cfg);
+  cfg->path = fe_strdup(path);
+  char dir[4096];
+  const char *slash = strrchr(path, '/');
+  if (slash) {
+    size_t n = (size_t)(slash - path) + 1;
+    if (n >= sizeof(dir))
+      n = sizeof(dir) - 1;
+    memcpy(dir, path, n);
+    dir[n] = 0;
+  } else {
+    strcpy(dir, "./");
+  }
+  fe_cfg_reader r = {.L = luaL_newstate(), .err = err, .errlen = errlen, .dir = dir};
+  if (!r.L) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  luaL_openlibs(r.L);
+  int rc = -1;
+  if (luaL_loadfile(r.L, path) != 0 || lua_pcall(r.L, 0, 1, 0) != 0) {
+    snprintf(err, errlen, "%s", lua_tostring(r.L, -1));
+  } else if (lua_type(r.L, -1) != LUA_TTABLE) {
+    snprintf(err, errlen, "the file must return a table");
+  } else {
+    rc = fe_cfg_read(&r, cfg);
+  }
+  lua_close(r.L);
+  if (rc < 0)
+    fe_config_free(cfg);
+  return rc;
+}
+
+int fe_config_quick(fe_config *cfg, const char *listen, const char *origin, char *err, size_t errlen) {
+  fe_config_defaults(cfg);
+  if (!fe_cfg_origin_ok(origin)) {
+    snprintf(err, errlen, "--origin: expected \"http://host[:port][/path]\" or \"file:PATH\"");
+    fe_config_free(cfg);
+    return -1;
+  }
+  cfg->listen = calloc(1, sizeof(char *));
+  cfg->listen[cfg->nlisten++] = fe_strdup(listen);
+  cfg->resources = calloc(1, sizeof(fe_resource));
+  fe_resource *res = &cfg->resources[cfg->nresources++];
+  fe_resource_defaults(res);
+  res->name = fe_strdup("quick");
+  res->type = FE_RES_LIVE;
+  res->origin = fe_strdup(origin);
+  return 0;
+}
+
+void fe_config_free(fe_config *cfg) {
+  for (int i = 0; i < cfg->nlisten; i++)
+    free(cfg->listen[i]);
+  free(cfg->listen);
+  for (int i = 0; i < cfg->nresources; i++) {
+    fe_resource *res = &cfg->resources[i];
+    free(res->name);
+    free(res->host);
+    free(res->prefix);
+    free(res->origin);
+    free(res->root);
+  }
+  free(cfg->resources);
+  free(cfg->cors_origin);
+  free(cfg->status_prefix);
+  free(cfg->path);
+  memset(cfg, 0, sizeof(*cfg));
+}
+
+static int fe_host_match(const char *pattern, const char *host, size_t hostlen) {
+  const char *colon = memchr(host, ':', hostlen);
+  if (colon)
+    hostlen = (size_t)(colon - host);
+  if (strcmp(pattern, "*") == 0)
+    return 1;
+  if (pattern[0] == '*' && pattern[1] == '.') {
+    size_t plen = strlen(pattern + 1); /* ".example.com" */
+    return hostlen > plen && strncasecmp(host + hostlen - plen, pattern + 1, plen) == 0;
+  }
+  return strlen(pattern) == hostlen && strncasecmp(pattern, host, hostlen) == 0;
+}
+
+const fe_resource *fe_config_route(const fe_config *cfg, const char *host, size_t hostlen,
+                                   const char *path, size_t pathlen) {
+  const fe_resource *best = NULL;
+  size_t best_len = 0;
+  for (int i = 0; i < cfg->nresources; i++) {
+    const fe_resource *res = &cfg->resources[i];
+    size_t plen = strlen(res->prefix);
+    if (plen > pathlen || memcmp(res->prefix, path, plen) != 0)
+      continue;
+    if (!fe_host_match(res->host, host ? host : "", host ? hostlen : 0))
+      continue;
+    if (!best || plen > best_len) {
+      best = res;
+      best_len = plen;
+    }
+  }
+  return best;
+}

@@ -1,0 +1,58 @@
+/*
+ * fe_config: the settings, read from a Lua file that returns a table, or built by quick mode.
+ * The config owns every string in it; fe_config_free releases them. Read-only once loaded.
+ */
+#ifndef FE_CONFIG_H
+#define FE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum fe_resource_type { FE_RES_LIVE, FE_RES_STATIC };
+
+typedef struct fe_resource {
+  char *name;
+  char *host;   /* "*", "example.com" or "*.example.com" */
+  char *prefix; /* path prefix, starts with '/' */
+  int type;     /* enum fe_resource_type */
+  /* live */
+  char *origin; /* "http://host:port/base/" or "file:PATH" (made absolute) */
+  uint32_t max_viewers_per_stream;
+  double window_seconds;
+  size_t window_bytes;
+  uint32_t merge_ms;
+  double linger;
+  double slow_viewer_timeout;
+  double origin_connect_timeout;
+  double origin_read_timeout;
+  uint32_t max_tag_size;
+  /* static */
+  char *root;   /* absolute directory */
+} fe_resource;
+
+typedef struct fe_config {
+  char *path;        /* the file it came from, or NULL in quick mode */
+  char **listen;     /* "host:port" */
+  int nlisten;
+  int log_level;
+  char *cors_origin; /* NULL: send no CORS headers */
+  char *status_prefix;
+  uint32_t max_viewers;
+  uint32_t max_connections;
+  double request_timeout;
+  uint32_t max_header_size;
+  fe_resource *resources;
+  int nresources;
+} fe_config;
+
+/** Loads `path`. On failure returns -1 with a message (without the path) in err. */
+int fe_config_load(fe_config *cfg, const char *path, char *err, size_t errlen);
+/** Quick mode: one live resource at "/" pulling `origin`, everything else at its default. */
+int fe_config_quick(fe_config *cfg, const char *listen, const char *origin, char *err, size_t errlen);
+void fe_config_free(fe_config *cfg);
+
+/** The resource serving host+path (first match in order, host then prefix), or NULL. */
+const fe_resource *fe_config_route(const fe_config *cfg, const char *host, size_t hostlen,
+                                   const char *path, size_t pathlen);
+
+#endif

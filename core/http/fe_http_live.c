@@ -1,0 +1,278 @@
+/* The live viewer: joins a hub, then writes what the hub hands it with one writev per batch. */
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http/fe_http_conn.h"
+#include "log/fe_log.h"
+#include "metrics/fe_metrics.h"
+
+#define FE_LIVE_MAX_IOV 64
+#define FE_LIVE_MAX_BYTES (256 * 1024)
+#define FE_STREAM_NAME_MAX 200
+
+#define fe_conn_of(v) ((fe_conn *)((char *)(v) - offsetof(fe_conn, viewer)))
+
+static void fe_live_write(fe_conn *c);
+
+static void fe_live_finish(fe_conn *c) {
+  fe_hub_leave(&c->viewer);
+  if (c->chunked)
+    fe_conn_send(c, "0\r\n\r\n", 5, 1);
+  else
+    fe_conn_close(c);
+}
+
+static void fe_live_on_written(uv_write_t *req, int status) {
+  fe_conn *c = req->data;
+  c->writing = 0;
+  if (status < 0) {
+    if (status != UV_ECANCELED)
+      fe_conn_close(c);
+    return;
+  }
+  fe_hub_viewer_release(&c->viewer);
+  fe_live_write(c);
+}
+
+/* Sends everything the hub has for this viewer: writev straight from the shared blocks; only
+ * what the socket does not take at once is queued (the hub's blocks stay pinned meanwhile). */
+static void fe_live_write(fe_conn *c) {
+  if (c->state != FE_CS_LIVE || c->writing)
+    return;
+  uv_stream_t *stream = (uv_stream_t *)&c->tcp;
+  for (;;) {
+    uv_buf_t iov[FE_LIVE_MAX_IOV + 2];
+    size_t bytes;
+    int n = fe_hub_viewer_fill(&c->viewer, iov + 1, FE_LIVE_MAX_IOV, FE_LIVE_MAX_BYTES, &bytes);
+    if (n == 0) {
+      if (fe_hub_viewer_done(&c->viewer))
+        fe_live_finish(c);
+      return;
+    }
+    uv_buf_t *bufs = iov + 1;
+    unsigned cnt = (unsigned)n;
+    size_t total = bytes;
+    if (c->chunked) {
+      int hl = snprintf(c->chunk_line, sizeof(c->chunk_line), "%zx\r\n", bytes);
+      iov[0] = uv_buf_init(c->chunk_line, (unsigned)hl);
+      iov[n + 1] = uv_buf_init((char *)"\r\n", 2);
+      bufs = iov;
+      cnt += 2;
+      total += (size_t)hl + 2;
+    }
+    int w = uv_try_write(stream, bufs, cnt);
+    if (w == (int)total) {
+      fe_stats.bytes_sent += total;
+      fe_hub_viewer_release(&c->viewer);
+      continue;
+    }
+    if (w < 0 && w != UV_EAGAIN) {
+      fe_conn_close(c);
+      return;
+    }
+    size_t done = w > 0 ? (size_t)w : 0;
+    fe_stats.bytes_sent += total;
+    while (done > 0) {
+      if (bufs->len <= done) {
+        done -= bufs->len;
+        bufs++;
+        cnt--;
+      } else {
+        bufs->base += done;
+        bufs->len -= done;
+        done = 0;
+      }
+    }
+    c->writing = 1;
+    c->write_since = uv_now(c->srv->loop);
+    c->wreq.data = c;
+    if (uv_write(&c->wreq, stream, bufs, cnt, fe_live_on_written) < 0) {
+      c->writing = 0;
+      fe_conn_close(c);
+    }
+    return;
+  }
+}
+
+static void fe_live_start(fe_viewer *v, int hit) {
+  fe_conn *c = fe_conn_of(v);
+  char cors[256];
+  char head[768];
+  fe_conn_cors(c, cors, sizeof(cors));
+  int n = snprintf(head, sizeof(head),
+                   "HTTP/1.%d 200 OK\r\nServer: flvedge/" FE_VERSION "\r\n"
+                   "Content-Type: video/x-flv\r\n%s"
+                   "Cache-Control: no-cache, no-store\r\nConnection: close\r\n"
+                   "X-Cache-Status: %s\r\n%s\r\n",
+                   c->chunked ? 1 : 0, c->chunked ? "Transfer-Encoding: chunked\r\n" : "",
+                   hit ? "HIT" : "MISS", cors);
+  fe_metrics_count_status(200);
+  if (c->head_only) {
+    fe_hub_leave(v);
+    fe_conn_send(c, head, (size_t)n, 1);
+    return;
+  }
+  c->state = FE_CS_LIVE;
+  fe_conn_send(c, head, (size_t)n, 0);
+  fe_live_write(c);
+}
+
+static void fe_live_fail(fe_viewer *v, int status, const char *ctype, const uint8_t *body, size_t len) {
+  fe_conn *c = fe_conn_of(v);
+  fe_conn_respond(c, status, ctype, "Cache-Control: no-cache\r\n", body, len, 1);
+}
+
+static void fe_live_wake(fe_viewer *v) {
+  fe_conn *c = fe_conn_of(v);
+  if (c->state == FE_CS_LIVE)
+    fe_live_write(c);
+  else if (c->state == FE_CS_WAITING && fe_hub_viewer_done(v)) {
+    /* The stream ended (shutdown) before the origin answered. */
+    fe_hub_leave(v);
+    fe_conn_respond(c, 503, NULL, NULL, "503 stream ended\n", 17, 1);
+  }
+}
+
+static const fe_viewer_ops fe_live_ops = {
+    .start = fe_live_start,
+    .fail = fe_live_fail,
+    .wake = fe_live_wake,
+};
+
+int fe_live_check_slow(fe_conn *c, uint64_t now) {
+  uint64_t limit = (uint64_t)(c->res->slow_viewer_timeout * 1000.0);
+  const fe_viewer *v = &c->viewer;
+  int stuck = c->writing && now - c->write_since > limit;
+  int behind = v->behind_since && now - v->behind_since > limit;
+  if (!stuck && !behind)
+    return 0;
+  fe_warn("stream %s: cutting off a viewer %s for more than %.1f s (%llu frames dropped)",
+          v->hub ? fe_hub_key(v->hub) : "?", stuck ? "that takes nothing" : "that stayed behind",
+          c->res->slow_viewer_timeout, (unsigned long long)v->frames_dropped);
+  fe_stats.viewers_kicked++;
+  fe_conn_close(c);
+  return 1;
+}
+
+/* "1"/"true" and "0"/"false"; anything else is a client error. */
+static int fe_live_flag(const char *val, size_t len) {
+  if ((len == 1 && val[0] == '1') || (len == 4 && memcmp(val, "true", 4) == 0))
+    return 1;
+  if ((len == 1 && val[0] == '0') || (len == 5 && memcmp(val, "false", 5) == 0))
+    return 0;
+  return -1;
+}
+
+/* Reads only_audio / only_video from the query. Returns FE_HUB_WANT_* or -1 with msg set. */
+static int fe_live_want(const char *q, size_t qlen, const char **msg) {
+  int audio = 0, video = 0;
+  while (qlen > 0) {
+    const char *amp = memchr(q, '&', qlen);
+    size_t plen = amp ? (size_t)(amp - q) : qlen;
+    const char *eq = memchr(q, '=', plen);
+    size_t klen = eq ? (size_t)(eq - q) : plen;
+    const char *val = eq ? eq + 1 : "";
+    size_t vlen = eq ? plen - klen - 1 : 0;
+    int *slot = NULL;
+    if (klen == 10 && memcmp(q, "only_audio", 10) == 0)
+      slot = &audio;
+    else if (klen == 10 && memcmp(q, "only_video", 10) == 0)
+      slot = &video;
+    if (slot && (*slot = fe_live_flag(val, vlen)) < 0) {
+      *msg = "400 only_audio and only_video take 1 or 0\n";
+      return -1;
+    }
+    q += plen + (amp ? 1 : 0);
+    qlen -= plen + (amp ? 1 : 0);
+  }
+  if (audio && video) {
+    *msg = "400 only_audio and only_video exclude each other\n";
+    return -1;
+  }
+  return audio ? FE_HUB_WANT_AUDIO : video ? FE_HUB_WANT_VIDEO : FE_HUB_WANT_ALL;
+}
+
+static int fe_live_name_ok(const char *s, size_t len) {
+  if (len == 0 || len > FE_STREAM_NAME_MAX || s[0] == '/' || s[len - 1] == '/')
+    return 0;
+  for (size_t i = 0; i < len; i++) {
+    char ch = s[i];
+    int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+             ch == '_' || ch == '-' || ch == '.' || ch == '/';
+    if (!ok || (ch == '.' && i + 1 < len && s[i + 1] == '.') || (ch == '/' && s[i + 1] == '/'))
+      return 0;
+  }
+  return 1;
+}
+
+/* {origin}/{stream}.flv, or a file origin that names one file for every stream. */
+static void fe_live_origin_url(const fe_resource *res, const char *stream, size_t len, char *out,
+                               size_t cap) {
+  const char *o = res->origin;
+  size_t olen = strlen(o);
+  if (olen > 4 && strcmp(o + olen - 4, ".flv") == 0 && strncmp(o, "file:", 5) == 0) {
+    snprintf(out, cap, "%s", o);
+    return;
+  }
+  while (olen > 0 && o[olen - 1] == '/')
+    olen--;
+  snprintf(out, cap, "%.*s/%.*s.flv", (int)olen, o, (int)len, stream);
+}
+
+void fe_live_serve(fe_conn *c, const fe_resource *res, const char *stream, size_t stream_len,
+                   const char *query, size_t query_len) {
+  const fe_config *cfg = c->srv->cfg;
+  const char *msg = NULL;
+  int want = fe_live_want(query, query_len, &msg);
+  if (want < 0) {
+    fe_conn_respond(c, 400, NULL, NULL, msg, strlen(msg), 1);
+    return;
+  }
+  if (!fe_live_name_ok(stream, stream_len)) {
+    static const char bad[] = "404 not a valid stream name\n";
+    fe_conn_respond(c, 404, NULL, NULL, bad, sizeof(bad) - 1, 1);
+    return;
+  }
+  if (fe_stats.viewers >= cfg->max_viewers) {
+    static const char full[] = "503 too many viewers on this server\n";
+    fe_conn_respond(c, 503, NULL, "Retry-After: 5\r\n", full, sizeof(full) - 1, 1);
+    return;
+  }
+  char key[FE_STREAM_NAME_MAX + 128];
+  snprintf(key, sizeof(key), "%s/%.*s", res->name, (int)stream_len, stream);
+  fe_hub *hub = fe_hub_find(key);
+  if (!hub) {
+    char url[4096];
+    fe_live_origin_url(res, stream, stream_len, url, sizeof(url));
+    fe_hub_opts opts = {
+        .window_seconds = res->window_seconds,
+        .window_bytes = res->window_bytes,
+        .merge_ms = res->merge_ms,
+        .linger = res->linger,
+        .max_viewers = res->max_viewers_per_stream,
+        .max_tag_size = res->max_tag_size,
+        .origin_connect_timeout = res->origin_connect_timeout,
+        .origin_read_timeout = res->origin_read_timeout,
+    };
+    hub = fe_hub_create(c->srv->loop, key, url, &opts);
+    if (!hub) {
+      fe_conn_respond(c, 503, NULL, NULL, "503 out of memory\n", 18, 1);
+      return;
+    }
+  }
+  c->state = FE_CS_WAITING;
+  c->chunked = c->parser.http_major == 1 && c->parser.http_minor >= 1;
+  c->head_only = c->parser.method == HTTP_HEAD;
+  /* The request head is no longer needed: a viewer keeps no per-request buffer. */
+  free(c->buf);
+  c->buf = NULL;
+  c->len = c->cap = 0;
+  c->nhdr = 0;
+  int rc = fe_hub_join(hub, &c->viewer, &fe_live_ops, (uint8_t)want);
+  if (rc < 0) {
+    static const char full[] = "503 too many viewers on this stream\n";
+    fe_conn_respond(c, 503, NULL, "Retry-After: 5\r\n", full, sizeof(full) - 1, 1);
+  }
+}

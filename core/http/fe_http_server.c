@@ -1,0 +1,522 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http/fe_http.h"
+#include "http/fe_http_conn.h"
+#include "log/fe_log.h"
+#include "metrics/fe_metrics.h"
+
+#define FE_SWEEP_MS 250
+
+typedef struct fe_send_req {
+  uv_write_t req;
+  fe_conn *conn;
+  int close;
+  size_t len;
+  char data[];
+} fe_send_req;
+
+const char *fe_http_reason(int status) {
+  switch (status) {
+  case 200: return "OK";
+  case 204: return "No Content";
+  case 206: return "Partial Content";
+  case 301: return "Moved Permanently";
+  case 302: return "Found";
+  case 304: return "Not Modified";
+  case 400: return "Bad Request";
+  case 401: return "Unauthorized";
+  case 403: return "Forbidden";
+  case 404: return "Not Found";
+  case 405: return "Method Not Allowed";
+  case 408: return "Request Timeout";
+  case 410: return "Gone";
+  case 416: return "Range Not Satisfiable";
+  case 429: return "Too Many Requests";
+  case 431: return "Request Header Fields Too Large";
+  case 500: return "Internal Server Error";
+  case 502: return "Bad Gateway";
+  case 503: return "Service Unavailable";
+  case 504: return "Gateway Timeout";
+  default: return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+  }
+}
+
+/* ---- connection lifetime ------------------------------------------------------------------- */
+
+static void fe_server_maybe_done(fe_server *s) {
+  if (s->stopping && !s->conns && s->done) {
+    void (*done)(void *) = s->done;
+    s->done = NULL;
+    uv_timer_stop(&s->grace);
+    done(s->done_ud);
+  }
+}
+
+static void fe_conn_on_closed(uv_handle_t *h) {
+  fe_conn *c = h->data;
+  fe_server *s = c->srv;
+  free(c->buf);
+  free(c);
+  fe_server_maybe_done(s);
+}
+
+void fe_conn_close(fe_conn *c) {
+  if (c->state == FE_CS_CLOSING)
+    return;
+  c->state = FE_CS_CLOSING;
+  fe_server *s = c->srv;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    s->conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  fe_stats.connections--;
+  /* After uv_close libuv writes nothing more, so the pinned buffers can be let go. */
+  uv_close((uv_handle_t *)&c->tcp, fe_conn_on_closed);
+  fe_hub_leave(&c->viewer);
+}
+
+static void fe_conn_on_sent(uv_write_t *req, int status) {
+  fe_send_req *r = (fe_send_req *)req;
+  fe_conn *c = r->conn;
+  if (status == 0)
+    fe_stats.bytes_sent += r->len;
+  if (r->close || status < 0)
+    fe_conn_close(c);
+  free(r);
+}
+
+static fe_send_req *fe_send_req_new(fe_conn *c, size_t len, int close) {
+  fe_send_req *r = malloc(sizeof(*r) + len);
+  if (!r)
+    return NULL;
+  r->conn = c;
+  r->close = close;
+  r->len = len;
+  return r;
+}
+
+static void fe_send_req_queue(fe_conn *c, fe_send_req *r) {
+  uv_buf_t b = uv_buf_init(r->data, (unsigned)r->len);
+  if (uv_write(&r->req, (uv_stream_t *)&c->tcp, &b, 1, fe_conn_on_sent) < 0) {
+    free(r);
+    fe_conn_close(c);
+  }
+}
+
+void fe_conn_send(fe_conn *c, const void *data, size_t len, int close) {
+  if (c->state == FE_CS_CLOSING)
+    return;
+  fe_send_req *r = fe_send_req_new(c, len, close);
+  if (!r) {
+    fe_conn_close(c);
+    return;
+  }
+  memcpy(r->data, data, len);
+  fe_send_req_queue(c, r);
+}
+
+size_t fe_conn_cors(const fe_conn *c, char *buf, size_t cap) {
+  const char *origin = c->srv->cfg->cors_origin;
+  if (!origin)
+    return 0;
+  int n = snprintf(buf, cap,
+                   "Access-Control-Allow-Origin: %s\r\n"
+                   "Access-Control-Expose-Headers: Content-Length, Content-Range, X-Cache-Status\r\n",
+                   origin);
+  return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
+void fe_conn_respond(fe_conn *c, int status, const char *ctype, const char *extra_headers,
+                     const void *body, size_t len, int close) {
+  char cors[256];
+  fe_conn_cors(c, cors, sizeof(cors));
+  char head[1024];
+  int n = snprintf(head, sizeof(head),
+                   "HTTP/1.1 %d %s\r\nServer: flvedge/" FE_VERSION "\r\n"
+                   "Content-Type: %s\r\nContent-Length: %zu\r\n%s%s%s\r\n",
+                   status, fe_http_reason(status), ctype ? ctype : "text/plain", len, cors,
+                   extra_headers ? extra_headers : "", close ? "Connection: close\r\n" : "");
+  if (n < 0 || (size_t)n >= sizeof(head))
+    n = 0;
+  fe_metrics_count_status(status);
+  if (c->state == FE_CS_CLOSING)
+    return;
+  size_t body_len = c->parser.method == HTTP_HEAD ? 0 : len;
+  fe_send_req *r = fe_send_req_new(c, (size_t)n + body_len, close);
+  if (!r) {
+    fe_conn_close(c);
+    return;
+  }
+  memcpy(r->data, head, (size_t)n);
+  if (body_len)
+    memcpy(r->data + n, body, body_len);
+  fe_send_req_queue(c, r);
+}
+
+const fe_span *fe_conn_header(const fe_conn *c, const char *name) {
+  size_t nlen = strlen(name);
+  for (int i = 0; i < c->nhdr; i++)
+    if (c->hdr[i].name.len == nlen && strncasecmp(c->buf + c->hdr[i].name.off, name, nlen) == 0)
+      return &c->hdr[i].value;
+  return NULL;
+}
+
+/* ---- request parsing ----------------------------------------------------------------------- */
+
+static int fe_conn_append(fe_conn *c, const char *at, size_t len) {
+  uint32_t limit = c->srv->cfg->max_header_size;
+  if (c->len + len > limit) {
+    c->too_large = 1;
+    return -1;
+  }
+  if (c->len + len > c->cap) {
+    uint32_t ncap = c->cap ? c->cap : 512;
+    while (ncap < c->len + len)
+      ncap *= 2;
+    if (ncap > limit)
+      ncap = limit;
+    char *nb = realloc(c->buf, ncap);
+    if (!nb)
+      return -1;
+    c->buf = nb;
+    c->cap = ncap;
+  }
+  memcpy(c->buf + c->len, at, len);
+  c->len += (uint32_t)len;
+  return 0;
+}
+
+static int fe_on_message_begin(llhttp_t *p) {
+  fe_conn *c = p->data;
+  c->len = 0;
+  c->nhdr = 0;
+  c->hdr_part = 0;
+  c->url.off = c->url.len = 0;
+  return 0;
+}
+
+static int fe_on_url(llhttp_t *p, const char *at, size_t len) {
+  fe_conn *c = p->data;
+  if (fe_conn_append(c, at, len) < 0)
+    return HPE_USER;
+  c->url.len += (uint32_t)len;
+  return 0;
+}
+
+static int fe_on_header_field(llhttp_t *p, const char *at, size_t len) {
+  fe_conn *c = p->data;
+  if (c->hdr_part != 1) {
+    c->hdr_part = 1;
+    if (c->nhdr < FE_MAX_HEADERS) {
+      c->hdr[c->nhdr].name.off = c->len;
+      c->hdr[c->nhdr].name.len = 0;
+      c->hdr[c->nhdr].value.off = c->len;
+      c->hdr[c->nhdr].value.len = 0;
+    }
+    c->nhdr++;
+  }
+  if (fe_conn_append(c, at, len) < 0)
+    return HPE_USER;
+  if (c->nhdr <= FE_MAX_HEADERS)
+    c->hdr[c->nhdr - 1].name.len += (uint32_t)len;
+  return 0;
+}
+
+static int fe_on_header_value(llhttp_t *p, const char *at, size_t len) {
+  fe_conn *c = p->data;
+  if (c->hdr_part != 2) {
+    c->hdr_part = 2;
+    if (c->nhdr <= FE_MAX_HEADERS)
+      c->hdr[c->nhdr - 1].value.off = c->len;
+  }
+  if (fe_conn_append(c, at, len) < 0)
+    return HPE_USER;
+  if (c->nhdr <= FE_MAX_HEADERS)
+    c->hdr[c->nhdr - 1].value.len += (uint32_t)len;
+  return 0;
+}
+
+static int fe_on_headers_complete(llhttp_t *p) {
+  fe_conn *c = p->data;
+  if (c->nhdr > FE_MAX_HEADERS) {
+    c->too_large = 1;
+    return HPE_USER;
+  }
+  return 0;
+}
+
+static void fe_serve_options(fe_conn *c) {
+  char extra[512];
+  const fe_span *want = fe_conn_header(c, "Access-Control-Request-Headers");
+  snprintf(extra, sizeof(extra),
+           "Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n"
+           "Access-Control-Allow-Headers: %.*s\r\nAccess-Control-Max-Age: 86400\r\n"
+           "Allow: GET, HEAD, OPTIONS\r\n",
+           want && want->len < 256 ? (int)want->len : 32,
+           want && want->len < 256 ? c->buf + want->off : "range, accept, origin, content-type");
+  fe_conn_respond(c, 204, NULL, extra, NULL, 0, !llhttp_should_keep_alive(&c->parser));
+}
+
+static void fe_serve_status(fe_conn *c, const char *what, size_t len) {
+  if (len == 7 && memcmp(what, "metrics", 7) == 0) {
+    char body[4096];
+    size_t n = fe_metrics_render(body, sizeof(body));
+    fe_conn_respond(c, 200, "text/plain; version=0.0.4", "Cache-Control: no-cache\r\n", body, n,
+                    !llhttp_should_keep_alive(&c->parser));
+    return;
+  }
+  fe_conn_respond(c, 404, NULL, NULL, "404 not found\n", 14, !llhttp_should_keep_alive(&c->parser));
+}
+
+/* A complete request head: route it. Returns HPE_PAUSED when the connection becomes a stream. */
+static int fe_on_message_complete(llhttp_t *p) {
+  fe_conn *c = p->data;
+  const fe_config *cfg = c->srv->cfg;
+  int keep = llhttp_should_keep_alive(p);
+  c->deadline = uv_now(c->srv->loop) + (uint64_t)(cfg->request_timeout * 1000.0);
+  const char *url = c->buf + c->url.off;
+  size_t ulen = c->url.len;
+  const char *q = memchr(url, '?', ulen);
+  size_t plen = q ? (size_t)(q - url) : ulen;
+  const char *query = q ? q + 1 : "";
+  size_t qlen = q ? ulen - plen - 1 : 0;
+
+  if (c->srv->stopping) {
+    fe_conn_respond(c, 503, NULL, NULL, "503 shutting down\n", 18, 1);
+    return HPE_PAUSED;
+  }
+  if (p->method == HTTP_OPTIONS) {
+    fe_serve_options(c);
+    return keep ? 0 : HPE_PAUSED;
+  }
+  if (p->method != HTTP_GET && p->method != HTTP_HEAD) {
+    static const char msg[] = "405 method not allowed: only GET, HEAD and OPTIONS\n";
+    fe_conn_respond(c, 405, NULL, "Allow: GET, HEAD, OPTIONS\r\n", msg, sizeof(msg) - 1, !keep);
+    return keep ? 0 : HPE_PAUSED;
+  }
+  if (plen == 0 || url[0] != '/') {
+    fe_conn_respond(c, 400, NULL, NULL, "400 bad request target\n", 23, 1);
+    return HPE_PAUSED;
+  }
+  size_t splen = strlen(cfg->status_prefix);
+  if (plen > splen && memcmp(url, cfg->status_prefix, splen) == 0) {
+    fe_serve_status(c, url + splen, plen - splen);
+    return keep ? 0 : HPE_PAUSED;
+  }
+  const fe_span *host = fe_conn_header(c, "Host");
+  const fe_resource *res = fe_config_route(cfg, host ? c->buf + host->off : NULL,
+                                           host ? host->len : 0, url, plen);
+  if (!res) {
+    fe_conn_respond(c, 404, NULL, NULL, "404 no resource serves this path\n", 33, !keep);
+    return keep ? 0 : HPE_PAUSED;
+  }
+  size_t pre = strlen(res->prefix);
+  if (res->type == FE_RES_STATIC) {
+    fe_static_serve(c, res, url + pre, plen - pre);
+    return c->state == FE_CS_CLOSING || !keep ? HPE_PAUSED : 0;
+  }
+  if (plen - pre < 5 || memcmp(url + plen - 4, ".flv", 4) != 0) {
+    fe_conn_respond(c, 404, NULL, NULL, "404 live streams are {prefix}{stream}.flv\n", 42, !keep);
+    return keep ? 0 : HPE_PAUSED;
+  }
+  c->res = res;
+  fe_live_serve(c, res, url + pre, plen - pre - 4, query, qlen);
+  return HPE_PAUSED;
+}
+
+static llhttp_settings_t fe_request_settings;
+
+static void fe_conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  static char chunk[65536]; /* one loop: each read is parsed before the next one */
+  buf->base = chunk;
+  buf->len = sizeof(chunk);
+}
+
+static void fe_conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  fe_conn *c = stream->data;
+  if (nread < 0) {
+    fe_conn_close(c);
+    return;
+  }
+  if (nread == 0 || c->state != FE_CS_READING)
+    return; /* a viewer's further bytes are ignored; only its close matters */
+  llhttp_errno_t e = llhttp_execute(&c->parser, buf->base, (size_t)nread);
+  if (e == HPE_OK || e == HPE_PAUSED)
+    return;
+  if (c->too_large) {
+    fe_conn_respond(c, 431, NULL, NULL, "431 request header fields too large\n", 36, 1);
+  } else {
+    char msg[160];
+    int n = snprintf(msg, sizeof(msg), "400 bad request: %s\n", llhttp_errno_name(e));
+    fe_conn_respond(c, 400, NULL, NULL, msg, (size_t)n, 1);
+  }
+  c->state = FE_CS_WAITING;
+}
+
+/* ---- accept, sweep, stop ------------------------------------------------------------------- */
+
+static void fe_server_on_connection(uv_stream_t *listener, int status) {
+  fe_server *s = listener->data;
+  if (status < 0)
+    return;
+  fe_conn *c = calloc(1, sizeof(*c));
+  if (!c)
+    return;
+  uv_tcp_init(s->loop, &c->tcp);
+  c->tcp.data = c;
+  c->srv = s;
+  if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0 || s->stopping ||
+      fe_stats.connections >= s->cfg->max_connections) {
+    /* Shed load: accept and close rather than leave the kernel queue full. */
+    c->state = FE_CS_CLOSING;
+    uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+    return;
+  }
+  fe_stats.connections++;
+  c->next = s->conns;
+  if (s->conns)
+    s->conns->prev = c;
+  s->conns = c;
+  llhttp_init(&c->parser, HTTP_REQUEST, &fe_request_settings);
+  c->parser.data = c;
+  c->deadline = uv_now(s->loop) + (uint64_t)(s->cfg->request_timeout * 1000.0);
+  uv_tcp_nodelay(&c->tcp, 1);
+  uv_read_start((uv_stream_t *)&c->tcp, fe_conn_alloc, fe_conn_on_read);
+}
+
+static void fe_server_on_sweep(uv_timer_t *t) {
+  fe_server *s = t->data;
+  uint64_t now = uv_now(s->loop);
+  fe_conn *next;
+  for (fe_conn *c = s->conns; c; c = next) {
+    next = c->next;
+    if (c->state == FE_CS_LIVE) {
+      fe_live_check_slow(c, now);
+    } else if (c->state == FE_CS_READING && c->deadline && now >= c->deadline) {
+      fe_debug("closing a connection that sent no complete request in time");
+      fe_conn_close(c);
+    }
+  }
+}
+
+int fe_server_start(uv_loop_t *loop, const fe_config *cfg, fe_server **out) {
+  fe_server *s = calloc(1, sizeof(*s));
+  if (!s)
+    return UV_ENOMEM;
+  s->loop = loop;
+  s->cfg = cfg;
+  s->listeners = calloc((size_t)cfg->nlisten, sizeof(uv_tcp_t));
+  llhttp_settings_init(&fe_request_settings);
+  fe_request_settings.on_message_begin = fe_on_message_begin;
+  fe_request_settings.on_url = fe_on_url;
+  fe_request_settings.on_header_field = fe_on_header_field;
+  fe_request_settings.on_header_value = fe_on_header_value;
+  fe_request_settings.on_headers_complete = fe_on_headers_complete;
+  fe_request_settings.on_message_complete = fe_on_message_complete;
+  uv_timer_init(loop, &s->sweep);
+  uv_timer_init(loop, &s->grace);
+  s->sweep.data = s->grace.data = s;
+  s->open_handles = 2;
+  int rc = 0;
+  for (int i = 0; i < cfg->nlisten; i++) {
+    const char *spec = cfg->listen[i];
+    const char *colon = strrchr(spec, ':');
+    char host[256];
+    struct sockaddr_storage ss;
+    if (!colon || (size_t)(colon - spec) >= sizeof(host)) {
+      fe_error("listen \"%s\": expected host:port", spec);
+      rc = UV_EINVAL;
+      break;
+    }
+    size_t hl = (size_t)(colon - spec);
+    if (hl >= 2 && spec[0] == '[' && spec[hl - 1] == ']')
+      memcpy(host, spec + 1, hl - 2), host[hl - 2] = 0;
+    else
+      memcpy(host, spec, hl), host[hl] = 0;
+    int port = atoi(colon + 1);
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
+      fe_error("listen \"%s\": not an IP address and port", spec);
+      rc = UV_EINVAL;
+      break;
+    }
+    uv_tcp_t *l = &s->listeners[i];
+    uv_tcp_init(loop, l);
+    l->data = s;
+    s->nlisteners++;
+    s->open_handles++;
+    if ((rc = uv_tcp_bind(l, (struct sockaddr *)&ss, 0)) < 0 ||
+        (rc = uv_listen((uv_stream_t *)l, 4096, fe_server_on_connection)) < 0) {
+      fe_error("listen \"%s\": %s", spec, uv_strerror(rc));
+      break;
+    }
+    struct sockaddr_storage bound;
+    int blen = sizeof(bound);
+    char ip[64];
+    uv_tcp_getsockname(l, (struct sockaddr *)&bound, &blen);
+    if (bound.ss_family == AF_INET6) {
+      uv_ip6_name((struct sockaddr_in6 *)&bound, ip, sizeof(ip));
+      fe_info("listening on http://[%s]:%d", ip, ntohs(((struct sockaddr_in6 *)&bound)->sin6_port));
+    } else {
+      uv_ip4_name((struct sockaddr_in *)&bound, ip, sizeof(ip));
+      fe_info("listening on http://%s:%d", ip, ntohs(((struct sockaddr_in *)&bound)->sin_port));
+    }
+  }
+  *out = s;
+  if (rc < 0)
+    return rc;
+  uv_timer_start(&s->sweep, fe_server_on_sweep, FE_SWEEP_MS, FE_SWEEP_MS);
+  return 0;
+}
+
+static void fe_server_on_handle_closed(uv_handle_t *h) {
+  fe_server *s = h->data;
+  if (--s->open_handles == 0 && s->freed) {
+    free(s->listeners);
+    free(s);
+  }
+}
+
+static void fe_server_close_listeners(fe_server *s) {
+  for (int i = 0; i < s->nlisteners; i++)
+    if (!uv_is_closing((uv_handle_t *)&s->listeners[i]))
+      uv_close((uv_handle_t *)&s->listeners[i], fe_server_on_handle_closed);
+}
+
+static void fe_server_on_grace(uv_timer_t *t) {
+  fe_server *s = t->data;
+  fe_warn("stop: closing %s connection(s) still open after the grace period",
+          s->conns ? "the" : "no");
+  while (s->conns)
+    fe_conn_close(s->conns);
+}
+
+void fe_server_stop(fe_server *s, double grace, void (*done)(void *ud), void *ud) {
+  s->stopping = 1;
+  s->done = done;
+  s->done_ud = ud;
+  fe_server_close_listeners(s);
+  uv_timer_stop(&s->sweep);
+  fe_hub_end_all();
+  /* Connections that are not streaming have nothing to finish. */
+  fe_conn *next;
+  for (fe_conn *c = s->conns; c; c = next) {
+    next = c->next;
+    if (c->state == FE_CS_READING)
+      fe_conn_close(c);
+  }
+  uv_timer_start(&s->grace, fe_server_on_grace, (uint64_t)(grace * 1000.0), 0);
+  fe_server_maybe_done(s);
+}
+
+void fe_server_free(fe_server *s) {
+  s->freed = 1;
+  fe_server_close_listeners(s);
+  uv_close((uv_handle_t *)&s->sweep, fe_server_on_handle_closed);
+  uv_close((uv_handle_t *)&s->grace, fe_server_on_handle_closed);
+  /* The memory goes with the last handle, in the loop run that follows. */
+}

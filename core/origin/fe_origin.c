@@ -1,0 +1,484 @@
+#include "origin/fe_origin.h"
+
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "flv/fe_flv.h"
+
+enum { FE_OK_HTTP, FE_OK_FILE };
+enum { FE_OS_RESOLVING, FE_OS_CONNECTING, FE_OS_HEAD, FE_OS_BODY, FE_OS_DONE };
+
+typedef struct fe_file_tag {
+  uint32_t off, len, ts;
+  uint8_t skip_on_loop; /* metadata and sequence headers go out on the first pass only */
+} fe_file_tag;
+
+struct fe_origin {
+  uv_loop_t *loop;
+  fe_origin_cbs cbs;
+  void *ud;
+  fe_origin_opts opts;
+  int kind;
+  int state;
+  int closed;  /* fe_origin_close() was called: no more callbacks */
+  int ended;   /* on_end was delivered */
+  int handles; /* handles and requests still to come back before the memory can go */
+  uv_timer_t timer;
+  /* HTTP */
+  uv_tcp_t tcp;
+  int tcp_open;
+  uv_getaddrinfo_t gai;
+  uv_connect_t connect;
+  uv_write_t write;
+  char *host, *port, *request;
+  size_t request_len;
+  llhttp_t parser;
+  llhttp_settings_t settings;
+  char ctype[128];
+  size_t ctype_len;
+  int in_ctype;
+  /* file */
+  char *file_path;
+  uint8_t *file;
+  size_t file_len;
+  fe_file_tag *tags;
+  size_t ntags, next;
+  uint64_t start_ms;   /* loop time that maps to output timestamp 0 */
+  uint64_t loop_base;  /* output timestamp of the current pass's first tag */
+  uint32_t loop_len;   /* duration of one pass, including one frame gap */
+  int pass;
+  uint8_t *scratch;
+  size_t scratch_cap;
+};
+
+static void fe_origin_maybe_free(fe_origin *o) {
+  if (!o->closed || o->handles > 0)
+    return;
+  free(o->host);
+  free(o->port);
+  free(o->request);
+  free(o->file_path);
+  free(o->file);
+  free(o->tags);
+  free(o->scratch);
+  free(o);
+}
+
+static void fe_origin_on_handle_closed(uv_handle_t *h) {
+  fe_origin *o = h->data;
+  o->handles--;
+  fe_origin_maybe_free(o);
+}
+
+/* Delivers on_end once, unless the owner already closed us. */
+static void fe_origin_finish(fe_origin *o, int err) {
+  if (o->ended || o->closed)
+    return;
+  o->ended = 1;
+  o->state = FE_OS_DONE;
+  uv_timer_stop(&o->timer);
+  if (o->tcp_open)
+    uv_read_stop((uv_stream_t *)&o->tcp);
+  o->cbs.on_end(o->ud, err);
+}
+
+int fe_origin_status(int err) {
+  return err == FE_ORIGIN_ETIMEDOUT ? 504 : 502;
+}
+
+const char *fe_origin_strerror(int err) {
+  switch (err) {
+  case 0: return "end of stream";
+  case FE_ORIGIN_EUNREACH: return "origin unreachable";
+  case FE_ORIGIN_ETIMEDOUT: return "origin timed out";
+  case FE_ORIGIN_EPROTO: return "invalid HTTP response from origin";
+  case FE_ORIGIN_ESTALL: return "origin stalled (read timeout)";
+  case FE_ORIGIN_EFILE: return "file source unreadable or not FLV";
+  case FE_ORIGIN_EURL: return "origin URL not understood";
+  default: return err <= -1000 ? fe_flv_strerror(err) : uv_strerror(err);
+  }
+}
+
+/* ---- HTTP ---------------------------------------------------------------------------------- */
+
+static uint64_t fe_ms(double seconds) {
+  return (uint64_t)(seconds * 1000.0 + 0.5);
+}
+
+static void fe_origin_on_timeout(uv_timer_t *t) {
+  fe_origin *o = t->data;
+  fe_origin_finish(o, o->state == FE_OS_BODY ? FE_ORIGIN_ESTALL : FE_ORIGIN_ETIMEDOUT);
+}
+
+static int fe_oh_on_header_field(llhttp_t *p, const char *at, size_t len) {
+  fe_origin *o = p->data;
+  o->in_ctype = len == 12 && strncasecmp(at, "content-type", 12) == 0;
+  return 0;
+}
+
+static int fe_oh_on_header_value(llhttp_t *p, const char *at, size_t len) {
+  fe_origin *o = p->data;
+  if (o->in_ctype) {
+    size_t room = sizeof(o->ctype) - 1 - o->ctype_len;
+    if (len > room)
+      len = room;
+    memcpy(o->ctype + o->ctype_len, at, len);
+    o->ctype_len += len;
+    o->ctype[o->ctype_len] = 0;
+  }
+  return 0;
+}
+
+static int fe_oh_on_headers_complete(llhttp_t *p) {
+  fe_origin *o = p->data;
+  o->state = FE_OS_BODY;
+  uv_timer_start(&o->timer, fe_origin_on_timeout, fe_ms(o->opts.read_timeout), 0);
+  o->cbs.on_response(o->ud, p->status_code, o->ctype_len ? o->ctype : NULL);
+  return o->closed ? HPE_USER : 0;
+}
+
+static int fe_oh_on_body(llhttp_t *p, const char *at, size_t len) {
+  fe_origin *o = p->data;
+  o->cbs.on_body(o->ud, (const uint8_t *)at, len);
+  return o->closed || o->ended ? HPE_USER : 0;
+}
+
+static int fe_oh_on_message_complete(llhttp_t *p) {
+  fe_origin *o = p->data;
+  fe_origin_finish(o, 0);
+  return HPE_USER;
+}
+
+static void fe_origin_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  static char chunk[65536]; /* one loop: every read is consumed before the next one */
+  buf->base = chunk;
+  buf->len = sizeof(chunk);
+}
+
+static void fe_origin_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  fe_origin *o = s->data;
+  if (o->closed || o->ended)
+    return;
+  if (nread > 0) {
+    if (o->state == FE_OS_BODY)
+      uv_timer_start(&o->timer, fe_origin_on_timeout, fe_ms(o->opts.read_timeout), 0);
+    llhttp_errno_t e = llhttp_execute(&o->parser, buf->base, (size_t)nread);
+    if (o->closed || o->ended)
+      return;
+    if (e != HPE_OK) {
+      fe_origin_finish(o, FE_ORIGIN_EPROTO);
+      return;
+    }
+    if (o->state == FE_OS_BODY)
+      o->cbs.on_flush(o->ud);
+  } else if (nread < 0) {
+    if (nread == UV_EOF) {
+      /* A close-delimited body ends here; anything else is cut short. */
+      llhttp_errno_t e = llhttp_finish(&o->parser);
+      if (o->closed || o->ended)
+        return;
+      fe_origin_finish(o, e == HPE_OK && o->state == FE_OS_BODY ? 0 : FE_ORIGIN_EPROTO);
+    } else {
+      fe_origin_finish(o, o->state == FE_OS_BODY ? (int)nread : FE_ORIGIN_EUNREACH);
+    }
+  }
+}
+
+static void fe_origin_on_write(uv_write_t *req, int status) {
+  fe_origin *o = req->data;
+  o->handles--;
+  if (status < 0 && status != UV_ECANCELED)
+    fe_origin_finish(o, FE_ORIGIN_EUNREACH);
+  fe_origin_maybe_free(o);
+}
+
+static void fe_origin_on_connect(uv_connect_t *req, int status) {
+  fe_origin *o = req->data;
+  o->handles--;
+  if (o->closed) {
+    fe_origin_maybe_free(o);
+    return;
+  }
+  if (status < 0) {
+    fe_origin_finish(o, status == UV_ETIMEDOUT ? FE_ORIGIN_ETIMEDOUT : FE_ORIGIN_EUNREACH);
+    return;
+  }
+  o->state = FE_OS_HEAD;
+  uv_tcp_nodelay(&o->tcp, 1);
+  uv_buf_t b = uv_buf_init(o->request, (unsigned)o->request_len);
+  o->write.data = o;
+  if (uv_write(&o->write, (uv_stream_t *)&o->tcp, &b, 1, fe_origin_on_write) == 0)
+    o->handles++;
+  uv_read_start((uv_stream_t *)&o->tcp, fe_origin_alloc, fe_origin_on_read);
+}
+
+static void fe_origin_connect_addr(fe_origin *o, const struct sockaddr *addr) {
+  uv_tcp_init(o->loop, &o->tcp);
+  o->tcp.data = o;
+  o->tcp_open = 1;
+  o->handles++;
+  o->connect.data = o;
+  o->state = FE_OS_CONNECTING;
+  int rc = uv_tcp_connect(&o->connect, &o->tcp, addr, fe_origin_on_connect);
+  if (rc < 0) {
+    fe_origin_finish(o, FE_ORIGIN_EUNREACH);
+    return;
+  }
+  o->handles++;
+}
+
+static void fe_origin_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  fe_origin *o = req->data;
+  o->handles--;
+  if (o->closed || status < 0 || !res) {
+    if (res)
+      uv_freeaddrinfo(res);
+    if (!o->closed)
+      fe_origin_finish(o, FE_ORIGIN_EUNREACH);
+    fe_origin_maybe_free(o);
+    return;
+  }
+  fe_origin_connect_addr(o, res->ai_addr);
+  uv_freeaddrinfo(res);
+}
+
+/* Splits "http://host[:port][/path]" into host, port and path (path defaults to "/"). */
+static int fe_origin_parse_url(fe_origin *o, const char *url) {
+  const char *p = url + 7;
+  const char *host_end, *host = p;
+  if (*p == '[') {
+    host = p + 1;
+    host_end = strchr(p, ']');
+    if (!host_end)
+      return -1;
+    p = host_end + 1;
+  } else {
+    host_end = p + strcspn(p, ":/");
+    p = host_end;
+  }
+  if (host_end == host)
+    return -1;
+  const char *port = "80";
+  size_t port_len = 2;
+  if (*p == ':') {
+    port = p + 1;
+    port_len = strcspn(port, "/");
+    p = port + port_len;
+    if (port_len == 0 || port_len > 5)
+      return -1;
+  }
+  const char *path = *p ? p : "/";
+  o->host = strndup(host, (size_t)(host_end - host));
+  o->port = strndup(port, port_len);
+  /* Host carries the authority as the URL wrote it, so virtual hosts at the origin match. */
+  int authority_len = (int)(p - (url + 7));
+  const char *fmt = "GET %s HTTP/1.1\r\nHost: %.*s\r\nUser-Agent: flvedge/" FE_VERSION
+                    "\r\nAccept: */*\r\nConnection: close\r\n\r\n";
+  int need = snprintf(NULL, 0, fmt, path, authority_len, url + 7);
+  o->request = malloc((size_t)need + 1);
+  if (!o->host || !o->port || !o->request)
+    return -1;
+  o->request_len = (size_t)snprintf(o->request, (size_t)need + 1, fmt, path, authority_len, url + 7);
+  return 0;
+}
+
+static void fe_origin_start_http(uv_timer_t *t) {
+  fe_origin *o = t->data;
+  struct sockaddr_storage ss;
+  uv_timer_start(&o->timer, fe_origin_on_timeout, fe_ms(o->opts.connect_timeout), 0);
+  if (uv_ip4_addr(o->host, atoi(o->port), (struct sockaddr_in *)&ss) == 0 ||
+      uv_ip6_addr(o->host, atoi(o->port), (struct sockaddr_in6 *)&ss) == 0) {
+    fe_origin_connect_addr(o, (struct sockaddr *)&ss);
+    return;
+  }
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+  o->gai.data = o;
+  o->state = FE_OS_RESOLVING;
+  if (uv_getaddrinfo(o->loop, &o->gai, fe_origin_on_resolved, o->host, o->port, &hints) < 0) {
+    fe_origin_finish(o, FE_ORIGIN_EUNREACH);
+    return;
+  }
+  o->handles++;
+}
+
+/* ---- file source --------------------------------------------------------------------------- */
+
+typedef struct fe_file_index {
+  fe_origin *o;
+  const uint8_t *base;
+} fe_file_index;
+
+static int fe_file_on_tag(void *ud, const fe_flv_tag *tag) {
+  fe_file_index *ix = ud;
+  fe_origin *o = ix->o;
+  if ((o->ntags & (o->ntags + 1)) == 0 || o->ntags == 0) {
+    size_t cap = o->ntags ? (o->ntags + 1) * 2 : 256;
+    fe_file_tag *t = realloc(o->tags, cap * sizeof(*t));
+    if (!t)
+      return FE_FLV_ENOMEM;
+    o->tags = t;
+  }
+  fe_file_tag *ft = &o->tags[o->ntags++];
+  ft->off = (uint32_t)(tag->data - ix->base);
+  ft->len = FE_FLV_TAG_OVERHEAD + tag->size;
+  ft->ts = tag->timestamp;
+  ft->skip_on_loop = (tag->flags & (FE_FLV_SEQ_HEADER | FE_FLV_METADATA)) != 0;
+  return 0;
+}
+
+/* Reads and indexes the whole file once; each pass then replays it from memory. */
+static int fe_file_load(fe_origin *o) {
+  FILE *f = fopen(o->file_path, "rb");
+  if (!f)
+    return FE_ORIGIN_EFILE;
+  int rc = FE_ORIGIN_EFILE;
+  if (fseek(f, 0, SEEK_END) != 0)
+    goto out;
+  long size = ftell(f);
+  if (size < FE_FLV_FILE_HEADER_SIZE || size > (1L << 31))
+    goto out;
+  rewind(f);
+  o->file = malloc((size_t)size);
+  if (!o->file || fread(o->file, 1, (size_t)size, f) != (size_t)size)
+    goto out;
+  o->file_len = (size_t)size;
+  fe_flv_parser p;
+  fe_flv_parser_init(&p, o->opts.max_tag_size);
+  fe_file_index ix = {o, o->file};
+  /* Fed whole, the parser hands out pointers into the file itself. */
+  int prc = fe_flv_parser_feed(&p, o->file, o->file_len, fe_file_on_tag, &ix);
+  if (prc == 0)
+    prc = fe_flv_parser_finish(&p);
+  fe_flv_parser_free(&p);
+  if (prc < 0 || o->ntags == 0)
+    goto out;
+  /* One pass lasts from the first tag to the last plus one typical frame gap. */
+  uint32_t first = o->tags[0].ts, last = o->tags[o->ntags - 1].ts;
+  uint32_t gap = o->ntags > 1 ? (last - first) / (uint32_t)(o->ntags - 1) : 40;
+  if (gap == 0)
+    gap = 1;
+  o->loop_len = last - first + gap;
+  rc = 0;
+out:
+  fclose(f);
+  return rc;
+}
+
+static void fe_file_tick(uv_timer_t *t);
+
+static void fe_file_schedule(fe_origin *o) {
+  const fe_file_tag *ft = &o->tags[o->next];
+  uint64_t due = o->start_ms + o->loop_base + (ft->ts - o->tags[0].ts);
+  uint64_t now = uv_now(o->loop);
+  uv_timer_start(&o->timer, fe_file_tick, due > now ? due - now : 0, 0);
+}
+
+static void fe_file_tick(uv_timer_t *t) {
+  fe_origin *o = t->data;
+  uint64_t now = uv_now(o->loop);
+  for (;;) {
+    const fe_file_tag *ft = &o->tags[o->next];
+    uint64_t out_ts = o->loop_base + (ft->ts - o->tags[0].ts);
+    if (o->start_ms + out_ts > now)
+      break;
+    if (!(o->pass > 0 && ft->skip_on_loop)) {
+      if (o->scratch_cap < ft->len) {
+        free(o->scratch);
+        o->scratch = malloc(ft->len);
+        o->scratch_cap = o->scratch ? ft->len : 0;
+        if (!o->scratch) {
+          fe_origin_finish(o, UV_ENOMEM);
+          return;
+        }
+      }
+      memcpy(o->scratch, o->file + ft->off, ft->len);
+      fe_flv_set_timestamp(o->scratch, (uint32_t)out_ts);
+      o->cbs.on_body(o->ud, o->scratch, ft->len);
+      if (o->closed || o->ended)
+        return;
+    }
+    if (++o->next == o->ntags) {
+      o->next = 0;
+      o->pass++;
+      o->loop_base += o->loop_len;
+    }
+  }
+  o->cbs.on_flush(o->ud);
+  if (!o->closed && !o->ended)
+    fe_file_schedule(o);
+}
+
+static void fe_origin_start_file(uv_timer_t *t) {
+  fe_origin *o = t->data;
+  int rc = fe_file_load(o);
+  if (rc < 0) {
+    fe_origin_finish(o, rc);
+    return;
+  }
+  o->state = FE_OS_BODY;
+  o->cbs.on_response(o->ud, 200, "video/x-flv");
+  if (o->closed)
+    return;
+  uint8_t header[FE_FLV_FILE_HEADER_SIZE];
+  fe_flv_write_file_header(header, o->file[4]);
+  o->cbs.on_body(o->ud, header, sizeof(header));
+  if (o->closed)
+    return;
+  o->start_ms = uv_now(o->loop);
+  fe_file_tick(&o->timer);
+}
+
+/* ---- common -------------------------------------------------------------------------------- */
+
+static void fe_origin_start_bad_url(uv_timer_t *t) {
+  fe_origin_finish(t->data, FE_ORIGIN_EURL);
+}
+
+fe_origin *fe_origin_open(uv_loop_t *loop, const char *url, const fe_origin_opts *opts,
+                          const fe_origin_cbs *cbs, void *ud) {
+  fe_origin *o = calloc(1, sizeof(*o));
+  if (!o)
+    return NULL;
+  o->loop = loop;
+  o->cbs = *cbs;
+  o->ud = ud;
+  o->opts = *opts;
+  uv_timer_init(loop, &o->timer);
+  o->timer.data = o;
+  o->handles = 1;
+  uv_timer_cb start;
+  if (strncmp(url, "file:", 5) == 0) {
+    o->kind = FE_OK_FILE;
+    o->file_path = strdup(url + 5);
+    start = fe_origin_start_file;
+  } else if (strncmp(url, "http://", 7) == 0 && fe_origin_parse_url(o, url) == 0) {
+    o->kind = FE_OK_HTTP;
+    llhttp_settings_init(&o->settings);
+    o->settings.on_header_field = fe_oh_on_header_field;
+    o->settings.on_header_value = fe_oh_on_header_value;
+    o->settings.on_headers_complete = fe_oh_on_headers_complete;
+    o->settings.on_body = fe_oh_on_body;
+    o->settings.on_message_complete = fe_oh_on_message_complete;
+    llhttp_init(&o->parser, HTTP_RESPONSE, &o->settings);
+    o->parser.data = o;
+    start = fe_origin_start_http;
+  } else {
+    start = fe_origin_start_bad_url;
+  }
+  /* Start from the loop so that no callback runs inside this call. */
+  uv_timer_start(&o->timer, start, 0, 0);
+  return o;
+}
+
+void fe_origin_close(fe_origin *o) {
+  if (o->closed)
+    return;
+  o->closed = 1;
+  if (o->state == FE_OS_RESOLVING)
+    uv_cancel((uv_req_t *)&o->gai);
+  uv_close((uv_handle_t *)&o->timer, fe_origin_on_handle_closed);
+  if (o->tcp_open)
+    uv_close((uv_handle_t *)&o->tcp, fe_origin_on_handle_closed);
+}

@@ -1,0 +1,59 @@
+/*
+ * fe_origin: one pull from an origin, delivered as a byte stream.
+ *
+ * Two kinds behind one interface: an HTTP/1.1 GET (llhttp parses the response; chunked,
+ * Content-Length and close-delimited bodies all arrive de-framed) and a built-in file source
+ * ("file:PATH") that plays an FLV file as an endless live stream in real time, looping with
+ * monotonic timestamps. The caller owns nothing inside; fe_origin_close() ends it, after which no
+ * callback runs and the memory is released once libuv has closed the handles.
+ */
+#ifndef FE_ORIGIN_H
+#define FE_ORIGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* Failures, negative. Map to the status a viewer sees with fe_origin_status(). */
+enum {
+  FE_ORIGIN_EUNREACH = -2001,  /* resolve or connect failed: 502 */
+  FE_ORIGIN_ETIMEDOUT = -2002, /* connect or response timeout: 504 */
+  FE_ORIGIN_EPROTO = -2003,    /* not a valid HTTP response: 502 */
+  FE_ORIGIN_ESTALL = -2004,    /* no data for the read timeout once streaming */
+  FE_ORIGIN_EFILE = -2005,     /* file source unreadable or not FLV */
+  FE_ORIGIN_EURL = -2006,      /* origin URL not understood */
+};
+
+typedef struct fe_origin fe_origin;
+
+typedef struct fe_origin_cbs {
+  /** Response head received: status and Content-Type (may be NULL; borrowed). */
+  void (*on_response)(void *ud, int status, const char *content_type);
+  /** Body bytes (de-chunked); borrowed for the call. */
+  void (*on_body)(void *ud, const uint8_t *data, size_t len);
+  /** A batch of on_body calls is over: a good moment to flush to viewers. */
+  void (*on_flush)(void *ud);
+  /** The pull is over: 0 for a clean end of body, or a FE_ORIGIN_E* / libuv error. Last callback. */
+  void (*on_end)(void *ud, int err);
+} fe_origin_cbs;
+
+typedef struct fe_origin_opts {
+  double connect_timeout; /* seconds, up to the response head */
+  double read_timeout;    /* seconds between reads once streaming */
+  uint32_t max_tag_size;  /* file source: tags beyond this make the file invalid */
+} fe_origin_opts;
+
+/**
+ * Starts pulling `url` ("http://host[:port]/path" or "file:PATH"). Callbacks come from the loop,
+ * never from inside this call. Returns NULL only when out of memory.
+ */
+fe_origin *fe_origin_open(uv_loop_t *loop, const char *url, const fe_origin_opts *opts,
+                          const fe_origin_cbs *cbs, void *ud);
+/** Stops the pull; no callback runs after this. Safe from inside a callback. */
+void fe_origin_close(fe_origin *o);
+/** The HTTP status a viewer gets for a failure code (502 or 504). */
+int fe_origin_status(int err);
+/** A short description of a failure code, for logs. */
+const char *fe_origin_strerror(int err);
+
+#endif
