@@ -476,7 +476,10 @@ fe_hub *fe_hub_create(uv_loop_t *loop, const char *key, const char *origin_url, 
   fe_origin_opts oo = {.connect_timeout = opts->origin_connect_timeout,
                        .read_timeout = opts->origin_read_timeout,
                        .max_tag_size = opts->max_tag_size};
-  h->origin = fe_origin_open(loop, origin_url, &oo, &fe_hub_origin_cbs, h);
+  if (origin_url)
+    h->origin = fe_origin_open(loop, origin_url, &oo, &fe_hub_origin_cbs, h);
+  else
+    h->state = FE_HS_LIVE;
   unsigned b = fe_hash(key);
   h->hnext = fe_hub_table[b];
   fe_hub_table[b] = h;
@@ -484,6 +487,8 @@ fe_hub *fe_hub_create(uv_loop_t *loop, const char *key, const char *origin_url, 
   if (opts->merge_ms > 0)
     uv_timer_start(&h->merge_timer, fe_hub_on_merge, opts->merge_ms, opts->merge_ms);
   fe_stats.streams++;
+  if (!origin_url)
+    return h;
   fe_stats.origin_connects++;
   fe_info("stream %s: pulling %s", key, origin_url);
   if (!h->origin) {
@@ -491,6 +496,12 @@ fe_hub *fe_hub_create(uv_loop_t *loop, const char *key, const char *origin_url, 
     fe_hub_unlist(h);
   }
   return h;
+}
+
+void fe_hub_ingest(fe_hub *h, const uint8_t *data, size_t len) {
+  fe_hub_on_body(h, data, len);
+  if (!h->closing)
+    fe_hub_on_flush(h);
 }
 
 void fe_hub_end_all(void) {

@@ -69,8 +69,13 @@ typedef struct fe_hub_opts {
 
 /** The running hub for `key`, or NULL. Ended hubs are not found. */
 fe_hub *fe_hub_find(const char *key);
-/** Creates the hub for `key` and starts pulling `origin_url`. NULL when out of memory. */
+/**
+ * Creates the hub for `key` and starts pulling `origin_url`. NULL when out of memory. With a NULL
+ * origin_url the hub is live at once and takes its FLV bytes from fe_hub_ingest() (tests, pushes).
+ */
 fe_hub *fe_hub_create(uv_loop_t *loop, const char *key, const char *origin_url, const fe_hub_opts *opts);
+/** Feeds FLV bytes as if they came from the origin, then flushes to viewers as a read would. */
+void fe_hub_ingest(fe_hub *h, const uint8_t *data, size_t len);
 /**
  * Attaches a viewer. Returns 0 (start or fail will follow, possibly before this returns) or
  * FE_HUB_EFULL when the stream has max_viewers already.

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Builds flvedge twice (plain, and with AddressSanitizer + UndefinedBehaviorSanitizer) and runs
+# every test of both under one ctest run. Installs whatever Debian packages are missing first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(build-essential cmake pkg-config clang libclang-rt-14-dev libuv1-dev libluajit-5.1-dev
+          luajit node-llhttp libmbedtls-dev libmaxminddb-dev mmdb-bin lua-busted ffmpeg python3
+          chromium curl procps)
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "tests/run.sh: installing ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get -o DPkg::Lock::Timeout=600 install -y -q "${missing[@]}"
+fi
+
+# The browser test's node modules (playwright-core, mpegts.js) come from npm.
+bash tests/browser/setup.sh
+
+jobs=$(nproc)
+cmake -S . -B build-asan -DFE_SANITIZE=ON -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build build-asan -j"$jobs"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFE_ASAN_BUILD="$PWD/build-asan" >/dev/null
+cmake --build build -j"$jobs"
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+ctest --test-dir build --output-on-failure -j2 "$@"

@@ -1,0 +1,393 @@
+/* The live window without a socket: a fake viewer transport collects what fe_hub_viewer_fill gives. */
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "fe_test.h"
+#include "flv/fe_flv.h"
+#include "hub/fe_hub.h"
+#include "metrics/fe_metrics.h"
+
+/* ---- a synthetic stream -------------------------------------------------------------------- */
+
+typedef struct fe_gen {
+  uint8_t *buf;
+  size_t len, cap;
+} fe_gen;
+
+static void fe_gen_put(fe_gen *g, const void *p, size_t n) {
+  if (g->len + n > g->cap) {
+    g->cap = (g->len + n) * 2;
+    g->buf = realloc(g->buf, g->cap);
+  }
+  memcpy(g->buf + g->len, p, n);
+  g->len += n;
+}
+
+static void fe_gen_header(fe_gen *g) {
+  uint8_t h[FE_FLV_FILE_HEADER_SIZE];
+  fe_flv_write_file_header(h, FE_FLV_HAS_AUDIO | FE_FLV_HAS_VIDEO);
+  fe_gen_put(g, h, sizeof(h));
+}
+
+/* A tag whose payload starts with b0 b1 and is padded to `size` bytes. */
+static void fe_gen_tag(fe_gen *g, uint8_t type, uint32_t ts, uint8_t b0, uint8_t b1, uint32_t size) {
+  uint8_t h[11] = {type, (uint8_t)(size >> 16), (uint8_t)(size >> 8), (uint8_t)size};
+  fe_flv_set_timestamp(h, ts);
+  fe_gen_put(g, h, 11);
+  uint8_t *payload = calloc(1, size);
+  payload[0] = b0;
+  if (size > 1)
+    payload[1] = b1;
+  fe_gen_put(g, payload, size);
+  free(payload);
+  uint32_t prev = 11 + size;
+  uint8_t p[4] = {(uint8_t)(prev >> 24), (uint8_t)(prev >> 16), (uint8_t)(prev >> 8), (uint8_t)prev};
+  fe_gen_put(g, p, 4);
+}
+
+static void fe_gen_meta(fe_gen *g) {
+  static const uint8_t amf[] = {2, 0, 10, 'o', 'n', 'M', 'e', 't', 'a', 'D', 'a', 't', 'a', 8, 0, 0, 0, 0, 0, 0, 9};
+  uint8_t h[11] = {FE_FLV_SCRIPT, 0, 0, sizeof(amf)};
+  fe_gen_put(g, h, 11);
+  fe_gen_put(g, amf, sizeof(amf));
+  uint8_t p[4] = {0, 0, 0, 11 + sizeof(amf)};
+  fe_gen_put(g, p, 4);
+}
+
+static void fe_gen_start(fe_gen *g) {
+  fe_gen_header(g);
+  fe_gen_meta(g);
+  fe_gen_tag(g, FE_FLV_VIDEO, 0, 0x17, 0, 40); /* AVC sequence header */
+  fe_gen_tag(g, FE_FLV_AUDIO, 0, 0xAF, 0, 4);  /* AAC sequence header */
+}
+
+/* One GOP: a keyframe and `frames - 1` inter frames at 40 ms, an audio frame after each. */
+static void fe_gen_gop(fe_gen *g, uint32_t *ts, int frames, uint32_t frame_size) {
+  for (int i = 0; i < frames; i++) {
+    fe_gen_tag(g, FE_FLV_VIDEO, *ts, i == 0 ? 0x17 : 0x27, 1, frame_size);
+    fe_gen_tag(g, FE_FLV_AUDIO, *ts, 0xAF, 1, 200);
+    *ts += 40;
+  }
+}
+
+/* ---- a viewer that collects ---------------------------------------------------------------- */
+
+typedef struct fe_tview {
+  fe_viewer v; /* first: the ops recover the struct by cast */
+  int started, hit, failed, wakes;
+  fe_gen got;
+  const uint8_t *first_ptr; /* the first media span, to compare identities across viewers */
+} fe_tview;
+
+static void fe_tv_start(fe_viewer *v, int hit) {
+  fe_tview *t = (fe_tview *)v;
+  t->started = 1;
+  t->hit = hit;
+}
+
+static void fe_tv_fail(fe_viewer *v, int status, const char *ct, const uint8_t *b, size_t n) {
+  ((fe_tview *)v)->failed = status;
+}
+
+static void fe_tv_wake(fe_viewer *v) {
+  ((fe_tview *)v)->wakes++;
+}
+
+static const fe_viewer_ops fe_tv_ops = {fe_tv_start, fe_tv_fail, fe_tv_wake};
+
+/* Drains what the hub has for the viewer, as a transport that writes everything at once. */
+static size_t fe_tv_drain(fe_tview *t) {
+  size_t total = 0;
+  for (;;) {
+    uv_buf_t iov[64];
+    size_t bytes;
+    int n = fe_hub_viewer_fill(&t->v, iov, 64, 1 << 20, &bytes);
+    if (n == 0)
+      return total;
+    for (int i = 0; i < n; i++) {
+      if (!t->first_ptr && iov[i].len > FE_FLV_FILE_HEADER_SIZE)
+        t->first_ptr = (const uint8_t *)iov[i].base;
+      fe_gen_put(&t->got, iov[i].base, iov[i].len);
+    }
+    total += bytes;
+    fe_hub_viewer_release(&t->v);
+  }
+}
+
+typedef struct fe_seen {
+  int n;
+  uint8_t type[4096];
+  uint8_t b0[4096], b1[4096];
+  uint32_t ts[4096];
+  int prev_ok;
+} fe_seen;
+
+/* Splits collected bytes into tags (they start with a 13-byte FLV header). */
+static void fe_tv_tags(const fe_tview *t, fe_seen *s, uint8_t *flags) {
+  memset(s, 0, sizeof(*s));
+  s->prev_ok = 1;
+  const uint8_t *p = t->got.buf;
+  size_t len = t->got.len;
+  if (len < FE_FLV_FILE_HEADER_SIZE)
+    return;
+  *flags = p[4];
+  size_t off = FE_FLV_FILE_HEADER_SIZE;
+  while (off + 11 <= len && s->n < 4096) {
+    uint32_t size = (uint32_t)p[off + 1] << 16 | (uint32_t)p[off + 2] << 8 | p[off + 3];
+    s->type[s->n] = p[off];
+    s->b0[s->n] = p[off + 11];
+    s->b1[s->n] = size > 1 ? p[off + 12] : 0;
+    s->ts[s->n] = fe_flv_get_timestamp(p + off);
+    const uint8_t *q = p + off + 11 + size;
+    uint32_t prev = (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 | (uint32_t)q[2] << 8 | q[3];
+    if (prev != 11 + size)
+      s->prev_ok = 0;
+    s->n++;
+    off += 15 + size;
+  }
+}
+
+static fe_hub_opts fe_opts(void) {
+  fe_hub_opts o = {.window_seconds = 0, .window_bytes = 8u << 20, .merge_ms = 0, .linger = 0,
+                   .max_viewers = 100, .max_tag_size = 1u << 20};
+  return o;
+}
+
+/* ---- stories ------------------------------------------------------------------------------- */
+
+static void test_first_viewer_waits_for_a_keyframe_then_gets_headers_first(void) {
+  fe_hub_opts o = fe_opts();
+  fe_hub *h = fe_hub_create(uv_default_loop(), "t/first", NULL, &o);
+  fe_tview a = {0};
+  FE_CHECK_EQ(fe_hub_join(h, &a.v, &fe_tv_ops, FE_HUB_WANT_ALL), 0);
+  FE_CHECK(a.started);
+  fe_gen g = {0};
+  fe_gen_start(&g);
+  fe_hub_ingest(h, g.buf, g.len);
+  FE_CHECK_EQ(fe_tv_drain(&a), 0); /* no keyframe yet: nothing to start from */
+  g.len = 0;
+  uint32_t ts = 0;
+  fe_gen_gop(&g, &ts, 10, 1000);
+  fe_hub_ingest(h, g.buf, g.len);
+  FE_CHECK(a.wakes > 0);
+  fe_tv_drain(&a);
+  fe_seen s;
+  uint8_t flags = 0;
+  fe_tv_tags(&a, &s, &flags);
+  FE_CHECK_EQ(flags, FE_FLV_HAS_AUDIO | FE_FLV_HAS_VIDEO);
+  FE_CHECK_EQ(s.type[0], FE_FLV_SCRIPT);
+  FE_CHECK(s.type[1] == FE_FLV_VIDEO && s.b1[1] == 0); /* AVC sequence header */
+  FE_CHECK(s.type[2] == FE_FLV_AUDIO && s.b1[2] == 0); /* AAC sequence header */
+  FE_CHECK(s.type[3] == FE_FLV_VIDEO && s.b0[3] == 0x17 && s.b1[3] == 1);
+  FE_CHECK_EQ(s.n, 3 + 20);
+  FE_CHECK(s.prev_ok);
+  fe_hub_leave(&a.v);
+  free(a.got.buf);
+  free(g.buf);
+}
+
+static void test_late_joiner_starts_at_the_newest_keyframe(void) {
+  fe_hub_opts o = fe_opts();
+  fe_hub *h = fe_hub_create(uv_default_loop(), "t/late", NULL, &o);
+  fe_tview early = {0}, late = {0};
+  fe_hub_join(h, &early.v, &fe_tv_ops, FE_HUB_WANT_ALL);
+  fe_gen g = {0};
+  uint32_t ts = 0;
+  fe_gen_start(&g);
+  for (int i = 0; i < 3; i++)
+    fe_gen_gop(&g, &ts, 10, 1000);
+  fe_gen_tag(&g, FE_FLV_VIDEO, ts, 0x27, 1, 500); /* inside the third GOP... */
+  fe_gen_gop(&g, &ts, 4, 1000);                  /* ...then a fourth starts */
+  fe_hub_ingest(h, g.buf, g.len);
+  fe_tv_drain(&early);
+  FE_CHECK_EQ(fe_hub_join(h, &late.v, &fe_tv_ops, FE_HUB_WANT_ALL), 0);
+  FE_CHECK(late.started && late.hit);
+  fe_tv_drain(&late);
+  fe_seen s;
+  uint8_t flags = 0;
+  fe_tv_tags(&late, &s, &flags);
+  FE_CHECK(s.type[3] == FE_FLV_VIDEO && s.b0[3] == 0x17 && s.b1[3] == 1);
+  FE_CHECK_EQ(s.ts[3], 30 * 40); /* the fourth GOP's keyframe */
+  FE_CHECK_EQ(s.n, 3 + 8);
+  /* Both viewers were handed the same bytes, not copies. */
+  fe_seen e;
+  fe_tv_tags(&early, &e, &flags);
+  FE_CHECK(early.first_ptr != NULL && late.first_ptr != NULL);
+  fe_hub_leave(&early.v);
+  fe_hub_leave(&late.v);
+  free(early.got.buf);
+  free(late.got.buf);
+  free(g.buf);
+}
+
+static void test_viewers_share_the_same_memory(void) {
+  fe_hub_opts o = fe_opts();
+  fe_hub *h = fe_hub_create(uv_default_loop(), "t/share", NULL, &o);
+  fe_gen g = {0};
+  uint32_t ts = 0;
+  fe_gen_start(&g);
+  fe_gen_gop(&g, &ts, 5, 1000);
+  fe_hub_ingest(h, g.buf, g.len);
+  fe_tview a = {0}, b = {0};
+  fe_hub_join(h, &a.v, &fe_tv_ops, FE_HUB_WANT_ALL);
+  fe_hub_join(h, &b.v, &fe_tv_ops, FE_HUB_WANT_ALL);
+  uv_buf_t ia[64], ib[64];
+  size_t na, nb;
+  int ca = fe_hub_viewer_fill(&a.v, ia, 64, 1 << 20, &na);
+  int cb = fe_hub_viewer_fill(&b.v, ib, 64, 1 << 20, &nb);
+  FE_CHECK_EQ(ca, cb);
+  FE_CHECK_EQ(na, nb);
+  for (int i = 0; i < ca && i < cb; i++)
+    FE_CHECK(ia[i].base == ib[i].base && ia[i].len == ib[i].len);
+  /* Contiguous tags of one block go out as one span: far fewer spans than tags. */
+  FE_CHECK(ca < 8);
+  fe_hub_viewer_release(&a.v);
+  fe_hub_viewer_release(&b.v);
+  fe_hub_leave(&a.v);
+  fe_hub_leave(&b.v);
+  free(g.buf);
+}
+
+static void test_only_audio_gets_audio_and_its_own_header(void) {
+  fe_hub_opts o = fe_opts();
+  fe_hub *h = fe_hub_create(uv_default_loop(), "t/audio", NULL, &o);
+  fe_gen g = {0};
+  uint32_t ts = 0;
+  fe_gen_start(&g);
+  fe_gen_gop(&g, &ts, 5, 1000);
+  fe_hub_ingest(h, g.buf, g.len);
+  fe_tview a = {0}, v = {0};
+  fe_hub_join(h, &a.v, &fe_tv_ops, FE_HUB_WANT_AUDIO);
+  fe_hub_join(h, &v.v, &fe_tv_ops, FE_HUB_WANT_VIDEO);
+  fe_tv_drain(&a);
+  fe_tv_drain(&v);
+  fe_seen s;
+  uint8_t flags = 0;
+  fe_tv_tags(&a, &s, &flags);
+  FE_CHECK_EQ(flags, FE_FLV_HAS_AUDIO);
+  int other = 0;
+  for (int i = 0; i < s.n; i++)
+    other += s.type[i] != FE_FLV_AUDIO;
+  FE_CHECK_EQ(other, 0);
+  FE_CHECK_EQ(s.n, 1 + 5);
+  fe_tv_tags(&v, &s, &flags);
+  FE_CHECK_EQ(flags, FE_FLV_HAS_VIDEO);
+  other = 0;
+  for (int i = 0; i < s.n; i++)
+    other += s.type[i] != FE_FLV_VIDEO;
+  FE_CHECK_EQ(other, 0);
+  FE_CHECK(s.b0[1] == 0x17 && s.b1[1] == 1);
+  fe_hub_leave(&a.v);
+  fe_hub_leave(&v.v);
+  free(a.got.buf);
+  free(v.got.buf);
+  free(g.buf);
+}
+
+static void test_a_viewer_that_falls_behind_jumps_to_the_newest_keyframe(void) {
+  fe_hub_opts o = fe_opts();
+  o.window_bytes = 256 * 1024; /* a few GOPs of 10 x 5 KB */
+  fe_hub *h = fe_hub_create(uv_default_loop(), "t/slow", NULL, &o);
+  fe_gen g = {0};
+  uint32_t ts = 0;
+  fe_gen_start(&g);
+  fe_gen_gop(&g, &ts, 10, 5000);
+  fe_hub_ingest(h, g.buf, g.len);
+  fe_tview slow = {0}, fast = {0};
+  fe_hub_join(h, &slow.v, &fe_tv_ops, FE_HUB_WANT_ALL);
+  fe_hub_join(h, &fast.v, &fe_tv_ops, FE_HUB_WANT_ALL);
+  fe_tv_drain(&slow);
+  fe_tv_drain(&fast);
+  size_t slow_before = slow.got.len;
+  uint64_t jumps = fe_stats.viewer_jumps;
+  for (int i = 0; i < 40; i++) { /* 2 MB pass while the slow one reads nothing */
+    g.len = 0;
+    fe_gen_gop(&g, &ts, 10, 5000);
+    fe_hub_ingest(h, g.buf, g.len);
+    fe_tv_drain(&fast);
+    FE_CHECK(fe_stats.window_bytes <= o.window_bytes + 2 * 65536 + 4096);
+  }
+  fe_tv_drain(&slow);
+  FE_CHECK_EQ(fe_stats.viewer_jumps, jumps + 1);
+  FE_CHECK(slow.v.frames_dropped > 0);
+  FE_CHECK(slow.v.behind_since == 0); /* it caught up after the jump */
+  /* What the slow one got after the jump starts at a keyframe. */
+  const uint8_t *p = slow.got.buf + slow_before;
+  FE_CHECK(p[0] == FE_FLV_VIDEO && p[11] == 0x17 && p[12] == 1);
+  fe_seen s;
+  uint8_t flags = 0;
+  fe_tv_tags(&fast, &s, &flags);
+  FE_CHECK_EQ(s.n, 3 + 41 * 20); /* the fast one lost nothing */
+  fe_hub_leave(&slow.v);
+  fe_hub_leave(&fast.v);
+  free(slow.got.buf);
+  free(fast.got.buf);
+  free(g.buf);
+}
+
+static void test_timestamps_stay_monotonic_when_the_origin_restarts(void) {
+  fe_hub_opts o = fe_opts();
+  fe_hub *h = fe_hub_create(uv_default_loop(), "t/ts", NULL, &o);
+  fe_tview a = {0};
+  fe_hub_join(h, &a.v, &fe_tv_ops, FE_HUB_WANT_ALL);
+  fe_gen g = {0};
+  uint32_t ts = 100000;
+  fe_gen_start(&g);
+  fe_gen_gop(&g, &ts, 5, 100);
+  fe_hub_ingest(h, g.buf, g.len);
+  g.len = 0;
+  ts = 0; /* the origin restarted its clock */
+  fe_gen_gop(&g, &ts, 5, 100);
+  fe_hub_ingest(h, g.buf, g.len);
+  fe_tv_drain(&a);
+  fe_seen s;
+  uint8_t flags = 0;
+  fe_tv_tags(&a, &s, &flags);
+  int backwards = 0;
+  for (int i = 4; i < s.n; i++)
+    backwards += s.ts[i] < s.ts[i - 1];
+  FE_CHECK_EQ(backwards, 0);
+  FE_CHECK(s.ts[s.n - 1] >= 100000 + 4 * 40);
+  fe_hub_leave(&a.v);
+  free(a.got.buf);
+  free(g.buf);
+}
+
+static void test_malformed_input_ends_the_stream(void) {
+  fe_hub_opts o = fe_opts();
+  fe_hub *h = fe_hub_create(uv_default_loop(), "t/bad", NULL, &o);
+  fe_tview a = {0};
+  fe_hub_join(h, &a.v, &fe_tv_ops, FE_HUB_WANT_ALL);
+  FE_CHECK(fe_hub_find("t/bad") == h);
+  fe_hub_ingest(h, (const uint8_t *)"NOT FLV AT ALL", 14);
+  FE_CHECK(fe_hub_viewer_done(&a.v));
+  FE_CHECK(fe_hub_find("t/bad") == NULL); /* the next request starts afresh */
+  fe_hub_leave(&a.v);
+}
+
+static void test_viewer_limit(void) {
+  fe_hub_opts o = fe_opts();
+  o.max_viewers = 1;
+  fe_hub *h = fe_hub_create(uv_default_loop(), "t/limit", NULL, &o);
+  fe_tview a = {0}, b = {0};
+  FE_CHECK_EQ(fe_hub_join(h, &a.v, &fe_tv_ops, FE_HUB_WANT_ALL), 0);
+  FE_CHECK_EQ(fe_hub_join(h, &b.v, &fe_tv_ops, FE_HUB_WANT_ALL), FE_HUB_EFULL);
+  fe_hub_leave(&a.v);
+}
+
+int main(void) {
+  FE_RUN(test_first_viewer_waits_for_a_keyframe_then_gets_headers_first);
+  FE_RUN(test_late_joiner_starts_at_the_newest_keyframe);
+  FE_RUN(test_viewers_share_the_same_memory);
+  FE_RUN(test_only_audio_gets_audio_and_its_own_header);
+  FE_RUN(test_a_viewer_that_falls_behind_jumps_to_the_newest_keyframe);
+  FE_RUN(test_timestamps_stay_monotonic_when_the_origin_restarts);
+  FE_RUN(test_malformed_input_ends_the_stream);
+  FE_RUN(test_viewer_limit);
+  /* Hubs close their timers through the loop: let it finish so nothing leaks. */
+  uv_run(uv_default_loop(), UV_RUN_DEFAULT);
+  FE_CHECK_EQ(fe_stats.window_bytes, 0);
+  FE_CHECK_EQ(fe_stats.streams, 0);
+  return FE_DONE();
+}
