@@ -430,7 +430,9 @@ static void fe_hub_on_end(void *ud, int err) {
     int status = fe_origin_status(err);
     fe_error("stream %s: %s; answering %d", h->key, fe_origin_strerror(err), status);
     fe_stats.origin_failures++;
-    const char *msg = status == 504 ? "504 origin timed out\n" : "502 origin unreachable\n";
+    const char *msg = status == 504   ? "504 origin timed out\n"
+                      : status == 404 ? "404 no such stream\n"
+                                      : "502 origin unreachable\n";
     fe_hub_fail_all(h, status, "text/plain", (const uint8_t *)msg, strlen(msg));
     return;
   }

@@ -1,5 +1,6 @@
 #include "origin/fe_origin.h"
 
+#include <errno.h>
 #include <llhttp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,7 +86,7 @@ static void fe_origin_finish(fe_origin *o, int err) {
 }
 
 int fe_origin_status(int err) {
-  return err == FE_ORIGIN_ETIMEDOUT ? 504 : 502;
+  return err == FE_ORIGIN_ETIMEDOUT ? 504 : err == FE_ORIGIN_ENOTFOUND ? 404 : 502;
 }
 
 const char *fe_origin_strerror(int err) {
@@ -97,6 +98,7 @@ const char *fe_origin_strerror(int err) {
   case FE_ORIGIN_ESTALL: return "origin stalled (read timeout)";
   case FE_ORIGIN_EFILE: return "file source unreadable or not FLV";
   case FE_ORIGIN_EURL: return "origin URL not understood";
+  case FE_ORIGIN_ENOTFOUND: return "no such file";
   default: return err <= -1000 ? fe_flv_strerror(err) : uv_strerror(err);
   }
 }
@@ -332,7 +334,7 @@ static int fe_file_on_tag(void *ud, const fe_flv_tag *tag) {
 static int fe_file_load(fe_origin *o) {
   FILE *f = fopen(o->file_path, "rb");
   if (!f)
-    return FE_ORIGIN_EFILE;
+    return errno == ENOENT ? FE_ORIGIN_ENOTFOUND : FE_ORIGIN_EFILE;
   int rc = FE_ORIGIN_EFILE;
   if (fseek(f, 0, SEEK_END) != 0)
     goto out;

@@ -22,6 +22,7 @@ enum {
   FE_ORIGIN_ESTALL = -2004,    /* no data for the read timeout once streaming */
   FE_ORIGIN_EFILE = -2005,     /* file source unreadable or not FLV */
   FE_ORIGIN_EURL = -2006,      /* origin URL not understood */
+  FE_ORIGIN_ENOTFOUND = -2007, /* file source: no such file: 404 */
 };
 
 typedef struct fe_origin fe_origin;
@@ -51,7 +52,7 @@ fe_origin *fe_origin_open(uv_loop_t *loop, const char *url, const fe_origin_opts
                           const fe_origin_cbs *cbs, void *ud);
 /** Stops the pull; no callback runs after this. Safe from inside a callback. */
 void fe_origin_close(fe_origin *o);
-/** The HTTP status a viewer gets for a failure code (502 or 504). */
+/** The HTTP status a viewer gets for a failure code (404, 502 or 504). */
 int fe_origin_status(int err);
 /** A short description of a failure code, for logs. */
 const char *fe_origin_strerror(int err);
