@@ -1,0 +1,25 @@
+-- flvedge demo: one FLV file played as an endless live stream, the player page, and the file itself.
+-- Run it with examples/demo.sh (builds, makes media/demo.flv, installs the player), or by hand:
+--   build/flvedge -c examples/demo.lua
+-- Relative paths are relative to this file's directory (examples/).
+--
+--   http://127.0.0.1:8080/flv/demo.flv      live HTTP-FLV (any name under /flv/ plays the same file)
+--   http://127.0.0.1:8080/index.html        the mpegts.js player page (examples/player/)
+--   http://127.0.0.1:8080/media/demo.flv    the plain file, VOD style
+return {
+  listen = { "127.0.0.1:8080" },
+  log_level = "info",
+  cors_origin = "*",                     -- lets a page on another origin play the live stream
+
+  resources = {
+    {
+      name = "live",
+      prefix = "/flv/",
+      type = "live",
+      origin = "file:media/demo.flv",   -- made by demo.sh with ffmpeg
+      linger = 10,
+    },
+    { name = "media", prefix = "/media/", type = "static", root = "media" },
+    { name = "player", prefix = "/", type = "static", root = "player" },
+  },
+}
