@@ -1,30 +1,127 @@
 /* flvedge: command line, signals, the loop. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "config/fe_config.h"
 #include "http/fe_http.h"
 #include "log/fe_log.h"
+#include "lua/fe_lua.h"
 
 #define FE_STOP_GRACE 5.0
 
 typedef struct fe_main {
   uv_loop_t *loop;
   fe_server *server;
-  uv_signal_t sigterm, sigint;
+  uv_signal_t sigterm, sigint, sighup;
   int stopping;
+  /* what to load again on SIGHUP */
+  const char *config_path, *listen, *origin, *policy;
+  char *pid_file;
 } fe_main;
+
+static const char *fe_env_or(const char *name, const char *fallback) {
+  const char *v = getenv(name);
+  return v && *v ? v : fallback;
+}
+
+/* Loads the config and, when any resource has a policy, a fresh Lua state with the policies. */
+static int fe_load(const fe_main *m, fe_config *cfg, fe_lua **lua, char *err, size_t errlen) {
+  *lua = NULL;
+  int rc = m->config_path ? fe_config_load(cfg, m->config_path, err, errlen)
+                          : fe_config_quick(cfg, m->listen, m->origin, err, errlen);
+  if (rc < 0)
+    return -1;
+  if (!cfg->has_policies && !m->policy && !cfg->geoip_db)
+    return 0;
+  fe_lua_opts lo = {
+      .config_path = m->config_path,
+      .quick_policy = m->policy,
+      .nresources = cfg->nresources,
+      .lua_dir = fe_env_or("FLVEDGE_LUA_DIR", FE_LUA_DIR),
+      .policy_dir = fe_env_or("FLVEDGE_POLICY_DIR", FE_POLICY_DIR),
+      .budget = cfg->lua_budget,
+      .geoip_db = cfg->geoip_db,
+  };
+  *lua = fe_lua_open(&lo, err, errlen);
+  if (!*lua) {
+    fe_config_free(cfg);
+    return -1;
+  }
+  return 0;
+}
+
+static void fe_on_reload(uv_signal_t *sig, int signum) {
+  fe_main *m = sig->data;
+  if (m->stopping)
+    return;
+  fe_config cfg;
+  fe_lua *lua;
+  char err[1024];
+  if (fe_load(m, &cfg, &lua, err, sizeof(err)) < 0) {
+    fe_error("reload failed, the running config and policies stay in force: %s: %s",
+             m->config_path ? m->config_path : "quick mode", err);
+    return;
+  }
+  int level = cfg.log_level;
+  if (fe_server_reload(m->server, &cfg, lua) < 0) {
+    fe_error("reload failed: out of memory");
+    fe_config_free(&cfg);
+    fe_lua_unref(lua);
+    return;
+  }
+  fe_log_level = level;
+  fe_info("reloaded %s", m->config_path ? m->config_path : "the policy");
+}
+
+static int fe_write_pid(const char *path) {
+  FILE *f = fopen(path, "w");
+  if (!f)
+    return -1;
+  fprintf(f, "%d\n", (int)getpid());
+  return fclose(f);
+}
+
+/* flvedge -s reload|stop: signals the running instance named by the config's pid_file. */
+static int fe_signal_running(const char *what, const char *pid_file) {
+  int sig = strcmp(what, "reload") == 0 ? SIGHUP : strcmp(what, "stop") == 0 ? SIGTERM : 0;
+  if (!sig) {
+    fprintf(stderr, "flvedge: -s takes reload or stop\n");
+    return 1;
+  }
+  if (!pid_file) {
+    fprintf(stderr, "flvedge: -s needs a pid file: set pid_file in the config (or --pid-file)\n");
+    return 1;
+  }
+  FILE *f = fopen(pid_file, "r");
+  int pid = 0;
+  if (!f || fscanf(f, "%d", &pid) != 1 || pid <= 0) {
+    fprintf(stderr, "flvedge: %s: no running flvedge (%s)\n", pid_file, f ? "bad pid file" : strerror(errno));
+    if (f)
+      fclose(f);
+    return 1;
+  }
+  fclose(f);
+  if (kill(pid, sig) < 0) {
+    fprintf(stderr, "flvedge: signalling pid %d: %s\n", pid, strerror(errno));
+    return 1;
+  }
+  return 0;
+}
 
 static void fe_usage(FILE *out) {
   fprintf(out,
           "usage: flvedge -c CONFIG          run with a Lua config file\n"
           "       flvedge -t -c CONFIG       check the config and exit\n"
-          "       flvedge --listen HOST:PORT --origin URL   quick live proxy, no config file\n"
+          "       flvedge -s reload|stop -c CONFIG   signal the running instance (pid_file)\n"
+          "       flvedge --listen HOST:PORT --origin URL [--policy FILE.lua]\n"
+          "                                  quick live proxy, no config file\n"
           "       flvedge -v                 print the version\n"
-          "options: --log-level debug|info|warn|error\n");
+          "options: --log-level debug|info|warn|error, --pid-file PATH\n");
 }
 
 static void fe_on_stopped(void *ud) {
@@ -32,6 +129,7 @@ static void fe_on_stopped(void *ud) {
   fe_info("stopped");
   uv_close((uv_handle_t *)&m->sigterm, NULL);
   uv_close((uv_handle_t *)&m->sigint, NULL);
+  uv_close((uv_handle_t *)&m->sighup, NULL);
   fe_server_free(m->server);
 }
 
@@ -45,7 +143,8 @@ static void fe_on_signal(uv_signal_t *sig, int signum) {
 }
 
 int main(int argc, char **argv) {
-  const char *config_path = NULL, *listen = NULL, *origin = NULL, *level = NULL;
+  fe_main m = {0};
+  const char *level = NULL, *signal_what = NULL, *pid_file = NULL;
   int test_only = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -59,11 +158,17 @@ int main(int argc, char **argv) {
     } else if (strcmp(a, "-t") == 0) {
       test_only = 1;
     } else if (strcmp(a, "-c") == 0 && has_value) {
-      config_path = argv[++i];
+      m.config_path = argv[++i];
+    } else if (strcmp(a, "-s") == 0 && has_value) {
+      signal_what = argv[++i];
     } else if (strcmp(a, "--listen") == 0 && has_value) {
-      listen = argv[++i];
+      m.listen = argv[++i];
     } else if (strcmp(a, "--origin") == 0 && has_value) {
-      origin = argv[++i];
+      m.origin = argv[++i];
+    } else if (strcmp(a, "--policy") == 0 && has_value) {
+      m.policy = argv[++i];
+    } else if (strcmp(a, "--pid-file") == 0 && has_value) {
+      pid_file = argv[++i];
     } else if (strcmp(a, "--log-level") == 0 && has_value) {
       level = argv[++i];
     } else {
@@ -72,52 +177,65 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
-  if (!config_path && !(listen && origin)) {
+  if (!m.config_path && !(m.listen && m.origin) && !(signal_what && pid_file)) {
     fe_usage(stderr);
     return 1;
   }
-  if (config_path && (listen || origin)) {
-    fprintf(stderr, "flvedge: -c and --listen/--origin exclude each other\n");
+  if (m.config_path && (m.listen || m.origin || m.policy)) {
+    fprintf(stderr, "flvedge: -c and --listen/--origin/--policy exclude each other\n");
+    return 1;
+  }
+  if (level && fe_log_parse_level(level) < 0) {
+    fprintf(stderr, "flvedge: --log-level: expected debug, info, warn or error\n");
     return 1;
   }
 
   fe_config cfg;
+  fe_lua *lua = NULL;
   char err[1024];
-  int rc = config_path ? fe_config_load(&cfg, config_path, err, sizeof(err))
-                       : fe_config_quick(&cfg, listen, origin, err, sizeof(err));
-  if (rc < 0) {
-    fprintf(stderr, "flvedge: %s: %s\n", config_path ? config_path : "quick mode", err);
+  if (signal_what && !m.config_path)
+    return fe_signal_running(signal_what, pid_file);
+  if (fe_load(&m, &cfg, &lua, err, sizeof(err)) < 0) {
+    fprintf(stderr, "flvedge: %s: %s\n", m.config_path ? m.config_path : "quick mode", err);
     return 1;
+  }
+  if (signal_what) {
+    int rc = fe_signal_running(signal_what, pid_file ? pid_file : cfg.pid_file);
+    fe_config_free(&cfg);
+    fe_lua_unref(lua);
+    return rc;
   }
   if (test_only) {
-    printf("flvedge: configuration %s is ok\n", config_path ? config_path : "(quick mode)");
+    printf("flvedge: configuration %s is ok\n", m.config_path ? m.config_path : "(quick mode)");
     fe_config_free(&cfg);
+    fe_lua_unref(lua);
     return 0;
   }
-  fe_log_level = cfg.log_level;
-  if (level) {
-    fe_log_level = fe_log_parse_level(level);
-    if (fe_log_level < 0) {
-      fprintf(stderr, "flvedge: --log-level: expected debug, info, warn or error\n");
-      return 1;
-    }
-  }
+  fe_log_level = level ? fe_log_parse_level(level) : cfg.log_level;
   signal(SIGPIPE, SIG_IGN);
+  if (pid_file || cfg.pid_file)
+    m.pid_file = strdup(pid_file ? pid_file : cfg.pid_file);
 
-  fe_main m = {.loop = uv_default_loop()};
-  if (fe_server_start(m.loop, &cfg, &m.server) < 0) {
+  m.loop = uv_default_loop();
+  if (fe_server_start(m.loop, &cfg, lua, &m.server) < 0) {
     fe_server_free(m.server);
     uv_run(m.loop, UV_RUN_DEFAULT);
-    fe_config_free(&cfg);
+    free(m.pid_file);
     return 1;
   }
+  if (m.pid_file && fe_write_pid(m.pid_file) < 0)
+    fe_warn("pid_file %s: %s", m.pid_file, strerror(errno));
   uv_signal_init(m.loop, &m.sigterm);
   uv_signal_init(m.loop, &m.sigint);
-  m.sigterm.data = m.sigint.data = &m;
+  uv_signal_init(m.loop, &m.sighup);
+  m.sigterm.data = m.sigint.data = m.sighup.data = &m;
   uv_signal_start(&m.sigterm, fe_on_signal, SIGTERM);
   uv_signal_start(&m.sigint, fe_on_signal, SIGINT);
+  uv_signal_start(&m.sighup, fe_on_reload, SIGHUP);
   uv_run(m.loop, UV_RUN_DEFAULT);
   uv_loop_close(m.loop);
-  fe_config_free(&cfg);
+  if (m.pid_file)
+    unlink(m.pid_file);
+  free(m.pid_file);
   return 0;
 }

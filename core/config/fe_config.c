@@ -122,6 +122,7 @@ static void fe_config_defaults(fe_config *cfg) {
   cfg->max_connections = 30000;
   cfg->request_timeout = 10;
   cfg->max_header_size = 8192;
+  cfg->lua_budget = 1000000;
 }
 
 static int fe_cfg_origin_ok(const char *o) {
@@ -138,6 +139,21 @@ static int fe_cfg_resource(fe_cfg_reader *r, int i, fe_resource *res) {
       fe_cfg_string(r, idx, where, "prefix", 0, &res->prefix) < 0 ||
       fe_cfg_string(r, idx, where, "type", 0, &type) < 0)
     goto fail;
+  lua_getfield(r->L, idx, "policy");
+  int pt = lua_type(r->L, -1);
+  lua_pop(r->L, 1);
+  if (pt != LUA_TNIL && pt != LUA_TSTRING && pt != LUA_TTABLE && pt != LUA_TFUNCTION) {
+    fe_cfg_fail(r, "%spolicy: expected a module name, a .lua file or a policy table", where);
+    goto fail;
+  }
+  res->has_policy = pt != LUA_TNIL;
+  lua_getfield(r->L, idx, "policy_settings");
+  pt = lua_type(r->L, -1);
+  lua_pop(r->L, 1);
+  if (pt != LUA_TNIL && pt != LUA_TTABLE) {
+    fe_cfg_fail(r, "%spolicy_settings: expected a table", where);
+    goto fail;
+  }
   if (!res->name) {
     char n[32];
     snprintf(n, sizeof(n), "resource%d", i);
@@ -240,9 +256,28 @@ static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
     if (cfg->log_level < 0)
       return fe_cfg_fail(r, "log_level: expected debug, info, warn or error");
   }
+  char *geo = NULL, *pid = NULL;
   if (fe_cfg_string(r, top, "", "cors_origin", 1, &cfg->cors_origin) < 0 ||
-      fe_cfg_string(r, top, "", "status_prefix", 0, &cfg->status_prefix) < 0)
+      fe_cfg_string(r, top, "", "status_prefix", 0, &cfg->status_prefix) < 0 ||
+      fe_cfg_string(r, top, "", "access_log", 1, &cfg->access_log) < 0 ||
+      fe_cfg_string(r, top, "", "pid_file", 1, &pid) < 0 ||
+      fe_cfg_string(r, top, "", "geoip_db", 1, &geo) < 0 ||
+      fe_cfg_u32(r, top, "", "lua_budget", 1000, 1e9, &cfg->lua_budget) < 0) {
+    free(geo);
+    free(pid);
     return -1;
+  }
+  if (geo)
+    cfg->geoip_db = fe_cfg_path(r, geo);
+  if (pid)
+    cfg->pid_file = fe_cfg_path(r, pid);
+  free(geo);
+  free(pid);
+  if (cfg->access_log && strcmp(cfg->access_log, "stderr") != 0) {
+    char *abs = fe_cfg_path(r, cfg->access_log);
+    free(cfg->access_log);
+    cfg->access_log = abs;
+  }
 
   lua_getfield(L, top, "limits");
   if (lua_type(L, -1) == LUA_TTABLE) {
@@ -272,6 +307,7 @@ static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
       return fe_cfg_fail(r, "resources[%d]: expected a table", i);
     if (fe_cfg_resource(r, i, res) < 0)
       return -1;
+    cfg->has_policies |= res->has_policy;
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
@@ -345,6 +381,9 @@ void fe_config_free(fe_config *cfg) {
   free(cfg->resources);
   free(cfg->cors_origin);
   free(cfg->status_prefix);
+  free(cfg->access_log);
+  free(cfg->pid_file);
+  free(cfg->geoip_db);
   free(cfg->path);
   memset(cfg, 0, sizeof(*cfg));
 }

@@ -28,6 +28,7 @@ typedef struct fe_resource {
   uint32_t max_tag_size;
   /* static */
   char *root;   /* absolute directory */
+  int has_policy; /* `policy` is set: the Lua state resolves it */
 } fe_resource;
 
 typedef struct fe_config {
@@ -43,6 +44,11 @@ typedef struct fe_config {
   uint32_t max_header_size;
   fe_resource *resources;
   int nresources;
+  char *access_log;  /* path, "stderr", or NULL for none */
+  char *pid_file;    /* NULL: none */
+  char *geoip_db;    /* MaxMind DB for req.country; NULL: none */
+  uint32_t lua_budget;
+  int has_policies;  /* some resource names a policy */
 } fe_config;
 
 /** Loads `path`. On failure returns -1 with a message (without the path) in err. */

@@ -62,6 +62,7 @@ static void fe_live_write(fe_conn *c) {
       cnt += 2;
       total += (size_t)hl + 2;
     }
+    c->bytes += total;
     int w = uv_try_write(stream, bufs, cnt);
     if (w == (int)total) {
       fe_stats.bytes_sent += total;
@@ -109,6 +110,9 @@ static void fe_live_start(fe_viewer *v, int hit) {
                    c->chunked ? 1 : 0, c->chunked ? "Transfer-Encoding: chunked\r\n" : "",
                    hit ? "HIT" : "MISS", cors);
   fe_metrics_count_status(200);
+  c->status = 200;
+  c->cache_status = hit ? "HIT" : "MISS";
+  c->bytes += (size_t)n;
   if (c->head_only) {
     fe_hub_leave(v);
     fe_conn_send(c, head, (size_t)n, 1);
@@ -207,9 +211,17 @@ static int fe_live_name_ok(const char *s, size_t len) {
   return 1;
 }
 
+int fe_live_stream_name(const fe_resource *res, const char *path, size_t len, fe_str *stream) {
+  size_t pre = strlen(res->prefix);
+  if (len < pre + 5 || memcmp(path + len - 4, ".flv", 4) != 0)
+    return -1;
+  stream->p = path + pre;
+  stream->len = len - pre - 4;
+  return fe_live_name_ok(stream->p, stream->len) ? 0 : -1;
+}
+
 /* {origin}/{stream}.flv, or a file origin that names one file for every stream. */
-static void fe_live_origin_url(const fe_resource *res, const char *stream, size_t len, char *out,
-                               size_t cap) {
+static void fe_live_origin_url(const fe_resource *res, fe_str stream, char *out, size_t cap) {
   const char *o = res->origin;
   size_t olen = strlen(o);
   if (olen > 4 && strcmp(o + olen - 4, ".flv") == 0 && strncmp(o, "file:", 5) == 0) {
@@ -218,21 +230,70 @@ static void fe_live_origin_url(const fe_resource *res, const char *stream, size_
   }
   while (olen > 0 && o[olen - 1] == '/')
     olen--;
-  snprintf(out, cap, "%.*s/%.*s.flv", (int)olen, o, (int)len, stream);
+  snprintf(out, cap, "%.*s/%.*s.flv", (int)olen, o, (int)stream.len, stream.p);
 }
 
-void fe_live_serve(fe_conn *c, const fe_resource *res, const char *stream, size_t stream_len,
-                   const char *query, size_t query_len) {
-  const fe_config *cfg = c->srv->cfg;
+/*
+ * What the origin phase needs after the request that created the hub is gone: a copy of that
+ * request (its head, headers, addresses) and the generation whose policy runs.
+ */
+typedef struct fe_origin_ctx {
+  fe_gen *gen;
+  int resource;
+  fe_req_view view;
+  fe_header hdr[FE_MAX_HEADERS];
+  char client_ip[48], server_ip[48], host[128];
+  char buf[];
+} fe_origin_ctx;
+
+static fe_str fe_rebase(fe_str s, const char *from, size_t from_len, char *to) {
+  if (s.p >= from && s.p + s.len <= from + from_len)
+    s.p = to + (s.p - from);
+  return s;
+}
+
+static fe_origin_ctx *fe_origin_ctx_new(fe_conn *c, int resource) {
+  fe_origin_ctx *x = malloc(sizeof(*x) + c->len);
+  if (!x)
+    return NULL;
+  x->gen = c->gen;
+  fe_gen_ref(x->gen);
+  x->resource = resource;
+  memcpy(x->buf, c->buf, c->len);
+  memcpy(x->hdr, c->hdr, sizeof(x->hdr));
+  memcpy(x->client_ip, c->client_ip, sizeof(x->client_ip));
+  memcpy(x->server_ip, c->server_ip, sizeof(x->server_ip));
+  memcpy(x->host, c->host, sizeof(x->host));
+  x->view = c->view;
+  x->view.base = x->buf;
+  x->view.headers = x->hdr;
+  x->view.path = fe_rebase(c->view.path, c->buf, c->len, x->buf);
+  x->view.query = fe_rebase(c->view.query, c->buf, c->len, x->buf);
+  x->view.stream = fe_rebase(c->view.stream, c->buf, c->len, x->buf);
+  x->view.client_ip.p = x->client_ip;
+  x->view.server_ip.p = x->server_ip;
+  x->view.host.p = x->host;
+  return x;
+}
+
+static void fe_origin_ctx_free(void *ud) {
+  fe_origin_ctx *x = ud;
+  fe_gen_unref(x->gen);
+  free(x);
+}
+
+static int fe_origin_ctx_next(void *ud, int attempt, const char *last_error, char *url, size_t cap) {
+  fe_origin_ctx *x = ud;
+  return fe_lua_origin(x->gen->lua, x->resource, 0, &x->view, attempt, last_error, url, cap) == 1;
+}
+
+void fe_live_serve(fe_conn *c, const fe_resource *res) {
+  const fe_config *cfg = &c->gen->cfg;
   const char *msg = NULL;
-  int want = fe_live_want(query, query_len, &msg);
+  fe_str stream = c->view.stream;
+  int want = fe_live_want(c->view.query.p, c->view.query.len, &msg);
   if (want < 0) {
     fe_conn_respond(c, 400, NULL, NULL, msg, strlen(msg), 1);
-    return;
-  }
-  if (!fe_live_name_ok(stream, stream_len)) {
-    static const char bad[] = "404 not a valid stream name\n";
-    fe_conn_respond(c, 404, NULL, NULL, bad, sizeof(bad) - 1, 1);
     return;
   }
   if (fe_stats.viewers >= cfg->max_viewers) {
@@ -241,11 +302,19 @@ void fe_live_serve(fe_conn *c, const fe_resource *res, const char *stream, size_
     return;
   }
   char key[FE_STREAM_NAME_MAX + 128];
-  snprintf(key, sizeof(key), "%s/%.*s", res->name, (int)stream_len, stream);
+  snprintf(key, sizeof(key), "%s/%.*s", res->name, (int)stream.len, stream.p);
   fe_hub *hub = fe_hub_find(key);
   if (!hub) {
     char url[4096];
-    fe_live_origin_url(res, stream, stream_len, url, sizeof(url));
+    int idx = (int)(res - cfg->resources);
+    int policy_origin = (fe_lua_phases(c->gen->lua, idx) & FE_LUA_ORIGIN) != 0;
+    int rc = policy_origin ? fe_lua_origin(c->gen->lua, idx, c->id, &c->view, 1, NULL, url, sizeof(url)) : 0;
+    if (rc < 0) {
+      fe_conn_respond(c, 500, NULL, NULL, "500 policy error\n", 17, 1);
+      return;
+    }
+    if (rc == 0)
+      fe_live_origin_url(res, stream, url, sizeof(url));
     fe_hub_opts opts = {
         .window_seconds = res->window_seconds,
         .window_bytes = res->window_bytes,
@@ -256,8 +325,14 @@ void fe_live_serve(fe_conn *c, const fe_resource *res, const char *stream, size_
         .origin_connect_timeout = res->origin_connect_timeout,
         .origin_read_timeout = res->origin_read_timeout,
     };
+    if (policy_origin && (opts.origin_ud = fe_origin_ctx_new(c, idx))) {
+      opts.next_origin = fe_origin_ctx_next;
+      opts.free_origin_ud = fe_origin_ctx_free;
+    }
     hub = fe_hub_create(c->srv->loop, key, url, &opts);
     if (!hub) {
+      if (opts.origin_ud)
+        fe_origin_ctx_free(opts.origin_ud);
       fe_conn_respond(c, 503, NULL, NULL, "503 out of memory\n", 18, 1);
       return;
     }
@@ -265,11 +340,6 @@ void fe_live_serve(fe_conn *c, const fe_resource *res, const char *stream, size_
   c->state = FE_CS_WAITING;
   c->chunked = c->parser.http_major == 1 && c->parser.http_minor >= 1;
   c->head_only = c->parser.method == HTTP_HEAD;
-  /* The request head is no longer needed: a viewer keeps no per-request buffer. */
-  free(c->buf);
-  c->buf = NULL;
-  c->len = c->cap = 0;
-  c->nhdr = 0;
   int rc = fe_hub_join(hub, &c->viewer, &fe_live_ops, (uint8_t)want);
   if (rc < 0) {
     static const char full[] = "503 too many viewers on this stream\n";

@@ -1,6 +1,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <errno.h>
+#include <unistd.h>
 
 #include "http/fe_http.h"
 #include "http/fe_http_conn.h"
@@ -8,6 +11,8 @@
 #include "metrics/fe_metrics.h"
 
 #define FE_SWEEP_MS 250
+
+static uint64_t fe_next_request_id;
 
 typedef struct fe_send_req {
   uv_write_t req;
@@ -54,9 +59,28 @@ static void fe_server_maybe_done(fe_server *s) {
   }
 }
 
+void fe_gen_ref(fe_gen *g) {
+  g->refs++;
+}
+
+void fe_gen_unref(fe_gen *g) {
+  if (!g || --g->refs > 0)
+    return;
+  fe_lua_unref(g->lua);
+  fe_config_free(&g->cfg);
+  free(g);
+}
+
+static double fe_wall_time(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static void fe_conn_on_closed(uv_handle_t *h) {
   fe_conn *c = h->data;
   fe_server *s = c->srv;
+  fe_gen_unref(c->gen);
   free(c->buf);
   free(c);
   fe_server_maybe_done(s);
@@ -65,6 +89,7 @@ static void fe_conn_on_closed(uv_handle_t *h) {
 void fe_conn_close(fe_conn *c) {
   if (c->state == FE_CS_CLOSING)
     return;
+  fe_conn_request_done(c);
   c->state = FE_CS_CLOSING;
   fe_server *s = c->srv;
   if (c->prev)
@@ -120,7 +145,7 @@ void fe_conn_send(fe_conn *c, const void *data, size_t len, int close) {
 }
 
 size_t fe_conn_cors(const fe_conn *c, char *buf, size_t cap) {
-  const char *origin = c->srv->cfg->cors_origin;
+  const char *origin = (c->gen ? c->gen : c->srv->gen)->cfg.cors_origin;
   if (!origin)
     return 0;
   int n = snprintf(buf, cap,
@@ -145,6 +170,9 @@ void fe_conn_respond(fe_conn *c, int status, const char *ctype, const char *extr
   fe_metrics_count_status(status);
   if (c->state == FE_CS_CLOSING)
     return;
+  c->status = status;
+  c->bytes += (size_t)n + len;
+  fe_conn_request_done(c);
   size_t body_len = c->parser.method == HTTP_HEAD ? 0 : len;
   fe_send_req *r = fe_send_req_new(c, (size_t)n + body_len, close);
   if (!r) {
@@ -155,6 +183,40 @@ void fe_conn_respond(fe_conn *c, int status, const char *ctype, const char *extr
   if (body_len)
     memcpy(r->data + n, body, body_len);
   fe_send_req_queue(c, r);
+}
+
+static void fe_access_log_write(fe_conn *c, const char *extra) {
+  FILE *f = c->srv->access_log;
+  const fe_span *ref = fe_conn_header(c, "Referer");
+  const fe_span *ua = fe_conn_header(c, "User-Agent");
+  char when[64];
+  time_t t = (time_t)c->start;
+  struct tm tm;
+  localtime_r(&t, &tm);
+  strftime(when, sizeof(when), "%d/%b/%Y:%H:%M:%S %z", &tm);
+  fprintf(f, "%s - - [%s] \"%s %.*s HTTP/%d.%d\" %d %llu \"%.*s\" \"%.*s\" %.3f %s %s%s\n",
+          c->client_ip, when, llhttp_method_name((llhttp_method_t)c->parser.method), (int)c->url.len,
+          c->buf + c->url.off, c->parser.http_major, c->parser.http_minor, c->status,
+          (unsigned long long)c->bytes, ref ? (int)ref->len : 1, ref ? c->buf + ref->off : "-",
+          ua ? (int)ua->len : 1, ua ? c->buf + ua->off : "-", fe_wall_time() - c->start,
+          c->cache_status ? c->cache_status : "-", c->res ? c->res->name : "-", extra);
+}
+
+void fe_conn_request_done(fe_conn *c) {
+  if (c->logged || !c->id)
+    return;
+  c->logged = 1;
+  char extra[1024] = "";
+  fe_lua *lua = c->gen ? c->gen->lua : NULL;
+  if (lua && c->res) {
+    int idx = (int)(c->res - c->gen->cfg.resources);
+    fe_lua_res res = {.status = c->status, .bytes_sent = c->bytes,
+                      .duration = fe_wall_time() - c->start, .cache_status = c->cache_status};
+    if (fe_lua_phases(lua, idx) & FE_LUA_LOG)
+      fe_lua_log(lua, idx, c->id, &c->view, &res, extra, sizeof(extra));
+  }
+  if (c->srv->access_log && c->buf)
+    fe_access_log_write(c, extra);
 }
 
 const fe_span *fe_conn_header(const fe_conn *c, const char *name) {
@@ -168,7 +230,7 @@ const fe_span *fe_conn_header(const fe_conn *c, const char *name) {
 /* ---- request parsing ----------------------------------------------------------------------- */
 
 static int fe_conn_append(fe_conn *c, const char *at, size_t len) {
-  uint32_t limit = c->srv->cfg->max_header_size;
+  uint32_t limit = c->srv->gen->cfg.max_header_size;
   if (c->len + len > limit) {
     c->too_large = 1;
     return -1;
@@ -272,12 +334,82 @@ static void fe_serve_status(fe_conn *c, const char *what, size_t len) {
   fe_conn_respond(c, 404, NULL, NULL, "404 not found\n", 14, !llhttp_should_keep_alive(&c->parser));
 }
 
+/* The request as policies see it; stream is set for live resources. */
+static void fe_conn_view(fe_conn *c, const fe_resource *res, const char *url, size_t plen,
+                         const char *query, size_t qlen) {
+  fe_req_view *v = &c->view;
+  memset(v, 0, sizeof(*v));
+  v->base = c->buf;
+  v->headers = c->hdr;
+  v->nheaders = c->nhdr < FE_MAX_HEADERS ? c->nhdr : FE_MAX_HEADERS;
+  const char *m = llhttp_method_name((llhttp_method_t)c->parser.method);
+  v->method = (fe_str){m, strlen(m)};
+  v->path = (fe_str){url, plen};
+  v->query = (fe_str){query, qlen};
+  const fe_span *host = fe_conn_header(c, "Host");
+  size_t hl = 0;
+  if (host) {
+    const char *h = c->buf + host->off;
+    /* Lowercase, without the port; an IPv6 literal keeps its brackets. */
+    while (hl < host->len && hl < sizeof(c->host) - 1 && !(h[hl] == ':' && h[0] != '[')) {
+      c->host[hl] = (char)((h[hl] >= 'A' && h[hl] <= 'Z') ? h[hl] + 32 : h[hl]);
+      if (h[hl++] == ']')
+        break;
+    }
+  }
+  c->host[hl] = 0;
+  v->host = (fe_str){c->host, hl};
+  v->resource = (fe_str){res->name, strlen(res->name)};
+  v->client_ip = (fe_str){c->client_ip, strlen(c->client_ip)};
+  v->server_ip = (fe_str){c->server_ip, strlen(c->server_ip)};
+  v->time = c->start;
+}
+
+/* Runs the resource's access phase. Returns 1 when the request was answered (denied or failed). */
+static int fe_conn_access(fe_conn *c, const fe_resource *res, int keep) {
+  fe_lua *lua = c->gen->lua;
+  int idx = (int)(res - c->gen->cfg.resources);
+  if (!(fe_lua_phases(lua, idx) & FE_LUA_ACCESS))
+    return 0;
+  fe_lua_deny deny;
+  int rc = fe_lua_access(lua, idx, c->id, &c->view, &deny);
+  if (rc == 0)
+    return 0;
+  if (rc < 0) {
+    fe_conn_respond(c, 500, NULL, NULL, "500 policy error\n", 17, !keep);
+    return 1;
+  }
+  char msg[64];
+  const char *body = deny.body;
+  size_t blen = deny.body_len;
+  if (!body) {
+    blen = (size_t)snprintf(msg, sizeof(msg), "%d %s\n", deny.status, fe_http_reason(deny.status));
+    body = msg;
+  }
+  fe_conn_respond(c, deny.status, NULL, deny.headers, body, blen, !keep);
+  fe_lua_deny_free(&deny);
+  return 1;
+}
+
 /* A complete request head: route it. Returns HPE_PAUSED when the connection becomes a stream. */
 static int fe_on_message_complete(llhttp_t *p) {
   fe_conn *c = p->data;
-  const fe_config *cfg = c->srv->cfg;
+  fe_server *s = c->srv;
+  if (c->gen != s->gen) {
+    fe_gen_unref(c->gen);
+    c->gen = s->gen;
+    fe_gen_ref(c->gen);
+  }
+  const fe_config *cfg = &c->gen->cfg;
   int keep = llhttp_should_keep_alive(p);
-  c->deadline = uv_now(c->srv->loop) + (uint64_t)(cfg->request_timeout * 1000.0);
+  c->deadline = uv_now(s->loop) + (uint64_t)(cfg->request_timeout * 1000.0);
+  c->id = ++fe_next_request_id;
+  c->logged = 0;
+  c->status = 0;
+  c->bytes = 0;
+  c->start = fe_wall_time();
+  c->cache_status = NULL;
+  c->res = NULL;
   const char *url = c->buf + c->url.off;
   size_t ulen = c->url.len;
   const char *q = memchr(url, '?', ulen);
@@ -285,7 +417,7 @@ static int fe_on_message_complete(llhttp_t *p) {
   const char *query = q ? q + 1 : "";
   size_t qlen = q ? ulen - plen - 1 : 0;
 
-  if (c->srv->stopping) {
+  if (s->stopping) {
     fe_conn_respond(c, 503, NULL, NULL, "503 shutting down\n", 18, 1);
     return HPE_PAUSED;
   }
@@ -314,17 +446,22 @@ static int fe_on_message_complete(llhttp_t *p) {
     fe_conn_respond(c, 404, NULL, NULL, "404 no resource serves this path\n", 33, !keep);
     return keep ? 0 : HPE_PAUSED;
   }
+  c->res = res;
+  fe_conn_view(c, res, url, plen, query, qlen);
   size_t pre = strlen(res->prefix);
   if (res->type == FE_RES_STATIC) {
-    fe_static_serve(c, res, url + pre, plen - pre);
+    if (!fe_conn_access(c, res, keep))
+      fe_static_serve(c, res, url + pre, plen - pre);
     return c->state == FE_CS_CLOSING || !keep ? HPE_PAUSED : 0;
   }
-  if (plen - pre < 5 || memcmp(url + plen - 4, ".flv", 4) != 0) {
-    fe_conn_respond(c, 404, NULL, NULL, "404 live streams are {prefix}{stream}.flv\n", 42, !keep);
+  if (fe_live_stream_name(res, url, plen, &c->view.stream) < 0) {
+    static const char msg[] = "404 live streams are {prefix}{stream}.flv\n";
+    fe_conn_respond(c, 404, NULL, NULL, msg, sizeof(msg) - 1, !keep);
     return keep ? 0 : HPE_PAUSED;
   }
-  c->res = res;
-  fe_live_serve(c, res, url + pre, plen - pre - 4, query, qlen);
+  if (fe_conn_access(c, res, keep))
+    return keep ? 0 : HPE_PAUSED;
+  fe_live_serve(c, res);
   return HPE_PAUSED;
 }
 
@@ -370,20 +507,27 @@ static void fe_server_on_connection(uv_stream_t *listener, int status) {
   c->tcp.data = c;
   c->srv = s;
   if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0 || s->stopping ||
-      fe_stats.connections >= s->cfg->max_connections) {
+      fe_stats.connections >= s->gen->cfg.max_connections) {
     /* Shed load: accept and close rather than leave the kernel queue full. */
     c->state = FE_CS_CLOSING;
     uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
     return;
   }
   fe_stats.connections++;
+  struct sockaddr_storage ss;
+  int sl = sizeof(ss);
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0)
+    uv_ip_name((struct sockaddr *)&ss, c->client_ip, sizeof(c->client_ip));
+  sl = sizeof(ss);
+  if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &sl) == 0)
+    uv_ip_name((struct sockaddr *)&ss, c->server_ip, sizeof(c->server_ip));
   c->next = s->conns;
   if (s->conns)
     s->conns->prev = c;
   s->conns = c;
   llhttp_init(&c->parser, HTTP_REQUEST, &fe_request_settings);
   c->parser.data = c;
-  c->deadline = uv_now(s->loop) + (uint64_t)(s->cfg->request_timeout * 1000.0);
+  c->deadline = uv_now(s->loop) + (uint64_t)(s->gen->cfg.request_timeout * 1000.0);
   uv_tcp_nodelay(&c->tcp, 1);
   uv_read_start((uv_stream_t *)&c->tcp, fe_conn_alloc, fe_conn_on_read);
 }
@@ -391,6 +535,8 @@ static void fe_server_on_connection(uv_stream_t *listener, int status) {
 static void fe_server_on_sweep(uv_timer_t *t) {
   fe_server *s = t->data;
   uint64_t now = uv_now(s->loop);
+  if (s->access_log)
+    fflush(s->access_log);
   fe_conn *next;
   for (fe_conn *c = s->conns; c; c = next) {
     next = c->next;
@@ -403,12 +549,59 @@ static void fe_server_on_sweep(uv_timer_t *t) {
   }
 }
 
-int fe_server_start(uv_loop_t *loop, const fe_config *cfg, fe_server **out) {
+static fe_gen *fe_gen_new(fe_config *cfg, fe_lua *lua) {
+  fe_gen *g = calloc(1, sizeof(*g));
+  if (!g)
+    return NULL;
+  g->cfg = *cfg; /* moved: the generation owns the strings now */
+  memset(cfg, 0, sizeof(*cfg));
+  g->lua = lua;
+  g->refs = 1;
+  return g;
+}
+
+static void fe_server_open_log(fe_server *s, const char *path) {
+  if (s->access_log && s->access_log_path && path && strcmp(path, s->access_log_path) == 0)
+    return;
+  if (s->access_log)
+    fclose(s->access_log);
+  free(s->access_log_path);
+  s->access_log = NULL;
+  s->access_log_path = NULL;
+  if (!path)
+    return;
+  s->access_log = strcmp(path, "stderr") == 0 ? fdopen(dup(2), "a") : fopen(path, "a");
+  if (!s->access_log) {
+    fe_error("access_log \"%s\": cannot open: %s", path, strerror(errno));
+    return;
+  }
+  setvbuf(s->access_log, NULL, _IOFBF, 1 << 16);
+  s->access_log_path = strdup(path);
+}
+
+int fe_server_reload(fe_server *s, fe_config *cfg, fe_lua *lua) {
+  int same = cfg->nlisten == s->gen->cfg.nlisten;
+  for (int i = 0; same && i < cfg->nlisten; i++)
+    same = strcmp(cfg->listen[i], s->gen->cfg.listen[i]) == 0;
+  if (!same)
+    fe_warn("reload: listen addresses changed; they take effect at the next restart");
+  fe_gen *g = fe_gen_new(cfg, lua);
+  if (!g)
+    return UV_ENOMEM;
+  fe_server_open_log(s, g->cfg.access_log);
+  fe_gen_unref(s->gen);
+  s->gen = g;
+  return 0;
+}
+
+int fe_server_start(uv_loop_t *loop, fe_config *config, fe_lua *lua, fe_server **out) {
   fe_server *s = calloc(1, sizeof(*s));
   if (!s)
     return UV_ENOMEM;
   s->loop = loop;
-  s->cfg = cfg;
+  s->gen = fe_gen_new(config, lua);
+  const fe_config *cfg = &s->gen->cfg;
+  fe_server_open_log(s, cfg->access_log);
   s->listeners = calloc((size_t)cfg->nlisten, sizeof(uv_tcp_t));
   llhttp_settings_init(&fe_request_settings);
   fe_request_settings.on_message_begin = fe_on_message_begin;
@@ -476,6 +669,8 @@ int fe_server_start(uv_loop_t *loop, const fe_config *cfg, fe_server **out) {
 static void fe_server_on_handle_closed(uv_handle_t *h) {
   fe_server *s = h->data;
   if (--s->open_handles == 0 && s->freed) {
+    fe_gen_unref(s->gen);
+    fe_server_open_log(s, NULL);
     free(s->listeners);
     free(s);
   }

@@ -15,6 +15,7 @@
 #define FE_NO_SEQ UINT64_MAX
 #define FE_HUB_BUCKETS 1024
 #define FE_READY_FALLBACK_TAGS 600   /* start viewers without a keyframe after this many tags */
+#define FE_MAX_ORIGIN_ATTEMPTS 16
 
 enum { FE_HS_CONNECTING, FE_HS_LIVE, FE_HS_ENDED };
 enum { FE_VS_WAITING, FE_VS_PREFIX, FE_VS_KEYWAIT, FE_VS_LIVE };
@@ -58,6 +59,7 @@ struct fe_hub {
   uint32_t last_ts;
   int have_ts;
   /* an origin error response, passed on as it is */
+  int attempt;                /* origin attempts so far */
   int err_status;
   char err_ctype[128];
   uint8_t *err_body;
@@ -139,6 +141,8 @@ static void fe_hub_on_handle_closed(uv_handle_t *handle) {
   fe_hub *h = handle->data;
   if (--h->handles > 0)
     return;
+  if (h->opts.free_origin_ud)
+    h->opts.free_origin_ud(h->opts.origin_ud);
   free(h->key);
   free(h->tags);
   free(h->err_body);
@@ -419,8 +423,36 @@ static void fe_hub_on_flush(void *ud) {
     fe_hub_wake_all(h);
 }
 
+static const fe_origin_cbs fe_hub_origin_cbs;
+
+/* Before the stream started: asks for another origin. Returns 1 when a new pull is under way. */
+static int fe_hub_failover(fe_hub *h, int err) {
+  if (!h->opts.next_origin || h->nviewers == 0 || h->attempt >= FE_MAX_ORIGIN_ATTEMPTS)
+    return 0;
+  char what[64], url[4096];
+  if (h->err_status)
+    snprintf(what, sizeof(what), "status %d", h->err_status);
+  else
+    snprintf(what, sizeof(what), "%s", err == FE_ORIGIN_ETIMEDOUT ? "timeout" : "unreachable");
+  if (h->opts.next_origin(h->opts.origin_ud, h->attempt + 1, what, url, sizeof(url)) != 1)
+    return 0;
+  h->attempt++;
+  fe_warn("stream %s: origin failed (%s); trying %s (attempt %d)", h->key, what, url, h->attempt);
+  fe_origin_close(h->origin);
+  h->err_status = 0;
+  h->err_len = 0;
+  fe_origin_opts oo = {.connect_timeout = h->opts.origin_connect_timeout,
+                       .read_timeout = h->opts.origin_read_timeout,
+                       .max_tag_size = h->opts.max_tag_size};
+  h->origin = fe_origin_open(h->loop, url, &oo, &fe_hub_origin_cbs, h);
+  fe_stats.origin_connects++;
+  return h->origin != NULL;
+}
+
 static void fe_hub_on_end(void *ud, int err) {
   fe_hub *h = ud;
+  if (h->state == FE_HS_CONNECTING && fe_hub_failover(h, err))
+    return;
   if (h->err_status) {
     fe_info("stream %s: origin answered %d", h->key, h->err_status);
     fe_hub_fail_all(h, h->err_status, h->err_ctype, h->err_body, h->err_len);
@@ -478,6 +510,7 @@ fe_hub *fe_hub_create(uv_loop_t *loop, const char *key, const char *origin_url, 
   fe_origin_opts oo = {.connect_timeout = opts->origin_connect_timeout,
                        .read_timeout = opts->origin_read_timeout,
                        .max_tag_size = opts->max_tag_size};
+  h->attempt = 1;
   if (origin_url)
     h->origin = fe_origin_open(loop, origin_url, &oo, &fe_hub_origin_cbs, h);
   else

@@ -65,6 +65,16 @@ typedef struct fe_hub_opts {
   uint32_t max_tag_size;
   double origin_connect_timeout;
   double origin_read_timeout;
+  /**
+   * Optional: asked for another origin when the current one fails before the stream started
+   * (unreachable, timeout, a status other than 200). `attempt` is 2, 3, ...; `last_error` says what
+   * failed ("unreachable", "timeout", "status 503"). Returns 1 with a URL in url to try it, 0 to give
+   * up (viewers then get the last origin's answer). `origin_ud` is released with free_origin_ud
+   * when the hub goes.
+   */
+  int (*next_origin)(void *ud, int attempt, const char *last_error, char *url, size_t cap);
+  void (*free_origin_ud)(void *ud);
+  void *origin_ud;
 } fe_hub_opts;
 
 /** The running hub for `key`, or NULL. Ended hubs are not found. */

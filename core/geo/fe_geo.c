@@ -1,0 +1,48 @@
+#include "geo/fe_geo.h"
+
+#include <maxminddb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct fe_geo {
+  MMDB_s db;
+};
+
+fe_geo *fe_geo_open(const char *path, char *err, unsigned errlen) {
+  fe_geo *g = calloc(1, sizeof(*g));
+  if (!g) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  int rc = MMDB_open(path, MMDB_MODE_MMAP, &g->db);
+  if (rc != MMDB_SUCCESS) {
+    snprintf(err, errlen, "%s: %s", path, MMDB_strerror(rc));
+    free(g);
+    return NULL;
+  }
+  return g;
+}
+
+void fe_geo_close(fe_geo *g) {
+  if (!g)
+    return;
+  MMDB_close(&g->db);
+  free(g);
+}
+
+int fe_geo_country(const fe_geo *g, const char *ip, char out[3]) {
+  int gai_error = 0, mmdb_error = 0;
+  MMDB_lookup_result_s r = MMDB_lookup_string((MMDB_s *)&g->db, ip, &gai_error, &mmdb_error);
+  if (gai_error || mmdb_error != MMDB_SUCCESS || !r.found_entry)
+    return -1;
+  MMDB_entry_data_s d;
+  /* GeoIP2/GeoLite2 Country and City keep it under country.iso_code. */
+  if (MMDB_get_value(&r.entry, &d, "country", "iso_code", NULL) != MMDB_SUCCESS || !d.has_data ||
+      d.type != MMDB_DATA_TYPE_UTF8_STRING || d.data_size != 2)
+    return -1;
+  out[0] = d.utf8_string[0];
+  out[1] = d.utf8_string[1];
+  out[2] = 0;
+  return 0;
+}

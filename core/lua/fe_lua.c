@@ -1,0 +1,284 @@
+#include "lua/fe_lua.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log/fe_log.h"
+
+struct fe_lua {
+  lua_State *L;
+  int refs;
+  int nres;
+  unsigned *phases;
+  int ref_access, ref_origin, ref_log, ref_release;
+  uint32_t budget;
+  fe_geo *geo;
+};
+
+/* The geo database of the state whose hook is running, for flvedge.geo.country(ip). */
+static const fe_geo *fe_lua_active_geo;
+
+static void fe_lua_on_budget(lua_State *L, lua_Debug *ar) {
+  lua_getinfo(L, "Sl", ar);
+  lua_pushfstring(L, "%s:%d: instruction budget exceeded (an endless loop?)", ar->short_src,
+                  ar->currentline);
+  lua_error(L);
+}
+
+/* Every call starts with a full budget: re-arming with the same mask keeps LuaJIT's dispatch
+ * mode as it is, so this is cheap. */
+static void fe_lua_arm(fe_lua *F) {
+  lua_sethook(F->L, fe_lua_on_budget, LUA_MASKCOUNT, (int)F->budget);
+  fe_lua_active_geo = F->geo;
+}
+
+static int fe_lua_get_ref(lua_State *L, int table, const char *name) {
+  lua_getfield(L, table, name);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+fe_lua *fe_lua_open(const fe_lua_opts *opts, char *err, size_t errlen) {
+  fe_lua *F = calloc(1, sizeof(*F));
+  if (!F) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  F->refs = 1;
+  F->nres = opts->nresources;
+  F->budget = opts->budget ? opts->budget : 1000000;
+  F->phases = calloc((size_t)opts->nresources + 1, sizeof(unsigned));
+  F->L = luaL_newstate();
+  if (!F->phases || !F->L) {
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
+  if (opts->geoip_db && !(F->geo = fe_geo_open(opts->geoip_db, err, (unsigned)errlen)))
+    goto fail;
+  lua_State *L = F->L;
+  luaL_openlibs(L);
+  char boot[4096];
+  snprintf(boot, sizeof(boot), "%s/flvedge/boot.lua", opts->lua_dir);
+  if (luaL_loadfile(L, boot) != 0 || lua_pcall(L, 0, 1, 0) != 0) {
+    snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    goto fail;
+  }
+  int boot_idx = lua_gettop(L);
+  lua_getfield(L, boot_idx, "load");
+  if (opts->config_path)
+    lua_pushstring(L, opts->config_path);
+  else
+    lua_pushnil(L);
+  if (opts->quick_policy)
+    lua_pushstring(L, opts->quick_policy);
+  else
+    lua_pushnil(L);
+  lua_pushinteger(L, opts->nresources);
+  lua_pushstring(L, opts->lua_dir);
+  lua_pushstring(L, opts->policy_dir);
+  if (lua_pcall(L, 5, 1, 0) != 0) {
+    snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    goto fail;
+  }
+  for (int i = 0; i < opts->nresources; i++) {
+    lua_rawgeti(L, -1, i + 1);
+    F->phases[i] = (unsigned)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  F->ref_access = fe_lua_get_ref(L, boot_idx, "access");
+  F->ref_origin = fe_lua_get_ref(L, boot_idx, "origin");
+  F->ref_log = fe_lua_get_ref(L, boot_idx, "log");
+  F->ref_release = fe_lua_get_ref(L, boot_idx, "release");
+  lua_settop(L, 0);
+  return F;
+fail:
+  if (F->L)
+    lua_close(F->L);
+  fe_geo_close(F->geo);
+  free(F->phases);
+  free(F);
+  return NULL;
+}
+
+void fe_lua_ref(fe_lua *F) {
+  F->refs++;
+}
+
+void fe_lua_unref(fe_lua *F) {
+  if (!F || --F->refs > 0)
+    return;
+  lua_close(F->L);
+  fe_geo_close(F->geo);
+  free(F->phases);
+  free(F);
+}
+
+unsigned fe_lua_phases(const fe_lua *F, int resource) {
+  return F && resource >= 0 && resource < F->nres ? F->phases[resource] : 0;
+}
+
+static char *fe_lua_dup(lua_State *L, int idx, size_t *len) {
+  size_t n = 0;
+  const char *s = lua_tolstring(L, idx, &n);
+  if (len)
+    *len = s ? n : 0;
+  if (!s)
+    return NULL;
+  char *d = malloc(n + 1);
+  if (d) {
+    memcpy(d, s, n);
+    d[n] = 0;
+  }
+  return d;
+}
+
+int fe_lua_access(fe_lua *F, int resource, uint64_t id, fe_req_view *req, fe_lua_deny *deny) {
+  lua_State *L = F->L;
+  req->geo = F->geo;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, F->ref_access);
+  lua_pushinteger(L, resource + 1);
+  lua_pushnumber(L, (lua_Number)id);
+  lua_pushlightuserdata(L, req);
+  fe_lua_arm(F);
+  if (lua_pcall(L, 3, 3, 0) != 0) {
+    fe_error("access hook (resource %.*s, client %.*s): %s", (int)req->resource.len, req->resource.p,
+             (int)req->client_ip.len, req->client_ip.p, lua_tostring(L, -1));
+    lua_settop(L, 0);
+    fe_lua_release(F, id);
+    return -1;
+  }
+  if (lua_isnil(L, -3)) {
+    lua_settop(L, 0);
+    return 0;
+  }
+  memset(deny, 0, sizeof(*deny));
+  deny->status = (int)lua_tointeger(L, -3);
+  if (!lua_isnil(L, -2))
+    deny->body = fe_lua_dup(L, -2, &deny->body_len);
+  if (!lua_isnil(L, -1))
+    deny->headers = fe_lua_dup(L, -1, NULL);
+  lua_settop(L, 0);
+  return 1;
+}
+
+void fe_lua_deny_free(fe_lua_deny *deny) {
+  free(deny->body);
+  free(deny->headers);
+  memset(deny, 0, sizeof(*deny));
+}
+
+int fe_lua_origin(fe_lua *F, int resource, uint64_t id, fe_req_view *req, int attempt,
+                  const char *last_error, char *url, size_t cap) {
+  lua_State *L = F->L;
+  req->geo = F->geo;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, F->ref_origin);
+  lua_pushinteger(L, resource + 1);
+  lua_pushlightuserdata(L, req);
+  lua_pushinteger(L, attempt);
+  if (last_error)
+    lua_pushstring(L, last_error);
+  else
+    lua_pushnil(L);
+  fe_lua_arm(F);
+  int rc = 0;
+  if (lua_pcall(L, 4, 1, 0) != 0) {
+    fe_error("origin hook (resource %.*s, stream %.*s): %s", (int)req->resource.len, req->resource.p,
+             (int)req->stream.len, req->stream.p, lua_tostring(L, -1));
+    rc = -1;
+  } else if (!lua_isnil(L, -1)) {
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    if (n >= cap) {
+      fe_error("origin hook (stream %.*s): URL too long", (int)req->stream.len, req->stream.p);
+      rc = -1;
+    } else {
+      memcpy(url, s, n + 1);
+      rc = 1;
+    }
+  }
+  lua_settop(L, 0);
+  return rc;
+}
+
+void fe_lua_log(fe_lua *F, int resource, uint64_t id, fe_req_view *req, const fe_lua_res *res,
+                char *extra, size_t cap) {
+  lua_State *L = F->L;
+  extra[0] = 0;
+  if (!(fe_lua_phases(F, resource) & FE_LUA_LOG)) {
+    fe_lua_release(F, id);
+    return;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, F->ref_log);
+  lua_pushinteger(L, resource + 1);
+  lua_pushnumber(L, (lua_Number)id);
+  lua_pushlightuserdata(L, req);
+  lua_pushinteger(L, res->status);
+  lua_pushnumber(L, (lua_Number)res->bytes_sent);
+  lua_pushnumber(L, res->duration);
+  if (res->cache_status)
+    lua_pushstring(L, res->cache_status);
+  else
+    lua_pushnil(L);
+  fe_lua_arm(F);
+  if (lua_pcall(L, 7, 1, 0) != 0) {
+    fe_error("log hook (resource %d): %s", resource + 1, lua_tostring(L, -1));
+    fe_lua_release(F, id);
+  } else if (lua_isstring(L, -1)) {
+    snprintf(extra, cap, "%s", lua_tostring(L, -1));
+  }
+  lua_settop(L, 0);
+}
+
+void fe_lua_release(fe_lua *F, uint64_t id) {
+  lua_State *L = F->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, F->ref_release);
+  lua_pushnumber(L, (lua_Number)id);
+  if (lua_pcall(L, 1, 0, 0) != 0)
+    lua_pop(L, 1);
+}
+
+/* ---- FFI entry points ---------------------------------------------------------------------- */
+
+int fe_lua_req_header(const fe_req_view *r, const char *name, size_t nlen, const char **out, size_t *len) {
+  for (int i = 0; i < r->nheaders; i++) {
+    const fe_header *h = &r->headers[i];
+    if (h->name.len == nlen && strncasecmp(r->base + h->name.off, name, nlen) == 0) {
+      *out = r->base + h->value.off;
+      *len = h->value.len;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+int fe_lua_req_header_at(const fe_req_view *r, int i, const char **name, size_t *nlen,
+                         const char **value, size_t *vlen) {
+  if (i < 0 || i >= r->nheaders)
+    return -1;
+  const fe_header *h = &r->headers[i];
+  *name = r->base + h->name.off;
+  *nlen = h->name.len;
+  *value = r->base + h->value.off;
+  *vlen = h->value.len;
+  return 0;
+}
+
+int fe_lua_req_country(fe_req_view *r) {
+  if (r->country_state == 0) {
+    char ip[64];
+    size_t n = r->client_ip.len < sizeof(ip) - 1 ? r->client_ip.len : sizeof(ip) - 1;
+    memcpy(ip, r->client_ip.p, n);
+    ip[n] = 0;
+    r->country_state = r->geo && fe_geo_country(r->geo, ip, r->country) == 0 ? 1 : -1;
+  }
+  return r->country_state;
+}
+
+int fe_lua_geo_country(const char *ip, char *out) {
+  return fe_lua_active_geo ? fe_geo_country(fe_lua_active_geo, ip, out) : -1;
+}

@@ -1,0 +1,116 @@
+/*
+ * fe_lua: the only door between C and Lua. One LuaJIT state holds the policies of one config
+ * generation; C calls their phase functions (access, origin, log) per request, with an
+ * instruction budget, and Lua reads the request through small FFI functions (fe_lua_req_*) that
+ * look into the C request view without copying it.
+ */
+#ifndef FE_LUA_H
+#define FE_LUA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "geo/fe_geo.h"
+
+typedef struct fe_lua fe_lua;
+
+/** A span of the request head bytes. */
+typedef struct fe_span {
+  uint32_t off, len;
+} fe_span;
+
+typedef struct fe_header {
+  fe_span name, value;
+} fe_header;
+
+typedef struct fe_str {
+  const char *p;
+  size_t len;
+} fe_str;
+
+/**
+ * What Lua sees of a request. Owned by the caller (http/), valid while the request is; every
+ * pointer is borrowed. Lua reads it through the fe_lua_req_* functions only.
+ */
+typedef struct fe_req_view {
+  const char *base;         /* request head bytes: header spans are offsets into them */
+  const fe_header *headers;
+  int nheaders;
+  fe_str method, path, query, host, stream, resource, client_ip, server_ip;
+  double time;              /* Unix seconds */
+  const fe_geo *geo;        /* may be NULL */
+  int8_t country_state;     /* 0 not looked up yet, 1 found, -1 none */
+  char country[3];
+} fe_req_view;
+
+/** Where a policy's phases come from: one entry per config resource (NULL: no policy). */
+typedef struct fe_lua_opts {
+  const char *config_path;  /* the config file, run again to take each resource's `policy` */
+  const char *quick_policy; /* quick mode: a policy file for the single resource */
+  int nresources;
+  const char *lua_dir;      /* flvedge.* library */
+  const char *policy_dir;   /* ready-made policies */
+  uint32_t budget;          /* VM instructions per hook call */
+  const char *geoip_db;     /* MaxMind DB for req.country; NULL: none */
+} fe_lua_opts;
+
+/** Phases a resource's policy has. */
+enum { FE_LUA_ACCESS = 1, FE_LUA_ORIGIN = 2, FE_LUA_LOG = 4, FE_LUA_CACHE = 8 };
+
+/** What `access` decided when it denied. The strings are owned by the struct; fe_lua_deny_free. */
+typedef struct fe_lua_deny {
+  int status;
+  char *body;
+  size_t body_len;
+  char *headers; /* "Name: value\r\n" lines, validated */
+} fe_lua_deny;
+
+typedef struct fe_lua_res {
+  int status;
+  uint64_t bytes_sent;
+  double duration;
+  const char *cache_status; /* may be NULL */
+} fe_lua_res;
+
+/**
+ * Makes a fresh state and loads every resource's policy. Returns NULL with the reason in err
+ * (script:line included) when anything fails to load: a broken script never takes effect.
+ */
+fe_lua *fe_lua_open(const fe_lua_opts *opts, char *err, size_t errlen);
+/** Takes a reference; the state lives while someone holds one. */
+void fe_lua_ref(fe_lua *L);
+/** Drops a reference; the state closes at zero (pending requests released first). */
+void fe_lua_unref(fe_lua *L);
+/** FE_LUA_* bits of resource i's policy; 0 when it has none. */
+unsigned fe_lua_phases(const fe_lua *L, int resource);
+
+/**
+ * Runs access(req) of resource i. Returns 0 to admit, 1 when denied (deny filled), or -1 when the
+ * hook failed (error or budget; logged here once): the caller answers 500. `id` names the request
+ * for later phases (its req object and req.ctx are kept until fe_lua_release(id)).
+ */
+int fe_lua_access(fe_lua *L, int resource, uint64_t id, fe_req_view *req, fe_lua_deny *deny);
+void fe_lua_deny_free(fe_lua_deny *deny);
+/**
+ * Runs origin(req, attempt, last_error). Returns 1 with a URL in url, 0 when the hook gave nil
+ * (use the resource's origin on attempt 1; give up after), -1 on failure (logged).
+ */
+int fe_lua_origin(fe_lua *L, int resource, uint64_t id, fe_req_view *req, int attempt,
+                  const char *last_error, char *url, size_t cap);
+/**
+ * Runs log(req, res), if resource i has one, and releases request `id`. Extra access-log fields
+ * the hook returned are written into extra as ` key="value"` pairs (may be empty).
+ */
+void fe_lua_log(fe_lua *L, int resource, uint64_t id, fe_req_view *req, const fe_lua_res *res,
+                char *extra, size_t cap);
+/** Forgets request `id` without a log phase. */
+void fe_lua_release(fe_lua *L, uint64_t id);
+
+/* FFI entry points, called from lua/flvedge/request.lua: exported, not for C callers. */
+int fe_lua_req_country(fe_req_view *r);
+int fe_lua_req_header(const fe_req_view *r, const char *name, size_t nlen, const char **out, size_t *len);
+int fe_lua_req_header_at(const fe_req_view *r, int i, const char **name, size_t *nlen,
+                         const char **value, size_t *vlen);
+int fe_lua_geo_country(const char *ip, char *out);
+
+#endif

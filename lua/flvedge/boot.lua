@@ -1,0 +1,154 @@
+-- Run by the C core in each fresh policy state: loads the policies of one config generation and
+-- returns the dispatch functions C calls per request. Not part of the policy API.
+local jit = require "jit"
+
+local type, tostring, tonumber, error, pcall, ipairs, pairs = type, tostring, tonumber, error, pcall, ipairs, pairs
+local format, find, sub, match = string.format, string.find, string.sub, string.match
+local concat = table.concat
+
+local request -- required after package.path is set
+
+local _M = {}
+local policies = {} -- [resource index] = policy table
+local pending = {}  -- [request id] = req, kept from access to log so req.ctx is shared
+local PHASES = { access = 1, origin = 2, log = 4, cache = 8 }
+
+-- Operator code runs in the interpreter so the instruction budget can always stop it
+-- (JIT-compiled loops never see hooks). The flvedge.* library and policies/ stay compiled.
+local function operator(chunk)
+  jit.off(chunk, true)
+  return chunk
+end
+
+local function load_operator_file(path)
+  local chunk, err = loadfile(path)
+  if not chunk then error(err, 0) end
+  return operator(chunk)
+end
+
+local function resolve(i, spec, settings, config_dir)
+  local p = spec
+  if type(p) == "string" then
+    if find(p, "%.lua$") then
+      p = load_operator_file(sub(p, 1, 1) == "/" and p or config_dir .. p)()
+    else
+      p = require(p)
+    end
+  end
+  if type(p) == "function" then p = p(settings or {}) end
+  if type(p) ~= "table" then
+    error(format("resources[%d].policy: expected a policy table (or a module returning one), got %s", i, type(p)), 0)
+  end
+  local bits = 0
+  for name, bit in pairs(PHASES) do
+    local f = p[name]
+    if f ~= nil then
+      if type(f) ~= "function" then
+        error(format("resources[%d].policy.%s: expected a function, got %s", i, name, type(f)), 0)
+      end
+      bits = bits + bit
+    end
+  end
+  policies[i] = p
+  return bits
+end
+
+-- Returns a list of phase bits per resource, or raises with the reason.
+function _M.load(config_path, quick_policy, nres, lua_dir, policy_dir)
+  local config_dir = config_path and match(config_path, "^(.*/)") or "./"
+  package.path = lua_dir .. "/?.lua;" .. lua_dir .. "/?/init.lua;" .. policy_dir .. "/?.lua;"
+    .. config_dir .. "?.lua;" .. package.path
+  -- The operator's own modules (next to the config) load through here, uncompiled.
+  table.insert(package.loaders, 2, function(name)
+    local path = package.searchpath(name, config_dir .. "?.lua")
+    if not path then return nil end
+    return load_operator_file(path)
+  end)
+  request = require "flvedge.request"
+
+  local resources = {}
+  if config_path then
+    local cfg = load_operator_file(config_path)()
+    resources = type(cfg) == "table" and type(cfg.resources) == "table" and cfg.resources or {}
+  end
+  local bits = {}
+  for i = 1, nres do
+    local spec, settings
+    if quick_policy then
+      spec = quick_policy
+    elseif type(resources[i]) == "table" then
+      spec, settings = resources[i].policy, resources[i].policy_settings
+    end
+    bits[i] = spec ~= nil and resolve(i, spec, settings, config_dir) or 0
+  end
+  return bits
+end
+
+local function header_lines(headers)
+  if headers == nil then return nil end
+  if type(headers) ~= "table" then error("access: headers must be a table of name = value", 0) end
+  local out = {}
+  for k, v in pairs(headers) do
+    k, v = tostring(k), tostring(v)
+    if not find(k, "^[%w!#$%%&'*+.^_`|~-]+$") or find(v, "[\r\n]") then
+      error(format("access: bad response header %q", k), 0)
+    end
+    out[#out + 1] = k .. ": " .. v .. "\r\n"
+  end
+  return concat(out)
+end
+
+-- access(req) -> nil to admit, or status, body, header lines
+function _M.access(i, id, view)
+  local p = policies[i]
+  local req = request.new(view)
+  if p.log then pending[id] = req end
+  local status, body, headers = p.access(req)
+  if status == nil then return nil end
+  local code = tonumber(status)
+  if not code or code < 100 or code > 599 or code % 1 ~= 0 then
+    error(format("access: status must be an integer from 100 to 599, got %s", tostring(status)), 0)
+  end
+  if body ~= nil and type(body) ~= "string" then body = tostring(body) end
+  return code, body, header_lines(headers)
+end
+
+function _M.origin(i, view, attempt, last_error)
+  local url = policies[i].origin(request.new(view), attempt, last_error)
+  if url == nil or url == false then return nil end
+  if type(url) ~= "string" then
+    error(format("origin: expected a URL string or nil, got %s", type(url)), 0)
+  end
+  return url
+end
+
+local function field_text(v)
+  v = tostring(v)
+  if find(v, '["\\%c]') then v = v:gsub('["\\%c]', "_") end
+  return v
+end
+
+function _M.log(i, id, view, status, bytes, duration, cache_status)
+  local req = pending[id] or request.new(view)
+  pending[id] = nil
+  local extra = policies[i].log(req, {
+    status = status, bytes_sent = bytes, duration = duration, cache_status = cache_status,
+  })
+  request.detach(req)
+  if type(extra) ~= "table" then return nil end
+  local out = {}
+  for k, v in pairs(extra) do
+    out[#out + 1] = format(' %s="%s"', field_text(k), field_text(v))
+  end
+  return concat(out)
+end
+
+function _M.release(id)
+  local req = pending[id]
+  if req then
+    pending[id] = nil
+    request.detach(req)
+  end
+end
+
+return _M

@@ -1,0 +1,124 @@
+-- The request object policies see inside the server: fields are read lazily from the C request
+-- view through the FFI (struct fields directly, headers and country by small C functions), and
+-- cached on first use. Nothing is copied that the policy does not read.
+local ffi = require "ffi"
+
+local C = ffi.C
+local ffi_string = ffi.string
+local setmetatable, rawget, rawset = setmetatable, rawget, rawset
+local lower, gsub, tonumber = string.lower, string.gsub, tonumber
+
+ffi.cdef [[
+typedef struct fe_span { uint32_t off, len; } fe_span;
+typedef struct fe_header { fe_span name, value; } fe_header;
+typedef struct fe_str { const char *p; size_t len; } fe_str;
+typedef struct fe_req_view {
+  const char *base;
+  const fe_header *headers;
+  int nheaders;
+  fe_str method, path, query, host, stream, resource, client_ip, server_ip;
+  double time;
+  const void *geo;
+  int8_t country_state;
+  char country[3];
+} fe_req_view;
+int fe_lua_req_header(const fe_req_view *r, const char *name, size_t nlen, const char **out, size_t *len);
+int fe_lua_req_header_at(const fe_req_view *r, int i, const char **name, size_t *nlen,
+                         const char **value, size_t *vlen);
+int fe_lua_req_country(fe_req_view *r);
+]]
+
+local parse_query -- flvedge.util's, loaded with the first req.args
+
+local view_t = ffi.typeof("fe_req_view *")
+local out_p = ffi.new("const char *[1]")
+local out_len = ffi.new("size_t[1]")
+local name_p = ffi.new("const char *[1]")
+local name_len = ffi.new("size_t[1]")
+
+local function str(s)
+  if s.p == nil then return nil end
+  return ffi_string(s.p, s.len)
+end
+
+-- req.headers: looked up by name in any case; `_` stands for `-` (req.headers.user_agent).
+local headers_mt = {
+  __index = function(t, name)
+    local view = rawget(t, 0)
+    if view == nil or type(name) ~= "string" then return nil end
+    local key = lower(name)
+    if key:find("_", 1, true) then key = gsub(key, "_", "-") end
+    if C.fe_lua_req_header(view, key, #key, out_p, out_len) ~= 0 then return nil end
+    local v = ffi_string(out_p[0], out_len[0])
+    rawset(t, name, v)
+    return v
+  end,
+}
+
+local fields = {
+  method = function(v) return str(v.method) end,
+  path = function(v) return str(v.path) end,
+  query = function(v) return str(v.query) or "" end,
+  host = function(v) return str(v.host) end,
+  stream = function(v) return str(v.stream) end,
+  resource = function(v) return str(v.resource) end,
+  client_ip = function(v) return str(v.client_ip) end,
+  server_ip = function(v) return str(v.server_ip) end,
+  time = function(v) return tonumber(v.time) end,
+  country = function(v)
+    if C.fe_lua_req_country(v) == 1 then return ffi_string(v.country, 2) end
+    return nil
+  end,
+  args = function(v)
+    parse_query = parse_query or require("flvedge.util").parse_query
+    return parse_query(str(v.query) or "")
+  end,
+  headers = function(v) return setmetatable({ [0] = v }, headers_mt) end,
+  ctx = function() return {} end,
+}
+
+-- Absent fields (no country, no stream) are looked up once: remembered in t[-1].
+local req_mt = {
+  __index = function(t, k)
+    local f = fields[k]
+    local view = rawget(t, 0)
+    if f == nil or view == nil then return nil end
+    local missing = rawget(t, -1)
+    if missing and missing[k] then return nil end
+    local v = f(view)
+    if v == nil then
+      if not missing then missing = {}; rawset(t, -1, missing) end
+      missing[k] = true
+      return nil
+    end
+    rawset(t, k, v)
+    return v
+  end,
+}
+
+local _M = {}
+
+-- Wraps a C view (light userdata). Only the server calls this.
+function _M.new(lud)
+  return setmetatable({ [0] = ffi.cast(view_t, lud) }, req_mt)
+end
+
+-- Calls fn(name, value) for every header, in the order received (names as sent).
+function _M.each_header(req, fn)
+  local view = rawget(req, 0)
+  if view == nil then return end
+  local i = 0
+  while C.fe_lua_req_header_at(view, i, name_p, name_len, out_p, out_len) == 0 do
+    fn(ffi_string(name_p[0], name_len[0]), ffi_string(out_p[0], out_len[0]))
+    i = i + 1
+  end
+end
+
+-- The C view is about to go: later lazy reads give nil instead of touching freed memory.
+function _M.detach(req)
+  local h = rawget(req, "headers")
+  if h then rawset(h, 0, nil) end
+  rawset(req, 0, nil)
+end
+
+return _M
