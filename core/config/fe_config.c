@@ -111,6 +111,7 @@ static void fe_resource_defaults(fe_resource *res) {
   res->origin_connect_timeout = 5;
   res->origin_read_timeout = 10;
   res->max_tag_size = 16u << 20;
+  res->send_buffer = 256u << 10;
 }
 
 static void fe_config_defaults(fe_config *cfg) {
@@ -197,7 +198,8 @@ static int fe_cfg_resource(fe_cfg_reader *r, int i, fe_resource *res) {
         fe_cfg_number(r, idx, where, "slow_viewer_timeout", 0.1, 3600, &res->slow_viewer_timeout) < 0 ||
         fe_cfg_number(r, idx, where, "origin_connect_timeout", 0.1, 600, &res->origin_connect_timeout) < 0 ||
         fe_cfg_number(r, idx, where, "origin_read_timeout", 0.1, 3600, &res->origin_read_timeout) < 0 ||
-        fe_cfg_u32(r, idx, where, "max_tag_size", 1024, 1 << 30, &res->max_tag_size) < 0)
+        fe_cfg_u32(r, idx, where, "max_tag_size", 1024, 1 << 30, &res->max_tag_size) < 0 ||
+        fe_cfg_u32(r, idx, where, "send_buffer", 0, 1 << 30, &res->send_buffer) < 0)
       goto fail;
     res->window_bytes = (size_t)bytes;
   } else if (strcmp(type, "static") == 0) {

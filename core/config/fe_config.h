@@ -26,6 +26,7 @@ typedef struct fe_resource {
   double origin_connect_timeout;
   double origin_read_timeout;
   uint32_t max_tag_size;
+  uint32_t send_buffer;  /* SO_SNDBUF for viewers; 0 leaves the kernel's autotuning */
   /* static */
   char *root;   /* absolute directory */
   int has_policy; /* `policy` is set: the Lua state resolves it */

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "http/fe_http_conn.h"
 #include "log/fe_log.h"
@@ -119,6 +120,12 @@ static void fe_live_start(fe_viewer *v, int hit) {
     return;
   }
   c->state = FE_CS_LIVE;
+  /* A bounded kernel buffer: a slow viewer falls behind in the window, where it is moved to a
+   * keyframe, instead of sitting seconds behind in a socket buffer autotuned to megabytes. */
+  if (c->res->send_buffer) {
+    int size = (int)c->res->send_buffer;
+    uv_send_buffer_size((uv_handle_t *)&c->tcp, &size);
+  }
   fe_conn_send(c, head, (size_t)n, 0);
   fe_live_write(c);
 }
@@ -156,6 +163,11 @@ int fe_live_check_slow(fe_conn *c, uint64_t now) {
           v->hub ? fe_hub_key(v->hub) : "?", stuck ? "that takes nothing" : "that stayed behind",
           c->res->slow_viewer_timeout, (unsigned long long)v->frames_dropped);
   fe_stats.viewers_kicked++;
+  /* Reset rather than close: what is still queued for it is stale, do not deliver it. */
+  uv_os_fd_t fd;
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
   fe_conn_close(c);
   return 1;
 }

@@ -50,6 +50,8 @@ struct fe_origin {
   uint64_t loop_base;  /* output timestamp of the current pass's first tag */
   uint32_t loop_len;   /* duration of one pass, including one frame gap */
   int pass;
+  uv_work_t load;      /* the file is read and indexed off the loop */
+  int load_rc;
   uint8_t *scratch;
   size_t scratch_cap;
 };
@@ -412,11 +414,20 @@ static void fe_file_tick(uv_timer_t *t) {
     fe_file_schedule(o);
 }
 
-static void fe_origin_start_file(uv_timer_t *t) {
-  fe_origin *o = t->data;
-  int rc = fe_file_load(o);
-  if (rc < 0) {
-    fe_origin_finish(o, rc);
+static void fe_file_load_work(uv_work_t *w) {
+  fe_origin *o = w->data;
+  o->load_rc = fe_file_load(o);
+}
+
+static void fe_file_loaded(uv_work_t *w, int status) {
+  fe_origin *o = w->data;
+  o->handles--;
+  if (o->closed) {
+    fe_origin_maybe_free(o);
+    return;
+  }
+  if (status < 0 || o->load_rc < 0) {
+    fe_origin_finish(o, status < 0 ? FE_ORIGIN_EFILE : o->load_rc);
     return;
   }
   o->state = FE_OS_BODY;
@@ -430,6 +441,17 @@ static void fe_origin_start_file(uv_timer_t *t) {
     return;
   o->start_ms = uv_now(o->loop);
   fe_file_tick(&o->timer);
+}
+
+/* Reading a large file would stall every viewer of the loop: it happens in the thread pool. */
+static void fe_origin_start_file(uv_timer_t *t) {
+  fe_origin *o = t->data;
+  o->load.data = o;
+  if (uv_queue_work(o->loop, &o->load, fe_file_load_work, fe_file_loaded) < 0) {
+    fe_origin_finish(o, FE_ORIGIN_EFILE);
+    return;
+  }
+  o->handles++;
 }
 
 /* ---- common -------------------------------------------------------------------------------- */
@@ -480,6 +502,8 @@ void fe_origin_close(fe_origin *o) {
   o->closed = 1;
   if (o->state == FE_OS_RESOLVING)
     uv_cancel((uv_req_t *)&o->gai);
+  if (o->kind == FE_OK_FILE && o->state != FE_OS_BODY)
+    uv_cancel((uv_req_t *)&o->load);
   uv_close((uv_handle_t *)&o->timer, fe_origin_on_handle_closed);
   if (o->tcp_open)
     uv_close((uv_handle_t *)&o->tcp, fe_origin_on_handle_closed);
