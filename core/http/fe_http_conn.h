@@ -35,6 +35,7 @@ struct fe_server {
   int nlisteners;
   uv_timer_t sweep;
   struct fe_conn *conns;      /* every open connection */
+  int conn_handles;           /* connection handles not yet closed (closing ones included) */
   int stopping;
   uv_timer_t grace;
   void (*done)(void *ud);

@@ -51,7 +51,9 @@ const char *fe_http_reason(int status) {
 /* ---- connection lifetime ------------------------------------------------------------------- */
 
 static void fe_server_maybe_done(fe_server *s) {
-  if (s->stopping && !s->conns && s->done) {
+  /* Done when the last connection handle is closed, not merely unlisted: its close callback
+   * still uses the server. */
+  if (s->stopping && s->conn_handles == 0 && s->done) {
     void (*done)(void *) = s->done;
     s->done = NULL;
     uv_timer_stop(&s->grace);
@@ -83,6 +85,7 @@ static void fe_conn_on_closed(uv_handle_t *h) {
   fe_gen_unref(c->gen);
   free(c->buf);
   free(c);
+  s->conn_handles--;
   fe_server_maybe_done(s);
 }
 
@@ -146,6 +149,7 @@ void fe_conn_send(fe_conn *c, const void *data, size_t len, int close) {
 
 size_t fe_conn_cors(const fe_conn *c, char *buf, size_t cap) {
   const char *origin = (c->gen ? c->gen : c->srv->gen)->cfg.cors_origin;
+  buf[0] = 0;
   if (!origin)
     return 0;
   int n = snprintf(buf, cap,
@@ -514,6 +518,7 @@ static void fe_server_on_connection(uv_stream_t *listener, int status) {
     return;
   }
   fe_stats.connections++;
+  s->conn_handles++;
   struct sockaddr_storage ss;
   int sl = sizeof(ss);
   if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0)
