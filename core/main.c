@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -213,6 +214,12 @@ int main(int argc, char **argv) {
   }
   fe_log_level = level ? fe_log_parse_level(level) : cfg.log_level;
   signal(SIGPIPE, SIG_IGN);
+  /* Every viewer is a descriptor: take all the kernel allows this process. */
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
   if (pid_file || cfg.pid_file)
     m.pid_file = strdup(pid_file ? pid_file : cfg.pid_file);
 
