@@ -29,7 +29,8 @@ if [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null || die "not root and no sudo: install the packages as root first"
   SUDO="sudo"
 fi
-PACKAGES=(build-essential cmake pkg-config libuv1-dev libluajit-5.1-dev luajit node-llhttp
+# LuaJIT: Debian's luajit or OpenResty's luajit2 (the one nginx's lua module needs); either serves.
+PACKAGES=(build-essential cmake pkg-config libuv1-dev libluajit2-5.1-dev luajit2 node-llhttp
   libmbedtls-dev libmaxminddb-dev python3 ffmpeg nodejs npm)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -37,6 +38,8 @@ for pkg in "${PACKAGES[@]}"; do
   case "$pkg" in
     nodejs) command -v node >/dev/null && continue ;;
     npm) command -v npm >/dev/null && continue ;;
+    libluajit2-5.1-dev) dpkg -s libluajit-5.1-dev >/dev/null 2>&1 && continue ;;
+    luajit2) command -v luajit >/dev/null && continue ;;
   esac
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done

@@ -4,13 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(build-essential cmake pkg-config clang libclang-rt-14-dev libuv1-dev libluajit-5.1-dev
-          luajit node-llhttp libmbedtls-dev libmaxminddb-dev mmdb-bin lua-busted ffmpeg python3
+# LuaJIT: Debian's luajit or OpenResty's luajit2 (the one nginx's lua module needs); either serves.
+packages=(build-essential cmake pkg-config clang libclang-rt-14-dev libuv1-dev libluajit2-5.1-dev
+          luajit2 node-llhttp libmbedtls-dev libmaxminddb-dev mmdb-bin lua-busted ffmpeg python3
           chromium curl procps)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 missing=()
 for p in "${packages[@]}"; do
+  case "$p" in
+    libluajit2-5.1-dev) dpkg -s libluajit-5.1-dev >/dev/null 2>&1 && continue ;;
+    luajit2) command -v luajit >/dev/null && continue ;;
+  esac
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -233,6 +233,13 @@ int fe_live_stream_name(const fe_resource *res, const char *path, size_t len, fe
 }
 
 /* {origin}/{stream}.flv, or a file origin that names one file for every stream. */
+static void fe_live_origin_base(const char *o, fe_str stream, char *out, size_t cap) {
+  size_t olen = strlen(o);
+  while (olen > 0 && o[olen - 1] == '/')
+    olen--;
+  snprintf(out, cap, "%.*s/%.*s.flv", (int)olen, o, (int)stream.len, stream.p);
+}
+
 static void fe_live_origin_url(const fe_resource *res, fe_str stream, char *out, size_t cap) {
   const char *o = res->origin;
   size_t olen = strlen(o);
@@ -240,9 +247,18 @@ static void fe_live_origin_url(const fe_resource *res, fe_str stream, char *out,
     snprintf(out, cap, "%s", o);
     return;
   }
-  while (olen > 0 && o[olen - 1] == '/')
-    olen--;
-  snprintf(out, cap, "%.*s/%.*s.flv", (int)olen, o, (int)stream.len, stream.p);
+  fe_live_origin_base(o, stream, out, cap);
+}
+
+/* A URL from the origin phase names the stream itself when it ends in .flv (or has a query);
+ * otherwise it is an origin base like a resource's, and the stream's file name is appended. */
+static void fe_live_policy_url(char *url, size_t cap, fe_str stream) {
+  size_t n = strlen(url);
+  if ((n > 4 && strcmp(url + n - 4, ".flv") == 0) || strchr(url, '?'))
+    return;
+  char base[4096];
+  snprintf(base, sizeof(base), "%s", url);
+  fe_live_origin_base(base, stream, url, cap);
 }
 
 /*
@@ -296,7 +312,10 @@ static void fe_origin_ctx_free(void *ud) {
 
 static int fe_origin_ctx_next(void *ud, int attempt, const char *last_error, char *url, size_t cap) {
   fe_origin_ctx *x = ud;
-  return fe_lua_origin(x->gen->lua, x->resource, 0, &x->view, attempt, last_error, url, cap) == 1;
+  if (fe_lua_origin(x->gen->lua, x->resource, 0, &x->view, attempt, last_error, url, cap) != 1)
+    return 0;
+  fe_live_policy_url(url, cap, x->view.stream);
+  return 1;
 }
 
 void fe_live_serve(fe_conn *c, const fe_resource *res) {
@@ -327,6 +346,8 @@ void fe_live_serve(fe_conn *c, const fe_resource *res) {
     }
     if (rc == 0)
       fe_live_origin_url(res, stream, url, sizeof(url));
+    else
+      fe_live_policy_url(url, sizeof(url), stream);
     fe_hub_opts opts = {
         .window_seconds = res->window_seconds,
         .window_bytes = res->window_bytes,

@@ -478,13 +478,15 @@ class HttpConn:
     """
 
     def __init__(self, port, path="/", method="GET", version="HTTP/1.1", headers=None, body=b"",
-                 raw=None, rcvbuf=None, host="127.0.0.1", connect_timeout=None):
+                 raw=None, rcvbuf=None, host="127.0.0.1", connect_timeout=None, source=None):
         self.port = port
         self.method = method
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(connect_timeout or T(10))
+        if source:  # the client address the edge sees (127.0.0.2 ... are all loopback)
+            self.sock.bind((source, 0))
         self.sock.connect((host, port))
         self.buf = bytearray()
         self.response = None
@@ -695,11 +697,12 @@ class HttpConn:
 
 
 def http_request(port, method, path, headers=None, body=b"", version="HTTP/1.1", timeout=None,
-                 host="127.0.0.1"):
+                 host="127.0.0.1", source=None):
     """A whole request/response (Connection: close); returns HttpResponse with .body."""
     hdrs = {"Connection": "close"}
     hdrs.update(headers or {})
-    c = HttpConn(port, path, method=method, version=version, headers=hdrs, body=body, host=host)
+    c = HttpConn(port, path, method=method, version=version, headers=hdrs, body=body, host=host,
+                 source=source)
     try:
         r = c.read_head(timeout or T(10))
         r.body = c.read_body_all(timeout or T(10))

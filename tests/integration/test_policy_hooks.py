@@ -1,0 +1,245 @@
+"""
+Policy hooks against the real binary (docs/policies.md): access admits and denies with status, body
+and headers; every request field a policy can read; errors and runaway scripts give 500 and never
+take the process down; the origin phase picks and fails over origins; log adds access-log fields
+and shares req.ctx with access; quick mode's --policy; -t rejects a broken policy.
+"""
+
+import os
+import sys
+import time
+import unittest
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+from fe_harness import T, Edge, EdgeTestCase, Synth, run, wait_until, BIN
+from fe_mmdb import write_country_db
+
+HOOKS = r'''
+local seen = 0
+return {
+  access = function(req)
+    local a = req.args
+    if a.deny then
+      return tonumber(a.deny), "denied by policy\n", { ["X-Policy"] = "hooks", ["Retry-After"] = 7 }
+    end
+    if a.echo then
+      local fields = { req.method, req.host, req.path, req.query, req.stream or "-", req.resource,
+        req.client_ip, req.server_ip, req.country or "-", req.headers["USER-AGENT"],
+        req.headers.x_custom or "-", a.echo, tostring(math.floor(req.time)) }
+      return 418, table.concat(fields, "|") .. "\n"
+    end
+    if a.fail then
+      local t = nil
+      return t.field  -- indexing nil
+    end
+    if a.spin then
+      while true do seen = seen + 1 end
+    end
+    if a.badstatus then return "teapot" end
+    req.ctx.tag = a.tag
+  end,
+  log = function(req, res)
+    return { tag = req.ctx.tag or "none", st = res.status, cs = res.cache_status }
+  end,
+}
+'''
+
+FAILOVER = r'''
+return {
+  origin = function(req, attempt, last_error)
+    errors = errors or {}
+    errors[#errors + 1] = tostring(last_error)
+    if attempt == 1 then return os.getenv("FE_DEAD") end
+    if attempt == 2 then return os.getenv("FE_GOOD") .. "/live/" end
+    return nil
+  end,
+  access = function(req)
+    if req.args.errors then return 299, table.concat(errors or {}, ",") end
+  end,
+}
+'''
+
+
+def dead_url():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nobody listens there now
+    return "http://127.0.0.1:%d/live/" % port
+
+
+class AccessAndLogTest(EdgeTestCase):
+    def setUp(self):
+        self.origin = self.start_origin()
+        self.origin.route("/live/s.flv", Synth())
+        write_country_db(os.path.join(self._dir(), "geo.mmdb"), {"127.0.0.2/32": "DE"})
+        self.edge = self.start_edge({
+            "geoip_db": os.path.join(self._dir(), "geo.mmdb"),
+            "access_log": "access.log",
+            "lua_budget": 200000,
+            "resources": [{"name": "live", "prefix": "/flv/", "type": "live",
+                           "origin": self.origin.url("/live/"), "policy": "hooks.lua"}],
+        }, files={"hooks.lua": HOOKS})
+
+    def _dir(self):
+        if not hasattr(self, "_tmp"):
+            import tempfile
+            self._tmp = tempfile.mkdtemp(prefix="flvedge-geo-")
+        return self._tmp
+
+    def test_admit_plays(self):
+        v = self.viewer(self.edge, "/flv/s.flv")
+        self.assertEqual(v.status, 200)
+        v.read_tags(5)
+
+    def test_deny_with_status_body_headers(self):
+        r = self.get(self.edge, "/flv/s.flv?deny=451")
+        self.assertStatus(r, 451)
+        self.assertEqual(r.body, b"denied by policy\n")
+        self.assertEqual(r.header("X-Policy"), "hooks")
+        self.assertEqual(r.header("Retry-After"), "7")
+        self.assertEqual(self.origin.connections("/live/s.flv"), 0, "a denied request reached the origin")
+
+    def test_request_fields(self):
+        before = int(time.time())
+        r = self.get(self.edge, "/flv/s.flv?echo=a%20b&x=1", headers={
+            "Host": "Edge.Example.com:8080", "User-Agent": "UA/1.0", "X-Custom": "yes"})
+        self.assertStatus(r, 418)
+        f = r.body.decode().rstrip("\n").split("|")
+        self.assertEqual(f[:12], ["GET", "edge.example.com", "/flv/s.flv", "echo=a%20b&x=1", "s", "live",
+                                  "127.0.0.1", "127.0.0.1", "-", "UA/1.0", "yes", "a b"])
+        self.assertTrue(before - 1 <= int(f[12]) <= time.time() + 1, f[12])
+
+    def test_country_from_geo_db(self):
+        r = self.get(self.edge, "/flv/s.flv?echo=1", source="127.0.0.2")
+        self.assertStatus(r, 418)
+        f = r.body.decode().split("|")
+        self.assertEqual((f[6], f[8]), ("127.0.0.2", "DE"))
+
+    def test_error_gives_500_and_script_line(self):
+        r = self.get(self.edge, "/flv/s.flv?fail=1")
+        self.assertStatus(r, 500)
+        line = HOOKS.split("\n").index("      return t.field  -- indexing nil") + 1
+        self.edge.wait_log("hooks.lua:%d: attempt to index" % line, what="the error's script:line in the log")
+        self.assertTrue(self.edge.alive())
+        self.assertStatus(self.get(self.edge, "/flv/s.flv?deny=403"), 403)
+
+    def test_runaway_script_is_stopped(self):
+        t0 = time.monotonic()
+        r = self.get(self.edge, "/flv/s.flv?spin=1")
+        self.assertStatus(r, 500)
+        self.assertLess(time.monotonic() - t0, T(5))
+        self.edge.wait_log("instruction", what="the budget's log line")
+        self.assertTrue(self.edge.alive())
+        v = self.viewer(self.edge, "/flv/s.flv")  # the state still works
+        self.assertEqual(v.status, 200)
+        v.read_tags(3)
+
+    def test_bad_return_value_gives_500(self):
+        self.assertStatus(self.get(self.edge, "/flv/s.flv?badstatus=1"), 500)
+        self.edge.wait_log("status must be an integer")
+
+    def test_log_fields_and_ctx(self):
+        v = self.viewer(self.edge, "/flv/s.flv?tag=abc")
+        self.assertEqual(v.status, 200)
+        v.read_tags(3)
+        v.close()
+        self.get(self.edge, "/flv/s.flv?deny=403")
+        log = os.path.join(self.edge.dir, "access.log")
+
+        def lines():
+            try:
+                with open(log) as fh:
+                    return fh.read()
+            except OSError:
+                return ""
+        wait_until(lambda: 'tag="abc"' in lines() and 'st="403"' in lines(), T(15), "access log lines")
+        text = lines()
+        viewer_line = [ln for ln in text.splitlines() if 'tag="abc"' in ln][0]
+        self.assertIn('st="200"', viewer_line)
+        self.assertIn('cs="MISS"', viewer_line)
+        denied = [ln for ln in text.splitlines() if 'st="403"' in ln][0]
+        self.assertIn('tag="none"', denied)
+
+
+class OriginPhaseTest(EdgeTestCase):
+    def test_failover_to_second_origin(self):
+        good = self.start_origin()
+        good.route("/live/s.flv", Synth())
+        edge = self.start_edge({"resources": [{
+            "name": "live", "prefix": "/flv/", "type": "live", "origin": "http://127.0.0.1:9/",
+            "origin_connect_timeout": 2, "policy": "failover.lua"}]},
+            files={"failover.lua": FAILOVER},
+            env={"FE_DEAD": dead_url(), "FE_GOOD": good.url()})
+        v = self.viewer(edge, "/flv/s.flv")
+        self.assertEqual(v.status, 200, v.response)
+        v.read_tags(5)
+        self.assertEqual(good.connections("/live/s.flv"), 1)
+        r = self.get(edge, "/flv/other.flv?errors=1")
+        self.assertStatus(r, 299)
+        self.assertEqual(r.body.decode(), "nil,unreachable")
+
+    def test_all_origins_fail(self):
+        edge = self.start_edge({"resources": [{
+            "name": "live", "prefix": "/flv/", "type": "live", "origin": "http://127.0.0.1:9/",
+            "policy": "failover.lua"}]},
+            files={"failover.lua": FAILOVER.replace('os.getenv("FE_GOOD") .. "/live/"',
+                                                    'os.getenv("FE_DEAD")')},
+            env={"FE_DEAD": dead_url()})
+        r = self.get(edge, "/flv/s.flv")
+        self.assertStatus(r, 502)
+        r = self.get(edge, "/flv/other.flv?errors=1")
+        self.assertEqual(r.body.decode(), "nil,unreachable,unreachable")
+
+
+class QuickModeAndCheckTest(EdgeTestCase):
+    def test_quick_mode_policy(self):
+        origin = self.start_origin()
+        origin.route("/s.flv", Synth())
+        import tempfile
+        d = tempfile.mkdtemp(prefix="flvedge-policy-")
+        p = os.path.join(d, "p.lua")
+        with open(p, "w") as f:
+            f.write('return { access = function(req) if req.args.key ~= "k" then return 403, "no key\\n" end end }\n')
+        edge = self.start_quick_edge(origin.url(), extra_args=["--policy", p])
+        r = self.get(edge, "/s.flv")
+        self.assertStatus(r, 403)
+        self.assertEqual(r.body, b"no key\n")
+        v = self.viewer(edge, "/s.flv?key=k")
+        self.assertEqual(v.status, 200)
+        v.read_tags(3)
+
+    def test_check_rejects_broken_policy(self):
+        import tempfile
+        d = tempfile.mkdtemp(prefix="flvedge-policy-")
+        with open(os.path.join(d, "bad.lua"), "w") as f:
+            f.write("return { access = function(req) return end end\n")  # missing }
+        with open(os.path.join(d, "good.lua"), "w") as f:
+            f.write("return { access = function(req) end }\n")
+        for name, code in (("bad", 1), ("good", 0)):
+            cfg = os.path.join(d, name + ".conf.lua")
+            with open(cfg, "w") as f:
+                f.write('return { listen = {"127.0.0.1:0"}, resources = {{ prefix = "/flv/", '
+                        'type = "live", origin = "http://127.0.0.1:9/", policy = "%s.lua" }} }\n' % name)
+            r = run([BIN, "-t", "-c", cfg], timeout=T(20))
+            self.assertEqual(r.returncode, code, r.stderr)
+            if code:
+                self.assertIn("bad.lua", r.stderr)
+
+    def test_policy_not_a_table(self):
+        import tempfile
+        d = tempfile.mkdtemp(prefix="flvedge-policy-")
+        with open(os.path.join(d, "num.lua"), "w") as f:
+            f.write("return 42\n")
+        cfg = os.path.join(d, "c.lua")
+        with open(cfg, "w") as f:
+            f.write('return { listen = {"127.0.0.1:0"}, resources = {{ prefix = "/flv/", type = "live", '
+                    'origin = "http://127.0.0.1:9/", policy = "num.lua" }} }\n')
+        r = run([BIN, "-t", "-c", cfg], timeout=T(20))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("expected a policy table", r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
