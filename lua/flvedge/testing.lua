@@ -1,0 +1,169 @@
+-- flvedge.testing: run a policy in busted without a server. testing.request builds a request
+-- with the same fields as the server's (docs/policies.md), testing.run calls its access phase and
+-- checks the answer the way the server does.
+--
+--   local testing = require "flvedge.testing"
+--   local policy = testing.load("secure_token", { secret = "s3cret" })
+--   local status, body = testing.run(policy, { url = "/flv/a.flv?md5=x&expires=1" })
+--   assert.equal(403, status)
+local util = require "flvedge.util"
+
+local type, tostring, tonumber, error, pairs, setmetatable, getmetatable, rawget, require =
+  type, tostring, tonumber, error, pairs, setmetatable, getmetatable, rawget, require
+local format, find, sub, lower, gsub, match = string.format, string.find, string.sub,
+  string.lower, string.gsub, string.match
+
+local _M = {}
+
+local function header_key(name)
+  name = lower(name)
+  if find(name, "_", 1, true) then name = gsub(name, "_", "-") end
+  return name
+end
+
+-- Looked up by name in any case, `_` for `-`, as in the server.
+local headers_mt = {
+  __index = function(t, name)
+    if type(name) ~= "string" then return nil end
+    return rawget(t, 0)[header_key(name)]
+  end,
+  __newindex = function(t, name, value)
+    rawget(t, 0)[header_key(tostring(name))] = value
+  end,
+}
+
+local req_mt = {}
+
+local FIELDS = {
+  method = true, url = true, path = true, query = true, host = true, headers = true, client_ip = true,
+  server_ip = true, country = true, stream = true, resource = true, time = true, ctx = true, args = true,
+}
+
+-- t: { method = "GET", url = "/flv/a.flv?x=1" (or path = and query =), host =, headers = {...},
+-- client_ip = "127.0.0.1", server_ip = "127.0.0.1", country = "DE", stream = (from the path's
+-- last segment when it ends in .flv; false for none), resource = "live", time = os.time(),
+-- ctx = {} }. Returns a request with the server's field names.
+function _M.request(t)
+  t = t or {}
+  if type(t) ~= "table" then error("testing.request: expected a table, got " .. type(t), 2) end
+  for k in pairs(t) do
+    if not FIELDS[k] then error(format("testing.request: unknown field %q", tostring(k)), 2) end
+  end
+  local path, query = t.path, t.query
+  if t.url ~= nil then
+    if type(t.url) ~= "string" then error("testing.request: url must be a string", 2) end
+    local q = find(t.url, "?", 1, true)
+    path = q and sub(t.url, 1, q - 1) or t.url
+    query = q and sub(t.url, q + 1) or ""
+  end
+  path = path or "/"
+  query = query or ""
+
+  local headers = setmetatable({ [0] = {} }, headers_mt)
+  for name, value in pairs(t.headers or {}) do headers[name] = value end
+  local host = t.host or headers.host
+  if host then
+    -- Lowercase, without the port; an IPv6 literal keeps its brackets (as the server does).
+    host = lower(host)
+    host = match(host, "^(%[[^%]]*%])") or match(host, "^[^:]*")
+    if headers.host == nil then headers.host = t.host end
+  end
+
+  local stream = t.stream
+  if stream == nil then
+    stream = match(path, "([^/]+)%.flv$")
+  elseif stream == false then
+    stream = nil
+  end
+
+  local req = {
+    method = t.method or "GET",
+    host = host,
+    path = path,
+    query = query,
+    args = t.args or util.parse_query(query),
+    headers = headers,
+    client_ip = t.client_ip or "127.0.0.1",
+    server_ip = t.server_ip or "127.0.0.1",
+    country = t.country,
+    stream = stream,
+    resource = t.resource or "test",
+    time = t.time or os.time(),
+    ctx = t.ctx or {},
+  }
+  return setmetatable(req, req_mt)
+end
+
+-- The headers a request was built with, as a plain table (lowercase names).
+function _M.headers_of(req)
+  local out = {}
+  for k, v in pairs(rawget(req.headers, 0) or {}) do out[k] = v end
+  return out
+end
+
+local function as_request(req)
+  if getmetatable(req) == req_mt then return req end
+  return _M.request(req)
+end
+
+-- A policy as the server would load it: a module name on package.path, a .lua file, a factory
+-- function or a table. Factories get settings (or {}).
+function _M.load(spec, settings)
+  local p = spec
+  if type(p) == "string" then
+    if find(p, "%.lua$") then
+      local chunk, err = loadfile(p)
+      if not chunk then error(err, 2) end
+      p = chunk()
+    else
+      p = require(p)
+    end
+  end
+  if type(p) == "function" then p = p(settings or {}) end
+  if type(p) ~= "table" then error("testing.load: expected a policy table, got " .. type(p), 2) end
+  return p
+end
+
+-- Calls policy.access(req) (req: a built request, or the table for testing.request) and checks
+-- the answer as the server does. Returns nil when admitted, else status, body, headers.
+function _M.run(policy, req)
+  if type(policy) ~= "table" then error("testing.run: expected a policy table, got " .. type(policy), 2) end
+  if policy.access == nil then return nil end
+  req = as_request(req)
+  local status, body, headers = policy.access(req)
+  if status == nil then return nil end
+  local code = tonumber(status)
+  if not code or code < 100 or code > 599 or code % 1 ~= 0 then
+    error(format("access: status must be an integer from 100 to 599, got %s", tostring(status)), 2)
+  end
+  if body ~= nil and type(body) ~= "string" then body = tostring(body) end
+  if headers ~= nil and type(headers) ~= "table" then
+    error("access: headers must be a table of name = value", 2)
+  end
+  return code, body, headers
+end
+
+-- Calls policy.origin(req, attempt, last_error); returns the URL (or nil), checked as the
+-- server does.
+function _M.origin(policy, req, attempt, last_error)
+  if type(policy) ~= "table" or type(policy.origin) ~= "function" then
+    error("testing.origin: the policy has no origin phase", 2)
+  end
+  local url = policy.origin(as_request(req), attempt or 1, last_error)
+  if url == nil or url == false then return nil end
+  if type(url) ~= "string" then error("origin: expected a URL string or nil, got " .. type(url), 2) end
+  return url
+end
+
+-- A response for log(req, res): { status = 200, bytes_sent = 0, duration = 0, cache_status = "-" }.
+function _M.res(t)
+  t = t or {}
+  return {
+    status = t.status or 200,
+    bytes_sent = t.bytes_sent or 0,
+    duration = t.duration or 0,
+    cache_status = t.cache_status or "-",
+  }
+end
+
+return _M

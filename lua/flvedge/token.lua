@@ -1,0 +1,280 @@
+-- flvedge.token: signed URLs. Three formats:
+--   md5   the Gcore secure token: ?md5=<b64url(MD5("{expires}{path}{ip} {secret}"))>&expires=<unix>
+--   nginx nginx secure_link / secure_link_md5 with a template of nginx variables
+--   hmac  ?token=<b64url(HMAC-SHA256(secret, "{expires}{path}{ip}"))>&expires=<unix>
+-- A check returns true, or nil, status, reason: 403 when the token is missing or wrong, 410 when
+-- it is right but expired. Expiry is checked against req.time (the request's arrival), once: an
+-- open live stream is never cut when its token expires.
+local util = require "flvedge.util"
+
+local type, tostring, tonumber, error, pairs, setmetatable = type, tostring, tonumber, error, pairs,
+  setmetatable
+local format, find, sub, match = string.format, string.find, string.sub, string.match
+local concat = table.concat
+local floor = math.floor
+local os_time = os.time
+local md5, hmac_sha256, ct_equal = util.md5, util.hmac_sha256, util.ct_equal
+local b64enc, b64dec, unmap_ipv4 = util.base64url_encode, util.base64url_decode, util.unmap_ipv4
+
+local _M = {}
+
+local MISSING, INVALID, EXPIRED = "missing token", "invalid token", "token expired"
+
+-- The expires argument: decimal digits only, > 0 (nginx's rule; 0 and signs are invalid).
+local function parse_expires(s)
+  if type(s) ~= "string" or #s == 0 or #s > 15 or find(s, "%D") then return nil end
+  local n = tonumber(s)
+  if n <= 0 then return nil end
+  return n
+end
+
+local function expires_text(expires)
+  if type(expires) == "number" and expires > 0 and expires % 1 == 0 then
+    return format("%d", expires)
+  elseif type(expires) == "string" and parse_expires(expires) then
+    return expires
+  end
+  error(format("expires must be a positive integer (Unix seconds), got %s", tostring(expires)), 3)
+end
+
+local function check_str(v, what)
+  if type(v) ~= "string" or v == "" then
+    error(format("%s must be a non-empty string, got %s", what, type(v) == "string" and '""' or type(v)), 3)
+  end
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Signing (for tests, examples and operators' own tools)
+
+-- The md5 value of a Gcore secure token. path is the URI path without the query (a directory
+-- token ends in `/`); ip, when given, binds the token to that client address.
+function _M.md5_sign(path, expires, secret, ip)
+  check_str(path, "md5_sign: path")
+  check_str(secret, "md5_sign: secret")
+  return b64enc(md5(expires_text(expires) .. path .. (ip or "") .. " " .. secret))
+end
+
+-- "path?md5=...&expires=..."
+function _M.md5_url(path, expires, secret, ip)
+  return path .. "?md5=" .. _M.md5_sign(path, expires, secret, ip) .. "&expires=" .. expires_text(expires)
+end
+
+-- The token value of the HMAC-SHA256 format.
+function _M.hmac_sign(path, expires, secret, ip)
+  check_str(path, "hmac_sign: path")
+  check_str(secret, "hmac_sign: secret")
+  return b64enc(hmac_sha256(secret, expires_text(expires) .. path .. (ip or "")))
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Checking. Options are compiled once per opts table (cached weakly by the table): build a new
+-- table to change them.
+
+local OPTION = {
+  type = true, secret = true, ip = true, expiry = true, md5_arg = true, expires_arg = true,
+  token_arg = true, secret_template = true,
+}
+local DIGEST_LEN = { md5 = 16, nginx = 16, hmac = 32 }
+
+-- "/a/b/c.flv" -> "/a/b/": the directory a directory token for this path was signed for.
+local function dir_of(path)
+  return match(path, "^(.*/)[^/]+$")
+end
+
+local function now_of(req)
+  return floor(tonumber(req.time) or os_time())
+end
+
+-- 410 or true, by the configured rule: gcore expires at `expires`, nginx one second later.
+local function expiry(c, req, expires)
+  local now = now_of(req)
+  if c.nginx_rule then
+    if expires < now then return nil, 410, EXPIRED end
+  elseif now >= expires then
+    return nil, 410, EXPIRED
+  end
+  return true
+end
+
+local function client_ip(c, req)
+  if not c.ip then return "" end
+  return unmap_ipv4(req.client_ip) or ""
+end
+
+-- md5 and hmac: the exact path first, then (for a file) its directory.
+local function check_signed(c, req)
+  local args = req.args
+  local tok, etext = args[c.hash_arg], args[c.expires_arg]
+  if tok == nil or tok == "" or etext == nil then return nil, 403, MISSING end
+  local expires = parse_expires(etext)
+  local raw = #tok <= c.max_len and b64dec(tok)
+  local path = req.path
+  if not expires or not raw or #raw ~= c.digest_len or type(path) ~= "string" then
+    return nil, 403, INVALID
+  end
+  local ip = client_ip(c, req)
+  local digest, secret, tail = c.digest, c.secret, c.tail
+  local ok = ct_equal(raw, digest(secret, etext .. path .. ip .. tail))
+  if not ok then
+    local dir = dir_of(path)
+    ok = dir ~= nil and ct_equal(raw, digest(secret, etext .. dir .. ip .. tail))
+  end
+  if not ok then return nil, 403, INVALID end
+  return expiry(c, req, expires)
+end
+
+local function md5_digest(_, msg) return md5(msg) end
+
+-- nginx: secure_link $arg_<md5_arg>,$arg_<expires_arg>; secure_link_md5 "<template>".
+local function check_template(c, req)
+  local args = req.args
+  local tok = args[c.hash_arg]
+  if tok == nil or tok == "" then return nil, 403, MISSING end
+  local expires, etext = nil, ""
+  if c.expires_arg then
+    etext = args[c.expires_arg]
+    expires = parse_expires(etext)
+    if not expires then return nil, 403, INVALID end
+  end
+  local raw = #tok <= 24 and b64dec(tok)
+  if not raw or #raw ~= 16 then return nil, 403, INVALID end
+  local parts, buf = c.parts, c.buf
+  for i = 1, #parts do
+    local p = parts[i]
+    if type(p) == "function" then buf[i] = p(req, etext) or "" else buf[i] = p end
+  end
+  local ok = ct_equal(raw, md5(concat(buf, "", 1, #parts)))
+  if not ok then return nil, 403, INVALID end
+  if not expires then return true end
+  return expiry(c, req, expires)
+end
+
+local function getter_arg(name) return function(req) return req.args[name] end end
+local function getter_http(name) return function(req) return req.headers[name] end end
+local VARS = {
+  secure_link_expires = function(_, etext) return etext end,
+  uri = function(req) return req.path end,
+  remote_addr = function(req) return unmap_ipv4(req.client_ip) end,
+  host = function(req) return req.host end,
+}
+
+-- "$secure_link_expires$uri$remote_addr secret" -> { getter, getter, getter, " secret" }
+local function compile_template(t)
+  local parts, pos = {}, 1
+  while pos <= #t do
+    local s, e, name = find(t, "%$([%a_][%w_]*)", pos)
+    local bs, be, bname = find(t, "%${([%a_][%w_]*)}", pos)
+    if bs and (not s or bs <= s) then s, e, name = bs, be, bname end
+    if not s then
+      parts[#parts + 1] = sub(t, pos)
+      break
+    end
+    if s > pos then parts[#parts + 1] = sub(t, pos, s - 1) end
+    local get = VARS[name]
+    if not get then
+      local arg, hdr = match(name, "^arg_(.+)$"), match(name, "^http_(.+)$")
+      if arg then get = getter_arg(arg) elseif hdr then get = getter_http(hdr) end
+    end
+    if not get then
+      error(format("token: secret_template: unknown variable $%s (known: $secure_link_expires, $uri, "
+        .. "$remote_addr, $host, $arg_NAME, $http_NAME)", name), 0)
+    end
+    parts[#parts + 1] = get
+    pos = e + 1
+  end
+  return parts
+end
+
+local function compile(opts, kind)
+  if type(opts) ~= "table" then error("token: options must be a table, got " .. type(opts), 0) end
+  for k in pairs(opts) do
+    if not OPTION[k] then error(format("token: unknown option %q", tostring(k)), 0) end
+  end
+  local t = opts.type
+  if t ~= nil and not DIGEST_LEN[t] then
+    error(format('token: type must be "md5", "nginx" or "hmac", got %s', tostring(t)), 0)
+  end
+  if kind and t ~= nil and t ~= kind then
+    error(format("token: options say type = %q but check_%s was called", t, kind), 0)
+  end
+  kind = kind or t or "md5"
+  if opts.ip ~= nil and type(opts.ip) ~= "boolean" then
+    error("token: ip must be true or false, got " .. type(opts.ip), 0)
+  end
+  local rule = opts.expiry or (kind == "nginx" and "nginx" or "gcore")
+  if rule ~= "gcore" and rule ~= "nginx" then
+    error(format('token: expiry must be "gcore" or "nginx", got %s', tostring(rule)), 0)
+  end
+  local hash_arg = kind == "hmac" and (opts.token_arg or "token") or (opts.md5_arg or "md5")
+  local expires_arg = opts.expires_arg
+  if expires_arg == nil then expires_arg = "expires" end
+  if type(hash_arg) ~= "string" or hash_arg == "" then
+    error("token: the token argument name must be a non-empty string", 0)
+  end
+  if not (expires_arg == false and kind == "nginx") and (type(expires_arg) ~= "string" or expires_arg == "") then
+    error("token: expires_arg must be a non-empty string (false only for type nginx: no expiry)", 0)
+  end
+  local c = {
+    kind = kind, ip = opts.ip == true, nginx_rule = rule == "nginx",
+    hash_arg = hash_arg, expires_arg = expires_arg, digest_len = DIGEST_LEN[kind],
+  }
+  if kind == "nginx" then
+    local tpl = opts.secret_template
+    if tpl == nil then
+      if type(opts.secret) ~= "string" or opts.secret == "" then
+        error("token: type nginx needs secret_template (or secret for the default template)", 0)
+      end
+      tpl = (expires_arg and "$secure_link_expires" or "") .. "$uri" .. (c.ip and "$remote_addr" or "")
+        .. " " .. opts.secret
+    end
+    if type(tpl) ~= "string" or tpl == "" then
+      error("token: secret_template must be a non-empty string, got " .. type(tpl), 0)
+    end
+    c.parts, c.buf, c.check = compile_template(tpl), {}, check_template
+  else
+    if type(opts.secret) ~= "string" or opts.secret == "" then
+      error(format("token: secret must be a non-empty string, got %s",
+        opts.secret == "" and '""' or type(opts.secret)), 0)
+    end
+    if opts.secret_template ~= nil then error("token: secret_template is only for type nginx", 0) end
+    c.check = check_signed
+    if kind == "md5" then
+      c.digest, c.secret, c.tail = md5_digest, nil, " " .. opts.secret
+    else
+      c.digest, c.secret, c.tail = hmac_sha256, opts.secret, ""
+    end
+    -- The longest spelling of a digest: base64url with padding.
+    c.max_len = 4 * math.ceil(c.digest_len / 3)
+  end
+  return c
+end
+
+local checker_mt = { __index = { check = function(self, req) return self.c.check(self.c, req) end } }
+
+-- Compiles opts into a checker object: checker:check(req) -> true | nil, status, reason.
+-- Raises on bad options (use it at factory time).
+function _M.new(opts, kind)
+  return setmetatable({ c = compile(opts, kind), opts = opts }, checker_mt)
+end
+
+local cache = { md5 = {}, nginx = {}, hmac = {}, any = {} }
+for _, t in pairs(cache) do setmetatable(t, { __mode = "k" }) end
+
+local function compiled(opts, kind)
+  local per = cache[kind or "any"]
+  local c = type(opts) == "table" and per[opts]
+  if not c then
+    c = compile(opts, kind)
+    per[opts] = c
+  end
+  return c
+end
+
+function _M.check_md5(req, opts) local c = compiled(opts, "md5"); return c.check(c, req) end
+function _M.check_nginx(req, opts) local c = compiled(opts, "nginx"); return c.check(c, req) end
+function _M.check_hmac(req, opts) local c = compiled(opts, "hmac"); return c.check(c, req) end
+-- Dispatches on opts.type: "md5" (the default), "nginx" or "hmac".
+function _M.check(req, opts) local c = compiled(opts, nil); return c.check(c, req) end
+
+_M.MISSING, _M.INVALID, _M.EXPIRED = MISSING, INVALID, EXPIRED
+return _M

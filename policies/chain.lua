@@ -1,0 +1,56 @@
+-- chain: a signed URL, then access lists, then origin selection, in one policy. settings (each
+-- part optional, at least one):
+--   { token = { ... secure_token's settings ... },
+--     acl = { ip = {...}, referer = {...}, user_agent = {...}, country = {...} },
+--     origin = { ... origin_failover's settings ... } }
+-- The token is checked first, then the lists cheapest first (ip, referer, user_agent, country);
+-- the first refusal answers.
+local token = require "flvedge.token"
+local acl = require "flvedge.acl"
+local util = require "flvedge.util"
+
+local type, error, pcall, pairs, tostring, format, require = type, error, pcall, pairs, tostring,
+  string.format, require
+local deny_body = util.deny_body
+
+local KEYS = { token = true, acl = true, origin = true }
+
+return function(settings)
+  if type(settings) ~= "table" then error("chain: settings must be a table", 0) end
+  for k in pairs(settings) do
+    if not KEYS[k] then error(format("chain: unknown part %q (known: token, acl, origin)", tostring(k)), 0) end
+  end
+  if settings.token == nil and settings.acl == nil and settings.origin == nil then
+    error("chain: settings need at least one of token, acl, origin", 0)
+  end
+
+  local c -- the compiled token checker, or nil
+  if settings.token ~= nil then
+    local ok, checker = pcall(token.new, settings.token)
+    if not ok then error("chain: " .. tostring(checker), 0) end
+    c = checker.c
+  end
+  local lists = settings.acl ~= nil and acl.compile(settings.acl, "chain: acl") or {}
+  local n = #lists
+  local policy = {}
+  if c or n > 0 then
+    local check = c and c.check
+    policy.access = function(req)
+      if c then
+        local ok, status, reason = check(c, req)
+        if not ok then return status, deny_body(status, reason) end
+      end
+      for i = 1, n do
+        local ok, status, reason = lists[i]:check(req)
+        if not ok then return status, deny_body(status, reason) end
+      end
+      return nil
+    end
+  end
+  if settings.origin ~= nil then
+    local ok, p = pcall(require("origin_failover"), settings.origin)
+    if not ok then error("chain: " .. tostring(p), 0) end
+    policy.origin = p.origin
+  end
+  return policy
+end
