@@ -37,6 +37,13 @@ static void fe_lua_arm(fe_lua *F) {
   fe_lua_active_geo = F->geo;
 }
 
+/* The request view goes to Lua as its address in a number, not a light userdata: LuaJIT's JIT
+ * compiles ffi.cast from a number but not from a light userdata (NYI), and request.new is on every
+ * request's path. User-space addresses on x86-64 and arm64 (< 2^48) are exact in a double. */
+static void fe_lua_push_view(lua_State *L, const fe_req_view *req) {
+  lua_pushnumber(L, (lua_Number)(uintptr_t)req);
+}
+
 static int fe_lua_get_ref(lua_State *L, int table, const char *name) {
   lua_getfield(L, table, name);
   return luaL_ref(L, LUA_REGISTRYINDEX);
@@ -143,7 +150,7 @@ int fe_lua_access(fe_lua *F, int resource, uint64_t id, fe_req_view *req, fe_lua
   lua_rawgeti(L, LUA_REGISTRYINDEX, F->ref_access);
   lua_pushinteger(L, resource + 1);
   lua_pushnumber(L, (lua_Number)id);
-  lua_pushlightuserdata(L, req);
+  fe_lua_push_view(L, req);
   fe_lua_arm(F);
   if (lua_pcall(L, 3, 3, 0) != 0) {
     fe_error("access hook (resource %.*s, client %.*s): %s", (int)req->resource.len, req->resource.p,
@@ -178,7 +185,7 @@ int fe_lua_origin(fe_lua *F, int resource, uint64_t id, fe_req_view *req, int at
   req->geo = F->geo;
   lua_rawgeti(L, LUA_REGISTRYINDEX, F->ref_origin);
   lua_pushinteger(L, resource + 1);
-  lua_pushlightuserdata(L, req);
+  fe_lua_push_view(L, req);
   lua_pushinteger(L, attempt);
   if (last_error)
     lua_pushstring(L, last_error);
@@ -216,7 +223,7 @@ void fe_lua_log(fe_lua *F, int resource, uint64_t id, fe_req_view *req, const fe
   lua_rawgeti(L, LUA_REGISTRYINDEX, F->ref_log);
   lua_pushinteger(L, resource + 1);
   lua_pushnumber(L, (lua_Number)id);
-  lua_pushlightuserdata(L, req);
+  fe_lua_push_view(L, req);
   lua_pushinteger(L, res->status);
   lua_pushnumber(L, (lua_Number)res->bytes_sent);
   lua_pushnumber(L, res->duration);

@@ -98,9 +98,9 @@ local req_mt = {
 
 local _M = {}
 
--- Wraps a C view (light userdata). Only the server calls this.
-function _M.new(lud)
-  return setmetatable({ [0] = ffi.cast(view_t, lud) }, req_mt)
+-- Wraps a C view (its address, as a number). Only the server calls this.
+function _M.new(addr)
+  return setmetatable({ [0] = ffi.cast(view_t, addr) }, req_mt)
 end
 
 -- Calls fn(name, value) for every header, in the order received (names as sent).
