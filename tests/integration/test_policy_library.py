@@ -7,6 +7,7 @@ chain of all of them. Tokens are made here with hashlib, independently of flvedg
 
 import base64
 import hashlib
+import hmac
 import os
 import socket
 import sys
@@ -66,6 +67,11 @@ class SecureTokenTest(PolicyCase):
              "policy": "secure_token", "policy_settings": {"secret": SECRET}},
             {"name": "bound", "prefix": "/ip/", "type": "live", "origin": self.origin.url("/live/"),
              "policy": "secure_token", "policy_settings": {"secret": SECRET, "ip": True}},
+            {"name": "hmac", "prefix": "/hm/", "type": "live", "origin": self.origin.url("/live/"),
+             "policy": "secure_token", "policy_settings": {"secret": SECRET, "type": "hmac"}},
+            {"name": "nginx", "prefix": "/ng/", "type": "live", "origin": self.origin.url("/live/"),
+             "policy": "secure_token", "policy_settings": {
+                 "type": "nginx", "secret_template": "$secure_link_expires$uri$remote_addr nginx-secret"}},
         ]})
 
     def test_good_token_plays(self):
@@ -103,6 +109,27 @@ class SecureTokenTest(PolicyCase):
         self.plays(self.edge, "/flv/s.flv?md5=%s&expires=%d" % (tok, exp))
         self.plays(self.edge, "/flv/t.flv?md5=%s&expires=%d" % (tok, exp))
         self.assertEqual(self.status(self.edge, "/flv/x/s.flv?md5=%s&expires=%d" % (tok, exp))[0], 403)
+
+    def test_hmac_variant(self):
+        exp = int(time.time()) + 600
+        mac = hmac.new(SECRET.encode(), ("%d/hm/s.flv" % exp).encode(), hashlib.sha256).digest()
+        tok = base64.urlsafe_b64encode(mac).decode().rstrip("=")
+        self.plays(self.edge, "/hm/s.flv?token=%s&expires=%d" % (tok, exp))
+        self.assertEqual(self.status(self.edge, "/hm/s.flv?token=%s&expires=%d" % (tok, exp + 1))[0], 403)
+        self.assertEqual(self.status(self.edge, signed("/hm/s.flv", exp))[0], 403)  # an md5 token
+        old = int(time.time()) - 5
+        mac = hmac.new(SECRET.encode(), ("%d/hm/s.flv" % old).encode(), hashlib.sha256).digest()
+        tok = base64.urlsafe_b64encode(mac).decode().rstrip("=")
+        self.assertEqual(self.status(self.edge, "/hm/s.flv?token=%s&expires=%d" % (tok, old))[0], 410)
+
+    def test_nginx_secure_link_variant(self):
+        exp = int(time.time()) + 600
+        raw = hashlib.md5(("%d/ng/s.flv127.0.0.1 nginx-secret" % exp).encode()).digest()
+        tok = base64.urlsafe_b64encode(raw).decode()  # nginx accepts the padding
+        self.plays(self.edge, "/ng/s.flv?md5=%s&expires=%d" % (tok, exp))
+        self.assertEqual(self.status(self.edge, "/ng/s.flv?md5=%s&expires=%d" % (tok, exp),
+                                     source="127.0.0.2")[0], 403)
+        self.assertEqual(self.status(self.edge, "/ng/s.flv?md5=%s&expires=0" % tok)[0], 403)
 
     def test_expiry_never_cuts_an_open_stream(self):
         exp = int(time.time()) + 2
