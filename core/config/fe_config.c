@@ -391,9 +391,6 @@ void fe_config_free(fe_config *cfg) {
 }
 
 static int fe_host_match(const char *pattern, const char *host, size_t hostlen) {
-  const char *colon = memchr(host, ':', hostlen);
-  if (colon)
-    hostlen = (size_t)(colon - host);
   if (strcmp(pattern, "*") == 0)
     return 1;
   if (pattern[0] == '*' && pattern[1] == '.') {

@@ -58,7 +58,8 @@ int fe_config_load(fe_config *cfg, const char *path, char *err, size_t errlen);
 int fe_config_quick(fe_config *cfg, const char *listen, const char *origin, char *err, size_t errlen);
 void fe_config_free(fe_config *cfg);
 
-/** The resource serving host+path (first match in order, host then prefix), or NULL. */
+/** The resource serving host+path: of those whose host matches, the longest prefix (the first on
+ * a tie), or NULL. `host` is the Host header without its port. */
 const fe_resource *fe_config_route(const fe_config *cfg, const char *host, size_t hostlen,
                                    const char *path, size_t pathlen);
 

@@ -102,7 +102,7 @@ void fe_conn_request_done(fe_conn *c);
 const char *fe_http_reason(int status);
 
 /* fe_http_live.c */
-/** Serves GET/HEAD of a live stream: `stream` is the name between the prefix and ".flv". */
+/** Serves GET/HEAD of a live stream; the stream name is c->view.stream (fe_live_stream_name). */
 void fe_live_serve(fe_conn *c, const fe_resource *res);
 /** Validates the stream name of a live path: {prefix}{stream}.flv. */
 int fe_live_stream_name(const fe_resource *res, const char *path, size_t len, fe_str *stream);

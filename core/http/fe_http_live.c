@@ -37,6 +37,22 @@ static void fe_live_on_written(uv_write_t *req, int status) {
   fe_live_write(c);
 }
 
+/* "{size in hex}\r\n" into out (room for 16 digits + 2): per viewer and write, so no printf. */
+static int fe_chunk_line(char *out, size_t size) {
+  static const char digits[] = "0123456789abcdef";
+  char tmp[16];
+  int n = 0;
+  do {
+    tmp[n++] = digits[size & 15];
+    size >>= 4;
+  } while (size);
+  for (int i = 0; i < n; i++)
+    out[i] = tmp[n - 1 - i];
+  out[n] = '\r';
+  out[n + 1] = '\n';
+  return n + 2;
+}
+
 /* Sends everything the hub has for this viewer: writev straight from the shared blocks; only
  * what the socket does not take at once is queued (the hub's blocks stay pinned meanwhile). */
 static void fe_live_write(fe_conn *c) {
@@ -56,7 +72,7 @@ static void fe_live_write(fe_conn *c) {
     unsigned cnt = (unsigned)n;
     size_t total = bytes;
     if (c->chunked) {
-      int hl = snprintf(c->chunk_line, sizeof(c->chunk_line), "%zx\r\n", bytes);
+      int hl = fe_chunk_line(c->chunk_line, bytes);
       iov[0] = uv_buf_init(c->chunk_line, (unsigned)hl);
       iov[n + 1] = uv_buf_init((char *)"\r\n", 2);
       bufs = iov;
@@ -65,17 +81,16 @@ static void fe_live_write(fe_conn *c) {
     }
     c->bytes += total;
     int w = uv_try_write(stream, bufs, cnt);
-    if (w == (int)total) {
-      fe_stats.bytes_sent += total;
-      fe_hub_viewer_release(&c->viewer);
-      continue;
-    }
     if (w < 0 && w != UV_EAGAIN) {
       fe_conn_close(c);
       return;
     }
-    size_t done = w > 0 ? (size_t)w : 0;
     fe_stats.bytes_sent += total;
+    if (w == (int)total) {
+      fe_hub_viewer_release(&c->viewer);
+      continue;
+    }
+    size_t done = w > 0 ? (size_t)w : 0;
     while (done > 0) {
       if (bufs->len <= done) {
         done -= bufs->len;
@@ -232,33 +247,18 @@ int fe_live_stream_name(const fe_resource *res, const char *path, size_t len, fe
   return fe_live_name_ok(stream->p, stream->len) ? 0 : -1;
 }
 
-/* {origin}/{stream}.flv, or a file origin that names one file for every stream. */
-static void fe_live_origin_base(const char *o, fe_str stream, char *out, size_t cap) {
-  size_t olen = strlen(o);
-  while (olen > 0 && o[olen - 1] == '/')
-    olen--;
-  snprintf(out, cap, "%.*s/%.*s.flv", (int)olen, o, (int)stream.len, stream.p);
-}
-
-static void fe_live_origin_url(const fe_resource *res, fe_str stream, char *out, size_t cap) {
-  const char *o = res->origin;
-  size_t olen = strlen(o);
-  if (olen > 4 && strcmp(o + olen - 4, ".flv") == 0 && strncmp(o, "file:", 5) == 0) {
-    snprintf(out, cap, "%s", o);
+/* The URL to pull a stream from, by one rule for a resource's origin and for a policy's answer:
+ * a URL that ends in .flv or has a query names the stream itself (every stream of a `file:`
+ * slate, or a policy's full URL) and is used as is; anything else is a base, {base}/{stream}.flv. */
+static void fe_live_stream_url(const char *src, fe_str stream, char *out, size_t cap) {
+  size_t n = strlen(src);
+  if ((n > 4 && strcmp(src + n - 4, ".flv") == 0) || strchr(src, '?')) {
+    snprintf(out, cap, "%s", src);
     return;
   }
-  fe_live_origin_base(o, stream, out, cap);
-}
-
-/* A URL from the origin phase names the stream itself when it ends in .flv (or has a query);
- * otherwise it is an origin base like a resource's, and the stream's file name is appended. */
-static void fe_live_policy_url(char *url, size_t cap, fe_str stream) {
-  size_t n = strlen(url);
-  if ((n > 4 && strcmp(url + n - 4, ".flv") == 0) || strchr(url, '?'))
-    return;
-  char base[4096];
-  snprintf(base, sizeof(base), "%s", url);
-  fe_live_origin_base(base, stream, url, cap);
+  while (n > 0 && src[n - 1] == '/')
+    n--;
+  snprintf(out, cap, "%.*s/%.*s.flv", (int)n, src, (int)stream.len, stream.p);
 }
 
 /*
@@ -312,9 +312,10 @@ static void fe_origin_ctx_free(void *ud) {
 
 static int fe_origin_ctx_next(void *ud, int attempt, const char *last_error, char *url, size_t cap) {
   fe_origin_ctx *x = ud;
-  if (fe_lua_origin(x->gen->lua, x->resource, 0, &x->view, attempt, last_error, url, cap) != 1)
+  char got[4096];
+  if (fe_lua_origin(x->gen->lua, x->resource, 0, &x->view, attempt, last_error, got, sizeof(got)) != 1)
     return 0;
-  fe_live_policy_url(url, cap, x->view.stream);
+  fe_live_stream_url(got, x->view.stream, url, cap);
   return 1;
 }
 
@@ -336,18 +337,15 @@ void fe_live_serve(fe_conn *c, const fe_resource *res) {
   snprintf(key, sizeof(key), "%s/%.*s", res->name, (int)stream.len, stream.p);
   fe_hub *hub = fe_hub_find(key);
   if (!hub) {
-    char url[4096];
+    char got[4096], url[4096];
     int idx = (int)(res - cfg->resources);
     int policy_origin = (fe_lua_phases(c->gen->lua, idx) & FE_LUA_ORIGIN) != 0;
-    int rc = policy_origin ? fe_lua_origin(c->gen->lua, idx, c->id, &c->view, 1, NULL, url, sizeof(url)) : 0;
+    int rc = policy_origin ? fe_lua_origin(c->gen->lua, idx, c->id, &c->view, 1, NULL, got, sizeof(got)) : 0;
     if (rc < 0) {
       fe_conn_respond(c, 500, NULL, NULL, "500 policy error\n", 17, 1);
       return;
     }
-    if (rc == 0)
-      fe_live_origin_url(res, stream, url, sizeof(url));
-    else
-      fe_live_policy_url(url, sizeof(url), stream);
+    fe_live_stream_url(rc == 1 ? got : res->origin, stream, url, sizeof(url));
     fe_hub_opts opts = {
         .window_seconds = res->window_seconds,
         .window_bytes = res->window_bytes,

@@ -159,33 +159,39 @@ size_t fe_conn_cors(const fe_conn *c, char *buf, size_t cap) {
   return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
-void fe_conn_respond(fe_conn *c, int status, const char *ctype, const char *extra_headers,
-                     const void *body, size_t len, int close) {
-  char cors[256];
-  fe_conn_cors(c, cors, sizeof(cors));
-  char head[1024];
-  int n = snprintf(head, sizeof(head),
+static size_t fe_respond_head(char *buf, size_t cap, int status, const char *ctype, size_t len,
+                              const char *cors, const char *extra_headers, int close) {
+  int n = snprintf(buf, cap,
                    "HTTP/1.1 %d %s\r\nServer: flvedge/" FE_VERSION "\r\n"
                    "Content-Type: %s\r\nContent-Length: %zu\r\n%s%s%s\r\n",
                    status, fe_http_reason(status), ctype ? ctype : "text/plain", len, cors,
                    extra_headers ? extra_headers : "", close ? "Connection: close\r\n" : "");
-  if (n < 0 || (size_t)n >= sizeof(head))
-    n = 0;
+  return n < 0 ? 0 : (size_t)n;
+}
+
+void fe_conn_respond(fe_conn *c, int status, const char *ctype, const char *extra_headers,
+                     const void *body, size_t len, int close) {
   fe_metrics_count_status(status);
   if (c->state == FE_CS_CLOSING)
     return;
-  c->status = status;
-  c->bytes += (size_t)n + len;
-  fe_conn_request_done(c);
+  char cors[256];
+  fe_conn_cors(c, cors, sizeof(cors));
+  /* Measured, then formatted straight into the send request: a policy's headers may be long,
+   * and the head is never cut. */
+  size_t n = fe_respond_head(NULL, 0, status, ctype, len, cors, extra_headers, close);
   size_t body_len = c->parser.method == HTTP_HEAD ? 0 : len;
-  fe_send_req *r = fe_send_req_new(c, (size_t)n + body_len, close);
+  c->status = status;
+  c->bytes += n + body_len;
+  fe_conn_request_done(c);
+  fe_send_req *r = fe_send_req_new(c, n + 1 + body_len, close);
   if (!r) {
     fe_conn_close(c);
     return;
   }
-  memcpy(r->data, head, (size_t)n);
+  fe_respond_head(r->data, n + 1, status, ctype, len, cors, extra_headers, close);
   if (body_len)
     memcpy(r->data + n, body, body_len);
+  r->len = n + body_len;
   fe_send_req_queue(c, r);
 }
 
@@ -216,19 +222,15 @@ void fe_conn_request_done(fe_conn *c) {
     int idx = (int)(c->res - c->gen->cfg.resources);
     fe_lua_res res = {.status = c->status, .bytes_sent = c->bytes,
                       .duration = fe_wall_time() - c->start, .cache_status = c->cache_status};
-    if (fe_lua_phases(lua, idx) & FE_LUA_LOG)
-      fe_lua_log(lua, idx, c->id, &c->view, &res, extra, sizeof(extra));
+    fe_lua_log(lua, idx, c->id, &c->view, &res, extra, sizeof(extra));
   }
   if (c->srv->access_log && c->buf)
     fe_access_log_write(c, extra);
 }
 
 const fe_span *fe_conn_header(const fe_conn *c, const char *name) {
-  size_t nlen = strlen(name);
-  for (int i = 0; i < c->nhdr; i++)
-    if (c->hdr[i].name.len == nlen && strncasecmp(c->buf + c->hdr[i].name.off, name, nlen) == 0)
-      return &c->hdr[i].value;
-  return NULL;
+  return fe_header_find(c->buf, c->hdr, c->nhdr < FE_MAX_HEADERS ? c->nhdr : FE_MAX_HEADERS, name,
+                        strlen(name));
 }
 
 /* ---- request parsing ----------------------------------------------------------------------- */
@@ -338,6 +340,22 @@ static void fe_serve_status(fe_conn *c, const char *what, size_t len) {
   fe_conn_respond(c, 404, NULL, NULL, "404 not found\n", 14, !llhttp_should_keep_alive(&c->parser));
 }
 
+/* c->host: the Host header lowercase, without the port; an IPv6 literal keeps its brackets.
+ * Routing and policies both use this one form. */
+static void fe_conn_host(fe_conn *c) {
+  const fe_span *host = fe_conn_header(c, "Host");
+  size_t hl = 0;
+  if (host) {
+    const char *h = c->buf + host->off;
+    while (hl < host->len && hl < sizeof(c->host) - 1 && !(h[hl] == ':' && h[0] != '[')) {
+      c->host[hl] = (char)((h[hl] >= 'A' && h[hl] <= 'Z') ? h[hl] + 32 : h[hl]);
+      if (h[hl++] == ']')
+        break;
+    }
+  }
+  c->host[hl] = 0;
+}
+
 /* The request as policies see it; stream is set for live resources. */
 static void fe_conn_view(fe_conn *c, const fe_resource *res, const char *url, size_t plen,
                          const char *query, size_t qlen) {
@@ -350,19 +368,7 @@ static void fe_conn_view(fe_conn *c, const fe_resource *res, const char *url, si
   v->method = (fe_str){m, strlen(m)};
   v->path = (fe_str){url, plen};
   v->query = (fe_str){query, qlen};
-  const fe_span *host = fe_conn_header(c, "Host");
-  size_t hl = 0;
-  if (host) {
-    const char *h = c->buf + host->off;
-    /* Lowercase, without the port; an IPv6 literal keeps its brackets. */
-    while (hl < host->len && hl < sizeof(c->host) - 1 && !(h[hl] == ':' && h[0] != '[')) {
-      c->host[hl] = (char)((h[hl] >= 'A' && h[hl] <= 'Z') ? h[hl] + 32 : h[hl]);
-      if (h[hl++] == ']')
-        break;
-    }
-  }
-  c->host[hl] = 0;
-  v->host = (fe_str){c->host, hl};
+  v->host = (fe_str){c->host, strlen(c->host)};
   v->resource = (fe_str){res->name, strlen(res->name)};
   v->client_ip = (fe_str){c->client_ip, strlen(c->client_ip)};
   v->server_ip = (fe_str){c->server_ip, strlen(c->server_ip)};
@@ -443,9 +449,8 @@ static int fe_on_message_complete(llhttp_t *p) {
     fe_serve_status(c, url + splen, plen - splen);
     return keep ? 0 : HPE_PAUSED;
   }
-  const fe_span *host = fe_conn_header(c, "Host");
-  const fe_resource *res = fe_config_route(cfg, host ? c->buf + host->off : NULL,
-                                           host ? host->len : 0, url, plen);
+  fe_conn_host(c);
+  const fe_resource *res = fe_config_route(cfg, c->host, strlen(c->host), url, plen);
   if (!res) {
     fe_conn_respond(c, 404, NULL, NULL, "404 no resource serves this path\n", 33, !keep);
     return keep ? 0 : HPE_PAUSED;

@@ -51,7 +51,6 @@ struct fe_hub {
   fe_block *cur;              /* block being appended to (the hub holds a ref) */
   int dirty;                  /* tags appended since the last flush */
   /* join prefix */
-  uint8_t header_flags;       /* from the origin's FLV header */
   uint8_t seen_flags;         /* track types seen */
   fe_block *meta, *vseq, *aseq;
   /* timestamps */
@@ -417,8 +416,6 @@ static void fe_hub_on_flush(void *ud) {
   fe_hub *h = ud;
   if (h->state != FE_HS_LIVE)
     return;
-  if (!h->header_flags && h->parser.have_header)
-    h->header_flags = h->parser.header_flags;
   if (h->dirty && h->opts.merge_ms == 0)
     fe_hub_wake_all(h);
 }
@@ -527,8 +524,10 @@ fe_hub *fe_hub_create(uv_loop_t *loop, const char *key, const char *origin_url, 
   fe_stats.origin_connects++;
   fe_info("stream %s: pulling %s", key, origin_url);
   if (!h->origin) {
-    h->state = FE_HS_ENDED;
-    fe_hub_unlist(h);
+    /* Out of memory: no hub. The caller answers 503 and still owns origin_ud. */
+    h->opts.free_origin_ud = NULL;
+    fe_hub_destroy(h);
+    return NULL;
   }
   return h;
 }
@@ -605,7 +604,7 @@ static int fe_hub_ready(const fe_hub *h) {
     return 1;
   if (h->tail == h->head)
     return 0;
-  uint8_t flags = h->header_flags ? h->header_flags : h->parser.header_flags;
+  uint8_t flags = h->parser.header_flags;
   return !(flags & FE_FLV_HAS_VIDEO) || h->tail >= FE_READY_FALLBACK_TAGS;
 }
 
@@ -663,7 +662,7 @@ int fe_hub_viewer_fill(fe_viewer *v, uv_buf_t *iov, int max_iov, size_t max_byte
   if (v->state == FE_VS_PREFIX) {
     if (!fe_hub_ready(h))
       return 0;
-    uint8_t flags = (h->header_flags | h->seen_flags) & (FE_FLV_HAS_AUDIO | FE_FLV_HAS_VIDEO);
+    uint8_t flags = (h->parser.header_flags | h->seen_flags) & (FE_FLV_HAS_AUDIO | FE_FLV_HAS_VIDEO);
     if (v->want == FE_HUB_WANT_AUDIO)
       flags = FE_FLV_HAS_AUDIO;
     else if (v->want == FE_HUB_WANT_VIDEO)

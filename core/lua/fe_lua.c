@@ -20,9 +20,6 @@ struct fe_lua {
   fe_geo *geo;
 };
 
-/* The geo database of the state whose hook is running, for flvedge.geo.country(ip). */
-static const fe_geo *fe_lua_active_geo;
-
 static void fe_lua_on_budget(lua_State *L, lua_Debug *ar) {
   lua_getinfo(L, "Sl", ar);
   lua_pushfstring(L, "%s:%d: instruction budget exceeded (an endless loop?)", ar->short_src,
@@ -34,7 +31,6 @@ static void fe_lua_on_budget(lua_State *L, lua_Debug *ar) {
  * mode as it is, so this is cheap. */
 static void fe_lua_arm(fe_lua *F) {
   lua_sethook(F->L, fe_lua_on_budget, LUA_MASKCOUNT, (int)F->budget);
-  fe_lua_active_geo = F->geo;
 }
 
 /* The request view goes to Lua as its address in a number, not a light userdata: LuaJIT's JIT
@@ -110,10 +106,6 @@ fail:
   free(F->phases);
   free(F);
   return NULL;
-}
-
-void fe_lua_ref(fe_lua *F) {
-  F->refs++;
 }
 
 void fe_lua_unref(fe_lua *F) {
@@ -216,10 +208,8 @@ void fe_lua_log(fe_lua *F, int resource, uint64_t id, fe_req_view *req, const fe
                 char *extra, size_t cap) {
   lua_State *L = F->L;
   extra[0] = 0;
-  if (!(fe_lua_phases(F, resource) & FE_LUA_LOG)) {
-    fe_lua_release(F, id);
-    return;
-  }
+  if (!(fe_lua_phases(F, resource) & FE_LUA_LOG))
+    return; /* nothing pending either: boot.lua keeps a request only for a log phase */
   lua_rawgeti(L, LUA_REGISTRYINDEX, F->ref_log);
   lua_pushinteger(L, resource + 1);
   lua_pushnumber(L, (lua_Number)id);
@@ -233,7 +223,8 @@ void fe_lua_log(fe_lua *F, int resource, uint64_t id, fe_req_view *req, const fe
     lua_pushnil(L);
   fe_lua_arm(F);
   if (lua_pcall(L, 7, 1, 0) != 0) {
-    fe_error("log hook (resource %d): %s", resource + 1, lua_tostring(L, -1));
+    fe_error("log hook (resource %.*s): %s", (int)req->resource.len, req->resource.p,
+             lua_tostring(L, -1));
     fe_lua_release(F, id);
   } else if (lua_isstring(L, -1)) {
     snprintf(extra, cap, "%s", lua_tostring(L, -1));
@@ -251,27 +242,20 @@ void fe_lua_release(fe_lua *F, uint64_t id) {
 
 /* ---- FFI entry points ---------------------------------------------------------------------- */
 
-int fe_lua_req_header(const fe_req_view *r, const char *name, size_t nlen, const char **out, size_t *len) {
-  for (int i = 0; i < r->nheaders; i++) {
-    const fe_header *h = &r->headers[i];
-    if (h->name.len == nlen && strncasecmp(r->base + h->name.off, name, nlen) == 0) {
-      *out = r->base + h->value.off;
-      *len = h->value.len;
-      return 0;
-    }
-  }
-  return -1;
+const fe_span *fe_header_find(const char *base, const fe_header *h, int n, const char *name,
+                              size_t nlen) {
+  for (int i = 0; i < n; i++)
+    if (h[i].name.len == nlen && strncasecmp(base + h[i].name.off, name, nlen) == 0)
+      return &h[i].value;
+  return NULL;
 }
 
-int fe_lua_req_header_at(const fe_req_view *r, int i, const char **name, size_t *nlen,
-                         const char **value, size_t *vlen) {
-  if (i < 0 || i >= r->nheaders)
+int fe_lua_req_header(const fe_req_view *r, const char *name, size_t nlen, const char **out, size_t *len) {
+  const fe_span *v = fe_header_find(r->base, r->headers, r->nheaders, name, nlen);
+  if (!v)
     return -1;
-  const fe_header *h = &r->headers[i];
-  *name = r->base + h->name.off;
-  *nlen = h->name.len;
-  *value = r->base + h->value.off;
-  *vlen = h->value.len;
+  *out = r->base + v->off;
+  *len = v->len;
   return 0;
 }
 
@@ -284,8 +268,4 @@ int fe_lua_req_country(fe_req_view *r) {
     r->country_state = r->geo && fe_geo_country(r->geo, ip, r->country) == 0 ? 1 : -1;
   }
   return r->country_state;
-}
-
-int fe_lua_geo_country(const char *ip, char *out) {
-  return fe_lua_active_geo ? fe_geo_country(fe_lua_active_geo, ip, out) : -1;
 }

@@ -77,8 +77,6 @@ typedef struct fe_lua_res {
  * (script:line included) when anything fails to load: a broken script never takes effect.
  */
 fe_lua *fe_lua_open(const fe_lua_opts *opts, char *err, size_t errlen);
-/** Takes a reference; the state lives while someone holds one. */
-void fe_lua_ref(fe_lua *L);
 /** Drops a reference; the state closes at zero (pending requests released first). */
 void fe_lua_unref(fe_lua *L);
 /** FE_LUA_* bits of resource i's policy; 0 when it has none. */
@@ -106,11 +104,12 @@ void fe_lua_log(fe_lua *L, int resource, uint64_t id, fe_req_view *req, const fe
 /** Forgets request `id` without a log phase. */
 void fe_lua_release(fe_lua *L, uint64_t id);
 
+/** The value of header `name` (any case) among n headers whose spans point into base, or NULL. */
+const fe_span *fe_header_find(const char *base, const fe_header *h, int n, const char *name,
+                              size_t nlen);
+
 /* FFI entry points, called from lua/flvedge/request.lua: exported, not for C callers. */
 int fe_lua_req_country(fe_req_view *r);
 int fe_lua_req_header(const fe_req_view *r, const char *name, size_t nlen, const char **out, size_t *len);
-int fe_lua_req_header_at(const fe_req_view *r, int i, const char **name, size_t *nlen,
-                         const char **value, size_t *vlen);
-int fe_lua_geo_country(const char *ip, char *out);
 
 #endif

@@ -292,14 +292,8 @@ end
 -- /128). An IPv4 rule also matches the IPv4-mapped form (::ffff:10.1.2.3).
 function _M.ip(s)
   local block, values, disabled = settings("ip", s)
-  local cidrs = {}
-  for i, v in ipairs(values) do
-    local m, err = util.parse_cidr(v)
-    if not m then error(format("acl.ip: values[%d]: %s", i, err), 0) end
-    cidrs[i] = m
-  end
   local a = new(block, ip_listed, "address not allowed", disabled)
-  a.cidrs = cidrs
+  a.cidrs = util.compile_cidrs(values, "acl.ip: values")
   return a
 end
 

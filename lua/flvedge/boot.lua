@@ -2,7 +2,7 @@
 -- returns the dispatch functions C calls per request. Not part of the policy API.
 local jit = require "jit"
 
-local type, tostring, tonumber, error, pcall, ipairs, pairs = type, tostring, tonumber, error, pcall, ipairs, pairs
+local type, tostring, tonumber, error, pairs = type, tostring, tonumber, error, pairs
 local format, find, sub, match = string.format, string.find, string.sub, string.match
 local concat = table.concat
 
@@ -57,7 +57,7 @@ end
 function _M.load(config_path, quick_policy, nres, lua_dir, policy_dir)
   local config_dir = config_path and match(config_path, "^(.*/)") or "./"
   package.path = lua_dir .. "/?.lua;" .. lua_dir .. "/?/init.lua;" .. policy_dir .. "/?.lua;"
-    .. config_dir .. "?.lua;" .. package.path
+    .. package.path
   -- The operator's own modules (next to the config) load through here, uncompiled.
   table.insert(package.loaders, 2, function(name)
     local path = package.searchpath(name, config_dir .. "?.lua")
@@ -98,13 +98,10 @@ local function header_lines(headers)
   return concat(out)
 end
 
--- access(req) -> nil to admit, or status, body, header lines
-function _M.access(i, id, view)
-  local p = policies[i]
-  local req = request.new(view)
-  if p.log then pending[id] = req end
-  local status, body, headers = p.access(req)
-  if status == nil then return nil end
+-- Checks what access(req) returned to deny, as the server sends it: the status code, the body as
+-- a string, the headers as "Name: value\r\n" lines. Raises with the reason; flvedge.testing
+-- checks specs' answers with it too.
+function _M.check_denial(status, body, headers)
   local code = tonumber(status)
   if not code or code < 100 or code > 599 or code % 1 ~= 0 then
     error(format("access: status must be an integer from 100 to 599, got %s", tostring(status)), 0)
@@ -113,13 +110,27 @@ function _M.access(i, id, view)
   return code, body, header_lines(headers)
 end
 
-function _M.origin(i, view, attempt, last_error)
-  local url = policies[i].origin(request.new(view), attempt, last_error)
+-- What origin(...) returned: a URL string, or nil to use the resource's own / give up.
+function _M.check_origin_url(url)
   if url == nil or url == false then return nil end
   if type(url) ~= "string" then
     error(format("origin: expected a URL string or nil, got %s", type(url)), 0)
   end
   return url
+end
+
+-- access(req) -> nil to admit, or status, body, header lines
+function _M.access(i, id, view)
+  local p = policies[i]
+  local req = request.new(view)
+  if p.log then pending[id] = req end
+  local status, body, headers = p.access(req)
+  if status == nil then return nil end
+  return _M.check_denial(status, body, headers)
+end
+
+function _M.origin(i, view, attempt, last_error)
+  return _M.check_origin_url(policies[i].origin(request.new(view), attempt, last_error))
 end
 
 local function field_text(v)

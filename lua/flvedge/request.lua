@@ -6,7 +6,7 @@ local ffi = require "ffi"
 local C = ffi.C
 local ffi_string = ffi.string
 local setmetatable, rawget, rawset = setmetatable, rawget, rawset
-local lower, gsub, tonumber = string.lower, string.gsub, tonumber
+local tonumber = tonumber
 
 ffi.cdef [[
 typedef struct fe_span { uint32_t off, len; } fe_span;
@@ -23,18 +23,15 @@ typedef struct fe_req_view {
   char country[3];
 } fe_req_view;
 int fe_lua_req_header(const fe_req_view *r, const char *name, size_t nlen, const char **out, size_t *len);
-int fe_lua_req_header_at(const fe_req_view *r, int i, const char **name, size_t *nlen,
-                         const char **value, size_t *vlen);
 int fe_lua_req_country(fe_req_view *r);
 ]]
 
-local parse_query -- flvedge.util's, loaded with the first req.args
+local util = require "flvedge.util"
+local parse_query, header_key = util.parse_query, util.header_key
 
 local view_t = ffi.typeof("fe_req_view *")
 local out_p = ffi.new("const char *[1]")
 local out_len = ffi.new("size_t[1]")
-local name_p = ffi.new("const char *[1]")
-local name_len = ffi.new("size_t[1]")
 
 local function str(s)
   if s.p == nil then return nil end
@@ -46,8 +43,7 @@ local headers_mt = {
   __index = function(t, name)
     local view = rawget(t, 0)
     if view == nil or type(name) ~= "string" then return nil end
-    local key = lower(name)
-    if key:find("_", 1, true) then key = gsub(key, "_", "-") end
+    local key = header_key(name)
     if C.fe_lua_req_header(view, key, #key, out_p, out_len) ~= 0 then return nil end
     local v = ffi_string(out_p[0], out_len[0])
     rawset(t, name, v)
@@ -70,7 +66,6 @@ local fields = {
     return nil
   end,
   args = function(v)
-    parse_query = parse_query or require("flvedge.util").parse_query
     return parse_query(str(v.query) or "")
   end,
   headers = function(v) return setmetatable({ [0] = v }, headers_mt) end,
@@ -101,17 +96,6 @@ local _M = {}
 -- Wraps a C view (its address, as a number). Only the server calls this.
 function _M.new(addr)
   return setmetatable({ [0] = ffi.cast(view_t, addr) }, req_mt)
-end
-
--- Calls fn(name, value) for every header, in the order received (names as sent).
-function _M.each_header(req, fn)
-  local view = rawget(req, 0)
-  if view == nil then return end
-  local i = 0
-  while C.fe_lua_req_header_at(view, i, name_p, name_len, out_p, out_len) == 0 do
-    fn(ffi_string(name_p[0], name_len[0]), ffi_string(out_p[0], out_len[0]))
-    i = i + 1
-  end
 end
 
 -- The C view is about to go: later lazy reads give nil instead of touching freed memory.

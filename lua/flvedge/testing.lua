@@ -7,19 +7,16 @@
 --   local status, body = testing.run(policy, { url = "/flv/a.flv?md5=x&expires=1" })
 --   assert.equal(403, status)
 local util = require "flvedge.util"
+local boot = require "flvedge.boot" -- the server's own checks of what a hook returned
 
-local type, tostring, tonumber, error, pairs, setmetatable, getmetatable, rawget, require =
-  type, tostring, tonumber, error, pairs, setmetatable, getmetatable, rawget, require
-local format, find, sub, lower, gsub, match = string.format, string.find, string.sub,
-  string.lower, string.gsub, string.match
+local type, tostring, error, pairs, setmetatable, getmetatable, rawget, require =
+  type, tostring, error, pairs, setmetatable, getmetatable, rawget, require
+local format, find, sub, lower, match = string.format, string.find, string.sub, string.lower,
+  string.match
 
 local _M = {}
 
-local function header_key(name)
-  name = lower(name)
-  if find(name, "_", 1, true) then name = gsub(name, "_", "-") end
-  return name
-end
+local header_key = util.header_key
 
 -- Looked up by name in any case, `_` for `-`, as in the server.
 local headers_mt = {
@@ -132,14 +129,8 @@ function _M.run(policy, req)
   req = as_request(req)
   local status, body, headers = policy.access(req)
   if status == nil then return nil end
-  local code = tonumber(status)
-  if not code or code < 100 or code > 599 or code % 1 ~= 0 then
-    error(format("access: status must be an integer from 100 to 599, got %s", tostring(status)), 2)
-  end
-  if body ~= nil and type(body) ~= "string" then body = tostring(body) end
-  if headers ~= nil and type(headers) ~= "table" then
-    error("access: headers must be a table of name = value", 2)
-  end
+  local code
+  code, body = boot.check_denial(status, body, headers)
   return code, body, headers
 end
 
@@ -149,10 +140,7 @@ function _M.origin(policy, req, attempt, last_error)
   if type(policy) ~= "table" or type(policy.origin) ~= "function" then
     error("testing.origin: the policy has no origin phase", 2)
   end
-  local url = policy.origin(as_request(req), attempt or 1, last_error)
-  if url == nil or url == false then return nil end
-  if type(url) ~= "string" then error("origin: expected a URL string or nil, got " .. type(url), 2) end
-  return url
+  return boot.check_origin_url(policy.origin(as_request(req), attempt or 1, last_error))
 end
 
 -- A response for log(req, res): { status = 200, bytes_sent = 0, duration = 0, cache_status = "-" }.

@@ -28,6 +28,20 @@ cdef [[int mbedtls_md_hmac(const mbedtls_md_info_t *md_info, const char *key, si
 -- ---------------------------------------------------------------------------------------------
 -- Strings
 
+-- A header name as the server looks it up: lowercase, `_` for `-` (req.headers.user_agent).
+-- Memoised (up to 1024 names): the names come from policy code, a small set.
+local header_keys, nheader_keys = {}, 0
+function _M.header_key(name)
+  local key = header_keys[name]
+  if key then return key end
+  key = string.lower(name)
+  if find(key, "_", 1, true) then key = (gsub(key, "_", "-")) end
+  if nheader_keys < 1024 then
+    header_keys[name], nheader_keys = key, nheader_keys + 1
+  end
+  return key
+end
+
 -- Percent-decoding; `+` is a space only in query strings (plus = true). Bad escapes stay as sent.
 local function hexpair(h) return char(tonumber(h, 16)) end
 

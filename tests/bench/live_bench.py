@@ -10,7 +10,6 @@ docs/benchmarks.md. See tests/bench/README.md for what each figure means.
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,14 +18,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(os.path.dirname(HERE))
-TICK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, HERE)
+from benchlib import cpu_seconds, free_port, rss_kb, stop, wait_port  # noqa: E402
 
 
 def make_media(path, kbit_video, kbit_audio, size):
@@ -50,13 +43,10 @@ class Proc:
         self.pid = pid
 
     def cpu_s(self):
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
+        return cpu_seconds([self.pid])
 
     def rss_kb(self):
-        with open(f"/proc/{self.pid}/statm") as f:
-            return int(f.read().split()[1]) * PAGE // 1024
+        return rss_kb(self.pid)
 
 
 class Sampler(threading.Thread):
@@ -100,26 +90,14 @@ class Edge:
 """)
         self.proc = subprocess.Popen(["taskset", "-c", "0", binary, "-c", conf],
                                      stderr=open(os.path.join(workdir, "edge.log"), "a"))
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise SystemExit("live_bench: the edge did not start (see edge.log)")
-                time.sleep(0.05)
+        wait_port(self.port, self.proc, f"live_bench: the edge (see {workdir}/edge.log)")
         self.p = Proc(self.proc.pid)
 
-    def url(self, stream="s"):
-        return f"http://127.0.0.1:{self.port}/live/{stream}.flv"
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/live/s.flv"
 
     def close(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop(self.proc)
 
 
 def fe_load(load_bin, url, viewers, rate, duration, warmup=2, read_ms=10, join_timeout=10):
@@ -129,26 +107,26 @@ def fe_load(load_bin, url, viewers, rate, duration, warmup=2, read_ms=10, join_t
     out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if out.returncode not in (0, 1):
         raise SystemExit(f"live_bench: fe_load failed ({out.returncode}): {out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measured(edge, load_bin, viewers, rate, duration, read_ms, stream="s"):
+def measured(edge, load_bin, viewers, rate, duration, read_ms):
     """Runs fe_load against a warm hub; the edge's CPU is taken over fe_load's measuring window
     (its last `duration` seconds)."""
     sampler = Sampler(edge.p)
     sampler.start()
-    rep, text = fe_load(load_bin, edge.url(stream), viewers, rate, duration, read_ms=read_ms)
+    rep = fe_load(load_bin, edge.url(), viewers, rate, duration, read_ms=read_ms)
     t_end = time.monotonic()
     sampler.stop.set()
     sampler.join()
     cpu, rss = sampler.window(t_end - duration - 0.5, t_end)
-    return rep, cpu, rss, text
+    return rep, cpu, rss
 
 
-def warm(edge, load_bin, stream="s"):
+def warm(edge, load_bin):
     """One short viewer so the hub is running (linger keeps it) and its window is full; returns
     the edge's RSS with the window in place and no viewer."""
-    fe_load(load_bin, edge.url(stream), 1, 0, 3, warmup=0)
+    fe_load(load_bin, edge.url(), 1, 0, 3, warmup=0)
     time.sleep(0.5)
     return edge.p.rss_kb()
 
@@ -183,7 +161,6 @@ def row(name, rep, cpu, rss, extra=""):
           f"| ttfk p50/p99 {rep['ttfk_ms']['p50']}/{rep['ttfk_ms']['p99']} ms "
           f"| drift p99 {rep['drift_ms']['p99']} ms | edge RSS {rss / 1024:.1f} MB "
           f"| client {rep['client_cpu_pct']:.0f} % {extra}", flush=True)
-    return per
 
 
 def main():
@@ -220,39 +197,25 @@ def main():
     def ratio(per):
         return " | " + " ".join(f"{per / v:.1f}x iperf3 {k}" for k, v in floor.items()) if floor else ""
 
+    def scenario(media, merge, viewers, label, with_ratio=False):
+        """One edge, warmed up, then `viewers` joining at 1000/s; prints one row."""
+        edge = Edge(binary, media, merge, work)
+        try:
+            base = warm(edge, load_bin)
+            rep, cpu, rss = measured(edge, load_bin, viewers, 1000, args.duration, args.read_ms)
+            per = cpu / (rep["gbps"] or 1)
+            row(label, rep, cpu, rss, f"| {(rss - base) / viewers:.1f} KB/viewer beyond the window"
+                + (ratio(per) if with_ratio else ""))
+        finally:
+            edge.close()
+
     if "cpu" in args.only or "join" in args.only:
         for m in args.merge:
-            edge = Edge(binary, big, m, work)
-            try:
-                base = warm(edge, load_bin)
-                rep, cpu, rss, _ = measured(edge, load_bin, 1000, 1000, args.duration, args.read_ms)
-                g = rep["gbps"] or 1
-                per = cpu / g
-                row(f"1000 x 1.65M merge {m} ms", rep, cpu, rss,
-                    f"| {(rss - base) / 1000:.1f} KB/viewer beyond the window{ratio(per)}")
-            finally:
-                edge.close()
-
+            scenario(big, m, 1000, f"1000 x 1.65M merge {m} ms", with_ratio=True)
     if "3000" in args.only:
-        edge = Edge(binary, big, 0, work)
-        try:
-            base = warm(edge, load_bin)
-            rep, cpu, rss, _ = measured(edge, load_bin, 3000, 1000, args.duration, args.read_ms)
-            row("3000 x 1.65M merge 0 ms", rep, cpu, rss,
-                f"| {(rss - base) / 3000:.1f} KB/viewer beyond the window")
-        finally:
-            edge.close()
-
+        scenario(big, 0, 3000, "3000 x 1.65M merge 0 ms")
     if "10000" in args.only:
-        edge = Edge(binary, small, 0, work)
-        try:
-            base = warm(edge, load_bin)
-            rep, cpu, rss, _ = measured(edge, load_bin, 10000, 1000, args.duration, args.read_ms)
-            row("10000 x 256k merge 0 ms", rep, cpu, rss,
-                f"| {(rss - base) / 10000:.1f} KB/viewer beyond the window")
-        finally:
-            edge.close()
-
+        scenario(small, 0, 10000, "10000 x 256k merge 0 ms")
 
 if __name__ == "__main__":
     sys.exit(main())

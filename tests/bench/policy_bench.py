@@ -14,7 +14,6 @@ import hashlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,36 +24,11 @@ SRC = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
 from fe_mmdb import write_country_db  # noqa: E402  (the tests' own small .mmdb writer)
 
-TICK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, HERE)
+from benchlib import cpu_seconds, free_port, stop, wait_port  # noqa: E402
+
 SECRET = "s3cret"
 BODY = b"x" * 1024
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc, what):
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit(f"policy_bench: {what} did not start")
-            time.sleep(0.05)
-
-
-def cpu_s(pids):
-    total = 0.0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / TICK
-    return total
 
 
 def children(pid):
@@ -84,9 +58,9 @@ def wrk(url, seconds, conns, headers):
 
 
 def measure(name, pids, url, args, headers, expect_denied):
-    c0 = cpu_s(pids)
+    c0 = cpu_seconds(pids)
     reqs, rps, non2xx, errors = wrk(url, args.seconds, args.connections, headers)
-    used = cpu_s(pids) - c0
+    used = cpu_seconds(pids) - c0
     us = used / reqs * 1e6
     ok = (non2xx == reqs) if expect_denied else (non2xx == 0)
     flag = "" if ok and not errors else f"  UNEXPECTED: {non2xx} non-2xx of {reqs} {errors}"
@@ -188,8 +162,8 @@ http {{
     ngx = subprocess.Popen(["taskset", "-c", "0", "nginx", "-p", work, "-c", nconf],
                            stderr=open(os.path.join(work, "nginx.log"), "w"))
     try:
-        wait_port(port, edge, "flvedge")
-        wait_port(nport, ngx, "nginx")
+        wait_port(port, edge, "policy_bench: flvedge")
+        wait_port(nport, ngx, "policy_bench: nginx")
         ngx_pids = [ngx.pid] + children(ngx.pid)
         fe = f"http://127.0.0.1:{port}"
         ng = f"http://127.0.0.1:{nport}"
@@ -242,11 +216,7 @@ http {{
               f"always-deny 403 {rps('fe_deny') / rps('ng_deny'):.2f}x")
     finally:
         for p in (edge, ngx):
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+            stop(p)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ and shares req.ctx with access; quick mode's --policy; -t rejects a broken polic
 
 import os
 import sys
+import tempfile
 import time
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-from fe_harness import T, Edge, EdgeTestCase, Synth, run, wait_until, BIN
+from fe_harness import BIN, T, EdgeTestCase, Synth, free_port, run, wait_until
 from fe_mmdb import write_country_db
 
 HOOKS = r'''
@@ -36,6 +37,7 @@ return {
       while true do seen = seen + 1 end
     end
     if a.badstatus then return "teapot" end
+    if a.longheader then return 302, "moved\n", { Location = "/" .. string.rep("x", 3000) } end
     req.ctx.tag = a.tag
   end,
   log = function(req, res)
@@ -61,32 +63,22 @@ return {
 
 
 def dead_url():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nobody listens there now
-    return "http://127.0.0.1:%d/live/" % port
+    return "http://127.0.0.1:%d/live/" % free_port()
 
 
 class AccessAndLogTest(EdgeTestCase):
     def setUp(self):
         self.origin = self.start_origin()
         self.origin.route("/live/s.flv", Synth())
-        write_country_db(os.path.join(self._dir(), "geo.mmdb"), {"127.0.0.2/32": "DE"})
+        geo = os.path.join(tempfile.mkdtemp(prefix="flvedge-geo-"), "geo.mmdb")
+        write_country_db(geo, {"127.0.0.2/32": "DE"})
         self.edge = self.start_edge({
-            "geoip_db": os.path.join(self._dir(), "geo.mmdb"),
+            "geoip_db": geo,
             "access_log": "access.log",
             "lua_budget": 200000,
             "resources": [{"name": "live", "prefix": "/flv/", "type": "live",
                            "origin": self.origin.url("/live/"), "policy": "hooks.lua"}],
         }, files={"hooks.lua": HOOKS})
-
-    def _dir(self):
-        if not hasattr(self, "_tmp"):
-            import tempfile
-            self._tmp = tempfile.mkdtemp(prefix="flvedge-geo-")
-        return self._tmp
 
     def test_admit_plays(self):
         v = self.viewer(self.edge, "/flv/s.flv")
@@ -100,6 +92,12 @@ class AccessAndLogTest(EdgeTestCase):
         self.assertEqual(r.header("X-Policy"), "hooks")
         self.assertEqual(r.header("Retry-After"), "7")
         self.assertEqual(self.origin.connections("/live/s.flv"), 0, "a denied request reached the origin")
+
+    def test_long_deny_header_is_sent_whole(self):
+        r = self.get(self.edge, "/flv/s.flv?longheader=1")
+        self.assertStatus(r, 302)
+        self.assertEqual(r.header("Location"), "/" + "x" * 3000)
+        self.assertEqual(r.body, b"moved\n")
 
     def test_request_fields(self):
         before = int(time.time())
@@ -197,7 +195,6 @@ class QuickModeAndCheckTest(EdgeTestCase):
     def test_quick_mode_policy(self):
         origin = self.start_origin()
         origin.route("/s.flv", Synth())
-        import tempfile
         d = tempfile.mkdtemp(prefix="flvedge-policy-")
         p = os.path.join(d, "p.lua")
         with open(p, "w") as f:
@@ -211,7 +208,6 @@ class QuickModeAndCheckTest(EdgeTestCase):
         v.read_tags(3)
 
     def test_check_rejects_broken_policy(self):
-        import tempfile
         d = tempfile.mkdtemp(prefix="flvedge-policy-")
         with open(os.path.join(d, "bad.lua"), "w") as f:
             f.write("return { access = function(req) return end end\n")  # missing }
@@ -228,7 +224,6 @@ class QuickModeAndCheckTest(EdgeTestCase):
                 self.assertIn("bad.lua", r.stderr)
 
     def test_policy_not_a_table(self):
-        import tempfile
         d = tempfile.mkdtemp(prefix="flvedge-policy-")
         with open(os.path.join(d, "num.lua"), "w") as f:
             f.write("return 42\n")

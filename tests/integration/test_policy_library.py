@@ -9,14 +9,13 @@ import base64
 import hashlib
 import hmac
 import os
-import socket
 import sys
 import tempfile
 import time
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-from fe_harness import T, EdgeTestCase, HttpConn, Synth
+from fe_harness import T, EdgeTestCase, HttpConn, Synth, free_port
 from fe_mmdb import write_country_db
 
 SECRET = "s3cret key"
@@ -32,11 +31,7 @@ def signed(path, expires, ip="", sign_path=None):
 
 
 def dead_base():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return "http://127.0.0.1:%d/live/" % port
+    return "http://127.0.0.1:%d/live/" % free_port()
 
 
 class PolicyCase(EdgeTestCase):

@@ -19,6 +19,8 @@ class RoutingTest(EdgeTestCase):
         for o in (self.a, self.b, self.c, self.d):
             o.route("/live/s.flv", Synth())
         self.edge = self.start_edge({"resources": [
+            {"name": "v6", "host": "[::1]", "prefix": "/flv/", "type": "live",
+             "origin": self.a.url("/live/")},
             {"name": "exact", "host": "a.example.com", "prefix": "/flv/", "type": "live",
              "origin": self.a.url("/live/")},
             {"name": "wild", "host": "*.example.com", "prefix": "/flv/", "type": "live",
@@ -41,6 +43,9 @@ class RoutingTest(EdgeTestCase):
 
     def test_host_is_case_insensitive(self):
         self.assertEqual(self.pulls("A.Example.COM"), [self.a])
+
+    def test_ipv6_literal_host_with_port(self):
+        self.assertEqual(self.pulls("[::1]:8080"), [self.a])
 
     def test_wildcard_host(self):
         self.assertEqual(self.pulls("x.example.com"), [self.b])
