@@ -22,6 +22,8 @@ typedef struct fe_main {
   int stopping;
   /* what to load again on SIGHUP */
   const char *config_path, *listen, *origin, *policy;
+  int workers;           /* --workers, 0: the config's */
+  int log_level_set;     /* --log-level wins over the config's, on reload too */
   char *pid_file;
 } fe_main;
 
@@ -30,15 +32,34 @@ static const char *fe_env_or(const char *name, const char *fallback) {
   return v && *v ? v : fallback;
 }
 
-/* Loads the config and, when any resource has a policy, a fresh Lua state with the policies. */
-static int fe_load(const fe_main *m, fe_config *cfg, fe_lua **lua, char *err, size_t errlen) {
-  *lua = NULL;
+static void fe_unref_all(fe_lua **luas, int n) {
+  for (int i = 0; i < n; i++)
+    fe_lua_unref(luas[i]);
+  free(luas);
+}
+
+/* Loads the config and, when any resource has a policy, a fresh Lua state with the policies for
+ * each of `nloops` loops (0: as many as the config asks for). All or nothing: a policy that fails
+ * in one state changes no loop. */
+static int fe_load(const fe_main *m, int nloops, fe_config *cfg, fe_lua ***luas, char *err,
+                   size_t errlen) {
+  *luas = NULL;
   int rc = m->config_path ? fe_config_load(cfg, m->config_path, err, errlen)
                           : fe_config_quick(cfg, m->listen, m->origin, err, errlen);
   if (rc < 0)
     return -1;
+  if (m->workers)
+    cfg->workers = m->workers;
+  if (nloops == 0)
+    nloops = fe_config_workers(cfg);
+  *luas = calloc((size_t)nloops, sizeof(fe_lua *));
+  if (!*luas) {
+    snprintf(err, errlen, "out of memory");
+    fe_config_free(cfg);
+    return -1;
+  }
   if (!cfg->has_policies && !m->policy && !cfg->geoip_db)
-    return 0;
+    return nloops;
   fe_lua_opts lo = {
       .config_path = m->config_path,
       .quick_policy = m->policy,
@@ -48,12 +69,15 @@ static int fe_load(const fe_main *m, fe_config *cfg, fe_lua **lua, char *err, si
       .budget = cfg->lua_budget,
       .geoip_db = cfg->geoip_db,
   };
-  *lua = fe_lua_open(&lo, err, errlen);
-  if (!*lua) {
-    fe_config_free(cfg);
-    return -1;
+  for (int i = 0; i < nloops; i++) {
+    if (!((*luas)[i] = fe_lua_open(&lo, err, errlen))) {
+      fe_unref_all(*luas, nloops);
+      *luas = NULL;
+      fe_config_free(cfg);
+      return -1;
+    }
   }
-  return 0;
+  return nloops;
 }
 
 static void fe_on_reload(uv_signal_t *sig, int signum) {
@@ -61,21 +85,24 @@ static void fe_on_reload(uv_signal_t *sig, int signum) {
   if (m->stopping)
     return;
   fe_config cfg;
-  fe_lua *lua;
+  fe_lua **luas;
   char err[1024];
-  if (fe_load(m, &cfg, &lua, err, sizeof(err)) < 0) {
+  int n = fe_load(m, fe_server_workers(m->server), &cfg, &luas, err, sizeof(err));
+  if (n < 0) {
     fe_error("reload failed, the running config and policies stay in force: %s: %s",
              m->config_path ? m->config_path : "quick mode", err);
     return;
   }
   int level = cfg.log_level;
-  if (fe_server_reload(m->server, &cfg, lua) < 0) {
+  if (fe_server_reload(m->server, &cfg, luas) < 0) {
     fe_error("reload failed: out of memory");
     fe_config_free(&cfg);
-    fe_lua_unref(lua);
+    fe_unref_all(luas, n);
     return;
   }
-  fe_log_level = level;
+  free(luas);
+  if (!m->log_level_set)
+    fe_log_set_level(level);
   fe_info("reloaded %s", m->config_path ? m->config_path : "the policy");
 }
 
@@ -122,12 +149,15 @@ static void fe_usage(FILE *out) {
           "       flvedge --listen HOST:PORT --origin URL [--policy FILE.lua]\n"
           "                                  quick live proxy, no config file\n"
           "       flvedge -v                 print the version\n"
-          "options: --log-level debug|info|warn|error, --pid-file PATH\n");
+          "options: --log-level debug|info|warn|error, --pid-file PATH,\n"
+          "         --workers N|auto         loops (threads); default: the config's, else auto\n");
 }
 
 static void fe_on_stopped(void *ud) {
   fe_main *m = ud;
   fe_info("stopped");
+  /* A signal in the last moments must not take the default action (and leave the pid file). */
+  signal(SIGHUP, SIG_IGN);
   uv_close((uv_handle_t *)&m->sigterm, NULL);
   uv_close((uv_handle_t *)&m->sigint, NULL);
   uv_close((uv_handle_t *)&m->sighup, NULL);
@@ -172,6 +202,18 @@ int main(int argc, char **argv) {
       pid_file = argv[++i];
     } else if (strcmp(a, "--log-level") == 0 && has_value) {
       level = argv[++i];
+    } else if (strcmp(a, "--workers") == 0 && has_value) {
+      const char *v = argv[++i];
+      char *end;
+      long n = strtol(v, &end, 10);
+      if (strcmp(v, "auto") == 0) {
+        m.workers = 0;
+      } else if (*end || n < 1 || n > 64) {
+        fprintf(stderr, "flvedge: --workers: expected auto or a number from 1 to 64\n");
+        return 1;
+      } else {
+        m.workers = (int)n;
+      }
     } else {
       fprintf(stderr, "flvedge: unknown or incomplete option \"%s\"\n", a);
       fe_usage(stderr);
@@ -192,27 +234,30 @@ int main(int argc, char **argv) {
   }
 
   fe_config cfg;
-  fe_lua *lua = NULL;
+  fe_lua **luas = NULL;
   char err[1024];
   if (signal_what && !m.config_path)
     return fe_signal_running(signal_what, pid_file);
-  if (fe_load(&m, &cfg, &lua, err, sizeof(err)) < 0) {
+  /* -s and -t need one policy state at most: checking it is what they are for. */
+  int nloops = fe_load(&m, signal_what || test_only ? 1 : 0, &cfg, &luas, err, sizeof(err));
+  if (nloops < 0) {
     fprintf(stderr, "flvedge: %s: %s\n", m.config_path ? m.config_path : "quick mode", err);
     return 1;
   }
   if (signal_what) {
     int rc = fe_signal_running(signal_what, pid_file ? pid_file : cfg.pid_file);
     fe_config_free(&cfg);
-    fe_lua_unref(lua);
+    fe_unref_all(luas, nloops);
     return rc;
   }
   if (test_only) {
     printf("flvedge: configuration %s is ok\n", m.config_path ? m.config_path : "(quick mode)");
     fe_config_free(&cfg);
-    fe_lua_unref(lua);
+    fe_unref_all(luas, nloops);
     return 0;
   }
-  fe_log_level = level ? fe_log_parse_level(level) : cfg.log_level;
+  m.log_level_set = level != NULL;
+  fe_log_set_level(level ? fe_log_parse_level(level) : cfg.log_level);
   signal(SIGPIPE, SIG_IGN);
   /* Every viewer is a descriptor: take all the kernel allows this process. */
   struct rlimit rl;
@@ -224,7 +269,9 @@ int main(int argc, char **argv) {
     m.pid_file = strdup(pid_file ? pid_file : cfg.pid_file);
 
   m.loop = uv_default_loop();
-  if (fe_server_start(m.loop, &cfg, lua, &m.server) < 0) {
+  int rc = fe_server_start(m.loop, &cfg, luas, nloops, &m.server);
+  free(luas);
+  if (rc < 0) {
     fe_server_free(m.server);
     uv_run(m.loop, UV_RUN_DEFAULT);
     free(m.pid_file);

@@ -2,11 +2,13 @@
  * The config file is trusted operator code: it runs in a throwaway LuaJIT state that is closed as
  * soon as the table has been copied into plain C structs, so nothing on the request path touches it.
  */
+#define _GNU_SOURCE /* sched_getaffinity */
 #include "config/fe_config.h"
 
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,6 +254,27 @@ static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
 
   if (fe_cfg_string(r, top, "", "log_level", 0, &level) < 0)
     return -1;
+  lua_getfield(L, top, "workers");
+  if (lua_type(L, -1) == LUA_TNUMBER) {
+    double w = lua_tonumber(L, -1);
+    if (w < 1 || w > 64 || w != (int)w)
+      return fe_cfg_fail(r, "workers: expected \"auto\" or a whole number from 1 to 64");
+    cfg->workers = (int)w;
+  } else if (!(lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "auto") == 0) &&
+             !lua_isnil(L, -1)) {
+    return fe_cfg_fail(r, "workers: expected \"auto\" or a whole number from 1 to 64");
+  }
+  lua_pop(L, 1);
+  char *mode = NULL;
+  if (fe_cfg_string(r, top, "", "listen_mode", 0, &mode) < 0)
+    return -1;
+  if (mode) {
+    int ok = strcmp(mode, "reuseport") == 0 || strcmp(mode, "shared") == 0;
+    cfg->listen_mode = strcmp(mode, "shared") == 0 ? FE_LISTEN_SHARED : FE_LISTEN_REUSEPORT;
+    free(mode);
+    if (!ok)
+      return fe_cfg_fail(r, "listen_mode: expected \"reuseport\" or \"shared\"");
+  }
   if (level) {
     cfg->log_level = fe_log_parse_level(level);
     free(level);
@@ -366,6 +389,14 @@ int fe_config_quick(fe_config *cfg, const char *listen, const char *origin, char
   res->type = FE_RES_LIVE;
   res->origin = fe_strdup(origin);
   return 0;
+}
+
+int fe_config_workers(const fe_config *cfg) {
+  if (cfg->workers > 0)
+    return cfg->workers;
+  cpu_set_t set;
+  int n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+  return n < 1 ? 1 : n > 64 ? 64 : n;
 }
 
 void fe_config_free(fe_config *cfg) {

@@ -32,8 +32,12 @@ typedef struct fe_resource {
   int has_policy; /* `policy` is set: the Lua state resolves it */
 } fe_resource;
 
+enum { FE_LISTEN_REUSEPORT, FE_LISTEN_SHARED }; /* how connections reach the loops */
+
 typedef struct fe_config {
   char *path;        /* the file it came from, or NULL in quick mode */
+  int workers;       /* loops (threads); 0: "auto", the CPUs this process may run on */
+  int listen_mode;   /* FE_LISTEN_* */
   char **listen;     /* "host:port" */
   int nlisten;
   int log_level;
@@ -56,6 +60,8 @@ typedef struct fe_config {
 int fe_config_load(fe_config *cfg, const char *path, char *err, size_t errlen);
 /** Quick mode: one live resource at "/" pulling `origin`, everything else at its default. */
 int fe_config_quick(fe_config *cfg, const char *listen, const char *origin, char *err, size_t errlen);
+/** The loops to run: `workers`, or for "auto" the CPUs in this process's affinity mask. */
+int fe_config_workers(const fe_config *cfg);
 void fe_config_free(fe_config *cfg);
 
 /** The resource serving host+path: of those whose host matches, the longest prefix (the first on

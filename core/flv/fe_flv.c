@@ -341,6 +341,15 @@ uint32_t fe_flv_get_timestamp(const uint8_t *tag_header) {
   return (uint32_t)tag_header[7] << 24 | fe_flv_be24(tag_header + 4);
 }
 
+void fe_flv_set_prev_size(uint8_t *tag, uint32_t size) {
+  uint32_t prev = FE_FLV_TAG_HEADER_SIZE + size;
+  uint8_t *p = tag + FE_FLV_TAG_HEADER_SIZE + size;
+  p[0] = (uint8_t)(prev >> 24);
+  p[1] = (uint8_t)(prev >> 16);
+  p[2] = (uint8_t)(prev >> 8);
+  p[3] = (uint8_t)prev;
+}
+
 void fe_flv_write_file_header(uint8_t out[FE_FLV_FILE_HEADER_SIZE], uint8_t type_flags) {
   static const uint8_t header[FE_FLV_FILE_HEADER_SIZE] = {'F', 'L', 'V', 1, 0, 0, 0, 0, 9, 0, 0, 0, 0};
   memcpy(out, header, sizeof(header));

@@ -88,6 +88,8 @@ void fe_flv_classify(fe_flv_tag *tag);
 void fe_flv_set_timestamp(uint8_t *tag_header, uint32_t ts);
 /** Reads the timestamp from an 11-byte tag header. */
 uint32_t fe_flv_get_timestamp(const uint8_t *tag_header);
+/** Writes a correct PreviousTagSize (11 + size) after the payload of a tag of `size` bytes. */
+void fe_flv_set_prev_size(uint8_t *tag, uint32_t size);
 /** Writes the 9-byte FLV file header plus PreviousTagSize0 = 0 into out (13 bytes). */
 void fe_flv_write_file_header(uint8_t out[FE_FLV_FILE_HEADER_SIZE], uint8_t type_flags);
 /** A human-readable string for a FE_FLV_E* code. */

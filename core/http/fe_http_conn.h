@@ -1,4 +1,9 @@
-/* Internal to http/: the server, its config generations, and the client connection. */
+/*
+ * Internal to http/: a loop's worker (its config generation and connections) and the client
+ * connection: its lifetime, request parsing (llhttp), send queue, finite responses and the access
+ * log. A complete request head goes to the worker's `route` function (the router); the connection
+ * code knows no resource kind.
+ */
 #ifndef FE_HTTP_CONN_H
 #define FE_HTTP_CONN_H
 
@@ -9,46 +14,68 @@
 
 #include "config/fe_config.h"
 #include "hub/fe_hub.h"
+#include "loop/fe_loop.h"
 #include "lua/fe_lua.h"
+#include "net/fe_net.h"
+#include "str/fe_str.h"
 
 #define FE_MAX_HEADERS 48
 
 enum { FE_CS_READING, FE_CS_WAITING, FE_CS_LIVE, FE_CS_CLOSING };
 
+/** A config as loaded, shared read-only by every loop's generation of it. */
+typedef struct fe_cfg_shared {
+  fe_config cfg;
+  FILE *access_log; /* NULL: none; stdio locks it per line, so loops may share it */
+  int refs;         /* atomic: one per loop generation */
+} fe_cfg_shared;
+
 /**
- * A config and its policies, as loaded together. Requests hold a reference to the generation they
- * were routed under, so a reload never pulls settings or a Lua state from under a viewer.
+ * A loop's generation: the shared config and this loop's own Lua state for it. Requests hold a
+ * reference to the generation they were routed under, so a reload never pulls settings or a Lua
+ * state from under a viewer. Loop-local refcount.
  */
 typedef struct fe_gen {
-  fe_config cfg;
+  const fe_config *cfg;
+  fe_cfg_shared *shared;
   fe_lua *lua; /* may be NULL: no resource has a policy */
   int refs;
 } fe_gen;
 
+/** Takes a reference of `shared` and `lua` over. NULL when out of memory. */
+fe_gen *fe_gen_new(fe_cfg_shared *shared, fe_lua *lua);
 void fe_gen_ref(fe_gen *g);
 void fe_gen_unref(fe_gen *g);
+void fe_cfg_shared_ref(fe_cfg_shared *s);
+void fe_cfg_shared_unref(fe_cfg_shared *s);
 
-struct fe_server {
-  uv_loop_t *loop;
+struct fe_conn;
+struct fe_server;
+
+/** One loop's share of the server; lives on that loop's thread. */
+typedef struct fe_worker {
+  fe_loop loop;               /* first */
+  struct fe_server *srv;
+  int id;
   fe_gen *gen;                /* the generation new requests use */
-  uv_tcp_t *listeners;
-  int nlisteners;
-  uv_timer_t sweep;
+  fe_hubs *hubs;
+  const fe_metrics *const *all_metrics; /* every loop's counters, for node-wide limits and /metrics */
+  int nloops;
+  /** Answers a complete request head; returns 0 to read the next one or HPE_PAUSED. */
+  int (*route)(struct fe_conn *c);
   struct fe_conn *conns;      /* every open connection */
   int conn_handles;           /* connection handles not yet closed (closing ones included) */
   int stopping;
-  uv_timer_t grace;
-  void (*done)(void *ud);
-  void *done_ud;
-  int open_handles;           /* closed one by one; the last frees the server */
-  int freed;
-  FILE *access_log;           /* NULL: none */
-  char *access_log_path;
-};
+  void (*drained)(struct fe_worker *w); /* the last connection closed while stopping */
+} fe_worker;
+
+static inline fe_worker *fe_worker_of(fe_loop *l) {
+  return (fe_worker *)l;
+}
 
 typedef struct fe_conn {
-  uv_tcp_t tcp;
-  struct fe_server *srv;
+  fe_net net;
+  fe_worker *w;
   struct fe_conn *prev, *next;
   llhttp_t parser;
   int state;
@@ -73,18 +100,25 @@ typedef struct fe_conn {
   char client_ip[48];
   char server_ip[48];
   char host[128];
+  const fe_resource *res;
+  /** Swept every 250 ms while set (a live viewer's slowness check). Returns 1 if it closed c. */
+  int (*on_sweep)(struct fe_conn *c, uint64_t now);
   /* live */
   fe_viewer viewer;
-  const fe_resource *res;
-  uv_write_t wreq;
-  int writing;                /* a uv_write of pinned buffers is in flight */
+  fe_net_write wreq;
+  int writing;                /* a write of pinned buffers is in flight */
   uint64_t write_since;
+  char *head;                 /* the response head, sent with the first writev of media */
+  size_t head_len;
   int chunked;                /* HTTP/1.1: chunked framing; 1.0: close-delimited */
   int head_only;
   char chunk_line[24];
 } fe_conn;
 
-/* fe_http_server.c */
+/** A node-wide gauge: the sum of one fe_metrics field (by offset) over every loop. */
+uint64_t fe_worker_sum(const fe_worker *w, size_t field);
+/** Accepts a connection from a listener of the worker's loop. */
+void fe_conn_accept(fe_worker *w, fe_net_listener *ls);
 /** Looks a request header up by name (any case); returns its value span or NULL. */
 const fe_span *fe_conn_header(const fe_conn *c, const char *name);
 /** Queues a complete response with a copied body; closes the connection after it if `close`. */
@@ -94,22 +128,19 @@ void fe_conn_respond(fe_conn *c, int status, const char *ctype, const char *extr
 size_t fe_conn_cors(const fe_conn *c, char *buf, size_t cap);
 /** Closes the connection (leaving its hub first). Safe to call twice. */
 void fe_conn_close(fe_conn *c);
+/** Closes with a reset: what is still queued for it is stale and is not delivered. */
+void fe_conn_reset(fe_conn *c);
 /** Queues raw bytes (copied) on the connection; `close` closes once they are written. */
 void fe_conn_send(fe_conn *c, const void *data, size_t len, int close);
 /** The request is over: runs the log phase and writes the access log line, once. */
 void fe_conn_request_done(fe_conn *c);
+/** 1 when the request lets the connection stay open for the next one. */
+int fe_conn_keep_alive(const fe_conn *c);
+/** Sweep: deadlines of request heads, and each connection's own check. */
+void fe_conn_sweep(fe_worker *w, uint64_t now);
+/** Stop: closes idle connections; the others finish what they do. */
+void fe_conn_stop_idle(fe_worker *w);
 /** The reason phrase for a status. */
 const char *fe_http_reason(int status);
-
-/* fe_http_live.c */
-/** Serves GET/HEAD of a live stream; the stream name is c->view.stream (fe_live_stream_name). */
-void fe_live_serve(fe_conn *c, const fe_resource *res);
-/** Validates the stream name of a live path: {prefix}{stream}.flv. */
-int fe_live_stream_name(const fe_resource *res, const char *path, size_t len, fe_str *stream);
-/** Sweep: cuts a viewer that stayed behind too long. Returns 1 if it closed the connection. */
-int fe_live_check_slow(fe_conn *c, uint64_t now);
-
-/* fe_http_static.c */
-void fe_static_serve(fe_conn *c, const fe_resource *res, const char *path, size_t path_len);
 
 #endif

@@ -5,11 +5,11 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "http/fe_http_conn.h"
+#include "http/fe_http_handlers.h"
 #include "log/fe_log.h"
-#include "metrics/fe_metrics.h"
+#include "origin/fe_pull.h"
 
-#define FE_LIVE_MAX_IOV 64
+#define FE_LIVE_MAX_IOV 64 /* plus the head, the chunk line and its CRLF */
 #define FE_LIVE_MAX_BYTES (256 * 1024)
 #define FE_STREAM_NAME_MAX 200
 
@@ -25,14 +25,22 @@ static void fe_live_finish(fe_conn *c) {
     fe_conn_close(c);
 }
 
-static void fe_live_on_written(uv_write_t *req, int status) {
-  fe_conn *c = req->data;
+/* The head is written: it goes with the first batch, so a viewer's start is one writev. */
+static void fe_live_head_sent(fe_conn *c) {
+  free(c->head);
+  c->head = NULL;
+  c->head_len = 0;
+}
+
+static void fe_live_on_written(fe_net_write *w, int status) {
+  fe_conn *c = (fe_conn *)((char *)w - offsetof(fe_conn, wreq));
   c->writing = 0;
   if (status < 0) {
     if (status != UV_ECANCELED)
       fe_conn_close(c);
     return;
   }
+  fe_live_head_sent(c);
   fe_hub_viewer_release(&c->viewer);
   fe_live_write(c);
 }
@@ -58,39 +66,46 @@ static int fe_chunk_line(char *out, size_t size) {
 static void fe_live_write(fe_conn *c) {
   if (c->state != FE_CS_LIVE || c->writing)
     return;
-  uv_stream_t *stream = (uv_stream_t *)&c->tcp;
   for (;;) {
-    uv_buf_t iov[FE_LIVE_MAX_IOV + 2];
+    /* [head] [chunk line] media... [CRLF] */
+    uv_buf_t iov[FE_LIVE_MAX_IOV + 3];
     size_t bytes;
-    int n = fe_hub_viewer_fill(&c->viewer, iov + 1, FE_LIVE_MAX_IOV, FE_LIVE_MAX_BYTES, &bytes);
-    if (n == 0) {
+    int n = fe_hub_viewer_fill(&c->viewer, iov + 2, FE_LIVE_MAX_IOV, FE_LIVE_MAX_BYTES, &bytes);
+    if (n == 0 && !c->head) {
       if (fe_hub_viewer_done(&c->viewer))
         fe_live_finish(c);
       return;
     }
-    uv_buf_t *bufs = iov + 1;
+    uv_buf_t *bufs = iov + 2;
     unsigned cnt = (unsigned)n;
     size_t total = bytes;
-    if (c->chunked) {
+    if (c->chunked && n > 0) {
       int hl = fe_chunk_line(c->chunk_line, bytes);
-      iov[0] = uv_buf_init(c->chunk_line, (unsigned)hl);
-      iov[n + 1] = uv_buf_init((char *)"\r\n", 2);
-      bufs = iov;
+      iov[1] = uv_buf_init(c->chunk_line, (unsigned)hl);
+      iov[n + 2] = uv_buf_init((char *)"\r\n", 2);
+      bufs = iov + 1;
       cnt += 2;
       total += (size_t)hl + 2;
     }
-    c->bytes += total;
-    int w = uv_try_write(stream, bufs, cnt);
-    if (w < 0 && w != UV_EAGAIN) {
+    if (c->head) {
+      bufs--;
+      *bufs = uv_buf_init(c->head, (unsigned)c->head_len);
+      cnt++;
+      total += c->head_len;
+    }
+    c->bytes += total - c->head_len; /* the head was counted when it was made */
+    int w = fe_net_try_writev(&c->net, bufs, cnt);
+    if (w < 0) {
       fe_conn_close(c);
       return;
     }
-    fe_stats.bytes_sent += total;
+    FE_METRIC_ADD(&c->w->loop.metrics, bytes_sent, total);
     if (w == (int)total) {
+      fe_live_head_sent(c);
       fe_hub_viewer_release(&c->viewer);
       continue;
     }
-    size_t done = w > 0 ? (size_t)w : 0;
+    size_t done = (size_t)w;
     while (done > 0) {
       if (bufs->len <= done) {
         done -= bufs->len;
@@ -103,9 +118,8 @@ static void fe_live_write(fe_conn *c) {
       }
     }
     c->writing = 1;
-    c->write_since = uv_now(c->srv->loop);
-    c->wreq.data = c;
-    if (uv_write(&c->wreq, stream, bufs, cnt, fe_live_on_written) < 0) {
+    c->write_since = uv_now(&c->w->loop.uv);
+    if (fe_net_writev(&c->net, &c->wreq, bufs, cnt, fe_live_on_written) < 0) {
       c->writing = 0;
       fe_conn_close(c);
     }
@@ -125,7 +139,7 @@ static void fe_live_start(fe_viewer *v, int hit) {
                    "X-Cache-Status: %s\r\n%s\r\n",
                    c->chunked ? 1 : 0, c->chunked ? "Transfer-Encoding: chunked\r\n" : "",
                    hit ? "HIT" : "MISS", cors);
-  fe_metrics_count_status(200);
+  fe_metrics_count_status(&c->w->loop.metrics, 200);
   c->status = 200;
   c->cache_status = hit ? "HIT" : "MISS";
   c->bytes += (size_t)n;
@@ -134,14 +148,18 @@ static void fe_live_start(fe_viewer *v, int hit) {
     fe_conn_send(c, head, (size_t)n, 1);
     return;
   }
+  c->head = malloc((size_t)n);
+  if (!c->head) {
+    fe_conn_close(c);
+    return;
+  }
+  memcpy(c->head, head, (size_t)n);
+  c->head_len = (size_t)n;
   c->state = FE_CS_LIVE;
   /* A bounded kernel buffer: a slow viewer falls behind in the window, where it is moved to a
    * keyframe, instead of sitting seconds behind in a socket buffer autotuned to megabytes. */
-  if (c->res->send_buffer) {
-    int size = (int)c->res->send_buffer;
-    uv_send_buffer_size((uv_handle_t *)&c->tcp, &size);
-  }
-  fe_conn_send(c, head, (size_t)n, 0);
+  if (c->res->send_buffer)
+    fe_net_send_buffer(&c->net, (int)c->res->send_buffer);
   fe_live_write(c);
 }
 
@@ -167,7 +185,10 @@ static const fe_viewer_ops fe_live_ops = {
     .wake = fe_live_wake,
 };
 
-int fe_live_check_slow(fe_conn *c, uint64_t now) {
+/* Swept: cuts a viewer that takes nothing, or stayed behind the window, for too long. */
+static int fe_live_check_slow(fe_conn *c, uint64_t now) {
+  if (c->state != FE_CS_LIVE)
+    return 0; /* still waiting for the stream: behind_since is the MISS mark then */
   uint64_t limit = (uint64_t)(c->res->slow_viewer_timeout * 1000.0);
   const fe_viewer *v = &c->viewer;
   int stuck = c->writing && now - c->write_since > limit;
@@ -177,13 +198,8 @@ int fe_live_check_slow(fe_conn *c, uint64_t now) {
   fe_warn("stream %s: cutting off a viewer %s for more than %.1f s (%llu frames dropped)",
           v->hub ? fe_hub_key(v->hub) : "?", stuck ? "that takes nothing" : "that stayed behind",
           c->res->slow_viewer_timeout, (unsigned long long)v->frames_dropped);
-  fe_stats.viewers_kicked++;
-  /* Reset rather than close: what is still queued for it is stale, do not deliver it. */
-  uv_os_fd_t fd;
-  struct linger lg = {.l_onoff = 1, .l_linger = 0};
-  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-  fe_conn_close(c);
+  FE_METRIC_INC(&c->w->loop.metrics, viewers_kicked);
+  fe_conn_reset(c);
   return 1;
 }
 
@@ -238,13 +254,16 @@ static int fe_live_name_ok(const char *s, size_t len) {
   return 1;
 }
 
-int fe_live_stream_name(const fe_resource *res, const char *path, size_t len, fe_str *stream) {
-  size_t pre = strlen(res->prefix);
-  if (len < pre + 5 || memcmp(path + len - 4, ".flv", 4) != 0)
+int fe_live_prepare(fe_conn *c, const fe_resource *res, const char *rest, size_t len) {
+  fe_str *stream = &c->view.stream;
+  if (len < 5 || memcmp(rest + len - 4, ".flv", 4) != 0 || !fe_live_name_ok(rest, len - 4)) {
+    static const char msg[] = "404 live streams are {prefix}{stream}.flv\n";
+    fe_conn_respond(c, 404, NULL, NULL, msg, sizeof(msg) - 1, !fe_conn_keep_alive(c));
     return -1;
-  stream->p = path + pre;
-  stream->len = len - pre - 4;
-  return fe_live_name_ok(stream->p, stream->len) ? 0 : -1;
+  }
+  stream->p = rest;
+  stream->len = len - 4;
+  return 0;
 }
 
 /* The URL to pull a stream from, by one rule for a resource's origin and for a policy's answer:
@@ -262,12 +281,15 @@ static void fe_live_stream_url(const char *src, fe_str stream, char *out, size_t
 }
 
 /*
- * What the origin phase needs after the request that created the hub is gone: a copy of that
- * request (its head, headers, addresses) and the generation whose policy runs.
+ * What opening the stream's pull needs after the request that asked for it is gone: a copy of that
+ * request (its head, headers, addresses) for the origin phase, and the generation whose resource
+ * and policy apply. Made by the loop that opens the hub; used only if that loop becomes the
+ * stream's owner (otherwise it is relayed and never pulls).
  */
 typedef struct fe_origin_ctx {
   fe_gen *gen;
   int resource;
+  int policy_failed;          /* the origin phase raised: the viewer gets 500 */
   fe_req_view view;
   fe_header hdr[FE_MAX_HEADERS];
   char client_ip[48], server_ip[48], host[128];
@@ -287,6 +309,7 @@ static fe_origin_ctx *fe_origin_ctx_new(fe_conn *c, int resource) {
   x->gen = c->gen;
   fe_gen_ref(x->gen);
   x->resource = resource;
+  x->policy_failed = 0;
   memcpy(x->buf, c->buf, c->len);
   memcpy(x->hdr, c->hdr, sizeof(x->hdr));
   memcpy(x->client_ip, c->client_ip, sizeof(x->client_ip));
@@ -319,8 +342,32 @@ static int fe_origin_ctx_next(void *ud, int attempt, const char *last_error, cha
   return 1;
 }
 
-void fe_live_serve(fe_conn *c, const fe_resource *res) {
-  const fe_config *cfg = &c->gen->cfg;
+/* This loop owns the stream: the first origin is the policy's answer or the resource's. */
+static fe_source *fe_live_open_pull(void *ud, fe_loop *l, const char *key, const fe_sink_ops *ops,
+                                    void *sink) {
+  fe_origin_ctx *x = ud;
+  const fe_resource *res = &x->gen->cfg->resources[x->resource];
+  int policy_origin = (fe_lua_phases(x->gen->lua, x->resource) & FE_LUA_ORIGIN) != 0;
+  char got[4096], url[4096];
+  int rc = policy_origin ? fe_lua_origin(x->gen->lua, x->resource, 0, &x->view, 1, NULL, got, sizeof(got)) : 0;
+  if (rc < 0) {
+    x->policy_failed = 1;
+    return NULL;
+  }
+  fe_live_stream_url(rc == 1 ? got : res->origin, x->view.stream, url, sizeof(url));
+  fe_pull_opts po = {
+      .key = key,
+      .connect_timeout = res->origin_connect_timeout,
+      .read_timeout = res->origin_read_timeout,
+      .max_tag_size = res->max_tag_size,
+      .next_origin = policy_origin ? fe_origin_ctx_next : NULL,
+      .ud = x,
+  };
+  return fe_pull_open(l, url, &po, ops, sink);
+}
+
+void fe_live_serve(fe_conn *c, const fe_resource *res, const char *rest, size_t len) {
+  fe_worker *w = c->w;
   const char *msg = NULL;
   fe_str stream = c->view.stream;
   int want = fe_live_want(c->view.query.p, c->view.query.len, &msg);
@@ -328,49 +375,42 @@ void fe_live_serve(fe_conn *c, const fe_resource *res) {
     fe_conn_respond(c, 400, NULL, NULL, msg, strlen(msg), 1);
     return;
   }
-  if (fe_stats.viewers >= cfg->max_viewers) {
+  if (fe_worker_sum(w, offsetof(fe_metrics, viewers)) >= c->gen->cfg->max_viewers) {
     static const char full[] = "503 too many viewers on this server\n";
     fe_conn_respond(c, 503, NULL, "Retry-After: 5\r\n", full, sizeof(full) - 1, 1);
     return;
   }
   char key[FE_STREAM_NAME_MAX + 128];
   snprintf(key, sizeof(key), "%s/%.*s", res->name, (int)stream.len, stream.p);
-  fe_hub *hub = fe_hub_find(key);
+  fe_hub *hub = fe_hub_find(w->hubs, key);
   if (!hub) {
-    char got[4096], url[4096];
-    int idx = (int)(res - cfg->resources);
-    int policy_origin = (fe_lua_phases(c->gen->lua, idx) & FE_LUA_ORIGIN) != 0;
-    int rc = policy_origin ? fe_lua_origin(c->gen->lua, idx, c->id, &c->view, 1, NULL, got, sizeof(got)) : 0;
-    if (rc < 0) {
-      fe_conn_respond(c, 500, NULL, NULL, "500 policy error\n", 17, 1);
-      return;
-    }
-    fe_live_stream_url(rc == 1 ? got : res->origin, stream, url, sizeof(url));
     fe_hub_opts opts = {
         .window_seconds = res->window_seconds,
         .window_bytes = res->window_bytes,
         .merge_ms = res->merge_ms,
         .linger = res->linger,
         .max_viewers = res->max_viewers_per_stream,
-        .max_tag_size = res->max_tag_size,
-        .origin_connect_timeout = res->origin_connect_timeout,
-        .origin_read_timeout = res->origin_read_timeout,
+        .open_pull = fe_live_open_pull,
+        .pull_ud = fe_origin_ctx_new(c, (int)(res - c->gen->cfg->resources)),
+        .free_pull_ud = fe_origin_ctx_free,
     };
-    if (policy_origin && (opts.origin_ud = fe_origin_ctx_new(c, idx))) {
-      opts.next_origin = fe_origin_ctx_next;
-      opts.free_origin_ud = fe_origin_ctx_free;
-    }
-    hub = fe_hub_create(c->srv->loop, key, url, &opts);
+    if (opts.pull_ud)
+      hub = fe_hub_open(w->hubs, key, &opts);
     if (!hub) {
-      if (opts.origin_ud)
-        fe_origin_ctx_free(opts.origin_ud);
-      fe_conn_respond(c, 503, NULL, NULL, "503 out of memory\n", 18, 1);
+      int policy_failed = opts.pull_ud && ((fe_origin_ctx *)opts.pull_ud)->policy_failed;
+      if (opts.pull_ud)
+        fe_origin_ctx_free(opts.pull_ud);
+      if (policy_failed)
+        fe_conn_respond(c, 500, NULL, NULL, "500 policy error\n", 17, 1);
+      else
+        fe_conn_respond(c, 503, NULL, NULL, "503 out of memory\n", 18, 1);
       return;
     }
   }
   c->state = FE_CS_WAITING;
   c->chunked = c->parser.http_major == 1 && c->parser.http_minor >= 1;
   c->head_only = c->parser.method == HTTP_HEAD;
+  c->on_sweep = fe_live_check_slow;
   int rc = fe_hub_join(hub, &c->viewer, &fe_live_ops, (uint8_t)want);
   if (rc < 0) {
     static const char full[] = "503 too many viewers on this stream\n";

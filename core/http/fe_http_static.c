@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "http/fe_http_conn.h"
+#include "http/fe_http_handlers.h"
 
 #define FE_STATIC_MAX (64u << 20)
 

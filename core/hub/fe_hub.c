@@ -6,16 +6,13 @@
 
 #include "flv/fe_flv.h"
 #include "log/fe_log.h"
-#include "metrics/fe_metrics.h"
-#include "origin/fe_origin.h"
 
 #define FE_BLOCK_SIZE (64 * 1024)
 #define FE_WINDOW_MAX_TAGS 65536     /* bounds the index however small the tags */
-#define FE_ERROR_BODY_MAX (64 * 1024) /* an origin's error body passed on to viewers */
 #define FE_NO_SEQ UINT64_MAX
 #define FE_HUB_BUCKETS 1024
 #define FE_READY_FALLBACK_TAGS 600   /* start viewers without a keyframe after this many tags */
-#define FE_MAX_ORIGIN_ATTEMPTS 16
+#define FE_MAX_REOPENS 4             /* a relay whose owner went away: claim again this often */
 
 enum { FE_HS_CONNECTING, FE_HS_LIVE, FE_HS_ENDED };
 enum { FE_VS_WAITING, FE_VS_PREFIX, FE_VS_KEYWAIT, FE_VS_LIVE };
@@ -26,23 +23,38 @@ typedef struct fe_tagref {
   uint8_t type, flags;
 } fe_tagref;
 
+struct fe_hubs {
+  fe_loop *loop;
+  fe_relay_node *node;
+  fe_hub *table[FE_HUB_BUCKETS];
+};
+
 struct fe_hub {
-  uv_loop_t *loop;
+  fe_hubs *t;
+  fe_loop *loop;
   char *key;
   fe_hub *hnext;              /* stream table chain */
   int in_table;
   int state;
-  int closing;                /* destroy started: waiting for handles */
+  int closing;                /* destroy started: the memory goes at the loop's safe point */
   int handles;
+  fe_deferred defer;
   fe_hub_opts opts;
-  fe_origin *origin;
-  fe_flv_parser parser;
+  fe_source *src;
+  int owner;                  /* this loop claimed the stream: its pull is here */
+  int relayed;                /* fed by the owner loop: timestamps come rebased already */
+  int reopens;
   uv_timer_t linger_timer;
   uv_timer_t merge_timer;
   /* viewers */
   fe_viewer *viewers;
   uint32_t nviewers;
   int had_viewer;             /* the first join is the MISS */
+  /* other loops fed from here */
+  fe_relay_ch *subs;
+  uint32_t nsubs;
+  fe_relay_count *count;      /* the stream's viewers on every loop */
+  fe_relay_count own_count;   /* the count when there is no other loop */
   /* window */
   fe_tagref *tags;
   uint64_t mask, head, tail;  /* tags[seq & mask] for head <= seq < tail */
@@ -51,52 +63,43 @@ struct fe_hub {
   fe_block *cur;              /* block being appended to (the hub holds a ref) */
   int dirty;                  /* tags appended since the last flush */
   /* join prefix */
+  uint8_t flv_flags;          /* from the source's FLV header */
   uint8_t seen_flags;         /* track types seen */
+  uint8_t headers[4][FE_FLV_FILE_HEADER_SIZE]; /* the FLV header for each track choice */
   fe_block *meta, *vseq, *aseq;
   /* timestamps */
   int64_t ts_offset;
   uint32_t last_ts;
   int have_ts;
-  /* an origin error response, passed on as it is */
-  int attempt;                /* origin attempts so far */
-  int err_status;
-  char err_ctype[128];
-  uint8_t *err_body;
-  size_t err_len;
 };
 
-static fe_hub *fe_hub_table[FE_HUB_BUCKETS];
-
-static const uint8_t fe_flv_headers[4][FE_FLV_FILE_HEADER_SIZE] = {
-    {'F', 'L', 'V', 1, 0, 0, 0, 0, 9, 0, 0, 0, 0},
-    {'F', 'L', 'V', 1, FE_FLV_HAS_VIDEO, 0, 0, 0, 9, 0, 0, 0, 0},
-    {'F', 'L', 'V', 1, FE_FLV_HAS_AUDIO, 0, 0, 0, 9, 0, 0, 0, 0},
-    {'F', 'L', 'V', 1, FE_FLV_HAS_AUDIO | FE_FLV_HAS_VIDEO, 0, 0, 0, 9, 0, 0, 0, 0},
-};
+static void fe_hub_relay_flush(fe_hub *h);
+static int fe_hub_reopen(fe_hub *h);
 
 /* ---- blocks -------------------------------------------------------------------------------- */
 
-static fe_block *fe_block_new(uint32_t cap) {
+static fe_block *fe_block_new(fe_hub *h, uint32_t cap) {
   fe_block *b = malloc(sizeof(*b) + cap);
   if (!b)
     return NULL;
   b->refs = 1;
   b->len = 0;
   b->cap = cap;
-  fe_stats.window_bytes += cap;
+  b->metrics = &h->loop->metrics;
+  FE_METRIC_ADD(b->metrics, window_bytes, cap);
   return b;
 }
 
 void fe_block_release(fe_block *b) {
   assert(b->refs > 0);
   if (--b->refs == 0) {
-    fe_stats.window_bytes -= b->cap;
+    FE_METRIC_ADD(b->metrics, window_bytes, -(int64_t)b->cap);
     free(b);
   }
 }
 
-static fe_block *fe_block_copy(const uint8_t *data, uint32_t len) {
-  fe_block *b = fe_block_new(len);
+static fe_block *fe_block_copy(fe_hub *h, const uint8_t *data, uint32_t len) {
+  fe_block *b = fe_block_new(h, len);
   if (b) {
     memcpy(b->data, data, len);
     b->len = len;
@@ -113,17 +116,21 @@ static unsigned fe_hash(const char *s) {
   return h % FE_HUB_BUCKETS;
 }
 
-fe_hub *fe_hub_find(const char *key) {
-  for (fe_hub *h = fe_hub_table[fe_hash(key)]; h; h = h->hnext)
+fe_hub *fe_hub_find(fe_hubs *t, const char *key) {
+  for (fe_hub *h = t->table[fe_hash(key)]; h; h = h->hnext)
     if (strcmp(h->key, key) == 0)
       return h;
   return NULL;
 }
 
+/* Off the table and out of the registry: the next viewer starts afresh. */
 static void fe_hub_unlist(fe_hub *h) {
+  if (h->owner && h->t->node)
+    fe_relay_unclaim(h->t->node, h->loop->id, h->key);
+  h->owner = 0;
   if (!h->in_table)
     return;
-  fe_hub **pp = &fe_hub_table[fe_hash(h->key)];
+  fe_hub **pp = &h->t->table[fe_hash(h->key)];
   while (*pp != h)
     pp = &(*pp)->hnext;
   *pp = h->hnext;
@@ -140,40 +147,62 @@ static void fe_hub_on_handle_closed(uv_handle_t *handle) {
   fe_hub *h = handle->data;
   if (--h->handles > 0)
     return;
-  if (h->opts.free_origin_ud)
-    h->opts.free_origin_ud(h->opts.origin_ud);
+  if (h->opts.free_pull_ud)
+    h->opts.free_pull_ud(h->opts.pull_ud);
+  if (h->count != &h->own_count)
+    fe_relay_count_unref(h->count);
   free(h->key);
   free(h->tags);
-  free(h->err_body);
   free(h);
 }
 
-/* Frees everything once no viewer is attached; the memory goes when libuv has closed the timers. */
+/* The loop's safe point: nobody up the stack uses the hub any more. */
+static void fe_hub_free(fe_deferred *d) {
+  fe_hub *h = (fe_hub *)((char *)d - offsetof(fe_hub, defer));
+  for (uint64_t s = h->head; s < h->tail; s++)
+    fe_block_release(h->tags[s & h->mask].blk);
+  fe_block **kept[] = {&h->cur, &h->meta, &h->vseq, &h->aseq};
+  for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++)
+    if (*kept[i])
+      fe_block_release(*kept[i]);
+  uv_close((uv_handle_t *)&h->linger_timer, fe_hub_on_handle_closed);
+  uv_close((uv_handle_t *)&h->merge_timer, fe_hub_on_handle_closed);
+}
+
+static void fe_hub_close_source(fe_hub *h) {
+  if (h->src)
+    h->src->close(h->src);
+  h->src = NULL;
+}
+
+/* Lets every subscribed loop go: a started one is told the stream's end (err), one still waiting
+ * to open it again. */
+static void fe_hub_drop_subs(fe_hub *h, int err) {
+  while (h->subs) {
+    fe_relay_ch *ch = h->subs;
+    h->subs = ch->pub_next;
+    fe_relay_send_end(ch, ch->started ? err : FE_SOURCE_ERETRY);
+    fe_relay_ch_owner_drop(ch);
+  }
+  FE_METRIC_ADD(&h->loop->metrics, relay_subscribers, -(int64_t)h->nsubs);
+  h->nsubs = 0;
+}
+
+/* Once no viewer is attached: stops everything now, frees at the loop's safe point. */
 static void fe_hub_destroy(fe_hub *h) {
   assert(h->nviewers == 0);
   if (h->closing)
     return;
   h->closing = 1;
+  h->state = FE_HS_ENDED;
   fe_hub_unlist(h);
-  if (h->origin)
-    fe_origin_close(h->origin);
-  h->origin = NULL;
-  fe_flv_parser_free(&h->parser);
-  for (uint64_t s = h->head; s < h->tail; s++)
-    fe_block_release(h->tags[s & h->mask].blk);
-  if (h->cur)
-    fe_block_release(h->cur);
-  if (h->meta)
-    fe_block_release(h->meta);
-  if (h->vseq)
-    fe_block_release(h->vseq);
-  if (h->aseq)
-    fe_block_release(h->aseq);
-  h->bytes = 0;
-  fe_stats.streams--;
+  fe_hub_close_source(h);
+  fe_hub_drop_subs(h, FE_SOURCE_ERETRY);
+  uv_timer_stop(&h->linger_timer);
+  uv_timer_stop(&h->merge_timer);
+  FE_METRIC_ADD(&h->loop->metrics, streams, -1);
   fe_debug("stream %s: closed", h->key);
-  uv_close((uv_handle_t *)&h->linger_timer, fe_hub_on_handle_closed);
-  uv_close((uv_handle_t *)&h->merge_timer, fe_hub_on_handle_closed);
+  fe_loop_defer(h->loop, &h->defer, fe_hub_free);
 }
 
 static void fe_hub_wake_all(fe_hub *h) {
@@ -186,14 +215,14 @@ static void fe_hub_wake_all(fe_hub *h) {
 }
 
 /* The stream is over (origin end, error, shutdown): viewers drain what they have, then end. */
-static void fe_hub_end(fe_hub *h) {
+static void fe_hub_end(fe_hub *h, int err) {
   if (h->state == FE_HS_ENDED)
     return;
+  fe_hub_relay_flush(h);
   h->state = FE_HS_ENDED;
   fe_hub_unlist(h);
-  if (h->origin)
-    fe_origin_close(h->origin);
-  h->origin = NULL;
+  fe_hub_close_source(h);
+  fe_hub_drop_subs(h, err);
   uv_timer_stop(&h->merge_timer);
   if (h->nviewers == 0) {
     fe_hub_destroy(h);
@@ -212,28 +241,22 @@ static void fe_hub_detach(fe_hub *h, fe_viewer *v) {
   v->prev = v->next = NULL;
   v->hub = NULL;
   h->nviewers--;
-  fe_stats.viewers--;
-}
-
-/* Before the stream started: every waiting viewer gets the same status and body. */
-static void fe_hub_fail_all(fe_hub *h, int status, const char *ctype, const uint8_t *body, size_t len) {
-  while (h->viewers) {
-    fe_viewer *v = h->viewers;
-    fe_hub_detach(h, v);
-    v->ops->fail(v, status, ctype, body, len);
-  }
-  fe_hub_destroy(h);
+  __atomic_sub_fetch(&h->count->viewers, 1, __ATOMIC_RELAXED);
+  FE_METRIC_ADD(&h->loop->metrics, viewers, -1);
 }
 
 static void fe_hub_on_linger(uv_timer_t *t) {
   fe_hub *h = t->data;
-  fe_debug("stream %s: no viewer for the linger time, closing the origin", h->key);
+  fe_debug("stream %s: no viewer on any loop for the linger time, closing the origin", h->key);
   fe_hub_destroy(h);
 }
 
-/* No viewer left: an ended stream goes now, a live one after the linger. */
+/* No viewer here and no loop fed from here: a pull lingers, a relay goes at once (the owner
+ * lingers for the whole node). */
 static void fe_hub_idle(fe_hub *h) {
-  if (h->state == FE_HS_LIVE && h->opts.linger > 0)
+  if (h->nviewers > 0 || h->nsubs > 0 || h->closing)
+    return;
+  if (h->state == FE_HS_LIVE && h->opts.linger > 0 && !h->relayed)
     uv_timer_start(&h->linger_timer, fe_hub_on_linger, (uint64_t)(h->opts.linger * 1000.0), 0);
   else
     fe_hub_destroy(h);
@@ -285,8 +308,13 @@ static void fe_hub_trim(fe_hub *h) {
 }
 
 /* Keeps timestamps monotonic whatever the origin does: a jump back of more than a second (origin
- * restart, loop) is rebased to continue from the last one; small reorderings are clamped. */
+ * restart, loop) is rebased to continue from the last one; small reorderings are clamped. A relay
+ * carries the owner's output, which is monotonic already: rebasing it again could only differ. */
 static uint32_t fe_hub_timestamp(fe_hub *h, uint32_t ts) {
+  if (h->relayed) {
+    h->last_ts = ts > h->last_ts ? ts : h->last_ts;
+    return ts;
+  }
   int64_t out = (int64_t)ts + h->ts_offset;
   if (h->have_ts && out < (int64_t)h->last_ts) {
     if ((int64_t)h->last_ts - out > 1000)
@@ -300,8 +328,8 @@ static uint32_t fe_hub_timestamp(fe_hub *h, uint32_t ts) {
   return (uint32_t)out;
 }
 
-static void fe_hub_keep(fe_block **slot, const uint8_t *data, uint32_t len) {
-  fe_block *b = fe_block_copy(data, len);
+static void fe_hub_keep(fe_hub *h, fe_block **slot, const uint8_t *data, uint32_t len) {
+  fe_block *b = fe_block_copy(h, data, len);
   if (!b)
     return;
   if (*slot)
@@ -309,8 +337,36 @@ static void fe_hub_keep(fe_block **slot, const uint8_t *data, uint32_t len) {
   *slot = b;
 }
 
-static int fe_hub_on_tag(void *ud, const fe_flv_tag *tag) {
-  fe_hub *h = ud;
+/* ---- the sink: what the source delivers ---------------------------------------------------- */
+
+static void fe_hub_sub_start(fe_hub *h, fe_relay_ch *ch);
+
+static void fe_hub_on_start(void *sink, uint8_t flv_flags) {
+  fe_hub *h = sink;
+  if (h->state != FE_HS_CONNECTING)
+    return;
+  h->state = FE_HS_LIVE;
+  h->flv_flags = flv_flags & (FE_FLV_HAS_AUDIO | FE_FLV_HAS_VIDEO);
+  fe_debug("stream %s: started, %u viewer(s) waiting", h->key, h->nviewers);
+  fe_viewer *next;
+  for (fe_viewer *v = h->viewers; v; v = next) {
+    next = v->next;
+    int hit = !v->behind_since;
+    v->behind_since = 0;
+    v->state = FE_VS_PREFIX;
+    v->ops->start(v, hit);
+  }
+  for (fe_relay_ch *ch = h->subs; ch; ch = ch->pub_next)
+    fe_hub_sub_start(h, ch);
+  /* Every viewer left while it was connecting: the linger starts now. */
+  if (h->had_viewer)
+    fe_hub_idle(h);
+}
+
+static int fe_hub_on_tag(void *sink, const fe_flv_tag *tag) {
+  fe_hub *h = sink;
+  if (h->closing || h->state != FE_HS_LIVE)
+    return FE_HUB_ENDED;
   uint32_t len = FE_FLV_TAG_OVERHEAD + tag->size;
   uint32_t ts = fe_hub_timestamp(h, tag->timestamp);
   int key = tag->type == FE_FLV_VIDEO && (tag->flags & FE_FLV_KEYFRAME);
@@ -320,13 +376,16 @@ static int fe_hub_on_tag(void *ud, const fe_flv_tag *tag) {
   else if (tag->type == FE_FLV_VIDEO)
     h->seen_flags |= FE_FLV_HAS_VIDEO;
   /* A batch starts at a keyframe: what came before goes out first. */
-  if (key && h->opts.merge_ms > 0 && h->dirty)
+  if (key && h->opts.merge_ms > 0 && h->dirty) {
     fe_hub_wake_all(h);
+    if (h->closing) /* the last viewer left inside wake */
+      return FE_HUB_ENDED;
+  }
 
   if (!h->cur || h->cur->cap - h->cur->len < len) {
     if (h->cur)
       fe_block_release(h->cur);
-    h->cur = fe_block_new(len > FE_BLOCK_SIZE ? len : FE_BLOCK_SIZE);
+    h->cur = fe_block_new(h, len > FE_BLOCK_SIZE ? len : FE_BLOCK_SIZE);
     if (!h->cur)
       return FE_FLV_ENOMEM;
   }
@@ -336,16 +395,12 @@ static int fe_hub_on_tag(void *ud, const fe_flv_tag *tag) {
   memcpy(dst, tag->data, len);
   fe_flv_set_timestamp(dst, ts);
   /* The edge writes a correct PreviousTagSize whatever the origin sent. */
-  uint32_t prev = FE_FLV_TAG_HEADER_SIZE + tag->size;
-  dst[len - 4] = (uint8_t)(prev >> 24);
-  dst[len - 3] = (uint8_t)(prev >> 16);
-  dst[len - 2] = (uint8_t)(prev >> 8);
-  dst[len - 1] = (uint8_t)prev;
+  fe_flv_set_prev_size(dst, tag->size);
 
   if (tag->flags & FE_FLV_METADATA)
-    fe_hub_keep(&h->meta, dst, len);
+    fe_hub_keep(h, &h->meta, dst, len);
   else if (tag->flags & FE_FLV_SEQ_HEADER)
-    fe_hub_keep(tag->type == FE_FLV_VIDEO ? &h->vseq : &h->aseq, dst, len);
+    fe_hub_keep(h, tag->type == FE_FLV_VIDEO ? &h->vseq : &h->aseq, dst, len);
 
   fe_tagref *t = &h->tags[h->tail & h->mask];
   t->blk = h->cur;
@@ -365,183 +420,270 @@ static int fe_hub_on_tag(void *ud, const fe_flv_tag *tag) {
   return 0;
 }
 
-/* ---- origin callbacks ---------------------------------------------------------------------- */
-
-static void fe_hub_on_response(void *ud, int status, const char *ctype) {
-  fe_hub *h = ud;
-  if (status != 200) {
-    h->err_status = status;
-    snprintf(h->err_ctype, sizeof(h->err_ctype), "%s", ctype ? ctype : "text/plain");
+static void fe_hub_on_flush(void *sink) {
+  fe_hub *h = sink;
+  if (h->state != FE_HS_LIVE || h->closing)
     return;
-  }
-  h->state = FE_HS_LIVE;
-  fe_info("stream %s: origin answered 200, %u viewer(s) waiting", h->key, h->nviewers);
-  fe_viewer *next;
-  for (fe_viewer *v = h->viewers; v; v = next) {
-    next = v->next;
-    int hit = !v->behind_since;
-    v->behind_since = 0;
-    v->state = FE_VS_PREFIX;
-    v->ops->start(v, hit);
-  }
-  if (h->nviewers == 0)
-    fe_hub_idle(h);
-}
-
-static void fe_hub_on_body(void *ud, const uint8_t *data, size_t len) {
-  fe_hub *h = ud;
-  fe_stats.bytes_received += len;
-  if (h->err_status) {
-    size_t room = FE_ERROR_BODY_MAX - h->err_len;
-    if (len > room)
-      len = room;
-    if (len && !h->err_body)
-      h->err_body = malloc(FE_ERROR_BODY_MAX);
-    if (h->err_body) {
-      memcpy(h->err_body + h->err_len, data, len);
-      h->err_len += len;
-    }
-    return;
-  }
-  int rc = fe_flv_parser_feed(&h->parser, data, len, fe_hub_on_tag, h);
-  if (rc < 0 && h->state == FE_HS_LIVE) {
-    fe_error("stream %s: malformed FLV from the origin: %s; ending the stream", h->key,
-             fe_flv_strerror(rc));
-    fe_stats.origin_failures++;
-    fe_hub_end(h);
-  }
-}
-
-static void fe_hub_on_flush(void *ud) {
-  fe_hub *h = ud;
-  if (h->state != FE_HS_LIVE)
-    return;
+  fe_hub_relay_flush(h);
   if (h->dirty && h->opts.merge_ms == 0)
     fe_hub_wake_all(h);
 }
 
-static const fe_origin_cbs fe_hub_origin_cbs;
-
-/* Before the stream started: asks for another origin. Returns 1 when a new pull is under way. */
-static int fe_hub_failover(fe_hub *h, int err) {
-  if (!h->opts.next_origin || h->nviewers == 0 || h->attempt >= FE_MAX_ORIGIN_ATTEMPTS)
-    return 0;
-  char what[64], url[4096];
-  if (h->err_status)
-    snprintf(what, sizeof(what), "status %d", h->err_status);
-  else
-    snprintf(what, sizeof(what), "%s", err == FE_ORIGIN_ETIMEDOUT ? "timeout" : "unreachable");
-  if (h->opts.next_origin(h->opts.origin_ud, h->attempt + 1, what, url, sizeof(url)) != 1)
-    return 0;
-  h->attempt++;
-  fe_warn("stream %s: origin failed (%s); trying %s (attempt %d)", h->key, what, url, h->attempt);
-  fe_origin_close(h->origin);
-  h->err_status = 0;
-  h->err_len = 0;
-  fe_origin_opts oo = {.connect_timeout = h->opts.origin_connect_timeout,
-                       .read_timeout = h->opts.origin_read_timeout,
-                       .max_tag_size = h->opts.max_tag_size};
-  h->origin = fe_origin_open(h->loop, url, &oo, &fe_hub_origin_cbs, h);
-  fe_stats.origin_connects++;
-  return h->origin != NULL;
+/* Before the stream started: every waiting viewer, here and on subscribed loops, gets the same
+ * status and body. */
+static void fe_hub_on_fail(void *sink, int status, const char *ctype, const uint8_t *body, size_t len) {
+  fe_hub *h = sink;
+  if (h->closing)
+    return;
+  while (h->subs) {
+    fe_relay_ch *ch = h->subs;
+    h->subs = ch->pub_next;
+    fe_relay_send_fail(ch, status, ctype, body, len);
+    fe_relay_ch_owner_drop(ch);
+  }
+  FE_METRIC_ADD(&h->loop->metrics, relay_subscribers, -(int64_t)h->nsubs);
+  h->nsubs = 0;
+  while (h->viewers) {
+    fe_viewer *v = h->viewers;
+    fe_hub_detach(h, v);
+    v->ops->fail(v, status, ctype, body, len);
+  }
+  fe_hub_destroy(h);
 }
 
-static void fe_hub_on_end(void *ud, int err) {
-  fe_hub *h = ud;
-  if (h->state == FE_HS_CONNECTING && fe_hub_failover(h, err))
+static void fe_hub_on_end(void *sink, int err) {
+  fe_hub *h = sink;
+  if (h->closing)
     return;
-  if (h->err_status) {
-    fe_info("stream %s: origin answered %d", h->key, h->err_status);
-    fe_hub_fail_all(h, h->err_status, h->err_ctype, h->err_body, h->err_len);
+  if (err == FE_SOURCE_ERETRY && h->state == FE_HS_CONNECTING) {
+    if (fe_hub_reopen(h) == 0)
+      return;
+    static const char msg[] = "502 the stream could not be opened\n";
+    fe_hub_on_fail(h, 502, "text/plain", (const uint8_t *)msg, sizeof(msg) - 1);
     return;
   }
   if (h->state == FE_HS_CONNECTING) {
-    int status = fe_origin_status(err);
-    fe_error("stream %s: %s; answering %d", h->key, fe_origin_strerror(err), status);
-    fe_stats.origin_failures++;
-    const char *msg = status == 504   ? "504 origin timed out\n"
-                      : status == 404 ? "404 no such stream\n"
-                                      : "502 origin unreachable\n";
-    fe_hub_fail_all(h, status, "text/plain", (const uint8_t *)msg, strlen(msg));
+    static const char msg[] = "502 stream ended before it started\n";
+    fe_hub_on_fail(h, 502, "text/plain", (const uint8_t *)msg, sizeof(msg) - 1);
     return;
   }
-  if (err == 0 && fe_flv_parser_finish(&h->parser) < 0)
-    err = FE_FLV_ETRUNC;
-  if (err) {
-    fe_error("stream %s: %s; ending the stream", h->key, fe_origin_strerror(err));
-    fe_stats.origin_failures++;
-  } else {
-    fe_info("stream %s: origin ended the stream", h->key);
-  }
-  fe_hub_end(h);
+  fe_hub_end(h, err);
 }
 
-static const fe_origin_cbs fe_hub_origin_cbs = {
-    .on_response = fe_hub_on_response,
-    .on_body = fe_hub_on_body,
-    .on_flush = fe_hub_on_flush,
-    .on_end = fe_hub_on_end,
+const fe_sink_ops fe_hub_sink = {
+    .start = fe_hub_on_start,
+    .tag = fe_hub_on_tag,
+    .flush = fe_hub_on_flush,
+    .fail = fe_hub_on_fail,
+    .end = fe_hub_on_end,
 };
 
-fe_hub *fe_hub_create(uv_loop_t *loop, const char *key, const char *origin_url, const fe_hub_opts *opts) {
-  fe_hub *h = calloc(1, sizeof(*h));
+/* ---- other loops fed from here ------------------------------------------------------------- */
+
+static size_t fe_hub_span_bytes(const fe_hub *h, uint64_t from) {
+  size_t n = 0;
+  for (uint64_t s = from; s < h->tail; s++)
+    n += h->tags[s & h->mask].len;
+  return n;
+}
+
+static uint8_t *fe_hub_copy_tags(const fe_hub *h, uint8_t *out, uint64_t from) {
+  for (uint64_t s = from; s < h->tail; s++) {
+    const fe_tagref *t = &h->tags[s & h->mask];
+    memcpy(out, t->blk->data + t->off, t->len);
+    out += t->len;
+  }
+  return out;
+}
+
+/* A loop subscribes to a live stream: the start, the join prefix and the whole window, one copy. */
+static void fe_hub_sub_start(fe_hub *h, fe_relay_ch *ch) {
+  fe_relay_send_start(ch, h->flv_flags | h->seen_flags);
+  const fe_block *prefix[] = {h->meta, h->vseq, h->aseq};
+  size_t len = fe_hub_span_bytes(h, h->head);
+  for (int i = 0; i < 3; i++)
+    len += prefix[i] ? prefix[i]->len : 0;
+  uint8_t *p;
+  fe_relay_msg *m = fe_relay_tags_new(len, &p);
+  if (m) {
+    for (int i = 0; i < 3; i++)
+      if (prefix[i]) {
+        memcpy(p, prefix[i]->data, prefix[i]->len);
+        p += prefix[i]->len;
+      }
+    fe_hub_copy_tags(h, p, h->head);
+    FE_METRIC_ADD(&h->loop->metrics, relay_bytes_out, len);
+    fe_relay_send_msg(ch, m);
+  }
+  ch->next = h->tail;
+  ch->started = 1;
+}
+
+/* What came in since the last flush goes to every subscribed loop, one copy each. A loop that
+ * does not take its messages is skipped and, once the window moved past it, resumes at the
+ * newest keyframe, as a slow viewer does. */
+static void fe_hub_relay_flush(fe_hub *h) {
+  for (fe_relay_ch *ch = h->subs; ch; ch = ch->pub_next) {
+    if (!ch->started || ch->next == h->tail)
+      continue;
+    if (ch->next < h->head) {
+      ch->next = h->gop_start != FE_NO_SEQ ? h->gop_start : h->tail;
+      FE_METRIC_INC(&h->loop->metrics, relay_dropped);
+    }
+    if (ch->next == h->tail || fe_relay_queued(ch) > h->opts.window_bytes)
+      continue;
+    size_t len = fe_hub_span_bytes(h, ch->next);
+    uint8_t *p;
+    fe_relay_msg *m = fe_relay_tags_new(len, &p);
+    if (!m)
+      continue;
+    fe_hub_copy_tags(h, p, ch->next);
+    ch->next = h->tail;
+    FE_METRIC_ADD(&h->loop->metrics, relay_bytes_out, len);
+    fe_relay_send_msg(ch, m);
+  }
+}
+
+static void fe_hubs_on_subscribe(void *ud, const char *key, fe_relay_ch *ch) {
+  fe_hubs *t = ud;
+  fe_hub *h = fe_hub_find(t, key);
+  if (!h || !h->owner || h->closing || h->state == FE_HS_ENDED) {
+    fe_relay_send_end(ch, FE_SOURCE_ERETRY);
+    fe_relay_ch_owner_drop(ch);
+    return;
+  }
+  ch->pub = h;
+  ch->pub_next = h->subs;
+  h->subs = ch;
+  h->nsubs++;
+  FE_METRIC_INC(&t->loop->metrics, relay_subscribers);
+  uv_timer_stop(&h->linger_timer);
+  if (h->state == FE_HS_LIVE)
+    fe_hub_sub_start(h, ch);
+}
+
+static void fe_hubs_on_unsubscribe(void *ud, fe_relay_ch *ch) {
+  if (ch->pub_dropped)
+    return;
+  fe_hub *h = ch->pub;
+  fe_relay_ch **pp = &h->subs;
+  while (*pp && *pp != ch)
+    pp = &(*pp)->pub_next;
+  if (*pp) {
+    *pp = ch->pub_next;
+    h->nsubs--;
+    FE_METRIC_ADD(&h->loop->metrics, relay_subscribers, -1);
+  }
+  fe_relay_ch_owner_drop(ch);
+  fe_hub_idle(h);
+}
+
+const fe_relay_handlers fe_hubs_relay_handlers = {
+    .subscribe = fe_hubs_on_subscribe,
+    .unsubscribe = fe_hubs_on_unsubscribe,
+};
+
+/* ---- opening ------------------------------------------------------------------------------- */
+
+/* Finds the stream's source: this loop's own pull when no loop has it, else a relay. */
+static int fe_hub_attach_source(fe_hub *h) {
+  int own = 1;
+  if (h->t->node) {
+    fe_relay_count *count;
+    own = fe_relay_claim(h->t->node, h->loop->id, h->key, &fe_hub_sink, h, &h->src, &count);
+    if (own < 0)
+      return own;
+    if (h->count != &h->own_count) {
+      /* Reopened: the new owner's count; this loop's viewers move over. */
+      __atomic_sub_fetch(&h->count->viewers, (int)h->nviewers, __ATOMIC_RELAXED);
+      fe_relay_count_unref(h->count);
+    }
+    __atomic_add_fetch(&count->viewers, (int)h->nviewers, __ATOMIC_RELAXED);
+    h->count = count;
+  }
+  if (!own) {
+    h->relayed = 1;
+    h->had_viewer = 1; /* the owner loop's first viewer is the MISS */
+    return 0;
+  }
+  h->owner = 1;
+  h->relayed = 0;
+  if (!h->opts.open_pull)
+    return 0; /* fed by the caller through fe_hub_sink */
+  h->src = h->opts.open_pull(h->opts.pull_ud, h->loop, h->key, &fe_hub_sink, h);
+  return h->src ? 0 : UV_ENOMEM;
+}
+
+/* The owner this relay subscribed to went away before the stream started: claim it again. */
+static int fe_hub_reopen(fe_hub *h) {
+  fe_hub_close_source(h);
+  if (++h->reopens > FE_MAX_REOPENS)
+    return -1;
+  fe_debug("stream %s: the owning loop let it go; opening it again", h->key);
+  return fe_hub_attach_source(h);
+}
+
+fe_hubs *fe_hubs_new(fe_loop *l, fe_relay_node *node) {
+  fe_hubs *t = calloc(1, sizeof(*t));
+  if (t) {
+    t->loop = l;
+    t->node = node;
+  }
+  return t;
+}
+
+void fe_hubs_free(fe_hubs *t) {
+  free(t);
+}
+
+fe_hub *fe_hub_open(fe_hubs *t, const char *key, const fe_hub_opts *opts) {
+  fe_hub *h = fe_hub_find(t, key);
+  if (h)
+    return h;
+  h = calloc(1, sizeof(*h));
   if (!h)
     return NULL;
-  h->loop = loop;
+  h->t = t;
+  h->loop = t->loop;
   h->key = strdup(key);
   h->opts = *opts;
   h->mask = 255;
   h->tags = malloc((h->mask + 1) * sizeof(*h->tags));
   h->gop_start = FE_NO_SEQ;
+  h->count = &h->own_count;
   if (!h->key || !h->tags) {
     free(h->key);
     free(h->tags);
     free(h);
     return NULL;
   }
-  fe_flv_parser_init(&h->parser, opts->max_tag_size);
-  uv_timer_init(loop, &h->linger_timer);
-  uv_timer_init(loop, &h->merge_timer);
+  for (int i = 0; i < 4; i++)
+    fe_flv_write_file_header(h->headers[i], (uint8_t)(((i & 2) ? FE_FLV_HAS_AUDIO : 0) |
+                                                      ((i & 1) ? FE_FLV_HAS_VIDEO : 0)));
+  uv_timer_init(&t->loop->uv, &h->linger_timer);
+  uv_timer_init(&t->loop->uv, &h->merge_timer);
   h->linger_timer.data = h->merge_timer.data = h;
   h->handles = 2;
-  fe_origin_opts oo = {.connect_timeout = opts->origin_connect_timeout,
-                       .read_timeout = opts->origin_read_timeout,
-                       .max_tag_size = opts->max_tag_size};
-  h->attempt = 1;
-  if (origin_url)
-    h->origin = fe_origin_open(loop, origin_url, &oo, &fe_hub_origin_cbs, h);
-  else
-    h->state = FE_HS_LIVE;
   unsigned b = fe_hash(key);
-  h->hnext = fe_hub_table[b];
-  fe_hub_table[b] = h;
+  h->hnext = t->table[b];
+  t->table[b] = h;
   h->in_table = 1;
-  if (opts->merge_ms > 0)
-    uv_timer_start(&h->merge_timer, fe_hub_on_merge, opts->merge_ms, opts->merge_ms);
-  fe_stats.streams++;
-  if (!origin_url)
-    return h;
-  fe_stats.origin_connects++;
-  fe_info("stream %s: pulling %s", key, origin_url);
-  if (!h->origin) {
-    /* Out of memory: no hub. The caller answers 503 and still owns origin_ud. */
-    h->opts.free_origin_ud = NULL;
+  FE_METRIC_INC(&t->loop->metrics, streams);
+  if (fe_hub_attach_source(h) < 0) {
+    /* The caller answers 503 and still owns pull_ud. */
+    h->opts.free_pull_ud = NULL;
     fe_hub_destroy(h);
     return NULL;
   }
+  if (opts->merge_ms > 0)
+    uv_timer_start(&h->merge_timer, fe_hub_on_merge, opts->merge_ms, opts->merge_ms);
   return h;
 }
 
-void fe_hub_ingest(fe_hub *h, const uint8_t *data, size_t len) {
-  fe_hub_on_body(h, data, len);
-  if (!h->closing)
-    fe_hub_on_flush(h);
-}
-
-void fe_hub_end_all(void) {
+void fe_hubs_end_all(fe_hubs *t) {
   for (int i = 0; i < FE_HUB_BUCKETS; i++)
-    while (fe_hub_table[i])
-      fe_hub_end(fe_hub_table[i]);
+    while (t->table[i])
+      fe_hub_end(t->table[i], 0);
 }
 
 /* ---- viewers ------------------------------------------------------------------------------- */
@@ -549,8 +691,11 @@ void fe_hub_end_all(void) {
 int fe_hub_join(fe_hub *h, fe_viewer *v, const fe_viewer_ops *ops, uint8_t want) {
   if (h->state == FE_HS_ENDED)
     return FE_HUB_ENDED;
-  if (h->nviewers >= h->opts.max_viewers)
+  /* Node-wide: the count is shared by the stream's hubs on every loop. */
+  if (__atomic_add_fetch(&h->count->viewers, 1, __ATOMIC_RELAXED) > (int)h->opts.max_viewers) {
+    __atomic_sub_fetch(&h->count->viewers, 1, __ATOMIC_RELAXED);
     return FE_HUB_EFULL;
+  }
   v->ops = ops;
   v->hub = h;
   v->want = want;
@@ -565,7 +710,7 @@ int fe_hub_join(fe_hub *h, fe_viewer *v, const fe_viewer_ops *ops, uint8_t want)
     h->viewers->prev = v;
   h->viewers = v;
   h->nviewers++;
-  fe_stats.viewers++;
+  FE_METRIC_INC(&h->loop->metrics, viewers);
   uv_timer_stop(&h->linger_timer);
   if (h->state == FE_HS_LIVE) {
     v->state = FE_VS_PREFIX;
@@ -583,9 +728,9 @@ void fe_hub_leave(fe_viewer *v) {
   if (!h)
     return;
   fe_hub_detach(h, v);
-  if (h->nviewers == 0 && !h->closing && h->state != FE_HS_CONNECTING)
+  /* An owner still connecting waits for the origin's answer; a relay goes now. */
+  if (h->state != FE_HS_CONNECTING || h->relayed)
     fe_hub_idle(h);
-  /* Still connecting: the origin's answer finds no viewer and the linger starts then. */
 }
 
 void fe_hub_viewer_release(fe_viewer *v) {
@@ -604,8 +749,7 @@ static int fe_hub_ready(const fe_hub *h) {
     return 1;
   if (h->tail == h->head)
     return 0;
-  uint8_t flags = h->parser.header_flags;
-  return !(flags & FE_FLV_HAS_VIDEO) || h->tail >= FE_READY_FALLBACK_TAGS;
+  return !((h->flv_flags | h->seen_flags) & FE_FLV_HAS_VIDEO) || h->tail >= FE_READY_FALLBACK_TAGS;
 }
 
 /* Where a viewer (re)starts: the newest keyframe, or the tail to wait for one. */
@@ -662,13 +806,13 @@ int fe_hub_viewer_fill(fe_viewer *v, uv_buf_t *iov, int max_iov, size_t max_byte
   if (v->state == FE_VS_PREFIX) {
     if (!fe_hub_ready(h))
       return 0;
-    uint8_t flags = (h->parser.header_flags | h->seen_flags) & (FE_FLV_HAS_AUDIO | FE_FLV_HAS_VIDEO);
+    uint8_t flags = (h->flv_flags | h->seen_flags) & (FE_FLV_HAS_AUDIO | FE_FLV_HAS_VIDEO);
     if (v->want == FE_HUB_WANT_AUDIO)
       flags = FE_FLV_HAS_AUDIO;
     else if (v->want == FE_HUB_WANT_VIDEO)
       flags = FE_FLV_HAS_VIDEO;
     int idx = ((flags & FE_FLV_HAS_AUDIO) ? 2 : 0) | ((flags & FE_FLV_HAS_VIDEO) ? 1 : 0);
-    fe_fill_add(&f, NULL, fe_flv_headers[idx], FE_FLV_FILE_HEADER_SIZE);
+    fe_fill_add(&f, NULL, h->headers[idx], FE_FLV_FILE_HEADER_SIZE);
     /* Metadata may claim both tracks; a filtered viewer goes without it. */
     if (v->want == FE_HUB_WANT_ALL)
       fe_fill_block(&f, h->meta);
@@ -681,10 +825,10 @@ int fe_hub_viewer_fill(fe_viewer *v, uv_buf_t *iov, int max_iov, size_t max_byte
     uint64_t from = v->cursor;
     fe_hub_place(h, v);
     v->frames_dropped += v->cursor - from;
-    fe_stats.frames_dropped += v->cursor - from;
-    fe_stats.viewer_jumps++;
+    FE_METRIC_ADD(&h->loop->metrics, frames_dropped, v->cursor - from);
+    FE_METRIC_INC(&h->loop->metrics, viewer_jumps);
     if (!v->behind_since)
-      v->behind_since = uv_now(h->loop);
+      v->behind_since = uv_now(&h->loop->uv);
   }
   while (v->cursor < h->tail && f.bytes < max_bytes) {
     const fe_tagref *t = &h->tags[v->cursor & h->mask];

@@ -1,11 +1,17 @@
 /*
- * fe_hub: one live stream. Pulls its origin once, parses the FLV once, keeps a sliding window of
- * ready-to-send tags in refcounted blocks, and fans them out to viewers that are cursors into it.
+ * fe_hub: one live stream on one loop. Keeps a sliding window of ready-to-send tags in refcounted
+ * blocks and fans them out to viewers that are cursors into it. Tags come from a source (an origin
+ * pull, a relay from the loop that owns the stream, or a test), through the sink calls of
+ * fe_source.h; the hub opens none itself: fe_hub_open asks the node's registry whether this loop
+ * pulls the stream (then the caller's open_pull makes the pull) or subscribes to the loop that does.
  *
  * The hub knows nothing of HTTP: a viewer transport (http/ implements one) embeds an fe_viewer and
  * passes fe_viewer_ops. The hub calls `wake` when a viewer has something new; the transport then
  * calls fe_hub_viewer_fill() to get iovecs pointing into shared blocks (pinned until
  * fe_hub_viewer_release()), and writes them with one writev. No media is copied per viewer.
+ *
+ * A hub is never freed inside one of its own callbacks: its teardown is deferred to the loop's
+ * next safe point (fe_loop_defer).
  */
 #ifndef FE_HUB_H
 #define FE_HUB_H
@@ -14,10 +20,15 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "hub/fe_relay.h"
+#include "loop/fe_loop.h"
+#include "origin/fe_source.h"
+
 /** A refcounted run of FLV bytes: one ref per window tag inside it, one per in-flight write. */
 typedef struct fe_block {
   uint32_t refs;
   uint32_t len, cap;
+  fe_metrics *metrics;    /* the loop's, for the window gauge */
   uint8_t data[];
 } fe_block;
 
@@ -25,6 +36,7 @@ typedef struct fe_block {
 void fe_block_release(fe_block *b);
 
 typedef struct fe_hub fe_hub;
+typedef struct fe_hubs fe_hubs;
 typedef struct fe_viewer fe_viewer;
 
 enum { FE_HUB_WANT_AUDIO = 1, FE_HUB_WANT_VIDEO = 2, FE_HUB_WANT_ALL = 3 };
@@ -32,7 +44,7 @@ enum { FE_HUB_EFULL = -3001, FE_HUB_ENDED = -3002 };
 
 /** What a viewer transport does when the hub calls it. */
 typedef struct fe_viewer_ops {
-  /** The origin answered 200: send the response head. `hit` is 0 for the viewer that opened it. */
+  /** The stream started: send the response head. `hit` is 0 for the viewer that opened it. */
   void (*start)(fe_viewer *v, int hit);
   /** The stream failed before it started; `v` is already detached. Send status and body. */
   void (*fail)(fe_viewer *v, int status, const char *content_type, const uint8_t *body, size_t len);
@@ -58,37 +70,43 @@ struct fe_viewer {
 
 typedef struct fe_hub_opts {
   double window_seconds;   /* media kept beyond the current GOP */
-  size_t window_bytes;     /* hard cap on the window */
+  size_t window_bytes;     /* hard cap on the window; also on what waits for a slow loop */
   uint32_t merge_ms;       /* 0: flush after every origin read; else at this period and at keyframes */
-  double linger;           /* seconds the origin stays after the last viewer */
+  double linger;           /* seconds the pull stays after the last viewer on any loop */
   uint32_t max_viewers;
-  uint32_t max_tag_size;
-  double origin_connect_timeout;
-  double origin_read_timeout;
   /**
-   * Optional: asked for another origin when the current one fails before the stream started
-   * (unreachable, timeout, a status other than 200). `attempt` is 2, 3, ...; `last_error` says what
-   * failed ("unreachable", "timeout", "status 503"). Returns 1 with a URL in url to try it, 0 to give
-   * up (viewers then get the last origin's answer). `origin_ud` is released with free_origin_ud
-   * when the hub goes.
+   * Makes the origin pull when this loop becomes the stream's owner (at open, or later when the
+   * owner it subscribed to went away). NULL: the hub has no source of its own (tests feed it).
+   * `pull_ud` is the hub's once fe_hub_open succeeded; free_pull_ud releases it with the hub.
    */
-  int (*next_origin)(void *ud, int attempt, const char *last_error, char *url, size_t cap);
-  void (*free_origin_ud)(void *ud);
-  void *origin_ud;
+  fe_source *(*open_pull)(void *ud, fe_loop *l, const char *key, const fe_sink_ops *ops, void *sink);
+  void *pull_ud;
+  void (*free_pull_ud)(void *ud);
 } fe_hub_opts;
 
+/** The sink calls a source makes on a hub (the sink is the fe_hub *). */
+extern const fe_sink_ops fe_hub_sink;
+
+/** One loop's live streams. `node` (may be NULL: one loop) is shared by the loops of the process. */
+fe_hubs *fe_hubs_new(fe_loop *l, fe_relay_node *node);
+/** Ends every hub (shutdown): pulls close, viewers drain what they have and end. */
+void fe_hubs_end_all(fe_hubs *t);
+/** After every hub has gone (the loop ran its deferred teardowns). */
+void fe_hubs_free(fe_hubs *t);
+/** The relay handlers of this loop's mailbox (for fe_relay_box_open, with the fe_hubs as ud). */
+extern const fe_relay_handlers fe_hubs_relay_handlers;
+
 /** The running hub for `key`, or NULL. Ended hubs are not found. */
-fe_hub *fe_hub_find(const char *key);
+fe_hub *fe_hub_find(fe_hubs *t, const char *key);
 /**
- * Creates the hub for `key` and starts pulling `origin_url`. NULL when out of memory. With a NULL
- * origin_url the hub is live at once and takes its FLV bytes from fe_hub_ingest() (tests, pushes).
+ * The hub for `key`: the running one, or a new one pulling the origin (open_pull) or relayed from
+ * the loop that pulls it. NULL when out of memory or the pull cannot be made; pull_ud then stays
+ * the caller's.
  */
-fe_hub *fe_hub_create(uv_loop_t *loop, const char *key, const char *origin_url, const fe_hub_opts *opts);
-/** Feeds FLV bytes as if they came from the origin, then flushes to viewers as a read would. */
-void fe_hub_ingest(fe_hub *h, const uint8_t *data, size_t len);
+fe_hub *fe_hub_open(fe_hubs *t, const char *key, const fe_hub_opts *opts);
 /**
- * Attaches a viewer. Returns 0 (start or fail will follow, possibly before this returns) or
- * FE_HUB_EFULL when the stream has max_viewers already.
+ * Attaches a viewer. Returns 0 (start or fail will follow, possibly before this returns),
+ * FE_HUB_EFULL when the stream has max_viewers already, FE_HUB_ENDED when it is over.
  */
 int fe_hub_join(fe_hub *h, fe_viewer *v, const fe_viewer_ops *ops, uint8_t want);
 /** Detaches a viewer and releases its pins. The transport must not write the pinned buffers after. */
@@ -105,7 +123,5 @@ void fe_hub_viewer_release(fe_viewer *v);
 int fe_hub_viewer_done(const fe_viewer *v);
 /** The hub's key ("resource/stream"), for logs. */
 const char *fe_hub_key(const fe_hub *h);
-/** Ends every hub (shutdown): origins close, viewers drain what they have and end. */
-void fe_hub_end_all(void);
 
 #endif

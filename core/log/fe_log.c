@@ -10,7 +10,7 @@ int fe_log_level = FE_LOG_INFO;
 static const char *const fe_log_names[] = {"debug", "info", "warn", "error"};
 
 void fe_log(int level, const char *fmt, ...) {
-  if (level < fe_log_level)
+  if (level < fe_log_get_level())
     return;
   char line[2048];
   int n = snprintf(line, sizeof(line), level == FE_LOG_INFO ? "flvedge: " : "flvedge: [%s] ",

@@ -242,14 +242,6 @@ void fe_lua_release(fe_lua *F, uint64_t id) {
 
 /* ---- FFI entry points ---------------------------------------------------------------------- */
 
-const fe_span *fe_header_find(const char *base, const fe_header *h, int n, const char *name,
-                              size_t nlen) {
-  for (int i = 0; i < n; i++)
-    if (h[i].name.len == nlen && strncasecmp(base + h[i].name.off, name, nlen) == 0)
-      return &h[i].value;
-  return NULL;
-}
-
 int fe_lua_req_header(const fe_req_view *r, const char *name, size_t nlen, const char **out, size_t *len) {
   const fe_span *v = fe_header_find(r->base, r->headers, r->nheaders, name, nlen);
   if (!v)

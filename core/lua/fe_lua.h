@@ -11,22 +11,10 @@
 #include <stdint.h>
 
 #include "geo/fe_geo.h"
+#include "str/fe_str.h"
 
 typedef struct fe_lua fe_lua;
 
-/** A span of the request head bytes. */
-typedef struct fe_span {
-  uint32_t off, len;
-} fe_span;
-
-typedef struct fe_header {
-  fe_span name, value;
-} fe_header;
-
-typedef struct fe_str {
-  const char *p;
-  size_t len;
-} fe_str;
 
 /**
  * What Lua sees of a request. Owned by the caller (http/), valid while the request is; every
@@ -103,10 +91,6 @@ void fe_lua_log(fe_lua *L, int resource, uint64_t id, fe_req_view *req, const fe
                 char *extra, size_t cap);
 /** Forgets request `id` without a log phase. */
 void fe_lua_release(fe_lua *L, uint64_t id);
-
-/** The value of header `name` (any case) among n headers whose spans point into base, or NULL. */
-const fe_span *fe_header_find(const char *base, const fe_header *h, int n, const char *name,
-                              size_t nlen);
 
 /* FFI entry points, called from lua/flvedge/request.lua: exported, not for C callers. */
 int fe_lua_req_country(fe_req_view *r);

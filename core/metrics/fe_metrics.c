@@ -1,40 +1,94 @@
 #include "metrics/fe_metrics.h"
 
 #include <stdio.h>
+#include <string.h>
 
-fe_metrics fe_stats;
-
-void fe_metrics_count_status(int status) {
+void fe_metrics_count_status(fe_metrics *m, int status) {
   int cls = status / 100;
   if (cls >= 1 && cls <= 5)
-    fe_stats.requests[cls]++;
+    FE_METRIC_INC(m, requests[cls]);
 }
 
-size_t fe_metrics_render(char *buf, size_t cap) {
-  const fe_metrics *m = &fe_stats;
-  int n = snprintf(buf, cap,
-                   "# TYPE flvedge_connections gauge\nflvedge_connections %llu\n"
-                   "# TYPE flvedge_viewers gauge\nflvedge_viewers %llu\n"
-                   "# TYPE flvedge_streams gauge\nflvedge_streams %llu\n"
-                   "# TYPE flvedge_window_bytes gauge\nflvedge_window_bytes %llu\n"
-                   "# TYPE flvedge_origin_connects_total counter\nflvedge_origin_connects_total %llu\n"
-                   "# TYPE flvedge_origin_failures_total counter\nflvedge_origin_failures_total %llu\n"
-                   "# TYPE flvedge_viewer_jumps_total counter\nflvedge_viewer_jumps_total %llu\n"
-                   "# TYPE flvedge_frames_dropped_total counter\nflvedge_frames_dropped_total %llu\n"
-                   "# TYPE flvedge_viewers_kicked_total counter\nflvedge_viewers_kicked_total %llu\n"
-                   "# TYPE flvedge_bytes_sent_total counter\nflvedge_bytes_sent_total %llu\n"
-                   "# TYPE flvedge_bytes_received_total counter\nflvedge_bytes_received_total %llu\n"
-                   "# TYPE flvedge_requests_total counter\n",
-                   (unsigned long long)m->connections, (unsigned long long)m->viewers,
-                   (unsigned long long)m->streams, (unsigned long long)m->window_bytes,
-                   (unsigned long long)m->origin_connects, (unsigned long long)m->origin_failures,
-                   (unsigned long long)m->viewer_jumps, (unsigned long long)m->frames_dropped,
-                   (unsigned long long)m->viewers_kicked, (unsigned long long)m->bytes_sent,
-                   (unsigned long long)m->bytes_received);
-  for (int cls = 1; cls <= 5 && n >= 0 && (size_t)n < cap; cls++)
-    n += snprintf(buf + n, cap - (size_t)n, "flvedge_requests_total{status=\"%dxx\"} %llu\n", cls,
-                  (unsigned long long)m->requests[cls]);
-  if (n < 0)
-    return 0;
-  return (size_t)n < cap ? (size_t)n : cap - 1;
+void fe_metrics_read(const fe_metrics *m, fe_metrics *out) {
+  const uint64_t *src = (const uint64_t *)m;
+  uint64_t *dst = (uint64_t *)out;
+  for (size_t i = 0; i < sizeof(*m) / sizeof(uint64_t); i++)
+    dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+}
+
+typedef struct fe_out {
+  char *buf;
+  size_t cap, n;
+} fe_out;
+
+static void fe_put(fe_out *o, const char *fmt, unsigned long long a, unsigned long long b) {
+  if (o->n >= o->cap)
+    return;
+  int w = snprintf(o->buf + o->n, o->cap - o->n, fmt, a, b);
+  if (w > 0)
+    o->n += (size_t)w;
+  if (o->n >= o->cap)
+    o->n = o->cap - 1;
+}
+
+size_t fe_metrics_render(const fe_metrics *const *loops, int n, char *buf, size_t cap) {
+  static const struct {
+    const char *name, *type;
+    size_t off;
+    int per_loop;
+  } fields[] = {
+#define F(name, type, field, per_loop) {name, type, offsetof(fe_metrics, field), per_loop}
+      F("connections", "gauge", connections, 1),
+      F("connections_accepted_total", "counter", accepted, 1),
+      F("viewers", "gauge", viewers, 1),
+      F("streams", "gauge", streams, 1),
+      F("window_bytes", "gauge", window_bytes, 0),
+      F("origin_connects_total", "counter", origin_connects, 1),
+      F("origin_failures_total", "counter", origin_failures, 0),
+      F("viewer_jumps_total", "counter", viewer_jumps, 0),
+      F("frames_dropped_total", "counter", frames_dropped, 0),
+      F("viewers_kicked_total", "counter", viewers_kicked, 0),
+      F("bytes_sent_total", "counter", bytes_sent, 1),
+      F("bytes_received_total", "counter", bytes_received, 0),
+      F("relay_subscribers", "gauge", relay_subscribers, 1),
+      F("relay_bytes_out_total", "counter", relay_bytes_out, 1),
+      F("relay_bytes_in_total", "counter", relay_bytes_in, 1),
+      F("relay_dropped_total", "counter", relay_dropped, 0),
+#undef F
+  };
+  fe_metrics snap[64], sum;
+  if (n > 64)
+    n = 64;
+  memset(&sum, 0, sizeof(sum));
+  for (int i = 0; i < n; i++) {
+    fe_metrics_read(loops[i], &snap[i]);
+    const uint64_t *s = (const uint64_t *)&snap[i];
+    uint64_t *d = (uint64_t *)&sum;
+    for (size_t k = 0; k < sizeof(sum) / sizeof(uint64_t); k++)
+      d[k] += s[k];
+  }
+  fe_out o = {buf, cap, 0};
+  if (cap)
+    buf[0] = 0;
+  for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
+    char line[160];
+    snprintf(line, sizeof(line), "# TYPE flvedge_%s %s\nflvedge_%s %%llu\n", fields[f].name,
+             fields[f].type, fields[f].name);
+    fe_put(&o, line, *(const uint64_t *)((const char *)&sum + fields[f].off), 0);
+  }
+  fe_put(&o, "# TYPE flvedge_requests_total counter\n", 0, 0);
+  for (int cls = 1; cls <= 5; cls++)
+    fe_put(&o, "flvedge_requests_total{status=\"%lluxx\"} %llu\n", (unsigned long long)cls,
+           sum.requests[cls]);
+  fe_put(&o, "# TYPE flvedge_loops gauge\nflvedge_loops %llu\n", (unsigned long long)n, 0);
+  for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
+    if (!fields[f].per_loop)
+      continue;
+    char line[160];
+    snprintf(line, sizeof(line), "flvedge_loop_%s{loop=\"%%llu\"} %%llu\n", fields[f].name);
+    for (int i = 0; i < n; i++)
+      fe_put(&o, line, (unsigned long long)i,
+             *(const uint64_t *)((const char *)&snap[i] + fields[f].off));
+  }
+  return o.n;
 }

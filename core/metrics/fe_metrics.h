@@ -1,4 +1,10 @@
-/* fe_metrics: process-wide counters, rendered as Prometheus text. One loop for now, so plain integers. */
+/*
+ * fe_metrics: counters of one loop, rendered as Prometheus text summed over every loop.
+ *
+ * Each loop owns its fe_metrics and is the only writer; /metrics is read from another thread. A
+ * write is a relaxed atomic store (a plain mov on x86-64 and arm64, no locked instruction), a read
+ * a relaxed atomic load, so the fan-out path pays nothing and the sum is race-free.
+ */
 #ifndef FE_METRICS_H
 #define FE_METRICS_H
 
@@ -7,8 +13,9 @@
 
 typedef struct fe_metrics {
   uint64_t connections;          /* open client connections (gauge) */
+  uint64_t accepted;             /* client connections accepted */
   uint64_t viewers;              /* live viewers attached to a hub (gauge) */
-  uint64_t streams;              /* live hubs (gauge) */
+  uint64_t streams;              /* live hubs of this loop, relayed ones included (gauge) */
   uint64_t origin_connects;      /* origin connections opened */
   uint64_t origin_failures;      /* origin connections that failed or ended on an error */
   uint64_t viewer_jumps;         /* viewers moved forward to the newest keyframe */
@@ -17,14 +24,26 @@ typedef struct fe_metrics {
   uint64_t bytes_sent;           /* body and header bytes written to clients */
   uint64_t bytes_received;       /* bytes read from origins */
   uint64_t requests[6];          /* by status class: [1]=1xx ... [5]=5xx */
-  uint64_t window_bytes;         /* bytes held by all live windows (gauge) */
+  uint64_t window_bytes;         /* bytes held by this loop's live windows (gauge) */
+  uint64_t relay_subscribers;    /* other loops fed by this loop's pulls (gauge) */
+  uint64_t relay_bytes_out;      /* tag bytes handed to other loops */
+  uint64_t relay_bytes_in;       /* tag bytes received from other loops */
+  uint64_t relay_dropped;        /* relay batches dropped because a loop fell behind */
 } fe_metrics;
 
-extern fe_metrics fe_stats;
+/** Adds n to a counter of the calling loop's own metrics (n may be negative for gauges). */
+#define FE_METRIC_ADD(m, field, n) \
+  __atomic_store_n(&(m)->field, (m)->field + (uint64_t)(int64_t)(n), __ATOMIC_RELAXED)
+#define FE_METRIC_INC(m, field) FE_METRIC_ADD(m, field, 1)
 
 /** Counts a response status in its class. */
-void fe_metrics_count_status(int status);
-/** Renders all counters; returns the length written (truncated to cap). */
-size_t fe_metrics_render(char *buf, size_t cap);
+void fe_metrics_count_status(fe_metrics *m, int status);
+/** Reads one loop's counters from any thread into out. */
+void fe_metrics_read(const fe_metrics *m, fe_metrics *out);
+/**
+ * Renders the sum over n loops' counters, then per-loop series for the gauges that show how the
+ * loops share the work. Returns the length written (truncated to cap).
+ */
+size_t fe_metrics_render(const fe_metrics *const *loops, int n, char *buf, size_t cap);
 
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "flv/fe_flv.h"
+#include "net/fe_net.h"
 
 enum { FE_OK_HTTP, FE_OK_FILE };
 enum { FE_OS_RESOLVING, FE_OS_CONNECTING, FE_OS_HEAD, FE_OS_BODY, FE_OS_DONE };
@@ -17,7 +18,7 @@ typedef struct fe_file_tag {
 } fe_file_tag;
 
 struct fe_origin {
-  uv_loop_t *loop;
+  fe_loop *loop;
   fe_origin_cbs cbs;
   void *ud;
   fe_origin_opts opts;
@@ -28,11 +29,9 @@ struct fe_origin {
   int handles; /* handles and requests still to come back before the memory can go */
   uv_timer_t timer;
   /* HTTP */
-  uv_tcp_t tcp;
-  int tcp_open;
+  fe_net net;
   uv_getaddrinfo_t gai;
-  uv_connect_t connect;
-  uv_write_t write;
+  fe_net_write write;
   char *host, *port, *request;
   size_t request_len;
   llhttp_t parser;
@@ -75,6 +74,12 @@ static void fe_origin_on_handle_closed(uv_handle_t *h) {
   fe_origin_maybe_free(o);
 }
 
+static void fe_origin_on_net_closed(fe_net *n) {
+  fe_origin *o = n->data;
+  o->handles--;
+  fe_origin_maybe_free(o);
+}
+
 /* Delivers on_end once, unless the owner already closed us. */
 static void fe_origin_finish(fe_origin *o, int err) {
   if (o->ended || o->closed)
@@ -82,8 +87,8 @@ static void fe_origin_finish(fe_origin *o, int err) {
   o->ended = 1;
   o->state = FE_OS_DONE;
   uv_timer_stop(&o->timer);
-  if (o->tcp_open)
-    uv_read_stop((uv_stream_t *)&o->tcp);
+  if (o->net.open)
+    fe_net_read_stop(&o->net);
   o->cbs.on_end(o->ud, err);
 }
 
@@ -155,20 +160,14 @@ static int fe_oh_on_message_complete(llhttp_t *p) {
   return HPE_USER;
 }
 
-static void fe_origin_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
-  static char chunk[65536]; /* one loop: every read is consumed before the next one */
-  buf->base = chunk;
-  buf->len = sizeof(chunk);
-}
-
-static void fe_origin_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  fe_origin *o = s->data;
+static void fe_origin_on_read(fe_net *n, ssize_t nread, const char *data) {
+  fe_origin *o = n->data;
   if (o->closed || o->ended)
     return;
   if (nread > 0) {
     if (o->state == FE_OS_BODY)
       uv_timer_start(&o->timer, fe_origin_on_timeout, fe_ms(o->opts.read_timeout), 0);
-    llhttp_errno_t e = llhttp_execute(&o->parser, buf->base, (size_t)nread);
+    llhttp_errno_t e = llhttp_execute(&o->parser, data, (size_t)nread);
     if (o->closed || o->ended)
       return;
     if (e != HPE_OK) {
@@ -190,16 +189,16 @@ static void fe_origin_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf
   }
 }
 
-static void fe_origin_on_write(uv_write_t *req, int status) {
-  fe_origin *o = req->data;
+static void fe_origin_on_write(fe_net_write *w, int status) {
+  fe_origin *o = w->net->data;
   o->handles--;
   if (status < 0 && status != UV_ECANCELED)
     fe_origin_finish(o, FE_ORIGIN_EUNREACH);
   fe_origin_maybe_free(o);
 }
 
-static void fe_origin_on_connect(uv_connect_t *req, int status) {
-  fe_origin *o = req->data;
+static void fe_origin_on_connect(fe_net *n, int status) {
+  fe_origin *o = n->data;
   o->handles--;
   if (o->closed) {
     fe_origin_maybe_free(o);
@@ -210,22 +209,18 @@ static void fe_origin_on_connect(uv_connect_t *req, int status) {
     return;
   }
   o->state = FE_OS_HEAD;
-  uv_tcp_nodelay(&o->tcp, 1);
+  fe_net_nodelay(&o->net);
   uv_buf_t b = uv_buf_init(o->request, (unsigned)o->request_len);
-  o->write.data = o;
-  if (uv_write(&o->write, (uv_stream_t *)&o->tcp, &b, 1, fe_origin_on_write) == 0)
+  if (fe_net_writev(&o->net, &o->write, &b, 1, fe_origin_on_write) == 0)
     o->handles++;
-  uv_read_start((uv_stream_t *)&o->tcp, fe_origin_alloc, fe_origin_on_read);
+  fe_net_read_start(&o->net, fe_origin_on_read);
 }
 
 static void fe_origin_connect_addr(fe_origin *o, const struct sockaddr *addr) {
-  uv_tcp_init(o->loop, &o->tcp);
-  o->tcp.data = o;
-  o->tcp_open = 1;
+  fe_net_init(o->loop, &o->net, o);
   o->handles++;
-  o->connect.data = o;
   o->state = FE_OS_CONNECTING;
-  int rc = uv_tcp_connect(&o->connect, &o->tcp, addr, fe_origin_on_connect);
+  int rc = fe_net_connect(&o->net, addr, fe_origin_on_connect);
   if (rc < 0) {
     fe_origin_finish(o, FE_ORIGIN_EUNREACH);
     return;
@@ -300,7 +295,7 @@ static void fe_origin_start_http(uv_timer_t *t) {
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
   o->gai.data = o;
   o->state = FE_OS_RESOLVING;
-  if (uv_getaddrinfo(o->loop, &o->gai, fe_origin_on_resolved, o->host, o->port, &hints) < 0) {
+  if (uv_getaddrinfo(&o->loop->uv, &o->gai, fe_origin_on_resolved, o->host, o->port, &hints) < 0) {
     fe_origin_finish(o, FE_ORIGIN_EUNREACH);
     return;
   }
@@ -375,13 +370,13 @@ static void fe_file_tick(uv_timer_t *t);
 static void fe_file_schedule(fe_origin *o) {
   const fe_file_tag *ft = &o->tags[o->next];
   uint64_t due = o->start_ms + o->loop_base + (ft->ts - o->tags[0].ts);
-  uint64_t now = uv_now(o->loop);
+  uint64_t now = uv_now(&o->loop->uv);
   uv_timer_start(&o->timer, fe_file_tick, due > now ? due - now : 0, 0);
 }
 
 static void fe_file_tick(uv_timer_t *t) {
   fe_origin *o = t->data;
-  uint64_t now = uv_now(o->loop);
+  uint64_t now = uv_now(&o->loop->uv);
   for (;;) {
     const fe_file_tag *ft = &o->tags[o->next];
     uint64_t out_ts = o->loop_base + (ft->ts - o->tags[0].ts);
@@ -439,7 +434,7 @@ static void fe_file_loaded(uv_work_t *w, int status) {
   o->cbs.on_body(o->ud, header, sizeof(header));
   if (o->closed)
     return;
-  o->start_ms = uv_now(o->loop);
+  o->start_ms = uv_now(&o->loop->uv);
   fe_file_tick(&o->timer);
 }
 
@@ -447,7 +442,7 @@ static void fe_file_loaded(uv_work_t *w, int status) {
 static void fe_origin_start_file(uv_timer_t *t) {
   fe_origin *o = t->data;
   o->load.data = o;
-  if (uv_queue_work(o->loop, &o->load, fe_file_load_work, fe_file_loaded) < 0) {
+  if (uv_queue_work(&o->loop->uv, &o->load, fe_file_load_work, fe_file_loaded) < 0) {
     fe_origin_finish(o, FE_ORIGIN_EFILE);
     return;
   }
@@ -460,7 +455,7 @@ static void fe_origin_start_bad_url(uv_timer_t *t) {
   fe_origin_finish(t->data, FE_ORIGIN_EURL);
 }
 
-fe_origin *fe_origin_open(uv_loop_t *loop, const char *url, const fe_origin_opts *opts,
+fe_origin *fe_origin_open(fe_loop *loop, const char *url, const fe_origin_opts *opts,
                           const fe_origin_cbs *cbs, void *ud) {
   fe_origin *o = calloc(1, sizeof(*o));
   if (!o)
@@ -469,7 +464,7 @@ fe_origin *fe_origin_open(uv_loop_t *loop, const char *url, const fe_origin_opts
   o->cbs = *cbs;
   o->ud = ud;
   o->opts = *opts;
-  uv_timer_init(loop, &o->timer);
+  uv_timer_init(&loop->uv, &o->timer);
   o->timer.data = o;
   o->handles = 1;
   uv_timer_cb start;
@@ -505,6 +500,6 @@ void fe_origin_close(fe_origin *o) {
   if (o->kind == FE_OK_FILE && o->state != FE_OS_BODY)
     uv_cancel((uv_req_t *)&o->load);
   uv_close((uv_handle_t *)&o->timer, fe_origin_on_handle_closed);
-  if (o->tcp_open)
-    uv_close((uv_handle_t *)&o->tcp, fe_origin_on_handle_closed);
+  if (o->net.open)
+    fe_net_close(&o->net, fe_origin_on_net_closed);
 }

@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "loop/fe_loop.h"
+
 /* Failures, negative. Map to the status a viewer sees with fe_origin_status(). */
 enum {
   FE_ORIGIN_EUNREACH = -2001,  /* resolve or connect failed: 502 */
@@ -48,7 +50,7 @@ typedef struct fe_origin_opts {
  * Starts pulling `url` ("http://host[:port]/path" or "file:PATH"). Callbacks come from the loop,
  * never from inside this call. Returns NULL only when out of memory.
  */
-fe_origin *fe_origin_open(uv_loop_t *loop, const char *url, const fe_origin_opts *opts,
+fe_origin *fe_origin_open(fe_loop *loop, const char *url, const fe_origin_opts *opts,
                           const fe_origin_cbs *cbs, void *ud);
 /** Stops the pull; no callback runs after this. Safe from inside a callback. */
 void fe_origin_close(fe_origin *o);

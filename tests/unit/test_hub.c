@@ -6,7 +6,56 @@
 #include "fe_test.h"
 #include "flv/fe_flv.h"
 #include "hub/fe_hub.h"
-#include "metrics/fe_metrics.h"
+#include "loop/fe_loop.h"
+
+/* Every story runs on one loop with no other loop: the hub is its own stream's owner. */
+static fe_loop fe_L;
+static fe_hubs *fe_T;
+
+/* ---- test ingest: a source that is the test itself ----------------------------------------- */
+
+typedef struct fe_feed {
+  fe_hub *h;
+  int started;
+} fe_feed;
+
+static int fe_feed_tag(void *ud, const fe_flv_tag *tag) {
+  fe_feed *f = ud;
+  if (!f->started) {
+    f->started = 1;
+    fe_hub_sink.start(f->h, FE_FLV_HAS_AUDIO | FE_FLV_HAS_VIDEO);
+  }
+  return fe_hub_sink.tag(f->h, tag);
+}
+
+/* Feeds FLV bytes (the file header first) as an origin pull would, then flushes. */
+static int fe_hub_ingest(fe_hub *h, const uint8_t *data, size_t len) {
+  static fe_flv_parser p;
+  static fe_hub *last;
+  if (last != h) {
+    fe_flv_parser_free(&p);
+    fe_flv_parser_init(&p, 1u << 20);
+    last = h;
+  }
+  fe_feed f = {h, p.tags > 0};
+  int rc = fe_flv_parser_feed(&p, data, len, fe_feed_tag, &f);
+  if (rc < 0) {
+    fe_hub_sink.end(h, rc);
+    last = NULL;
+    return rc;
+  }
+  fe_hub_sink.flush(h);
+  return 0;
+}
+
+/* A hub fed by the test: started at once, as a source that answered 200. */
+static fe_hub *fe_hub_create(const char *key, const fe_hub_opts *o) {
+  fe_hub *h = fe_hub_open(fe_T, key, o);
+  fe_hub_sink.start(h, FE_FLV_HAS_AUDIO | FE_FLV_HAS_VIDEO);
+  return h;
+}
+
+#define fe_stats (fe_L.metrics)
 
 /* ---- a synthetic stream -------------------------------------------------------------------- */
 
@@ -150,7 +199,7 @@ static void fe_tv_tags(const fe_tview *t, fe_seen *s, uint8_t *flags) {
 
 static fe_hub_opts fe_opts(void) {
   fe_hub_opts o = {.window_seconds = 0, .window_bytes = 8u << 20, .merge_ms = 0, .linger = 0,
-                   .max_viewers = 100, .max_tag_size = 1u << 20};
+                   .max_viewers = 100};
   return o;
 }
 
@@ -158,7 +207,7 @@ static fe_hub_opts fe_opts(void) {
 
 static void test_first_viewer_waits_for_a_keyframe_then_gets_headers_first(void) {
   fe_hub_opts o = fe_opts();
-  fe_hub *h = fe_hub_create(uv_default_loop(), "t/first", NULL, &o);
+  fe_hub *h = fe_hub_create("t/first", &o);
   fe_tview a = {0};
   FE_CHECK_EQ(fe_hub_join(h, &a.v, &fe_tv_ops, FE_HUB_WANT_ALL), 0);
   FE_CHECK(a.started);
@@ -189,7 +238,7 @@ static void test_first_viewer_waits_for_a_keyframe_then_gets_headers_first(void)
 
 static void test_late_joiner_starts_at_the_newest_keyframe(void) {
   fe_hub_opts o = fe_opts();
-  fe_hub *h = fe_hub_create(uv_default_loop(), "t/late", NULL, &o);
+  fe_hub *h = fe_hub_create("t/late", &o);
   fe_tview early = {0}, late = {0};
   fe_hub_join(h, &early.v, &fe_tv_ops, FE_HUB_WANT_ALL);
   fe_gen g = {0};
@@ -223,7 +272,7 @@ static void test_late_joiner_starts_at_the_newest_keyframe(void) {
 
 static void test_viewers_share_the_same_memory(void) {
   fe_hub_opts o = fe_opts();
-  fe_hub *h = fe_hub_create(uv_default_loop(), "t/share", NULL, &o);
+  fe_hub *h = fe_hub_create("t/share", &o);
   fe_gen g = {0};
   uint32_t ts = 0;
   fe_gen_start(&g);
@@ -251,7 +300,7 @@ static void test_viewers_share_the_same_memory(void) {
 
 static void test_only_audio_gets_audio_and_its_own_header(void) {
   fe_hub_opts o = fe_opts();
-  fe_hub *h = fe_hub_create(uv_default_loop(), "t/audio", NULL, &o);
+  fe_hub *h = fe_hub_create("t/audio", &o);
   fe_gen g = {0};
   uint32_t ts = 0;
   fe_gen_start(&g);
@@ -288,7 +337,7 @@ static void test_only_audio_gets_audio_and_its_own_header(void) {
 static void test_a_viewer_that_falls_behind_jumps_to_the_newest_keyframe(void) {
   fe_hub_opts o = fe_opts();
   o.window_bytes = 256 * 1024; /* a few GOPs of 10 x 5 KB */
-  fe_hub *h = fe_hub_create(uv_default_loop(), "t/slow", NULL, &o);
+  fe_hub *h = fe_hub_create("t/slow", &o);
   fe_gen g = {0};
   uint32_t ts = 0;
   fe_gen_start(&g);
@@ -328,7 +377,7 @@ static void test_a_viewer_that_falls_behind_jumps_to_the_newest_keyframe(void) {
 
 static void test_timestamps_stay_monotonic_when_the_origin_restarts(void) {
   fe_hub_opts o = fe_opts();
-  fe_hub *h = fe_hub_create(uv_default_loop(), "t/ts", NULL, &o);
+  fe_hub *h = fe_hub_create("t/ts", &o);
   fe_tview a = {0};
   fe_hub_join(h, &a.v, &fe_tv_ops, FE_HUB_WANT_ALL);
   fe_gen g = {0};
@@ -356,20 +405,20 @@ static void test_timestamps_stay_monotonic_when_the_origin_restarts(void) {
 
 static void test_malformed_input_ends_the_stream(void) {
   fe_hub_opts o = fe_opts();
-  fe_hub *h = fe_hub_create(uv_default_loop(), "t/bad", NULL, &o);
+  fe_hub *h = fe_hub_create("t/bad", &o);
   fe_tview a = {0};
   fe_hub_join(h, &a.v, &fe_tv_ops, FE_HUB_WANT_ALL);
-  FE_CHECK(fe_hub_find("t/bad") == h);
+  FE_CHECK(fe_hub_find(fe_T, "t/bad") == h);
   fe_hub_ingest(h, (const uint8_t *)"NOT FLV AT ALL", 14);
   FE_CHECK(fe_hub_viewer_done(&a.v));
-  FE_CHECK(fe_hub_find("t/bad") == NULL); /* the next request starts afresh */
+  FE_CHECK(fe_hub_find(fe_T, "t/bad") == NULL); /* the next request starts afresh */
   fe_hub_leave(&a.v);
 }
 
 static void test_viewer_limit(void) {
   fe_hub_opts o = fe_opts();
   o.max_viewers = 1;
-  fe_hub *h = fe_hub_create(uv_default_loop(), "t/limit", NULL, &o);
+  fe_hub *h = fe_hub_create("t/limit", &o);
   fe_tview a = {0}, b = {0};
   FE_CHECK_EQ(fe_hub_join(h, &a.v, &fe_tv_ops, FE_HUB_WANT_ALL), 0);
   FE_CHECK_EQ(fe_hub_join(h, &b.v, &fe_tv_ops, FE_HUB_WANT_ALL), FE_HUB_EFULL);
@@ -377,6 +426,8 @@ static void test_viewer_limit(void) {
 }
 
 int main(void) {
+  fe_loop_init(&fe_L, 0);
+  fe_T = fe_hubs_new(&fe_L, NULL);
   FE_RUN(test_first_viewer_waits_for_a_keyframe_then_gets_headers_first);
   FE_RUN(test_late_joiner_starts_at_the_newest_keyframe);
   FE_RUN(test_viewers_share_the_same_memory);
@@ -386,7 +437,8 @@ int main(void) {
   FE_RUN(test_malformed_input_ends_the_stream);
   FE_RUN(test_viewer_limit);
   /* Hubs close their timers through the loop: let it finish so nothing leaks. */
-  uv_run(uv_default_loop(), UV_RUN_DEFAULT);
+  fe_loop_close(&fe_L);
+  fe_hubs_free(fe_T);
   FE_CHECK_EQ(fe_stats.window_bytes, 0);
   FE_CHECK_EQ(fe_stats.streams, 0);
   return FE_DONE();

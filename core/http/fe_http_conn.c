@@ -1,0 +1,465 @@
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "http/fe_http_conn.h"
+#include "log/fe_log.h"
+
+typedef struct fe_send_req {
+  fe_net_write w;
+  fe_conn *conn;
+  int close;
+  size_t len;
+  char data[];
+} fe_send_req;
+
+const char *fe_http_reason(int status) {
+  switch (status) {
+  case 200: return "OK";
+  case 204: return "No Content";
+  case 206: return "Partial Content";
+  case 301: return "Moved Permanently";
+  case 302: return "Found";
+  case 304: return "Not Modified";
+  case 400: return "Bad Request";
+  case 401: return "Unauthorized";
+  case 403: return "Forbidden";
+  case 404: return "Not Found";
+  case 405: return "Method Not Allowed";
+  case 408: return "Request Timeout";
+  case 410: return "Gone";
+  case 416: return "Range Not Satisfiable";
+  case 429: return "Too Many Requests";
+  case 431: return "Request Header Fields Too Large";
+  case 500: return "Internal Server Error";
+  case 502: return "Bad Gateway";
+  case 503: return "Service Unavailable";
+  case 504: return "Gateway Timeout";
+  default: return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+  }
+}
+
+/* ---- generations --------------------------------------------------------------------------- */
+
+void fe_cfg_shared_ref(fe_cfg_shared *s) {
+  __atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
+}
+
+void fe_cfg_shared_unref(fe_cfg_shared *s) {
+  if (!s || __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) > 0)
+    return;
+  if (s->access_log)
+    fclose(s->access_log);
+  fe_config_free(&s->cfg);
+  free(s);
+}
+
+fe_gen *fe_gen_new(fe_cfg_shared *shared, fe_lua *lua) {
+  fe_gen *g = calloc(1, sizeof(*g));
+  if (!g)
+    return NULL;
+  g->shared = shared;
+  g->cfg = &shared->cfg;
+  g->lua = lua;
+  g->refs = 1;
+  return g;
+}
+
+void fe_gen_ref(fe_gen *g) {
+  g->refs++;
+}
+
+void fe_gen_unref(fe_gen *g) {
+  if (!g || --g->refs > 0)
+    return;
+  fe_lua_unref(g->lua);
+  fe_cfg_shared_unref(g->shared);
+  free(g);
+}
+
+static double fe_wall_time(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- connection lifetime ------------------------------------------------------------------- */
+
+static void fe_conn_on_closed(fe_net *n) {
+  fe_conn *c = n->data;
+  fe_worker *w = c->w;
+  fe_gen_unref(c->gen);
+  free(c->buf);
+  free(c->head);
+  free(c);
+  if (--w->conn_handles == 0 && w->stopping && w->drained)
+    w->drained(w);
+}
+
+static void fe_conn_unlink(fe_conn *c) {
+  fe_conn_request_done(c);
+  c->state = FE_CS_CLOSING;
+  fe_worker *w = c->w;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    w->conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  FE_METRIC_ADD(&w->loop.metrics, connections, -1);
+}
+
+void fe_conn_close(fe_conn *c) {
+  if (c->state == FE_CS_CLOSING)
+    return;
+  fe_conn_unlink(c);
+  /* After the close libuv writes nothing more, so the pinned buffers can be let go. */
+  fe_net_close(&c->net, fe_conn_on_closed);
+  fe_hub_leave(&c->viewer);
+}
+
+void fe_conn_reset(fe_conn *c) {
+  if (c->state == FE_CS_CLOSING)
+    return;
+  fe_conn_unlink(c);
+  fe_net_reset(&c->net, fe_conn_on_closed);
+  fe_hub_leave(&c->viewer);
+}
+
+static void fe_conn_on_sent(fe_net_write *w, int status) {
+  fe_send_req *r = (fe_send_req *)w;
+  fe_conn *c = r->conn;
+  if (status == 0)
+    FE_METRIC_ADD(&c->w->loop.metrics, bytes_sent, r->len);
+  if (r->close || status < 0)
+    fe_conn_close(c);
+  free(r);
+}
+
+static fe_send_req *fe_send_req_new(fe_conn *c, size_t len, int close) {
+  fe_send_req *r = malloc(sizeof(*r) + len);
+  if (!r)
+    return NULL;
+  r->conn = c;
+  r->close = close;
+  r->len = len;
+  return r;
+}
+
+static void fe_send_req_queue(fe_conn *c, fe_send_req *r) {
+  uv_buf_t b = uv_buf_init(r->data, (unsigned)r->len);
+  if (fe_net_writev(&c->net, &r->w, &b, 1, fe_conn_on_sent) < 0) {
+    free(r);
+    fe_conn_close(c);
+  }
+}
+
+void fe_conn_send(fe_conn *c, const void *data, size_t len, int close) {
+  if (c->state == FE_CS_CLOSING)
+    return;
+  fe_send_req *r = fe_send_req_new(c, len, close);
+  if (!r) {
+    fe_conn_close(c);
+    return;
+  }
+  memcpy(r->data, data, len);
+  fe_send_req_queue(c, r);
+}
+
+int fe_conn_keep_alive(const fe_conn *c) {
+  return llhttp_should_keep_alive(&c->parser);
+}
+
+size_t fe_conn_cors(const fe_conn *c, char *buf, size_t cap) {
+  const char *origin = (c->gen ? c->gen : c->w->gen)->cfg->cors_origin;
+  buf[0] = 0;
+  if (!origin)
+    return 0;
+  int n = snprintf(buf, cap,
+                   "Access-Control-Allow-Origin: %s\r\n"
+                   "Access-Control-Expose-Headers: Content-Length, Content-Range, X-Cache-Status\r\n",
+                   origin);
+  return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
+static size_t fe_respond_head(char *buf, size_t cap, int status, const char *ctype, size_t len,
+                              const char *cors, const char *extra_headers, int close) {
+  int n = snprintf(buf, cap,
+                   "HTTP/1.1 %d %s\r\nServer: flvedge/" FE_VERSION "\r\n"
+                   "Content-Type: %s\r\nContent-Length: %zu\r\n%s%s%s\r\n",
+                   status, fe_http_reason(status), ctype ? ctype : "text/plain", len, cors,
+                   extra_headers ? extra_headers : "", close ? "Connection: close\r\n" : "");
+  return n < 0 ? 0 : (size_t)n;
+}
+
+void fe_conn_respond(fe_conn *c, int status, const char *ctype, const char *extra_headers,
+                     const void *body, size_t len, int close) {
+  fe_metrics_count_status(&c->w->loop.metrics, status);
+  if (c->state == FE_CS_CLOSING)
+    return;
+  char cors[256];
+  fe_conn_cors(c, cors, sizeof(cors));
+  /* Measured, then formatted straight into the send request: a policy's headers may be long,
+   * and the head is never cut. */
+  size_t n = fe_respond_head(NULL, 0, status, ctype, len, cors, extra_headers, close);
+  size_t body_len = c->parser.method == HTTP_HEAD ? 0 : len;
+  c->status = status;
+  c->bytes += n + body_len;
+  fe_conn_request_done(c);
+  fe_send_req *r = fe_send_req_new(c, n + 1 + body_len, close);
+  if (!r) {
+    fe_conn_close(c);
+    return;
+  }
+  fe_respond_head(r->data, n + 1, status, ctype, len, cors, extra_headers, close);
+  if (body_len)
+    memcpy(r->data + n, body, body_len);
+  r->len = n + body_len;
+  fe_send_req_queue(c, r);
+}
+
+/* ---- the access log ------------------------------------------------------------------------ */
+
+static void fe_access_log_write(fe_conn *c, FILE *f, const char *extra) {
+  const fe_span *ref = fe_conn_header(c, "Referer");
+  const fe_span *ua = fe_conn_header(c, "User-Agent");
+  char when[64];
+  time_t t = (time_t)c->start;
+  struct tm tm;
+  localtime_r(&t, &tm);
+  strftime(when, sizeof(when), "%d/%b/%Y:%H:%M:%S %z", &tm);
+  fprintf(f, "%s - - [%s] \"%s %.*s HTTP/%d.%d\" %d %llu \"%.*s\" \"%.*s\" %.3f %s %s%s\n",
+          c->client_ip, when, llhttp_method_name((llhttp_method_t)c->parser.method), (int)c->url.len,
+          c->buf + c->url.off, c->parser.http_major, c->parser.http_minor, c->status,
+          (unsigned long long)c->bytes, ref ? (int)ref->len : 1, ref ? c->buf + ref->off : "-",
+          ua ? (int)ua->len : 1, ua ? c->buf + ua->off : "-", fe_wall_time() - c->start,
+          c->cache_status ? c->cache_status : "-", c->res ? c->res->name : "-", extra);
+}
+
+void fe_conn_request_done(fe_conn *c) {
+  if (c->logged || !c->id)
+    return;
+  c->logged = 1;
+  char extra[1024] = "";
+  fe_lua *lua = c->gen ? c->gen->lua : NULL;
+  if (lua && c->res) {
+    int idx = (int)(c->res - c->gen->cfg->resources);
+    fe_lua_res res = {.status = c->status, .bytes_sent = c->bytes,
+                      .duration = fe_wall_time() - c->start, .cache_status = c->cache_status};
+    fe_lua_log(lua, idx, c->id, &c->view, &res, extra, sizeof(extra));
+  }
+  FILE *f = c->gen ? c->gen->shared->access_log : NULL;
+  if (f && c->buf)
+    fe_access_log_write(c, f, extra);
+}
+
+const fe_span *fe_conn_header(const fe_conn *c, const char *name) {
+  return fe_header_find(c->buf, c->hdr, c->nhdr < FE_MAX_HEADERS ? c->nhdr : FE_MAX_HEADERS, name,
+                        strlen(name));
+}
+
+/* ---- request parsing ----------------------------------------------------------------------- */
+
+static int fe_conn_append(fe_conn *c, const char *at, size_t len) {
+  uint32_t limit = c->w->gen->cfg->max_header_size;
+  if (c->len + len > limit) {
+    c->too_large = 1;
+    return -1;
+  }
+  if (c->len + len > c->cap) {
+    uint32_t ncap = c->cap ? c->cap : 512;
+    while (ncap < c->len + len)
+      ncap *= 2;
+    if (ncap > limit)
+      ncap = limit;
+    char *nb = realloc(c->buf, ncap);
+    if (!nb)
+      return -1;
+    c->buf = nb;
+    c->cap = ncap;
+  }
+  memcpy(c->buf + c->len, at, len);
+  c->len += (uint32_t)len;
+  return 0;
+}
+
+static int fe_on_message_begin(llhttp_t *p) {
+  fe_conn *c = p->data;
+  c->len = 0;
+  c->nhdr = 0;
+  c->hdr_part = 0;
+  c->url.off = c->url.len = 0;
+  return 0;
+}
+
+static int fe_on_url(llhttp_t *p, const char *at, size_t len) {
+  fe_conn *c = p->data;
+  if (fe_conn_append(c, at, len) < 0)
+    return HPE_USER;
+  c->url.len += (uint32_t)len;
+  return 0;
+}
+
+static int fe_on_header_field(llhttp_t *p, const char *at, size_t len) {
+  fe_conn *c = p->data;
+  if (c->hdr_part != 1) {
+    c->hdr_part = 1;
+    if (c->nhdr < FE_MAX_HEADERS) {
+      c->hdr[c->nhdr].name.off = c->len;
+      c->hdr[c->nhdr].name.len = 0;
+      c->hdr[c->nhdr].value.off = c->len;
+      c->hdr[c->nhdr].value.len = 0;
+    }
+    c->nhdr++;
+  }
+  if (fe_conn_append(c, at, len) < 0)
+    return HPE_USER;
+  if (c->nhdr <= FE_MAX_HEADERS)
+    c->hdr[c->nhdr - 1].name.len += (uint32_t)len;
+  return 0;
+}
+
+static int fe_on_header_value(llhttp_t *p, const char *at, size_t len) {
+  fe_conn *c = p->data;
+  if (c->hdr_part != 2) {
+    c->hdr_part = 2;
+    if (c->nhdr <= FE_MAX_HEADERS)
+      c->hdr[c->nhdr - 1].value.off = c->len;
+  }
+  if (fe_conn_append(c, at, len) < 0)
+    return HPE_USER;
+  if (c->nhdr <= FE_MAX_HEADERS)
+    c->hdr[c->nhdr - 1].value.len += (uint32_t)len;
+  return 0;
+}
+
+static int fe_on_headers_complete(llhttp_t *p) {
+  fe_conn *c = p->data;
+  if (c->nhdr > FE_MAX_HEADERS) {
+    c->too_large = 1;
+    return HPE_USER;
+  }
+  return 0;
+}
+
+/* A complete request head: a new request under the newest generation, then the router. */
+static int fe_on_message_complete(llhttp_t *p) {
+  fe_conn *c = p->data;
+  fe_worker *w = c->w;
+  if (c->gen != w->gen) {
+    fe_gen_unref(c->gen);
+    c->gen = w->gen;
+    fe_gen_ref(c->gen);
+  }
+  c->deadline = uv_now(&w->loop.uv) + (uint64_t)(c->gen->cfg->request_timeout * 1000.0);
+  c->id = fe_loop_request_id(&w->loop);
+  c->logged = 0;
+  c->status = 0;
+  c->bytes = 0;
+  c->start = fe_wall_time();
+  c->cache_status = NULL;
+  c->res = NULL;
+  if (w->stopping) {
+    fe_conn_respond(c, 503, NULL, NULL, "503 shutting down\n", 18, 1);
+    return HPE_PAUSED;
+  }
+  return w->route(c);
+}
+
+/* Read-only: every loop's parsers share it. */
+static const llhttp_settings_t fe_request_settings = {
+    .on_message_begin = fe_on_message_begin,
+    .on_url = fe_on_url,
+    .on_header_field = fe_on_header_field,
+    .on_header_value = fe_on_header_value,
+    .on_headers_complete = fe_on_headers_complete,
+    .on_message_complete = fe_on_message_complete,
+};
+
+static void fe_conn_on_read(fe_net *n, ssize_t nread, const char *data) {
+  fe_conn *c = n->data;
+  if (nread < 0) {
+    fe_conn_close(c);
+    return;
+  }
+  if (c->state != FE_CS_READING)
+    return; /* a viewer's further bytes are ignored; only its close matters */
+  llhttp_errno_t e = llhttp_execute(&c->parser, data, (size_t)nread);
+  if (e == HPE_OK || e == HPE_PAUSED)
+    return;
+  if (c->too_large) {
+    fe_conn_respond(c, 431, NULL, NULL, "431 request header fields too large\n", 36, 1);
+  } else {
+    char msg[160];
+    int len = snprintf(msg, sizeof(msg), "400 bad request: %s\n", llhttp_errno_name(e));
+    fe_conn_respond(c, 400, NULL, NULL, msg, (size_t)len, 1);
+  }
+  c->state = FE_CS_WAITING;
+}
+
+/* ---- accept, sweep, stop ------------------------------------------------------------------- */
+
+static void fe_conn_on_shed(fe_net *n) {
+  free(n->data);
+}
+
+uint64_t fe_worker_sum(const fe_worker *w, size_t field) {
+  uint64_t sum = 0;
+  for (int i = 0; i < w->nloops; i++)
+    sum += __atomic_load_n((const uint64_t *)((const char *)w->all_metrics[i] + field), __ATOMIC_RELAXED);
+  return sum;
+}
+
+void fe_conn_accept(fe_worker *w, fe_net_listener *ls) {
+  fe_conn *c = calloc(1, sizeof(*c));
+  if (!c)
+    return;
+  fe_net_init(&w->loop, &c->net, c);
+  c->w = w;
+  if (fe_net_accept(ls, &c->net) < 0 || w->stopping ||
+      fe_worker_sum(w, offsetof(fe_metrics, connections)) >= w->gen->cfg->max_connections) {
+    /* Shed load: accept and close rather than leave the kernel queue full. */
+    c->state = FE_CS_CLOSING;
+    fe_net_close(&c->net, fe_conn_on_shed);
+    return;
+  }
+  FE_METRIC_INC(&w->loop.metrics, connections);
+  FE_METRIC_INC(&w->loop.metrics, accepted);
+  w->conn_handles++;
+  fe_net_peer_ip(&c->net, c->client_ip, sizeof(c->client_ip));
+  fe_net_local_ip(&c->net, c->server_ip, sizeof(c->server_ip));
+  c->next = w->conns;
+  if (w->conns)
+    w->conns->prev = c;
+  w->conns = c;
+  llhttp_init(&c->parser, HTTP_REQUEST, &fe_request_settings);
+  c->parser.data = c;
+  c->deadline = uv_now(&w->loop.uv) + (uint64_t)(w->gen->cfg->request_timeout * 1000.0);
+  fe_net_nodelay(&c->net);
+  fe_net_read_start(&c->net, fe_conn_on_read);
+}
+
+void fe_conn_sweep(fe_worker *w, uint64_t now) {
+  fe_conn *next;
+  for (fe_conn *c = w->conns; c; c = next) {
+    next = c->next;
+    if (c->on_sweep) {
+      c->on_sweep(c, now);
+    } else if (c->state == FE_CS_READING && c->deadline && now >= c->deadline) {
+      fe_debug("closing a connection that sent no complete request in time");
+      fe_conn_close(c);
+    }
+  }
+}
+
+void fe_conn_stop_idle(fe_worker *w) {
+  fe_conn *next;
+  for (fe_conn *c = w->conns; c; c = next) {
+    next = c->next;
+    if (c->state == FE_CS_READING)
+      fe_conn_close(c);
+  }
+}

@@ -1,0 +1,57 @@
+/*
+ * fe_loop: the per-loop context. One process runs one libuv loop per worker thread; everything
+ * mutable on the request path belongs to one loop and is reached from it: its counters, its read
+ * buffer, its request ids, its hub table, and the list of objects waiting to be freed.
+ *
+ * Deferred teardown: an object that must not be freed inside one of its own callbacks (a hub, as
+ * valkey's clients) is queued with fe_loop_defer() and freed just before the loop next waits for
+ * I/O (a uv_prepare handle, like valkey's beforeSleep), when no caller up the stack uses it.
+ */
+#ifndef FE_LOOP_H
+#define FE_LOOP_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "metrics/fe_metrics.h"
+
+#define FE_LOOP_RBUF_SIZE 65536
+
+struct fe_hubs;
+
+/** A queued teardown: embedded in the object; `fn` frees it. */
+typedef struct fe_deferred {
+  struct fe_deferred *next;
+  void (*fn)(struct fe_deferred *d);
+  int queued;
+} fe_deferred;
+
+typedef struct fe_loop {
+  uv_loop_t uv;          /* first: fe_loop_of() recovers the context from its libuv loop */
+  int id;                /* 0 .. workers-1 */
+  fe_metrics metrics;    /* written by this loop only */
+  uint64_t next_request; /* request ids: (n << 8) | id, unique in the process */
+  struct fe_hubs *hubs;  /* the live streams of this loop (hub/) */
+  uv_prepare_t defer_prepare;
+  fe_deferred *deferred;
+  /* Every read of this loop lands here and is consumed before the next read. */
+  char rbuf[FE_LOOP_RBUF_SIZE];
+} fe_loop;
+
+/** The context of a loop made by fe_loop_init(). */
+static inline fe_loop *fe_loop_of(uv_loop_t *uv) {
+  return (fe_loop *)uv;
+}
+
+/** Initialises the loop and its context. Returns 0 or a libuv error. */
+int fe_loop_init(fe_loop *l, int id);
+/** Runs what is deferred, closes the loop's own handles and the loop (after every other handle). */
+void fe_loop_close(fe_loop *l);
+/** Queues d->fn(d) for the loop's next safe point; queuing twice is a no-op. */
+void fe_loop_defer(fe_loop *l, fe_deferred *d, void (*fn)(fe_deferred *d));
+/** A new request id, unique across loops. */
+uint64_t fe_loop_request_id(fe_loop *l);
+/** libuv's alloc callback for every read: the loop's shared read buffer. */
+void fe_loop_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+
+#endif

@@ -1,0 +1,204 @@
+#include "origin/fe_pull.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log/fe_log.h"
+#include "origin/fe_origin.h"
+
+#define FE_ERROR_BODY_MAX (64 * 1024) /* an origin's error body passed on to viewers */
+#define FE_MAX_ORIGIN_ATTEMPTS 16
+
+typedef struct fe_pull {
+  fe_source src;              /* first: the sink holds the pull as its source */
+  fe_loop *loop;
+  fe_pull_opts opts;
+  char *key;
+  const fe_sink_ops *ops;
+  void *sink;
+  fe_origin *origin;
+  fe_flv_parser parser;
+  int closed;                 /* the sink let go: free at the loop's safe point */
+  fe_deferred defer;
+  int attempt;
+  /* an origin's error answer, passed on as it is */
+  int err_status;
+  char err_ctype[128];
+  uint8_t *err_body;
+  size_t err_len;
+} fe_pull;
+
+static const fe_origin_cbs fe_pull_origin_cbs;
+
+static void fe_pull_free(fe_deferred *d) {
+  fe_pull *p = (fe_pull *)((char *)d - offsetof(fe_pull, defer));
+  fe_flv_parser_free(&p->parser);
+  free(p->err_body);
+  free(p->key);
+  free(p);
+}
+
+/* The sink may close its source from inside one of the pull's own callbacks (the parser is then
+ * mid-feed): stop now, free later. */
+static void fe_pull_close(fe_source *s) {
+  fe_pull *p = (fe_pull *)s;
+  p->closed = 1;
+  if (p->origin)
+    fe_origin_close(p->origin);
+  p->origin = NULL;
+  fe_loop_defer(p->loop, &p->defer, fe_pull_free);
+}
+
+static int fe_pull_connect(fe_pull *p, const char *url) {
+  fe_origin_opts oo = {.connect_timeout = p->opts.connect_timeout,
+                       .read_timeout = p->opts.read_timeout,
+                       .max_tag_size = p->opts.max_tag_size};
+  p->origin = fe_origin_open(p->loop, url, &oo, &fe_pull_origin_cbs, p);
+  FE_METRIC_INC(&p->loop->metrics, origin_connects);
+  return p->origin ? 0 : -1;
+}
+
+static void fe_pull_on_response(void *ud, int status, const char *ctype) {
+  fe_pull *p = ud;
+  if (status != 200) {
+    p->err_status = status;
+    snprintf(p->err_ctype, sizeof(p->err_ctype), "%s", ctype ? ctype : "text/plain");
+    return;
+  }
+  fe_info("stream %s: origin answered 200", p->key);
+}
+
+static int fe_pull_on_tag(void *ud, const fe_flv_tag *tag) {
+  fe_pull *p = ud;
+  if (p->parser.tags == 1)
+    p->ops->start(p->sink, p->parser.header_flags);
+  if (p->closed)
+    return FE_FLV_ENOMEM; /* stops the feed; nothing is reported to a closed pull's sink */
+  return p->ops->tag(p->sink, tag);
+}
+
+static void fe_pull_on_body(void *ud, const uint8_t *data, size_t len) {
+  fe_pull *p = ud;
+  FE_METRIC_ADD(&p->loop->metrics, bytes_received, len);
+  if (p->err_status) {
+    size_t room = FE_ERROR_BODY_MAX - p->err_len;
+    if (len > room)
+      len = room;
+    if (len && !p->err_body)
+      p->err_body = malloc(FE_ERROR_BODY_MAX);
+    if (p->err_body) {
+      memcpy(p->err_body + p->err_len, data, len);
+      p->err_len += len;
+    }
+    return;
+  }
+  /* The stream starts with its first tag: the FLV header alone says nothing yet. */
+  int rc = fe_flv_parser_feed(&p->parser, data, len, fe_pull_on_tag, p);
+  if (rc < 0 && !p->closed) {
+    fe_error("stream %s: malformed FLV from the origin: %s; ending the stream", p->key,
+             fe_flv_strerror(rc));
+    FE_METRIC_INC(&p->loop->metrics, origin_failures);
+    fe_origin_close(p->origin);
+    p->origin = NULL;
+    if (p->parser.tags > 0) {
+      p->ops->end(p->sink, rc);
+    } else {
+      static const char msg[] = "502 the origin sent no valid FLV\n";
+      p->ops->fail(p->sink, 502, "text/plain", (const uint8_t *)msg, sizeof(msg) - 1);
+    }
+  }
+}
+
+static void fe_pull_on_flush(void *ud) {
+  fe_pull *p = ud;
+  if (p->parser.tags > 0 && !p->closed)
+    p->ops->flush(p->sink);
+}
+
+/* Before the stream started: asks for another origin. Returns 1 when a new pull is under way. */
+static int fe_pull_failover(fe_pull *p, int err) {
+  if (!p->opts.next_origin || p->attempt >= FE_MAX_ORIGIN_ATTEMPTS)
+    return 0;
+  char what[64], url[4096];
+  if (p->err_status)
+    snprintf(what, sizeof(what), "status %d", p->err_status);
+  else
+    snprintf(what, sizeof(what), "%s", err == FE_ORIGIN_ETIMEDOUT ? "timeout" : "unreachable");
+  if (p->opts.next_origin(p->opts.ud, p->attempt + 1, what, url, sizeof(url)) != 1)
+    return 0;
+  p->attempt++;
+  fe_warn("stream %s: origin failed (%s); trying %s (attempt %d)", p->key, what, url, p->attempt);
+  fe_origin_close(p->origin);
+  p->origin = NULL;
+  p->err_status = 0;
+  p->err_len = 0;
+  fe_flv_parser_free(&p->parser);
+  fe_flv_parser_init(&p->parser, p->opts.max_tag_size);
+  return fe_pull_connect(p, url) == 0;
+}
+
+static void fe_pull_on_end(void *ud, int err) {
+  fe_pull *p = ud;
+  int before_start = p->parser.tags == 0;
+  if (before_start && fe_pull_failover(p, err))
+    return;
+  if (p->err_status) {
+    fe_info("stream %s: origin answered %d", p->key, p->err_status);
+    p->ops->fail(p->sink, p->err_status, p->err_ctype, p->err_body, p->err_len);
+    return;
+  }
+  if (before_start) {
+    if (err == 0)
+      err = FE_ORIGIN_EPROTO;
+    int status = fe_origin_status(err);
+    fe_error("stream %s: %s; answering %d", p->key, fe_origin_strerror(err), status);
+    FE_METRIC_INC(&p->loop->metrics, origin_failures);
+    const char *msg = status == 504   ? "504 origin timed out\n"
+                      : status == 404 ? "404 no such stream\n"
+                                      : "502 origin unreachable\n";
+    p->ops->fail(p->sink, status, "text/plain", (const uint8_t *)msg, strlen(msg));
+    return;
+  }
+  if (err == 0 && fe_flv_parser_finish(&p->parser) < 0)
+    err = FE_FLV_ETRUNC;
+  if (err) {
+    fe_error("stream %s: %s; ending the stream", p->key, fe_origin_strerror(err));
+    FE_METRIC_INC(&p->loop->metrics, origin_failures);
+  } else {
+    fe_info("stream %s: origin ended the stream", p->key);
+  }
+  p->ops->end(p->sink, err);
+}
+
+static const fe_origin_cbs fe_pull_origin_cbs = {
+    .on_response = fe_pull_on_response,
+    .on_body = fe_pull_on_body,
+    .on_flush = fe_pull_on_flush,
+    .on_end = fe_pull_on_end,
+};
+
+fe_source *fe_pull_open(fe_loop *l, const char *url, const fe_pull_opts *opts,
+                        const fe_sink_ops *ops, void *sink) {
+  fe_pull *p = calloc(1, sizeof(*p));
+  if (!p)
+    return NULL;
+  p->src.close = fe_pull_close;
+  p->loop = l;
+  p->opts = *opts;
+  p->key = strdup(opts->key ? opts->key : "?");
+  p->opts.key = p->key;
+  p->ops = ops;
+  p->sink = sink;
+  p->attempt = 1;
+  fe_flv_parser_init(&p->parser, opts->max_tag_size);
+  fe_info("stream %s: pulling %s", p->key, url);
+  if (!p->key || fe_pull_connect(p, url) < 0) {
+    fe_flv_parser_free(&p->parser);
+    free(p->key);
+    free(p);
+    return NULL;
+  }
+  return &p->src;
+}
