@@ -156,11 +156,14 @@ static void fe_usage(FILE *out) {
 static void fe_on_stopped(void *ud) {
   fe_main *m = ud;
   fe_info("stopped");
-  /* A signal in the last moments must not take the default action (and leave the pid file). */
-  signal(SIGHUP, SIG_IGN);
   uv_close((uv_handle_t *)&m->sigterm, NULL);
   uv_close((uv_handle_t *)&m->sigint, NULL);
   uv_close((uv_handle_t *)&m->sighup, NULL);
+  /* Closing the handles restored the default actions: a signal in the last moments of the stop
+   * (a second SIGTERM, a SIGHUP) must not kill the process and leave the pid file behind. */
+  signal(SIGTERM, SIG_IGN);
+  signal(SIGINT, SIG_IGN);
+  signal(SIGHUP, SIG_IGN);
   fe_server_free(m->server);
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds flvedge twice (plain, and with AddressSanitizer + UndefinedBehaviorSanitizer) and runs
-# every test of both under one ctest run. Installs whatever Debian packages are missing first.
+# Builds flvedge three times (plain; AddressSanitizer + UndefinedBehaviorSanitizer; ThreadSanitizer)
+# and runs every test of the first two, and the multi-loop tests of the third, under one ctest run. Installs whatever Debian packages are missing first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,9 +32,14 @@ bash tests/browser/setup.sh
 jobs=$(nproc)
 cmake -S . -B build-asan -DFE_SANITIZE=ON -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-asan -j"$jobs"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFE_ASAN_BUILD="$PWD/build-asan" >/dev/null
+cmake -S . -B build-tsan -DFE_TSAN=ON -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DFE_BUILD_TESTS=ON >/dev/null
+cmake --build build-tsan -j"$jobs" --target flvedge fe_load
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFE_ASAN_BUILD="$PWD/build-asan" \
+  -DFE_TSAN_BUILD="$PWD/build-tsan" >/dev/null
 cmake --build build -j"$jobs"
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export TSAN_OPTIONS=halt_on_error=0:second_deadlock_stack=1
 ctest --test-dir build --output-on-failure -j2 "$@"

@@ -107,7 +107,8 @@ static void fe_resource_defaults(fe_resource *res) {
   res->max_viewers_per_stream = 10000;
   res->window_seconds = 5;
   res->window_bytes = 64u << 20;
-  res->merge_ms = 0;
+  res->merge_ms = 60;
+  res->merge_auto = 1;
   res->linger = 10;
   res->slow_viewer_timeout = 10;
   res->origin_connect_timeout = 5;
@@ -126,6 +127,23 @@ static void fe_config_defaults(fe_config *cfg) {
   cfg->request_timeout = 10;
   cfg->max_header_size = 8192;
   cfg->lua_budget = 1000000;
+}
+
+/* merge_ms: a number of milliseconds, or "auto" (the default). */
+static int fe_cfg_merge(fe_cfg_reader *r, int idx, const char *where, fe_resource *res) {
+  lua_getfield(r->L, idx, "merge_ms");
+  int t = lua_type(r->L, -1);
+  int auto_ = t == LUA_TSTRING && strcmp(lua_tostring(r->L, -1), "auto") == 0;
+  lua_pop(r->L, 1);
+  if (auto_ || t == LUA_TNIL)
+    return 0;
+  if (fe_cfg_u32(r, idx, where, "merge_ms", 0, 10000, &res->merge_ms) < 0) {
+    if (t == LUA_TSTRING)
+      fe_cfg_fail(r, "%smerge_ms: expected \"auto\" or a number of milliseconds", where);
+    return -1;
+  }
+  res->merge_auto = 0;
+  return 0;
 }
 
 static int fe_cfg_origin_ok(const char *o) {
@@ -195,7 +213,7 @@ static int fe_cfg_resource(fe_cfg_reader *r, int i, fe_resource *res) {
     if (fe_cfg_u32(r, idx, where, "max_viewers_per_stream", 1, 1e7, &res->max_viewers_per_stream) < 0 ||
         fe_cfg_number(r, idx, where, "window_seconds", 0, 3600, &res->window_seconds) < 0 ||
         fe_cfg_number(r, idx, where, "window_bytes", 65536, 4294967295.0, &bytes) < 0 ||
-        fe_cfg_u32(r, idx, where, "merge_ms", 0, 10000, &res->merge_ms) < 0 ||
+        fe_cfg_merge(r, idx, where, res) < 0 ||
         fe_cfg_number(r, idx, where, "linger", 0, 86400, &res->linger) < 0 ||
         fe_cfg_number(r, idx, where, "slow_viewer_timeout", 0.1, 3600, &res->slow_viewer_timeout) < 0 ||
         fe_cfg_number(r, idx, where, "origin_connect_timeout", 0.1, 600, &res->origin_connect_timeout) < 0 ||

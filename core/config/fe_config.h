@@ -20,7 +20,8 @@ typedef struct fe_resource {
   uint32_t max_viewers_per_stream;
   double window_seconds;
   size_t window_bytes;
-  uint32_t merge_ms;
+  uint32_t merge_ms;     /* the merge window, or with merge_auto its most */
+  int merge_auto;        /* "auto": the window grows with the loop's viewers, up to merge_ms */
   double linger;
   double slow_viewer_timeout;
   double origin_connect_timeout;

@@ -388,6 +388,7 @@ void fe_live_serve(fe_conn *c, const fe_resource *res, const char *rest, size_t 
         .window_seconds = res->window_seconds,
         .window_bytes = res->window_bytes,
         .merge_ms = res->merge_ms,
+        .merge_auto = res->merge_auto,
         .linger = res->linger,
         .max_viewers = res->max_viewers_per_stream,
         .open_pull = fe_live_open_pull,

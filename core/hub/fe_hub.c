@@ -13,6 +13,11 @@
 #define FE_HUB_BUCKETS 1024
 #define FE_READY_FALLBACK_TAGS 600   /* start viewers without a keyframe after this many tags */
 #define FE_MAX_REOPENS 4             /* a relay whose owner went away: claim again this often */
+/* merge_ms "auto": no window up to the first, the full window from the second count of viewers
+ * on the loop, linear between. A few viewers get every tag at once; a busy loop makes fewer,
+ * larger writes (the kernel's cost is per write), adding at most merge_ms of delay. */
+#define FE_MERGE_AUTO_FROM 100
+#define FE_MERGE_AUTO_FULL 1000
 
 enum { FE_HS_CONNECTING, FE_HS_LIVE, FE_HS_ENDED };
 enum { FE_VS_WAITING, FE_VS_PREFIX, FE_VS_KEYWAIT, FE_VS_LIVE };
@@ -268,6 +273,18 @@ static void fe_hub_on_merge(uv_timer_t *t) {
     fe_hub_wake_all(h);
 }
 
+/* The merge window now: fixed, or for "auto" by the loop's viewers (its own gauge, no atomics). */
+static uint32_t fe_hub_merge_ms(const fe_hub *h) {
+  if (!h->opts.merge_auto)
+    return h->opts.merge_ms;
+  uint64_t v = h->loop->metrics.viewers;
+  if (v <= FE_MERGE_AUTO_FROM)
+    return 0;
+  if (v >= FE_MERGE_AUTO_FULL)
+    return h->opts.merge_ms;
+  return (uint32_t)((v - FE_MERGE_AUTO_FROM) * h->opts.merge_ms / (FE_MERGE_AUTO_FULL - FE_MERGE_AUTO_FROM));
+}
+
 /* ---- window -------------------------------------------------------------------------------- */
 
 static int fe_hub_grow_index(fe_hub *h) {
@@ -376,7 +393,7 @@ static int fe_hub_on_tag(void *sink, const fe_flv_tag *tag) {
   else if (tag->type == FE_FLV_VIDEO)
     h->seen_flags |= FE_FLV_HAS_VIDEO;
   /* A batch starts at a keyframe: what came before goes out first. */
-  if (key && h->opts.merge_ms > 0 && h->dirty) {
+  if (key && h->dirty && fe_hub_merge_ms(h) > 0) {
     fe_hub_wake_all(h);
     if (h->closing) /* the last viewer left inside wake */
       return FE_HUB_ENDED;
@@ -425,8 +442,13 @@ static void fe_hub_on_flush(void *sink) {
   if (h->state != FE_HS_LIVE || h->closing)
     return;
   fe_hub_relay_flush(h);
-  if (h->dirty && h->opts.merge_ms == 0)
+  if (!h->dirty)
+    return;
+  uint32_t merge = fe_hub_merge_ms(h);
+  if (merge == 0)
     fe_hub_wake_all(h);
+  else if (!uv_is_active((uv_handle_t *)&h->merge_timer))
+    uv_timer_start(&h->merge_timer, fe_hub_on_merge, merge, 0);
 }
 
 /* Before the stream started: every waiting viewer, here and on subscribed loops, gets the same
@@ -675,8 +697,6 @@ fe_hub *fe_hub_open(fe_hubs *t, const char *key, const fe_hub_opts *opts) {
     fe_hub_destroy(h);
     return NULL;
   }
-  if (opts->merge_ms > 0)
-    uv_timer_start(&h->merge_timer, fe_hub_on_merge, opts->merge_ms, opts->merge_ms);
   return h;
 }
 

@@ -71,7 +71,9 @@ struct fe_viewer {
 typedef struct fe_hub_opts {
   double window_seconds;   /* media kept beyond the current GOP */
   size_t window_bytes;     /* hard cap on the window; also on what waits for a slow loop */
-  uint32_t merge_ms;       /* 0: flush after every origin read; else at this period and at keyframes */
+  uint32_t merge_ms;       /* 0: flush after every origin read; else this long after the first
+                              unsent tag, and at keyframes */
+  int merge_auto;          /* merge_ms is the most: the window grows with the loop's viewers */
   double linger;           /* seconds the pull stays after the last viewer on any loop */
   uint32_t max_viewers;
   /**

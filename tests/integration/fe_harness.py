@@ -37,6 +37,8 @@ SRC = os.environ.get("FLVEDGE_SRC") or os.path.abspath(os.path.join(HERE, "..", 
 BUILD = os.environ.get("FLVEDGE_BUILD") or os.path.join(SRC, "build")
 BIN = os.environ.get("FLVEDGE_BIN") or os.path.join(BUILD, "flvedge")
 MEDIA_DIR = os.environ.get("FE_MEDIA_DIR", "/tmp/flvedge-media")
+# Every test runs the edge with this many loops unless it sets its own (FE_WORKERS=1 for one).
+WORKERS = int(os.environ.get("FE_WORKERS", "2"))
 
 LISTEN_RE = re.compile(r"flvedge: listening on http://([0-9.]+|\[[0-9a-fA-F:]+\]):(\d+)")
 SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "ThreadSanitizer",
@@ -53,7 +55,7 @@ def _binary_is_sanitized(path):
             data = f.read()
     except OSError:
         return False
-    return b"__asan_init" in data or b"__ubsan_handle" in data
+    return b"__asan_init" in data or b"__ubsan_handle" in data or b"__tsan_init" in data
 
 
 SANITIZED = _binary_is_sanitized(BIN)
@@ -243,6 +245,7 @@ class Edge:
             if isinstance(config, dict):
                 cfg = dict(config)
                 cfg.setdefault("listen", ["127.0.0.1:0"])
+                cfg.setdefault("workers", WORKERS)
                 text = "return " + to_lua(cfg) + "\n"
             else:
                 text = config
@@ -275,7 +278,10 @@ class Edge:
 
     @classmethod
     def quick(cls, origin, listen="127.0.0.1:0", extra_args=(), **kw):
-        return cls(None, args=["--listen", listen, "--origin", origin] + list(extra_args), **kw)
+        extra = list(extra_args)
+        if "--workers" not in extra:
+            extra += ["--workers", str(WORKERS)]
+        return cls(None, args=["--listen", listen, "--origin", origin] + extra, **kw)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -350,6 +356,15 @@ class Edge:
     def metric(self, name, path="/_flvedge/metrics"):
         """The sum of every series of `name` (labels ignored); None if absent."""
         return self.metrics(path).get(name)
+
+    def loop_metric(self, name, path="/_flvedge/metrics"):
+        """A per-loop series, flvedge_loop_NAME{loop="i"}: a list indexed by loop."""
+        r = http_request(self.port, "GET", path)
+        out = {}
+        for m in re.finditer(r'^flvedge_loop_%s\{loop="(\d+)"\} (\S+)$' % re.escape(name),
+                             r.body.decode(), re.M):
+            out[int(m.group(1))] = float(m.group(2))
+        return [out[i] for i in sorted(out)]
 
     # -- stopping ---------------------------------------------------------------------------
 

@@ -48,7 +48,7 @@ class ReloadUnderLoadTest(EdgeTestCase):
         origin = self.start_origin()
         origin.route("/live/s.flv", Synth(vsize=600))
         edge = self.start_edge(
-            'return { listen = { "127.0.0.1:0" }, pid_file = "edge.pid", resources = {\n'
+            'return { listen = { "127.0.0.1:0" }, workers = 2, pid_file = "edge.pid", resources = {\n'
             '  { name = "live", prefix = "/flv/", type = "live", origin = "%s",\n'
             '    policy = "gen", policy_settings = { gen = "g" } } } }\n' % origin.url("/live/"),
             files={"gen.lua": GOOD % {"gen": 0}})
@@ -120,6 +120,8 @@ class ReloadUnderLoadTest(EdgeTestCase):
         self.assertEqual(rep["validation_errors"], 0, rep["errors"])
         self.assertEqual(rep["no_keyframe"], 0)
         self.assertTrue(edge.alive())
+        # Both loops had viewers: the reloads reached a loop that was not the one signalled.
+        self.assertTrue(all(n > 0 for n in edge.loop_metric("connections_accepted_total")))
 
     def probe(self, edge, value, body=False):
         """A new request under the policy in force: its status (a 200 is a live stream; closed at once)."""

@@ -29,19 +29,14 @@ static int fe_feed_tag(void *ud, const fe_flv_tag *tag) {
 }
 
 /* Feeds FLV bytes (the file header first) as an origin pull would, then flushes. */
+static fe_flv_parser fe_feed_parser; /* the current hub's: reset by fe_hub_create */
+
 static int fe_hub_ingest(fe_hub *h, const uint8_t *data, size_t len) {
-  static fe_flv_parser p;
-  static fe_hub *last;
-  if (last != h) {
-    fe_flv_parser_free(&p);
-    fe_flv_parser_init(&p, 1u << 20);
-    last = h;
-  }
-  fe_feed f = {h, p.tags > 0};
-  int rc = fe_flv_parser_feed(&p, data, len, fe_feed_tag, &f);
+  fe_flv_parser *p = &fe_feed_parser;
+  fe_feed f = {h, p->tags > 0};
+  int rc = fe_flv_parser_feed(p, data, len, fe_feed_tag, &f);
   if (rc < 0) {
     fe_hub_sink.end(h, rc);
-    last = NULL;
     return rc;
   }
   fe_hub_sink.flush(h);
@@ -50,6 +45,8 @@ static int fe_hub_ingest(fe_hub *h, const uint8_t *data, size_t len) {
 
 /* A hub fed by the test: started at once, as a source that answered 200. */
 static fe_hub *fe_hub_create(const char *key, const fe_hub_opts *o) {
+  fe_flv_parser_free(&fe_feed_parser);
+  fe_flv_parser_init(&fe_feed_parser, 1u << 20);
   fe_hub *h = fe_hub_open(fe_T, key, o);
   fe_hub_sink.start(h, FE_FLV_HAS_AUDIO | FE_FLV_HAS_VIDEO);
   return h;
@@ -127,7 +124,19 @@ typedef struct fe_tview {
   int started, hit, failed, wakes;
   fe_gen got;
   const uint8_t *first_ptr; /* the first media span, to compare identities across viewers */
+  int nspans;               /* the spans it was handed, to tell shared memory from copies */
+  const uint8_t *span_p[256];
+  size_t span_len[256];
+  int leave_on_wake;        /* a transport whose write fails inside wake: it leaves there */
 } fe_tview;
+
+/* 1 when p lies inside one of the spans t was handed. */
+static int fe_tv_was_handed(const fe_tview *t, const uint8_t *p) {
+  for (int i = 0; i < t->nspans; i++)
+    if (p >= t->span_p[i] && p < t->span_p[i] + t->span_len[i])
+      return 1;
+  return 0;
+}
 
 static void fe_tv_start(fe_viewer *v, int hit) {
   fe_tview *t = (fe_tview *)v;
@@ -140,7 +149,10 @@ static void fe_tv_fail(fe_viewer *v, int status, const char *ct, const uint8_t *
 }
 
 static void fe_tv_wake(fe_viewer *v) {
-  ((fe_tview *)v)->wakes++;
+  fe_tview *t = (fe_tview *)v;
+  t->wakes++;
+  if (t->leave_on_wake)
+    fe_hub_leave(v);
 }
 
 static const fe_viewer_ops fe_tv_ops = {fe_tv_start, fe_tv_fail, fe_tv_wake};
@@ -157,6 +169,10 @@ static size_t fe_tv_drain(fe_tview *t) {
     for (int i = 0; i < n; i++) {
       if (!t->first_ptr && iov[i].len > FE_FLV_FILE_HEADER_SIZE)
         t->first_ptr = (const uint8_t *)iov[i].base;
+      if (t->nspans < 256) {
+        t->span_p[t->nspans] = (const uint8_t *)iov[i].base;
+        t->span_len[t->nspans++] = iov[i].len;
+      }
       fe_gen_put(&t->got, iov[i].base, iov[i].len);
     }
     total += bytes;
@@ -262,7 +278,7 @@ static void test_late_joiner_starts_at_the_newest_keyframe(void) {
   /* Both viewers were handed the same bytes, not copies. */
   fe_seen e;
   fe_tv_tags(&early, &e, &flags);
-  FE_CHECK(early.first_ptr != NULL && late.first_ptr != NULL);
+  FE_CHECK(late.first_ptr != NULL && fe_tv_was_handed(&early, late.first_ptr));
   fe_hub_leave(&early.v);
   fe_hub_leave(&late.v);
   free(early.got.buf);
@@ -425,6 +441,156 @@ static void test_viewer_limit(void) {
   fe_hub_leave(&a.v);
 }
 
+
+/* A viewer whose write fails while the hub wakes everyone at a keyframe leaves inside wake; with
+ * linger 0 that ends the hub inside fe_hub_on_tag, which then still appends the keyframe. Under
+ * ASan this read freed blocks before teardown was deferred to the loop's safe point. */
+static void test_hub_is_not_freed_inside_its_own_callback(void) {
+  fe_hub_opts o = fe_opts();
+  o.merge_ms = 100;
+  o.linger = 0;
+  fe_hub *h = fe_hub_create("t/defer", &o);
+  fe_tview a = {0};
+  fe_hub_join(h, &a.v, &fe_tv_ops, FE_HUB_WANT_ALL);
+  a.leave_on_wake = 1;
+  fe_gen g = {0};
+  uint32_t ts = 0;
+  fe_gen_start(&g);
+  fe_gen_gop(&g, &ts, 5, 1000);
+  fe_gen_gop(&g, &ts, 5, 1000); /* this keyframe flushes the first GOP: the viewer leaves */
+  fe_hub_ingest(h, g.buf, g.len);
+  FE_CHECK_EQ(a.wakes, 1);
+  FE_CHECK(a.v.hub == NULL);
+  FE_CHECK(fe_hub_find(fe_T, "t/defer") == NULL);
+  FE_CHECK_EQ(fe_stats.streams, 0);
+  FE_CHECK(fe_stats.window_bytes > 0); /* freed at the safe point, not yet */
+  uv_run(&fe_L.uv, UV_RUN_NOWAIT);
+  FE_CHECK_EQ(fe_stats.window_bytes, 0);
+  free(g.buf);
+}
+
+static void test_window_seconds_keeps_older_gops(void) {
+  fe_hub_opts o = fe_opts();
+  o.window_seconds = 1.0; /* 25 frames at 40 ms */
+  fe_hub *h = fe_hub_create("t/window", &o);
+  fe_gen g = {0};
+  uint32_t ts = 0;
+  fe_gen_start(&g);
+  for (int i = 0; i < 6; i++)
+    fe_gen_gop(&g, &ts, 10, 1000); /* 400 ms GOPs */
+  fe_hub_ingest(h, g.buf, g.len);
+  fe_tview late = {0};
+  fe_hub_join(h, &late.v, &fe_tv_ops, FE_HUB_WANT_ALL);
+  fe_tv_drain(&late);
+  fe_seen s;
+  uint8_t flags = 0;
+  fe_tv_tags(&late, &s, &flags);
+  FE_CHECK_EQ(s.ts[3], 5 * 400); /* a joiner still starts at the newest keyframe */
+  /* The window behind it holds what is within a second of the newest tag, whole GOPs from there:
+   * a viewer that falls behind by less than that is not moved. */
+  fe_tview slow = {0};
+  fe_hub_join(h, &slow.v, &fe_tv_ops, FE_HUB_WANT_ALL);
+  uint64_t jumps = fe_stats.viewer_jumps;
+  g.len = 0;
+  fe_gen_gop(&g, &ts, 10, 1000);
+  fe_hub_ingest(h, g.buf, g.len);
+  fe_tv_drain(&slow);
+  FE_CHECK_EQ(fe_stats.viewer_jumps, jumps);
+  fe_hub_leave(&late.v);
+  fe_hub_leave(&slow.v);
+  free(late.got.buf);
+  free(slow.got.buf);
+  free(g.buf);
+}
+
+static void test_merge_window_wakes_at_keyframes_and_on_the_timer(void) {
+  fe_hub_opts o = fe_opts();
+  o.merge_ms = 50;
+  fe_hub *h = fe_hub_create("t/merge", &o);
+  fe_tview a = {0};
+  fe_hub_join(h, &a.v, &fe_tv_ops, FE_HUB_WANT_ALL);
+  fe_gen g = {0};
+  uint32_t ts = 0;
+  fe_gen_start(&g);
+  fe_gen_gop(&g, &ts, 5, 1000);
+  fe_hub_ingest(h, g.buf, g.len);
+  int before = a.wakes;
+  g.len = 0;
+  for (int i = 0; i < 3; i++, ts += 40)
+    fe_gen_tag(&g, FE_FLV_VIDEO, ts, 0x27, 1, 1000);
+  fe_hub_ingest(h, g.buf, g.len);
+  FE_CHECK_EQ(a.wakes, before); /* no flush per read with a merge window */
+  g.len = 0;
+  fe_gen_gop(&g, &ts, 1, 1000);
+  fe_hub_ingest(h, g.buf, g.len);
+  FE_CHECK_EQ(a.wakes, before + 1); /* a keyframe sends what came before it */
+  uint64_t t0 = uv_now(&fe_L.uv);
+  while (a.wakes == before + 1 && uv_now(&fe_L.uv) - t0 < 1000)
+    uv_run(&fe_L.uv, UV_RUN_ONCE); /* the merge timer (50 ms) sends the keyframe */
+  FE_CHECK_EQ(a.wakes, before + 2);
+  fe_hub_leave(&a.v);
+  free(g.buf);
+}
+
+static void test_linger_keeps_the_stream_then_closes_it(void) {
+  fe_hub_opts o = fe_opts();
+  o.linger = 0.05;
+  fe_hub *h = fe_hub_create("t/linger", &o);
+  fe_tview a = {0};
+  fe_hub_join(h, &a.v, &fe_tv_ops, FE_HUB_WANT_ALL);
+  fe_hub_leave(&a.v);
+  FE_CHECK(fe_hub_find(fe_T, "t/linger") == h);
+  fe_tview b = {0};
+  FE_CHECK_EQ(fe_hub_join(h, &b.v, &fe_tv_ops, FE_HUB_WANT_ALL), 0); /* back within the linger */
+  FE_CHECK(b.started && b.hit);
+  fe_hub_leave(&b.v);
+  uint64_t t0 = uv_now(&fe_L.uv);
+  while (fe_hub_find(fe_T, "t/linger") && uv_now(&fe_L.uv) - t0 < 1000)
+    uv_run(&fe_L.uv, UV_RUN_ONCE);
+  FE_CHECK(fe_hub_find(fe_T, "t/linger") == NULL);
+  FE_CHECK(uv_now(&fe_L.uv) - t0 >= 40);
+}
+
+/* A viewer pins at most FE_VIEWER_MAX_PINS blocks per write: a fill stops there, and the rest
+ * comes with the next fill. */
+static void test_a_fill_pins_a_bounded_number_of_blocks(void) {
+  fe_hub_opts o = fe_opts();
+  fe_hub *h = fe_hub_create("t/pins", &o);
+  fe_tview a = {0};
+  fe_hub_join(h, &a.v, &fe_tv_ops, FE_HUB_WANT_ALL);
+  fe_gen g = {0};
+  uint32_t ts = 0;
+  fe_gen_start(&g);
+  fe_gen_gop(&g, &ts, 40, 60000); /* about one 64 KiB block per frame */
+  FE_CHECK_EQ(fe_hub_ingest(h, g.buf, g.len), 0);
+  uv_buf_t iov[64];
+  size_t bytes;
+  int n = fe_hub_viewer_fill(&a.v, iov, 64, 64u << 20, &bytes);
+  FE_CHECK(n > 0);
+  FE_CHECK_EQ(a.v.npins, FE_VIEWER_MAX_PINS);
+  fe_hub_viewer_release(&a.v);
+  FE_CHECK_EQ(a.v.npins, 0);
+  FE_CHECK(fe_hub_viewer_fill(&a.v, iov, 64, 64u << 20, &bytes) > 0); /* the rest follows */
+  fe_hub_viewer_release(&a.v);
+  fe_hub_leave(&a.v);
+  free(g.buf);
+}
+
+/* A source that fails before the stream started: every waiting viewer gets its answer. */
+static void test_a_source_that_fails_answers_every_waiting_viewer(void) {
+  fe_hub_opts o = fe_opts();
+  fe_hub *h = fe_hub_open(fe_T, "t/fail", &o); /* not started */
+  fe_tview a = {0}, b = {0};
+  fe_hub_join(h, &a.v, &fe_tv_ops, FE_HUB_WANT_ALL);
+  fe_hub_join(h, &b.v, &fe_tv_ops, FE_HUB_WANT_ALL);
+  FE_CHECK(!a.started && !b.started);
+  fe_hub_sink.fail(h, 503, "text/plain", (const uint8_t *)"no\n", 3);
+  FE_CHECK_EQ(a.failed, 503);
+  FE_CHECK_EQ(b.failed, 503);
+  FE_CHECK(a.v.hub == NULL && b.v.hub == NULL);
+  FE_CHECK(fe_hub_find(fe_T, "t/fail") == NULL);
+}
+
 int main(void) {
   fe_loop_init(&fe_L, 0);
   fe_T = fe_hubs_new(&fe_L, NULL);
@@ -436,9 +602,16 @@ int main(void) {
   FE_RUN(test_timestamps_stay_monotonic_when_the_origin_restarts);
   FE_RUN(test_malformed_input_ends_the_stream);
   FE_RUN(test_viewer_limit);
+  FE_RUN(test_hub_is_not_freed_inside_its_own_callback);
+  FE_RUN(test_window_seconds_keeps_older_gops);
+  FE_RUN(test_merge_window_wakes_at_keyframes_and_on_the_timer);
+  FE_RUN(test_linger_keeps_the_stream_then_closes_it);
+  FE_RUN(test_a_fill_pins_a_bounded_number_of_blocks);
+  FE_RUN(test_a_source_that_fails_answers_every_waiting_viewer);
   /* Hubs close their timers through the loop: let it finish so nothing leaks. */
   fe_loop_close(&fe_L);
   fe_hubs_free(fe_T);
+  fe_flv_parser_free(&fe_feed_parser);
   FE_CHECK_EQ(fe_stats.window_bytes, 0);
   FE_CHECK_EQ(fe_stats.streams, 0);
   return FE_DONE();
