@@ -237,14 +237,23 @@ static void fe_relay_deliver(fe_relay_ch *ch, fe_relay_msg *m) {
 
 /* ---- mailboxes ----------------------------------------------------------------------------- */
 
-static void fe_relay_on_async(uv_async_t *a) {
-  fe_relay_box *b = a->data;
+/* Takes everything waiting in the mailbox; `close` also shuts it. Under its lock. */
+static void fe_relay_take(fe_relay_box *b, int close, fe_relay_req **reqs, fe_relay_ch **ready) {
   uv_mutex_lock(&b->mu);
-  fe_relay_req *reqs = b->reqs;
-  fe_relay_ch *ready = b->ready;
+  *reqs = b->reqs;
+  *ready = b->ready;
   b->reqs = b->reqs_tail = NULL;
   b->ready = NULL;
+  if (close)
+    b->open = 0;
   uv_mutex_unlock(&b->mu);
+}
+
+static void fe_relay_on_async(uv_async_t *a) {
+  fe_relay_box *b = a->data;
+  fe_relay_req *reqs;
+  fe_relay_ch *ready;
+  fe_relay_take(b, 0, &reqs, &ready);
   while (reqs) {
     fe_relay_req *r = reqs;
     reqs = r->next;
@@ -315,17 +324,11 @@ int fe_relay_box_open(fe_relay_node *n, int id, fe_loop *l, const fe_relay_handl
 
 void fe_relay_box_close(fe_relay_node *n, int id) {
   fe_relay_box *b = &n->boxes[id];
-  uv_mutex_lock(&b->mu);
-  if (!b->open) {
-    uv_mutex_unlock(&b->mu);
-    return;
-  }
-  b->open = 0;
-  fe_relay_req *reqs = b->reqs;
-  fe_relay_ch *ready = b->ready;
-  b->reqs = b->reqs_tail = NULL;
-  b->ready = NULL;
-  uv_mutex_unlock(&b->mu);
+  if (!b->loop)
+    return; /* never opened */
+  fe_relay_req *reqs;
+  fe_relay_ch *ready;
+  fe_relay_take(b, 1, &reqs, &ready);
   /* Whatever still waits holds references: drop them. A subscription's owner reference goes too,
    * since no hub of this loop will take it. */
   while (reqs) {
@@ -342,6 +345,7 @@ void fe_relay_box_close(fe_relay_node *n, int id) {
     uv_mutex_unlock(&b->mu);
     fe_relay_ch_unref(ch);
   }
+  b->loop = NULL;
   uv_close((uv_handle_t *)&b->async, NULL);
 }
 

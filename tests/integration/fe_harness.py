@@ -17,6 +17,7 @@ automatic slow-down factor applied to timeouts (3 when the binary is built with 
 """
 
 import atexit
+import json
 import fcntl
 import os
 import re
@@ -1647,6 +1648,46 @@ class TestOrigin:
 # ---------------------------------------------------------------------------------------------
 # Real media (ffmpeg)
 # ---------------------------------------------------------------------------------------------
+
+class LoadClient:
+    """fe_load (tests/bench/fe_load.c, built in the build tree): many validating viewers in one
+    process. start() spawns it; report() stops it and returns its JSON summary."""
+
+    def __init__(self, edge, path, viewers, rate=0, read_ms=10):
+        binary = os.path.join(BUILD, "tests", "fe_load")
+        if not os.access(binary, os.X_OK):
+            raise AssertionError("fe_load not built: %s" % binary)
+        self.viewers = viewers
+        self.out_path = os.path.join(edge.dir, "fe_load.json")
+        with open(self.out_path, "w") as out, open(os.path.join(edge.dir, "fe_load.log"), "w") as err:
+            self.proc = spawn([binary, "--url", edge.url(path), "--viewers", str(viewers),
+                               "--rate", str(rate), "--duration", "600", "--warmup", "0",
+                               "--progress", "0", "--read-interval-ms", str(read_ms), "--json"],
+                              stdout=out, stderr=err)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(T(30))
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def report(self):
+        self.stop()
+        with open(self.out_path) as f:
+            return json.loads(f.read().strip().splitlines()[-1])
+
+    def check_clean(self, test):
+        """Every viewer watched to the end with valid FLV and no failure."""
+        rep = self.report()
+        test.assertEqual(rep["ok"], self.viewers, rep)
+        test.assertEqual(rep["failed"], 0, rep["failures"])
+        test.assertEqual(rep["validation_errors"], 0, rep["errors"])
+        test.assertEqual(rep["no_keyframe"], 0)
+        return rep
+
 
 def have_ffmpeg():
     return bool(shutil.which("ffmpeg") and shutil.which("ffprobe"))

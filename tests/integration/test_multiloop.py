@@ -5,16 +5,13 @@ first keyframe on, one viewer is the MISS, and ends, errors, departures and SIGT
 on every loop. Each story runs with 2 and with 4 loops.
 """
 
-import json
-import os
 import signal
-import subprocess
 import sys
 import time
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-from fe_harness import (BUILD, T, EdgeTestCase, Synth, check_join_sequence, live_config, spawn,
+from fe_harness import (T, EdgeTestCase, LoadClient, Synth, check_join_sequence, live_config,
                         wait_until)
 
 LOAD_VIEWERS = 2000
@@ -53,13 +50,7 @@ class MultiLoopBase(EdgeTestCase):
         origin = self.start_origin()
         origin.route("/live/s.flv", Synth(vsize=800))
         edge = self.edge_for(origin)
-        load_bin = os.path.join(BUILD, "tests", "fe_load")
-        self.assertTrue(os.access(load_bin, os.X_OK), "fe_load not built: %s" % load_bin)
-        out_path = os.path.join(edge.dir, "fe_load.json")
-        with open(out_path, "w") as out, open(os.path.join(edge.dir, "fe_load.log"), "w") as err:
-            load = spawn([load_bin, "--url", edge.url("/flv/s.flv"), "--viewers", str(LOAD_VIEWERS),
-                          "--rate", "1000", "--duration", "600", "--warmup", "0", "--progress", "0",
-                          "--read-interval-ms", "10", "--json"], stdout=out, stderr=err)
+        load = LoadClient(edge, "/flv/s.flv", LOAD_VIEWERS, rate=1000)
         try:
             wait_until(lambda: edge.metric("flvedge_viewers") == LOAD_VIEWERS, T(60),
                        "%d viewers watching" % LOAD_VIEWERS)
@@ -85,18 +76,8 @@ class MultiLoopBase(EdgeTestCase):
             relayed = edge.loop_metric("relay_subscribers")
             self.assertEqual(sum(relayed), self.LOOPS - 1, "every other loop is fed by the owner")
         finally:
-            load.send_signal(signal.SIGINT)
-            try:
-                load.wait(T(30))
-            except subprocess.TimeoutExpired:
-                load.kill()
-                load.wait()
-        with open(out_path) as f:
-            rep = json.loads(f.read().strip().splitlines()[-1])
-        self.assertEqual(rep["ok"], LOAD_VIEWERS, rep)
-        self.assertEqual(rep["failed"], 0, rep["failures"])
-        self.assertEqual(rep["validation_errors"], 0, rep["errors"])
-        self.assertEqual(rep["no_keyframe"], 0)
+            load.stop()
+        load.check_clean(self)
 
     def test_one_miss_among_viewers_joining_on_every_loop(self):
         origin = self.start_origin()
