@@ -121,6 +121,21 @@ unsigned fe_lua_phases(const fe_lua *F, int resource) {
   return F && resource >= 0 && resource < F->nres ? F->phases[resource] : 0;
 }
 
+/* After a failed phase: detaches the request that phase ran with and, when id is given, forgets
+ * the request kept for its log phase. */
+static void fe_lua_forget(fe_lua *F, const uint64_t *id) {
+  lua_State *L = F->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, F->ref_release);
+  if (id)
+    lua_pushnumber(L, (lua_Number)*id);
+  else
+    lua_pushnil(L);
+  if (lua_pcall(L, 1, 0, 0) != 0) {
+    fe_error("releasing a request: %s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+}
+
 static char *fe_lua_dup(lua_State *L, int idx, size_t *len) {
   size_t n = 0;
   const char *s = lua_tolstring(L, idx, &n);
@@ -148,7 +163,7 @@ int fe_lua_access(fe_lua *F, int resource, uint64_t id, fe_req_view *req, fe_lua
     fe_error("access hook (resource %.*s, client %.*s): %s", (int)req->resource.len, req->resource.p,
              (int)req->client_ip.len, req->client_ip.p, lua_tostring(L, -1));
     lua_settop(L, 0);
-    fe_lua_release(F, id);
+    fe_lua_forget(F, &id);
     return -1;
   }
   if (lua_isnil(L, -3)) {
@@ -188,8 +203,11 @@ int fe_lua_origin(fe_lua *F, int resource, uint64_t id, fe_req_view *req, int at
   if (lua_pcall(L, 4, 1, 0) != 0) {
     fe_error("origin hook (resource %.*s, stream %.*s): %s", (int)req->resource.len, req->resource.p,
              (int)req->stream.len, req->stream.p, lua_tostring(L, -1));
-    rc = -1;
-  } else if (!lua_isnil(L, -1)) {
+    lua_settop(L, 0);
+    fe_lua_forget(F, NULL);
+    return -1;
+  }
+  if (!lua_isnil(L, -1)) {
     size_t n;
     const char *s = lua_tolstring(L, -1, &n);
     if (n >= cap) {
@@ -225,7 +243,8 @@ void fe_lua_log(fe_lua *F, int resource, uint64_t id, fe_req_view *req, const fe
   if (lua_pcall(L, 7, 1, 0) != 0) {
     fe_error("log hook (resource %.*s): %s", (int)req->resource.len, req->resource.p,
              lua_tostring(L, -1));
-    fe_lua_release(F, id);
+    lua_settop(L, 0);
+    fe_lua_forget(F, &id);
   } else if (lua_isstring(L, -1)) {
     snprintf(extra, cap, "%s", lua_tostring(L, -1));
   }
@@ -233,11 +252,7 @@ void fe_lua_log(fe_lua *F, int resource, uint64_t id, fe_req_view *req, const fe
 }
 
 void fe_lua_release(fe_lua *F, uint64_t id) {
-  lua_State *L = F->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, F->ref_release);
-  lua_pushnumber(L, (lua_Number)id);
-  if (lua_pcall(L, 1, 0, 0) != 0)
-    lua_pop(L, 1);
+  fe_lua_forget(F, &id);
 }
 
 /* ---- FFI entry points ---------------------------------------------------------------------- */

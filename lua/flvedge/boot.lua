@@ -11,6 +11,7 @@ local request -- required after package.path is set
 local _M = {}
 local policies = {} -- [resource index] = policy table
 local pending = {}  -- [request id] = req, kept from access to log so req.ctx is shared
+local active        -- the req of the phase now running, detached by release() if the phase fails
 local PHASES = { access = 1, origin = 2, log = 4, cache = 8 }
 
 -- Operator code runs in the interpreter so the instruction budget can always stop it
@@ -123,14 +124,22 @@ end
 function _M.access(i, id, view)
   local p = policies[i]
   local req = request.new(view)
+  active = req
   if p.log then pending[id] = req end
   local status, body, headers = p.access(req)
+  active = nil
+  if not p.log then request.detach(req) end
   if status == nil then return nil end
   return _M.check_denial(status, body, headers)
 end
 
 function _M.origin(i, view, attempt, last_error)
-  return _M.check_origin_url(policies[i].origin(request.new(view), attempt, last_error))
+  local req = request.new(view)
+  active = req
+  local url = policies[i].origin(req, attempt, last_error)
+  active = nil
+  request.detach(req)
+  return _M.check_origin_url(url)
 end
 
 local function field_text(v)
@@ -142,9 +151,11 @@ end
 function _M.log(i, id, view, status, bytes, duration, cache_status)
   local req = pending[id] or request.new(view)
   pending[id] = nil
+  active = req
   local extra = policies[i].log(req, {
     status = status, bytes_sent = bytes, duration = duration, cache_status = cache_status,
   })
+  active = nil
   request.detach(req)
   if type(extra) ~= "table" then return nil end
   local out = {}
@@ -154,8 +165,13 @@ function _M.log(i, id, view, status, bytes, duration, cache_status)
   return concat(out)
 end
 
+-- After a phase failed: detaches the request it ran with and, given an id, the one kept for log.
 function _M.release(id)
-  local req = pending[id]
+  if active then
+    request.detach(active)
+    active = nil
+  end
+  local req = id and pending[id]
   if req then
     pending[id] = nil
     request.detach(req)
