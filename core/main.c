@@ -46,6 +46,7 @@ static int fe_load(const fe_main *m, fe_config *cfg, fe_lua **lua, char *err, si
       .lua_dir = fe_env_or("FLVEDGE_LUA_DIR", FE_LUA_DIR),
       .policy_dir = fe_env_or("FLVEDGE_POLICY_DIR", FE_POLICY_DIR),
       .budget = cfg->lua_budget,
+      .memory_limit = cfg->lua_memory_limit,
       .geoip_db = cfg->geoip_db,
   };
   *lua = fe_lua_open(&lo, err, errlen);
