@@ -19,6 +19,9 @@
 /* Allocating pays one unit per this many bytes: copying them is about that much cheaper than a VM
  * instruction. It bounds what no hook sees: string concatenation, table growth, the GC. */
 #define FE_LUA_ALLOC_BYTES_PER_UNIT 16
+/* How far past the budget allocations still succeed, so that whoever trips the budget (the hook, a
+ * pattern, the library) can still make its error message; beyond it they are refused. */
+#define FE_LUA_ALLOC_SLACK 65536
 /* A call also stops when it has run for one microsecond per unit of its budget, at least 1 s and at
  * most 10 s, checked by the count hook: the last resort against C work that is paid for neither
  * per step nor by allocating (comparing or converting long strings), at most FE_LUA_TICK such
@@ -72,12 +75,13 @@ static void *fe_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
       return NULL;
     }
     m->left -= (int64_t)((nsize - old + FE_LUA_ALLOC_BYTES_PER_UNIT - 1) / FE_LUA_ALLOC_BYTES_PER_UNIT);
-    if (m->left < 0 && !m->tripped) {
-      snprintf(m->msg, sizeof(m->msg), "instruction budget exceeded while allocating (lua_budget)");
-      m->tripped = FE_LUA_TRIP_BUDGET;
-    }
-    if (m->tripped)
+    if (m->left < -FE_LUA_ALLOC_SLACK) {
+      if (!m->tripped) {
+        snprintf(m->msg, sizeof(m->msg), "instruction budget exceeded while allocating (lua_budget)");
+        m->tripped = FE_LUA_TRIP_BUDGET;
+      }
       return NULL;
+    }
   }
   void *p = F->alloc(F->alloc_ud, ptr, osize, nsize);
   if (nsize == 0 || p)

@@ -7,12 +7,14 @@
 -- a list that admits everything. :check(req) returns true, or nil, 403, reason.
 -- Bad settings raise at compile time, naming the value, so a reload with a bad script is refused.
 local util = require "flvedge.util"
+local budget = require "flvedge.budget"
 
 local type, tostring, error, ipairs, pairs, setmetatable, pcall = type, tostring, error, ipairs,
   pairs, setmetatable, pcall
 local format, find, sub, lower, upper, match, byte, gsub = string.format, string.find, string.sub,
   string.lower, string.upper, string.match, string.byte, string.gsub
 local ip_in = util.ip_in
+local charge, bounded_find = budget.charge, budget.find
 
 local _M = {}
 
@@ -69,6 +71,7 @@ end
 -- The host of a Referer: scheme optional, userinfo and port dropped, lowercase. "" when there
 -- is none ("http:///x", "?q").
 local function referer_host(ref)
+  charge(#ref)
   local s = find(ref, "://", 1, true)
   local rest = ref
   if s and not find(sub(ref, 1, s - 1), "[^%w+.-]") then rest = sub(ref, s + 3) end
@@ -91,6 +94,7 @@ local function host_listed(self, host)
   local suffixes = self.suffixes
   local pos = find(host, ".", 1, true)
   while pos do
+    charge(#host - pos)
     if suffixes[sub(host, pos)] then return true end
     pos = find(host, ".", pos + 1, true)
   end
@@ -219,15 +223,17 @@ local function ua_listed(self, req)
   local ua = req.headers.user_agent
   if ua == nil or ua == "" then return self.none end
   if self.exact[ua] then return true end
+  -- The operator's patterns on the client's header: matched by the paying matcher.
   local pats = self.patterns
   for i = 1, #pats do
-    if find(ua, pats[i], 1) then return true end
+    if bounded_find(ua, pats[i], 1) then return true end
   end
   local ipats = self.ipatterns
   if #ipats > 0 then
+    charge(#ua)
     local lua = lower(ua)
     for i = 1, #ipats do
-      if find(lua, ipats[i], 1) then return true end
+      if bounded_find(lua, ipats[i], 1) then return true end
     end
   end
   return false

@@ -2,6 +2,8 @@
 -- libmaxminddb from the config's geoip_db on first read (and remembered for the request): a
 -- policy that never reads it costs nothing. Without geoip_db, or for an address the database does
 -- not know, it is nil. In busted specs, flvedge.testing.request{country = "DE"} supplies it.
+local charge = require("flvedge.budget").charge
+
 local type, tostring, ipairs, error = type, tostring, ipairs, error
 local upper, find, format = string.upper, string.find, string.format
 
@@ -31,6 +33,7 @@ function _M.in_list(req, set)
   local c = req.country
   if c == nil then return false end
   if set[c] == true then return true end
+  charge(#set)
   for i = 1, #set do
     if upper(set[i]) == c then return true end
   end

@@ -6,6 +6,7 @@
 -- it is right but expired. Expiry is checked against req.time (the request's arrival), once: an
 -- open live stream is never cut when its token expires.
 local util = require "flvedge.util"
+local charge = require("flvedge.budget").charge
 
 local type, tostring, tonumber, error, pairs, setmetatable = type, tostring, tonumber, error, pairs,
   setmetatable
@@ -113,6 +114,7 @@ local function check_signed(c, req)
     return nil, 403, INVALID
   end
   local ip = client_ip(c, req)
+  charge(#path)
   local digest, secret, tail = c.digest, c.secret, c.tail
   local ok = ct_equal(raw, digest(secret, etext .. path .. ip .. tail))
   if not ok then

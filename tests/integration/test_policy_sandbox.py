@@ -105,6 +105,18 @@ escapes.compare_loop = function()
   while a < b do n = n + 1 end
 end
 
+-- the library's own loops, compiled where no hook runs, pay too
+local util = require "flvedge.util"
+local acl = require "flvedge.acl"
+local SLOW_UA = acl.user_agent{ policy = "allow", values = { "~.-.-.-.-b" } }
+escapes.library_loop = function()
+  local s = ("a"):rep(2^15)
+  while true do util.md5(s) end
+end
+escapes.library_pattern = function(req)
+  return SLOW_UA:check(req)
+end
+
 -- memory
 escapes.hog = function()
   local t = {}
@@ -121,7 +133,7 @@ return {
   access = function(req)
     for name in pairs(req.args) do
       local f = escapes[name]
-      if f then return f() end
+      if f then return f(req) end
     end
     return 403, "still here\n"
   end,
@@ -209,6 +221,18 @@ class EscapeTest(EdgeTestCase):
 
     def test_many_short_patterns(self):
         self.stopped("many_finds", "budget exceeded")
+
+    # the flvedge.* library
+    def test_library_loop(self):
+        self.stopped("library_loop", "budget exceeded in the flvedge library")
+
+    def test_library_pattern_on_a_header(self):
+        t0 = time.monotonic()
+        r = self.get(self.edge, "/flv/s.flv?library_pattern=1", headers={"User-Agent": "a" * 4000},
+                     timeout=T(5))
+        self.assertStatus(r, 500)
+        self.assertLess(time.monotonic() - t0, T(3))
+        self.edge.wait_log("acl.lua:.*budget exceeded in a pattern match")
 
     # C work paid by allocating, or stopped by the time limit
     def test_concatenation_loop(self):
