@@ -14,12 +14,16 @@ function _M.country(req)
   return req.country
 end
 
--- { "de", "AT" } -> { DE = true, AT = true }. Raises on anything that is not a two-letter code.
-function _M.set(list)
+-- { "de", "AT" } -> { DE = true, AT = true }. Raises on anything that is not a two-letter code;
+-- what, when given, names the list in that error ("<what>[2] = "DEU" is not ...").
+function _M.set(list, what)
   if type(list) ~= "table" then error("geo.set: expected a list of country codes, got " .. type(list), 2) end
   local set = {}
   for i, c in ipairs(list) do
     if type(c) ~= "string" or not find(c, "^%a%a$") then
+      if what then
+        error(format("%s[%d] = %q is not an ISO 3166-1 alpha-2 code", what, i, tostring(c)), 0)
+      end
       error(format("geo.set: [%d] is not an ISO 3166-1 alpha-2 code: %s", i, tostring(c)), 2)
     end
     set[upper(c)] = true

@@ -43,9 +43,7 @@ local FIELDS = {
 function _M.request(t)
   t = t or {}
   if type(t) ~= "table" then error("testing.request: expected a table, got " .. type(t), 2) end
-  for k in pairs(t) do
-    if not FIELDS[k] then error(format("testing.request: unknown field %q", tostring(k)), 2) end
-  end
+  util.check_keys(t, FIELDS, "testing.request", "field", nil, 2)
   local path, query = t.path, t.query
   if t.url ~= nil then
     if type(t.url) ~= "string" then error("testing.request: url must be a string", 2) end

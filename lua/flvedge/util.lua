@@ -7,7 +7,8 @@ local ffi = require "ffi"
 local bit = require "bit"
 local charge = require("flvedge.budget").charge
 
-local type, tonumber, error, pcall, ipairs, setmetatable = type, tonumber, error, pcall, ipairs, setmetatable
+local type, tonumber, tostring, error, pcall, pairs, ipairs, setmetatable = type, tonumber, tostring,
+  error, pcall, pairs, ipairs, setmetatable
 local byte, char, sub, find, gsub, format, match = string.byte, string.char, string.sub,
   string.find, string.gsub, string.format, string.match
 local band, bor, bxor, lshift, rshift = bit.band, bit.bor, bit.bxor, bit.lshift, bit.rshift
@@ -161,6 +162,18 @@ function _M.deny_body(status, reason)
     per[reason or ""], nbodies = b, nbodies + 1
   end
   return b
+end
+
+-- Settings tables: raises "<what>: unknown <noun> "<key>"<hint>" for the first key of t that known
+-- does not list. level counts as error()'s does, from the caller (0, the default: no position).
+function _M.check_keys(t, known, what, noun, hint, level)
+  for k in pairs(t) do
+    if not known[k] then
+      error(format("%s: unknown %s %q%s", what, noun, tostring(k), hint or ""),
+        level and level > 0 and level + 1 or 0)
+    end
+  end
+  return t
 end
 
 -- ---------------------------------------------------------------------------------------------
