@@ -14,7 +14,10 @@ import time
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-from fe_harness import SANITIZED, T, EdgeTestCase, free_port
+import os
+import tempfile
+
+from fe_harness import BIN, SANITIZED, T, EdgeTestCase, free_port, run
 
 # Each ?NAME=1 runs one escape; anything else is denied with 403 (the server still answers).
 ESCAPES = r'''
@@ -300,6 +303,42 @@ class MemoryHogTest(EdgeTestCase):
 
     def test_doubling_string(self):
         self.hog("doubling")
+
+
+class LoadTest(EdgeTestCase):
+    """The limits hold while a generation loads too, and lua_memory_limit is checked."""
+
+    def check(self, policy, top=""):
+        d = tempfile.mkdtemp(prefix="flvedge-sandbox-")
+        with open(os.path.join(d, "p.lua"), "w") as f:
+            f.write(policy)
+        cfg = os.path.join(d, "c.lua")
+        with open(cfg, "w") as f:
+            f.write('return { listen = {"127.0.0.1:0"}, %s resources = {{ prefix = "/flv/", type = "live", '
+                    'origin = "http://127.0.0.1:9/", policy = "p.lua" }} }\n' % top)
+        t0 = time.monotonic()
+        r = run([BIN, "-t", "-c", cfg], timeout=T(30))
+        return r, time.monotonic() - t0
+
+    def test_policy_file_that_loops_is_refused(self):
+        r, took = self.check("while true do end\nreturn {}\n")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("instruction budget exceeded", r.stderr)
+        self.assertLess(took, T(15))
+
+    def test_policy_file_over_the_memory_limit_is_refused(self):
+        r, _ = self.check("local t = {}\nfor i = 1, 1e6 do t[i] = {} end\nreturn {}\n",
+                          top="lua_memory_limit = 1048576,")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("memory limit exceeded", r.stderr)
+
+    def test_memory_limit_range(self):
+        for value in (1024, 32 * 1024 ** 3):
+            r, _ = self.check("return {}\n", top="lua_memory_limit = %d," % value)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("lua_memory_limit", r.stderr)
+        r, _ = self.check("return {}\n", top="lua_memory_limit = 2097152,")
+        self.assertEqual(r.returncode, 0, r.stderr)
 
 
 if __name__ == "__main__":
