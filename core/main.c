@@ -67,6 +67,7 @@ static int fe_load(const fe_main *m, int nloops, fe_config *cfg, fe_lua ***luas,
       .lua_dir = fe_env_or("FLVEDGE_LUA_DIR", FE_LUA_DIR),
       .policy_dir = fe_env_or("FLVEDGE_POLICY_DIR", FE_POLICY_DIR),
       .budget = cfg->lua_budget,
+      .memory_limit = cfg->lua_memory_limit,
       .geoip_db = cfg->geoip_db,
   };
   for (int i = 0; i < nloops; i++) {

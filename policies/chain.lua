@@ -9,35 +9,31 @@ local token = require "flvedge.token"
 local acl = require "flvedge.acl"
 local util = require "flvedge.util"
 
-local type, error, pcall, pairs, tostring, format, require = type, error, pcall, pairs, tostring,
-  string.format, require
+local type, error, pcall, tostring, require = type, error, pcall, tostring, require
 local deny_body = util.deny_body
 
 local KEYS = { token = true, acl = true, origin = true }
 
 return function(settings)
   if type(settings) ~= "table" then error("chain: settings must be a table", 0) end
-  for k in pairs(settings) do
-    if not KEYS[k] then error(format("chain: unknown part %q (known: token, acl, origin)", tostring(k)), 0) end
-  end
+  util.check_keys(settings, KEYS, "chain", "part", " (known: token, acl, origin)")
   if settings.token == nil and settings.acl == nil and settings.origin == nil then
     error("chain: settings need at least one of token, acl, origin", 0)
   end
 
-  local c -- the compiled token checker, or nil
+  local check -- the token check, or nil
   if settings.token ~= nil then
-    local ok, checker = pcall(token.new, settings.token)
-    if not ok then error("chain: " .. tostring(checker), 0) end
-    c = checker.c
+    local ok, fn = pcall(token.checker, settings.token)
+    if not ok then error("chain: " .. tostring(fn), 0) end
+    check = fn
   end
   local lists = settings.acl ~= nil and acl.compile(settings.acl, "chain: acl") or {}
   local n = #lists
   local policy = {}
-  if c or n > 0 then
-    local check = c and c.check
+  if check or n > 0 then
     policy.access = function(req)
-      if c then
-        local ok, status, reason = check(c, req)
+      if check then
+        local ok, status, reason = check(req)
         if not ok then return status, deny_body(status, reason) end
       end
       for i = 1, n do

@@ -9,9 +9,10 @@
 -- entries (or strings, weight 1). A failure that is not in `on` gives up (the viewer gets the
 -- error), and so does running out of origins.
 local origin = require "flvedge.origin"
+local util = require "flvedge.util"
 
-local type, error, pcall, pairs, ipairs, tostring, format = type, error, pcall, pairs, ipairs,
-  tostring, string.format
+local type, error, pcall, ipairs, tostring, format = type, error, pcall, ipairs, tostring,
+  string.format
 local failover_on = origin.failover_on
 
 local KEYS = { origins = true, mode = true, on = true, replicas = true }
@@ -19,9 +20,7 @@ local MODES = { ordered = true, weighted = true, hash = true }
 
 return function(settings)
   if type(settings) ~= "table" then error("origin_failover: settings must be a table", 0) end
-  for k in pairs(settings) do
-    if not KEYS[k] then error(format("origin_failover: unknown setting %q", tostring(k)), 0) end
-  end
+  util.check_keys(settings, KEYS, "origin_failover", "setting")
   local mode = settings.mode or "ordered"
   if not MODES[mode] then
     error(format('origin_failover: mode must be "ordered", "weighted" or "hash", got %s', tostring(mode)), 0)

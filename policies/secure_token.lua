@@ -11,13 +11,11 @@ local deny_body = util.deny_body
 
 return function(settings)
   if type(settings) ~= "table" then error("secure_token: settings must be a table", 0) end
-  local ok, checker = pcall(token.new, settings)
-  if not ok then error("secure_token: " .. checker, 0) end
-  local c = checker.c
-  local check = c.check
+  local ok, check = pcall(token.checker, settings)
+  if not ok then error("secure_token: " .. check, 0) end
   return {
     access = function(req)
-      local passed, status, reason = check(c, req)
+      local passed, status, reason = check(req)
       if passed then return nil end
       return status, deny_body(status, reason)
     end,

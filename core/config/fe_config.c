@@ -127,6 +127,7 @@ static void fe_config_defaults(fe_config *cfg) {
   cfg->request_timeout = 10;
   cfg->max_header_size = 8192;
   cfg->lua_budget = 1000000;
+  cfg->lua_memory_limit = 64u << 20;
 }
 
 /* merge_ms: a number of milliseconds, or "auto" (the default). */
@@ -300,16 +301,19 @@ static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
       return fe_cfg_fail(r, "log_level: expected debug, info, warn or error");
   }
   char *geo = NULL, *pid = NULL;
+  double lua_mem = (double)cfg->lua_memory_limit;
   if (fe_cfg_string(r, top, "", "cors_origin", 1, &cfg->cors_origin) < 0 ||
       fe_cfg_string(r, top, "", "status_prefix", 0, &cfg->status_prefix) < 0 ||
       fe_cfg_string(r, top, "", "access_log", 1, &cfg->access_log) < 0 ||
       fe_cfg_string(r, top, "", "pid_file", 1, &pid) < 0 ||
       fe_cfg_string(r, top, "", "geoip_db", 1, &geo) < 0 ||
-      fe_cfg_u32(r, top, "", "lua_budget", 1000, 1e9, &cfg->lua_budget) < 0) {
+      fe_cfg_u32(r, top, "", "lua_budget", 1000, 1e9, &cfg->lua_budget) < 0 ||
+      fe_cfg_number(r, top, "", "lua_memory_limit", 1 << 20, 16.0 * (1 << 30), &lua_mem) < 0) {
     free(geo);
     free(pid);
     return -1;
   }
+  cfg->lua_memory_limit = (uint64_t)lua_mem;
   if (geo)
     cfg->geoip_db = fe_cfg_path(r, geo);
   if (pid)

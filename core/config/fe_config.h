@@ -54,6 +54,7 @@ typedef struct fe_config {
   char *pid_file;    /* NULL: none */
   char *geoip_db;    /* MaxMind DB for req.country; NULL: none */
   uint32_t lua_budget;
+  uint64_t lua_memory_limit; /* bytes a policy state may hold while a hook runs */
   int has_policies;  /* some resource names a policy */
 } fe_config;
 

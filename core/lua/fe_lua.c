@@ -7,8 +7,30 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "log/fe_log.h"
+#include "lua/fe_lua_pattern.h"
+
+/* The count hook runs every FE_LUA_TICK VM instructions and pays them from the meter. */
+#define FE_LUA_TICK 1000
+/* Loading a generation (the config, policy files, factories) may take this many call budgets. */
+#define FE_LUA_LOAD_BUDGETS 100
+/* Allocating pays one unit per this many bytes: copying them is about that much cheaper than a VM
+ * instruction. It bounds what no hook sees: string concatenation, table growth, the GC. */
+#define FE_LUA_ALLOC_BYTES_PER_UNIT 16
+/* How far past the budget allocations still succeed, so that whoever trips the budget (the hook, a
+ * pattern, the library) can still make its error message; beyond it they are refused. */
+#define FE_LUA_ALLOC_SLACK 65536
+/* A call also stops when it has run for one microsecond per unit of its budget, at least 1 s and at
+ * most 10 s, checked by the count hook: the last resort against C work that is paid for neither
+ * per step nor by allocating (comparing or converting long strings), at most FE_LUA_TICK such
+ * operations after the deadline. */
+#define FE_LUA_NS_PER_UNIT 1000
+#define FE_LUA_MIN_TIME_NS 1000000000LL
+#define FE_LUA_MAX_TIME_NS 10000000000LL
+
+_Static_assert(sizeof(fe_lua_meter) == 216, "lua/flvedge/budget.lua declares fe_lua_meter too");
 
 struct fe_lua {
   lua_State *L;
@@ -16,21 +38,118 @@ struct fe_lua {
   int nres;
   unsigned *phases;
   int ref_access, ref_origin, ref_log, ref_release;
-  uint32_t budget;
+  int64_t budget;
   fe_geo *geo;
+  fe_lua_meter meter;
+  lua_Alloc alloc; /* LuaJIT's own allocator, which fe_lua_alloc wraps */
+  void *alloc_ud;
+  size_t mem, mem_limit;
+  int64_t deadline_ns; /* CLOCK_MONOTONIC time at which the running call stops */
 };
 
-static void fe_lua_on_budget(lua_State *L, lua_Debug *ar) {
-  lua_getinfo(L, "Sl", ar);
-  lua_pushfstring(L, "%s:%d: instruction budget exceeded (an endless loop?)", ar->short_src,
-                  ar->currentline);
-  lua_error(L);
+static int64_t fe_lua_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Every call starts with a full budget: re-arming with the same mask keeps LuaJIT's dispatch
- * mode as it is, so this is cheap. */
-static void fe_lua_arm(fe_lua *F) {
-  lua_sethook(F->L, fe_lua_on_budget, LUA_MASKCOUNT, (int)F->budget);
+/*
+ * LuaJIT's allocator with a limit: while a call runs, a block that would take the state past
+ * mem_limit is refused, which LuaJIT raises as "not enough memory" in the Lua code that asked, and
+ * the trip makes the error uncatchable for the rest of the call. Outside calls (C pushing
+ * arguments, closing the state) nothing is refused: an error there would be unprotected.
+ * Wrapping LuaJIT's allocator rather than giving lua_newstate one of ours keeps its placement
+ * rules (GC64 builds may refuse a foreign allocator, others need memory in the low 2 GB).
+ */
+static void *fe_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  fe_lua *F = ud;
+  fe_lua_meter *m = &F->meter;
+  size_t old = ptr ? osize : 0;
+  if (nsize > old && m->active) {
+    if (F->mem + (nsize - old) > F->mem_limit) {
+      if (!m->tripped) {
+        snprintf(m->msg, sizeof(m->msg), "memory limit exceeded (lua_memory_limit = %zu bytes)",
+                 F->mem_limit);
+        m->tripped = FE_LUA_TRIP_MEMORY;
+      }
+      return NULL;
+    }
+    m->left -= (int64_t)((nsize - old + FE_LUA_ALLOC_BYTES_PER_UNIT - 1) / FE_LUA_ALLOC_BYTES_PER_UNIT);
+    if (m->left < -FE_LUA_ALLOC_SLACK) {
+      if (!m->tripped) {
+        snprintf(m->msg, sizeof(m->msg), "instruction budget exceeded while allocating (lua_budget)");
+        m->tripped = FE_LUA_TRIP_BUDGET;
+      }
+      return NULL;
+    }
+  }
+  void *p = F->alloc(F->alloc_ud, ptr, osize, nsize);
+  if (nsize == 0 || p)
+    F->mem = F->mem - old + nsize;
+  return p;
+}
+
+static void fe_lua_on_count(lua_State *L, lua_Debug *ar) {
+  void *ud;
+  lua_getallocf(L, &ud);
+  fe_lua *F = ud;
+  fe_lua_meter *m = &F->meter;
+  if (!m->active)
+    return;
+  m->left -= FE_LUA_TICK;
+  if (!m->tripped && (m->left < 0 || fe_lua_now_ns() > F->deadline_ns)) {
+    lua_getinfo(L, "Sl", ar);
+    snprintf(m->msg, sizeof(m->msg), "%s:%d: instruction budget exceeded (lua_budget%s)",
+             ar->short_src, ar->currentline,
+             m->left < 0 ? "; an endless loop?" : ": ran out of time");
+    m->tripped = FE_LUA_TRIP_BUDGET;
+  }
+  if (m->tripped) {
+    /* From now on every instruction fails, so that catching the error gains nothing. */
+    lua_sethook(L, fe_lua_on_count, LUA_MASKCOUNT, 1);
+    lua_pushstring(L, m->msg);
+    lua_error(L);
+  }
+}
+
+/*
+ * Calls the function below its nargs arguments under a fresh budget. Returns 0 with nres results,
+ * or -1 with the reason (a string) on the stack. A call that tripped fails even when the policy
+ * caught the error and returned; after a memory trip the garbage is collected at once, so that the
+ * next call starts below the limit.
+ */
+static int fe_lua_call(fe_lua *F, int nargs, int nres, int64_t budget) {
+  lua_State *L = F->L;
+  fe_lua_meter *m = &F->meter;
+  int64_t time_ns = budget * FE_LUA_NS_PER_UNIT;
+  time_ns = time_ns < FE_LUA_MIN_TIME_NS ? FE_LUA_MIN_TIME_NS
+            : time_ns > FE_LUA_MAX_TIME_NS ? FE_LUA_MAX_TIME_NS : time_ns;
+  F->deadline_ns = fe_lua_now_ns() + time_ns;
+  m->left = budget;
+  m->tripped = 0;
+  m->msg[0] = 0;
+  m->active = 1;
+  /* Re-arming with the same mask keeps LuaJIT's dispatch mode as it is, so this is cheap. */
+  lua_sethook(L, fe_lua_on_count, LUA_MASKCOUNT, FE_LUA_TICK);
+  int rc = lua_pcall(L, nargs, nres, 0);
+  m->active = 0;
+  if (rc == 0 && !m->tripped)
+    return 0;
+  if (rc == 0)
+    lua_pop(L, nres);
+  else if (!m->tripped && !lua_isstring(L, -1)) {
+    const char *type = luaL_typename(L, -1);
+    lua_pop(L, 1);
+    lua_pushfstring(L, "(error object is a %s value)", type);
+  }
+  if (m->tripped) {
+    if (rc != 0)
+      lua_pop(L, 1);
+    lua_pushstring(L, m->msg);
+  }
+  if (m->tripped == FE_LUA_TRIP_MEMORY || rc == LUA_ERRMEM)
+    lua_gc(L, LUA_GCCOLLECT, 0);
+  return -1;
 }
 
 /* The request view goes to Lua as its address in a number, not a light userdata: LuaJIT's JIT
@@ -45,6 +164,16 @@ static int fe_lua_get_ref(lua_State *L, int table, const char *name) {
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+/* What boot.load gets from C: the meter's address, the paying pattern functions, the limits. */
+static void fe_lua_push_native(fe_lua *F) {
+  lua_State *L = F->L;
+  fe_lua_pattern_push(L, &F->meter);
+  lua_pushnumber(L, (lua_Number)(uintptr_t)&F->meter);
+  lua_setfield(L, -2, "meter");
+  lua_pushnumber(L, (lua_Number)F->mem_limit);
+  lua_setfield(L, -2, "memory_limit");
+}
+
 fe_lua *fe_lua_open(const fe_lua_opts *opts, char *err, size_t errlen) {
   fe_lua *F = calloc(1, sizeof(*F));
   if (!F) {
@@ -54,19 +183,24 @@ fe_lua *fe_lua_open(const fe_lua_opts *opts, char *err, size_t errlen) {
   F->refs = 1;
   F->nres = opts->nresources;
   F->budget = opts->budget ? opts->budget : 1000000;
+  F->mem_limit = opts->memory_limit ? (size_t)opts->memory_limit : (size_t)64 << 20;
   F->phases = calloc((size_t)opts->nresources + 1, sizeof(unsigned));
   F->L = luaL_newstate();
   if (!F->phases || !F->L) {
     snprintf(err, errlen, "out of memory");
     goto fail;
   }
+  lua_State *L = F->L;
+  F->alloc = lua_getallocf(L, &F->alloc_ud);
+  F->mem = (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
+  lua_setallocf(L, fe_lua_alloc, F);
   if (opts->geoip_db && !(F->geo = fe_geo_open(opts->geoip_db, err, (unsigned)errlen)))
     goto fail;
-  lua_State *L = F->L;
   luaL_openlibs(L);
+  int64_t load_budget = F->budget * FE_LUA_LOAD_BUDGETS;
   char boot[4096];
   snprintf(boot, sizeof(boot), "%s/flvedge/boot.lua", opts->lua_dir);
-  if (luaL_loadfile(L, boot) != 0 || lua_pcall(L, 0, 1, 0) != 0) {
+  if (luaL_loadfile(L, boot) != 0 || fe_lua_call(F, 0, 1, load_budget) != 0) {
     snprintf(err, errlen, "%s", lua_tostring(L, -1));
     goto fail;
   }
@@ -83,7 +217,8 @@ fe_lua *fe_lua_open(const fe_lua_opts *opts, char *err, size_t errlen) {
   lua_pushinteger(L, opts->nresources);
   lua_pushstring(L, opts->lua_dir);
   lua_pushstring(L, opts->policy_dir);
-  if (lua_pcall(L, 5, 1, 0) != 0) {
+  fe_lua_push_native(F);
+  if (fe_lua_call(F, 6, 1, load_budget) != 0) {
     snprintf(err, errlen, "%s", lua_tostring(L, -1));
     goto fail;
   }
@@ -121,6 +256,21 @@ unsigned fe_lua_phases(const fe_lua *F, int resource) {
   return F && resource >= 0 && resource < F->nres ? F->phases[resource] : 0;
 }
 
+/* After a failed phase: detaches the request that phase ran with and, when id is given, forgets
+ * the request kept for its log phase. */
+static void fe_lua_forget(fe_lua *F, const uint64_t *id) {
+  lua_State *L = F->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, F->ref_release);
+  if (id)
+    lua_pushnumber(L, (lua_Number)*id);
+  else
+    lua_pushnil(L);
+  if (fe_lua_call(F, 1, 0, F->budget) != 0) {
+    fe_error("releasing a request: %s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+}
+
 static char *fe_lua_dup(lua_State *L, int idx, size_t *len) {
   size_t n = 0;
   const char *s = lua_tolstring(L, idx, &n);
@@ -143,12 +293,11 @@ int fe_lua_access(fe_lua *F, int resource, uint64_t id, fe_req_view *req, fe_lua
   lua_pushinteger(L, resource + 1);
   lua_pushnumber(L, (lua_Number)id);
   fe_lua_push_view(L, req);
-  fe_lua_arm(F);
-  if (lua_pcall(L, 3, 3, 0) != 0) {
+  if (fe_lua_call(F, 3, 3, F->budget) != 0) {
     fe_error("access hook (resource %.*s, client %.*s): %s", (int)req->resource.len, req->resource.p,
              (int)req->client_ip.len, req->client_ip.p, lua_tostring(L, -1));
     lua_settop(L, 0);
-    fe_lua_release(F, id);
+    fe_lua_forget(F, &id);
     return -1;
   }
   if (lua_isnil(L, -3)) {
@@ -183,13 +332,15 @@ int fe_lua_origin(fe_lua *F, int resource, uint64_t id, fe_req_view *req, int at
     lua_pushstring(L, last_error);
   else
     lua_pushnil(L);
-  fe_lua_arm(F);
   int rc = 0;
-  if (lua_pcall(L, 4, 1, 0) != 0) {
+  if (fe_lua_call(F, 4, 1, F->budget) != 0) {
     fe_error("origin hook (resource %.*s, stream %.*s): %s", (int)req->resource.len, req->resource.p,
              (int)req->stream.len, req->stream.p, lua_tostring(L, -1));
-    rc = -1;
-  } else if (!lua_isnil(L, -1)) {
+    lua_settop(L, 0);
+    fe_lua_forget(F, NULL);
+    return -1;
+  }
+  if (!lua_isnil(L, -1)) {
     size_t n;
     const char *s = lua_tolstring(L, -1, &n);
     if (n >= cap) {
@@ -221,11 +372,11 @@ void fe_lua_log(fe_lua *F, int resource, uint64_t id, fe_req_view *req, const fe
     lua_pushstring(L, res->cache_status);
   else
     lua_pushnil(L);
-  fe_lua_arm(F);
-  if (lua_pcall(L, 7, 1, 0) != 0) {
+  if (fe_lua_call(F, 7, 1, F->budget) != 0) {
     fe_error("log hook (resource %.*s): %s", (int)req->resource.len, req->resource.p,
              lua_tostring(L, -1));
-    fe_lua_release(F, id);
+    lua_settop(L, 0);
+    fe_lua_forget(F, &id);
   } else if (lua_isstring(L, -1)) {
     snprintf(extra, cap, "%s", lua_tostring(L, -1));
   }
@@ -233,11 +384,7 @@ void fe_lua_log(fe_lua *F, int resource, uint64_t id, fe_req_view *req, const fe
 }
 
 void fe_lua_release(fe_lua *F, uint64_t id) {
-  lua_State *L = F->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, F->ref_release);
-  lua_pushnumber(L, (lua_Number)id);
-  if (lua_pcall(L, 1, 0, 0) != 0)
-    lua_pop(L, 1);
+  fe_lua_forget(F, &id);
 }
 
 /* ---- FFI entry points ---------------------------------------------------------------------- */

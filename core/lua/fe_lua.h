@@ -1,8 +1,9 @@
 /*
  * fe_lua: the only door between C and Lua. One LuaJIT state holds the policies of one config
- * generation; C calls their phase functions (access, origin, log) per request, with an
- * instruction budget, and Lua reads the request through small FFI functions (fe_lua_req_*) that
- * look into the C request view without copying it.
+ * generation; C calls their phase functions (access, origin, log) per request, each call under a
+ * budget (VM instructions plus C work, see fe_lua_meter) and the state under a memory limit, and
+ * Lua reads the request through small FFI functions (fe_lua_req_*) that look into the C request
+ * view without copying it. Operator code runs in a sandbox (lua/flvedge/sandbox.lua).
  */
 #ifndef FE_LUA_H
 #define FE_LUA_H
@@ -38,9 +39,24 @@ typedef struct fe_lua_opts {
   int nresources;
   const char *lua_dir;      /* flvedge.* library */
   const char *policy_dir;   /* ready-made policies */
-  uint32_t budget;          /* VM instructions per hook call */
+  uint32_t budget;          /* VM instructions (and C work units) per hook call */
+  uint64_t memory_limit;    /* bytes the state may hold while Lua runs; 0: 64 MiB */
   const char *geoip_db;     /* MaxMind DB for req.country; NULL: none */
 } fe_lua_opts;
+
+/**
+ * The budget of the call now running, shared with Lua: lua/flvedge/budget.lua declares the same
+ * struct for the FFI and pays the library's own loops from it, the count hook pays VM
+ * instructions, the pattern functions (fe_lua_pattern.c) pay their steps. Owned by the fe_lua.
+ */
+typedef struct fe_lua_meter {
+  int64_t left;    /* units left in this call: one per VM instruction, pattern step or byte of C work */
+  int32_t tripped; /* FE_LUA_TRIP_*: once set, every later check raises msg until the call returns */
+  int32_t active;  /* a call is running (outside one nothing is paid or limited) */
+  char msg[200];   /* the error of the trip, with the script and line where it is known */
+} fe_lua_meter;
+
+enum { FE_LUA_TRIP_BUDGET = 1, FE_LUA_TRIP_MEMORY = 2 };
 
 /** Phases a resource's policy has. */
 enum { FE_LUA_ACCESS = 1, FE_LUA_ORIGIN = 2, FE_LUA_LOG = 4, FE_LUA_CACHE = 8 };

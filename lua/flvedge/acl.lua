@@ -7,25 +7,27 @@
 -- a list that admits everything. :check(req) returns true, or nil, 403, reason.
 -- Bad settings raise at compile time, naming the value, so a reload with a bad script is refused.
 local util = require "flvedge.util"
+local geo = require "flvedge.geo"
+local budget = require "flvedge.budget"
 
 local type, tostring, error, ipairs, pairs, setmetatable, pcall = type, tostring, error, ipairs,
   pairs, setmetatable, pcall
-local format, find, sub, lower, upper, match, byte, gsub = string.format, string.find, string.sub,
-  string.lower, string.upper, string.match, string.byte, string.gsub
-local ip_in = util.ip_in
+local format, find, sub, lower, match, byte, gsub = string.format, string.find, string.sub,
+  string.lower, string.match, string.byte, string.gsub
+local ip_in, check_keys = util.ip_in, util.check_keys
+local charge, bounded_find = budget.charge, budget.find
 
 local _M = {}
 
 local KEYS = { policy = true, policy_type = true, values = true, excepted_values = true, enabled = true }
+local REFERER_KEYS = { empty = true }
+for k in pairs(KEYS) do REFERER_KEYS[k] = true end
 
 -- The common part of every list's settings: returns block (true when the list blocks), values.
-local function settings(what, s, extra)
+-- keys: the settings it knows (KEYS unless given).
+local function settings(what, s, keys)
   if type(s) ~= "table" then error(format("acl.%s: settings must be a table, got %s", what, type(s)), 0) end
-  for k in pairs(s) do
-    if not KEYS[k] and not (extra and extra[k]) then
-      error(format("acl.%s: unknown setting %q", what, tostring(k)), 0)
-    end
-  end
+  check_keys(s, keys or KEYS, "acl." .. what, "setting")
   local policy = s.policy or s.policy_type
   if policy ~= "allow" and policy ~= "deny" then
     error(format('acl.%s: policy must be "allow" (block the listed values) or "deny" (admit only '
@@ -69,6 +71,7 @@ end
 -- The host of a Referer: scheme optional, userinfo and port dropped, lowercase. "" when there
 -- is none ("http:///x", "?q").
 local function referer_host(ref)
+  charge(#ref)
   local s = find(ref, "://", 1, true)
   local rest = ref
   if s and not find(sub(ref, 1, s - 1), "[^%w+.-]") then rest = sub(ref, s + 3) end
@@ -91,6 +94,7 @@ local function host_listed(self, host)
   local suffixes = self.suffixes
   local pos = find(host, ".", 1, true)
   while pos do
+    charge(#host - pos)
     if suffixes[sub(host, pos)] then return true end
     pos = find(host, ".", pos + 1, true)
   end
@@ -113,7 +117,7 @@ end
 -- example.com itself: list both for both). empty = "allow" | "deny": what a request without a
 -- Referer (or with an empty one) gets, whatever the policy; "allow" when not given.
 function _M.referer(s)
-  local block, values, disabled = settings("referer", s, { empty = true })
+  local block, values, disabled = settings("referer", s, REFERER_KEYS)
   local empty = s.empty
   if empty == nil then empty = "allow" end
   if empty ~= "allow" and empty ~= "deny" then
@@ -219,15 +223,17 @@ local function ua_listed(self, req)
   local ua = req.headers.user_agent
   if ua == nil or ua == "" then return self.none end
   if self.exact[ua] then return true end
+  -- The operator's patterns on the client's header: matched by the paying matcher.
   local pats = self.patterns
   for i = 1, #pats do
-    if find(ua, pats[i], 1) then return true end
+    if bounded_find(ua, pats[i], 1) then return true end
   end
   local ipats = self.ipatterns
   if #ipats > 0 then
+    charge(#ua)
     local lua = lower(ua)
     for i = 1, #ipats do
-      if find(lua, ipats[i], 1) then return true end
+      if bounded_find(lua, ipats[i], 1) then return true end
     end
   end
   return false
@@ -269,15 +275,8 @@ end
 -- admitted by "allow", denied by "deny".
 function _M.country(s)
   local block, values, disabled = settings("country", s)
-  local set = {}
-  for i, v in ipairs(values) do
-    if not find(v, "^%a%a$") then
-      error(format("acl.country: values[%d] = %q is not an ISO 3166-1 alpha-2 code", i, v), 0)
-    end
-    set[upper(v)] = true
-  end
   local a = new(block, country_listed, "country not allowed", disabled)
-  a.set = set
+  a.set = geo.set(values, "acl.country: values")
   return a
 end
 
@@ -308,11 +307,7 @@ local LISTS = { ip = true, referer = true, user_agent = true, country = true }
 function _M.compile(lists, who)
   who = who or "acl"
   if type(lists) ~= "table" then error(format("%s: expected a table of lists, got %s", who, type(lists)), 0) end
-  for k in pairs(lists) do
-    if not LISTS[k] then
-      error(format("%s: unknown list %q (known: ip, referer, user_agent, country)", who, tostring(k)), 0)
-    end
-  end
+  check_keys(lists, LISTS, who, "list", " (known: ip, referer, user_agent, country)")
   local out = {}
   for _, name in ipairs(ORDER) do
     if lists[name] ~= nil then

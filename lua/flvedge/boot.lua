@@ -3,27 +3,48 @@
 local jit = require "jit"
 
 local type, tostring, tonumber, error, pairs = type, tostring, tonumber, error, pairs
-local format, find, sub, match = string.format, string.find, string.sub, string.match
+local format, find, sub, match, gsub = string.format, string.find, string.sub, string.match,
+  string.gsub
 local concat = table.concat
 
-local request -- required after package.path is set
+local request, sandbox, charge -- required once package.path is set and the budget is bound
 
 local _M = {}
 local policies = {} -- [resource index] = policy table
 local pending = {}  -- [request id] = req, kept from access to log so req.ctx is shared
+local active        -- the req of the phase now running, detached by release() if the phase fails
+local env           -- the sandbox: the globals of operator code
 local PHASES = { access = 1, origin = 2, log = 4, cache = 8 }
 
--- Operator code runs in the interpreter so the instruction budget can always stop it
--- (JIT-compiled loops never see hooks). The flvedge.* library and policies/ stay compiled.
-local function operator(chunk)
-  jit.off(chunk, true)
+-- Operator code: text only (no bytecode), in the sandbox. Unless compiled is true (the ready-made
+-- policies, flvedge's own), it runs in LuaJIT's interpreter so the count hook can always stop it
+-- (JIT-compiled loops never see hooks).
+local function load_operator_file(path, compiled)
+  local chunk, err = loadfile(path, "t", env)
+  if not chunk then error(err, 0) end
+  if not compiled then jit.off(chunk, true) end
   return chunk
 end
 
-local function load_operator_file(path)
-  local chunk, err = loadfile(path)
-  if not chunk then error(err, 0) end
-  return operator(chunk)
+-- Modules for require: the operator's (next to the config) first, then the ready-made policies,
+-- then the flvedge.* library; no C modules, and nothing from the system's Lua paths.
+local function install_loaders(config_dir, policy_dir)
+  local loaders = package.loaders
+  local preload, library = loaders[1], loaders[2]
+  for i = #loaders, 1, -1 do loaders[i] = nil end
+  loaders[1] = preload
+  loaders[2] = function(name)
+    local path, err = package.searchpath(name, config_dir .. "?.lua")
+    if not path then return err end
+    return load_operator_file(path)
+  end
+  loaders[3] = function(name)
+    local path, err = package.searchpath(name, policy_dir .. "/?.lua")
+    if not path then return err end
+    return load_operator_file(path, true)
+  end
+  loaders[4] = library
+  package.cpath = ""
 end
 
 local function resolve(i, spec, settings, config_dir)
@@ -32,7 +53,7 @@ local function resolve(i, spec, settings, config_dir)
     if find(p, "%.lua$") then
       p = load_operator_file(sub(p, 1, 1) == "/" and p or config_dir .. p)()
     else
-      p = require(p)
+      p = env.require(p)
     end
   end
   if type(p) == "function" then p = p(settings or {}) end
@@ -53,18 +74,18 @@ local function resolve(i, spec, settings, config_dir)
   return bits
 end
 
--- Returns a list of phase bits per resource, or raises with the reason.
-function _M.load(config_path, quick_policy, nres, lua_dir, policy_dir)
+-- Returns a list of phase bits per resource, or raises with the reason. native: the meter and the
+-- paying pattern functions from C (fe_lua.c).
+function _M.load(config_path, quick_policy, nres, lua_dir, policy_dir, native)
   local config_dir = config_path and match(config_path, "^(.*/)") or "./"
-  package.path = lua_dir .. "/?.lua;" .. lua_dir .. "/?/init.lua;" .. policy_dir .. "/?.lua;"
-    .. package.path
-  -- The operator's own modules (next to the config) load through here, uncompiled.
-  table.insert(package.loaders, 2, function(name)
-    local path = package.searchpath(name, config_dir .. "?.lua")
-    if not path then return nil end
-    return load_operator_file(path)
-  end)
+  package.path = lua_dir .. "/?.lua;" .. lua_dir .. "/?/init.lua"
+  local budget = require "flvedge.budget"
+  budget.bind(native)
+  charge = budget.charge
+  sandbox = require "flvedge.sandbox"
   request = require "flvedge.request"
+  env = sandbox.new(native)
+  install_loaders(config_dir, policy_dir)
 
   local resources = {}
   if config_path then
@@ -90,6 +111,7 @@ local function header_lines(headers)
   local out = {}
   for k, v in pairs(headers) do
     k, v = tostring(k), tostring(v)
+    if charge then charge(#k + #v) end
     if not find(k, "^[%w!#$%%&'*+.^_`|~-]+$") or find(v, "[\r\n]") then
       error(format("access: bad response header %q", k), 0)
     end
@@ -123,39 +145,56 @@ end
 function _M.access(i, id, view)
   local p = policies[i]
   local req = request.new(view)
+  active = req
   if p.log then pending[id] = req end
   local status, body, headers = p.access(req)
+  active = nil
+  if not p.log then request.detach(req) end
   if status == nil then return nil end
   return _M.check_denial(status, body, headers)
 end
 
 function _M.origin(i, view, attempt, last_error)
-  return _M.check_origin_url(policies[i].origin(request.new(view), attempt, last_error))
+  local req = request.new(view)
+  active = req
+  local url = policies[i].origin(req, attempt, last_error)
+  active = nil
+  request.detach(req)
+  return _M.check_origin_url(url)
 end
 
 local function field_text(v)
   v = tostring(v)
-  if find(v, '["\\%c]') then v = v:gsub('["\\%c]', "_") end
+  if find(v, '["\\%c]') then v = gsub(v, '["\\%c]', "_") end
   return v
 end
 
 function _M.log(i, id, view, status, bytes, duration, cache_status)
   local req = pending[id] or request.new(view)
   pending[id] = nil
+  active = req
   local extra = policies[i].log(req, {
     status = status, bytes_sent = bytes, duration = duration, cache_status = cache_status,
   })
+  active = nil
   request.detach(req)
   if type(extra) ~= "table" then return nil end
   local out = {}
   for k, v in pairs(extra) do
-    out[#out + 1] = format(' %s="%s"', field_text(k), field_text(v))
+    k, v = field_text(k), field_text(v)
+    charge(#k + #v)
+    out[#out + 1] = format(' %s="%s"', k, v)
   end
   return concat(out)
 end
 
+-- After a phase failed: detaches the request it ran with and, given an id, the one kept for log.
 function _M.release(id)
-  local req = pending[id]
+  if active then
+    request.detach(active)
+    active = nil
+  end
+  local req = id and pending[id]
   if req then
     pending[id] = nil
     request.detach(req)

@@ -7,6 +7,7 @@
 -- ("http://10.0.0.5/live/{stream}.flv"); without it the URL is used as written. When an entry
 -- has "{stream}" and the request has no stream, the picker returns nil.
 local bit = require "bit"
+local charge = require("flvedge.budget").charge
 
 local type, tostring, tonumber, error, ipairs, setmetatable = type, tostring, tonumber, error,
   ipairs, setmetatable
@@ -47,7 +48,10 @@ function _M.stream_template(base)
     error("origin.stream_template: expected a URL string, got " .. type(base), 2)
   end
   if find(base, "{stream}", 1, true) or find(base, "%.flv$") then return base end
-  return (base:gsub("/+$", "")) .. "/{stream}.flv"
+  charge(#base)
+  local n = #base
+  while byte(base, n) == 47 do n = n - 1 end -- trailing slashes ("/+$" would be quadratic)
+  return sub(base, 1, n) .. "/{stream}.flv"
 end
 
 -- The entries of a builder's argument: its list part, or t.urls / t.origins.
@@ -118,6 +122,7 @@ function _M.weighted(t)
   local recent, old, count = {}, {}, 0
 
   local function pick()
+    charge(n)
     local best, total = nil, 0
     for i = 1, n do
       local w = weights[i]
@@ -162,6 +167,7 @@ end
 -- FNV-1a (32 bit) with murmur3's finalizer for a good spread of short similar keys.
 -- Returns an unsigned number in [0, 2^32).
 local function hash32(s)
+  charge(#s)
   local h = tobit(2166136261)
   for i = 1, #s do
     h = bxor(h, byte(s, i))
@@ -222,15 +228,19 @@ function _M.hash(t)
     local pos = locate(hash32(key))
     stamp = stamp + 1
     local found = 0
-    for _ = 1, npoints do
+    for k = 1, npoints do
       local o = owners[pos]
       if seen_at[o] ~= stamp then
         seen_at[o] = stamp
         found = found + 1
-        if found == attempt then return expand(entries[o], req) end
+        if found == attempt then
+          charge(k)
+          return expand(entries[o], req)
+        end
       end
       pos = pos == npoints and 1 or pos + 1
     end
+    charge(npoints)
     return nil
   end
 end

@@ -1,12 +1,17 @@
 -- The request object policies see inside the server: fields are read lazily from the C request
 -- view through the FFI (struct fields directly, headers and country by small C functions), and
 -- cached on first use. Nothing is copied that the policy does not read.
+--
+-- The C view lives only as long as the phase the request was made for: detach() is called when it
+-- ends, and a lazy read after that raises "request is finished" instead of reading memory that
+-- belongs to someone else by then. The view is held here, out of the policy's reach (a policy
+-- that could index the cdata could read any memory).
 local ffi = require "ffi"
 
 local C = ffi.C
 local ffi_string = ffi.string
 local setmetatable, rawget, rawset = setmetatable, rawget, rawset
-local tonumber = tonumber
+local tonumber, type, error, format = tonumber, type, error, string.format
 
 ffi.cdef [[
 typedef struct fe_span { uint32_t off, len; } fe_span;
@@ -30,6 +35,8 @@ local util = require "flvedge.util"
 local parse_query, header_key = util.parse_query, util.header_key
 
 local view_t = ffi.typeof("fe_req_view *")
+-- req or req.headers -> the C view, while the phase runs
+local views = setmetatable({}, { __mode = "k" })
 local out_p = ffi.new("const char *[1]")
 local out_len = ffi.new("size_t[1]")
 
@@ -41,8 +48,12 @@ end
 -- req.headers: looked up by name in any case; `_` stands for `-` (req.headers.user_agent).
 local headers_mt = {
   __index = function(t, name)
-    local view = rawget(t, 0)
-    if view == nil or type(name) ~= "string" then return nil end
+    if type(name) ~= "string" then return nil end
+    local view = views[t]
+    if view == nil then
+      error(format("request is finished: req.headers[%q] was not read while it ran (keep the values "
+        .. "a later request needs, not req)", name), 2)
+    end
     local key = header_key(name)
     if C.fe_lua_req_header(view, key, #key, out_p, out_len) ~= 0 then return nil end
     local v = ffi_string(out_p[0], out_len[0])
@@ -68,7 +79,11 @@ local fields = {
   args = function(v)
     return parse_query(str(v.query) or "")
   end,
-  headers = function(v) return setmetatable({ [0] = v }, headers_mt) end,
+  headers = function(v)
+    local h = setmetatable({}, headers_mt)
+    views[h] = v
+    return h
+  end,
   ctx = function() return {} end,
 }
 
@@ -76,10 +91,14 @@ local fields = {
 local req_mt = {
   __index = function(t, k)
     local f = fields[k]
-    local view = rawget(t, 0)
-    if f == nil or view == nil then return nil end
+    if f == nil then return nil end
     local missing = rawget(t, -1)
     if missing and missing[k] then return nil end
+    local view = views[t]
+    if view == nil then
+      error(format("request is finished: req.%s was not read while it ran (keep the values a later "
+        .. "request needs, not req)", k), 2)
+    end
     local v = f(view)
     if v == nil then
       if not missing then missing = {}; rawset(t, -1, missing) end
@@ -95,14 +114,16 @@ local _M = {}
 
 -- Wraps a C view (its address, as a number). Only the server calls this.
 function _M.new(addr)
-  return setmetatable({ [0] = ffi.cast(view_t, addr) }, req_mt)
+  local req = setmetatable({}, req_mt)
+  views[req] = ffi.cast(view_t, addr)
+  return req
 end
 
--- The C view is about to go: later lazy reads give nil instead of touching freed memory.
+-- The phase is over and its C view about to go: later lazy reads raise.
 function _M.detach(req)
   local h = rawget(req, "headers")
-  if h then rawset(h, 0, nil) end
-  rawset(req, 0, nil)
+  if h then views[h] = nil end
+  views[req] = nil
 end
 
 return _M

@@ -34,18 +34,32 @@ local req_mt = {}
 local FIELDS = {
   method = true, url = true, path = true, query = true, host = true, headers = true, client_ip = true,
   server_ip = true, country = true, stream = true, resource = true, time = true, ctx = true, args = true,
+  prefix = true,
 }
 
+-- The stream name as the server takes it (core/http/fe_http_live.c, fe_live_stream_name): the path
+-- after the resource's prefix up to ".flv", when that is a name the server accepts (1 to 200 of
+-- A-Z a-z 0-9 _ - . /, no "..", no "//", no "/" first or last); else nil.
+local function stream_of(path, prefix)
+  local pre = #prefix
+  if #path < pre + 5 or sub(path, 1, pre) ~= prefix or sub(path, -4) ~= ".flv" then return nil end
+  local name = sub(path, pre + 1, -5)
+  if #name > 200 or find(name, "[^%w_%-%./]") or find(name, "..", 1, true) or find(name, "//", 1, true)
+    or find(name, "^/") or find(name, "/$") then
+    return nil
+  end
+  return name
+end
+
 -- t: { method = "GET", url = "/flv/a.flv?x=1" (or path = and query =), host =, headers = {...},
--- client_ip = "127.0.0.1", server_ip = "127.0.0.1", country = "DE", stream = (from the path's
--- last segment when it ends in .flv; false for none), resource = "live", time = os.time(),
--- ctx = {} }. Returns a request with the server's field names.
+-- client_ip = "127.0.0.1", server_ip = "127.0.0.1", country = "DE", prefix = "/flv/" (the
+-- resource's; "/" when not given, as in the server), stream = (from the path as the server takes
+-- it, see stream_of; false for none), resource = "live", time = os.time(), ctx = {} }. Returns a
+-- request with the server's field names.
 function _M.request(t)
   t = t or {}
   if type(t) ~= "table" then error("testing.request: expected a table, got " .. type(t), 2) end
-  for k in pairs(t) do
-    if not FIELDS[k] then error(format("testing.request: unknown field %q", tostring(k)), 2) end
-  end
+  util.check_keys(t, FIELDS, "testing.request", "field", nil, 2)
   local path, query = t.path, t.query
   if t.url ~= nil then
     if type(t.url) ~= "string" then error("testing.request: url must be a string", 2) end
@@ -66,9 +80,11 @@ function _M.request(t)
     if headers.host == nil then headers.host = t.host end
   end
 
+  local prefix = t.prefix or "/"
+  if type(prefix) ~= "string" then error("testing.request: prefix must be a string", 2) end
   local stream = t.stream
   if stream == nil then
-    stream = match(path, "([^/]+)%.flv$")
+    stream = stream_of(path, prefix)
   elseif stream == false then
     stream = nil
   end

@@ -6,6 +6,7 @@
 -- it is right but expired. Expiry is checked against req.time (the request's arrival), once: an
 -- open live stream is never cut when its token expires.
 local util = require "flvedge.util"
+local charge = require("flvedge.budget").charge
 
 local type, tostring, tonumber, error, pairs, setmetatable = type, tostring, tonumber, error, pairs,
   setmetatable
@@ -15,6 +16,7 @@ local floor = math.floor
 local os_time = os.time
 local md5, hmac_sha256, ct_equal = util.md5, util.hmac_sha256, util.ct_equal
 local b64enc, b64dec, unmap_ipv4 = util.base64url_encode, util.base64url_decode, util.unmap_ipv4
+local check_keys = util.check_keys
 
 local _M = {}
 
@@ -113,6 +115,7 @@ local function check_signed(c, req)
     return nil, 403, INVALID
   end
   local ip = client_ip(c, req)
+  charge(#path)
   local digest, secret, tail = c.digest, c.secret, c.tail
   local ok = ct_equal(raw, digest(secret, etext .. path .. ip .. tail))
   if not ok then
@@ -187,9 +190,7 @@ end
 
 local function compile(opts, kind)
   if type(opts) ~= "table" then error("token: options must be a table, got " .. type(opts), 0) end
-  for k in pairs(opts) do
-    if not OPTION[k] then error(format("token: unknown option %q", tostring(k)), 0) end
-  end
+  check_keys(opts, OPTION, "token", "option")
   local t = opts.type
   if t ~= nil and not DIGEST_LEN[t] then
     error(format('token: type must be "md5", "nginx" or "hmac", got %s', tostring(t)), 0)
@@ -249,12 +250,19 @@ local function compile(opts, kind)
   return c
 end
 
-local checker_mt = { __index = { check = function(self, req) return self.c.check(self.c, req) end } }
+-- Compiles opts into a check function: check(req) -> true | nil, status, reason. Raises on bad
+-- options (use it at factory time). kind, when given, is the type opts must have.
+function _M.checker(opts, kind)
+  local c = compile(opts, kind)
+  local check = c.check
+  return function(req) return check(c, req) end
+end
 
--- Compiles opts into a checker object: checker:check(req) -> true | nil, status, reason.
--- Raises on bad options (use it at factory time).
+local checker_mt = { __index = { check = function(self, req) return self.fn(req) end } }
+
+-- The same as an object: checker:check(req); checker.opts are the options it was made from.
 function _M.new(opts, kind)
-  return setmetatable({ c = compile(opts, kind), opts = opts }, checker_mt)
+  return setmetatable({ fn = _M.checker(opts, kind), opts = opts }, checker_mt)
 end
 
 local cache = { md5 = {}, nginx = {}, hmac = {}, any = {} }

@@ -2,12 +2,15 @@
 -- constant-time comparison, MD5 / SHA-256 / HMAC-SHA256 (libmbedcrypto through the FFI), and
 -- compiled IPv4/IPv6 CIDR matchers. Nothing here raises on bad request input: garbage in gives
 -- nil or an empty result. Bad settings (a CIDR that does not parse) raise, at compile time.
+-- Functions whose work grows with their input pay for it from the hook's budget (flvedge.budget).
 local ffi = require "ffi"
 local bit = require "bit"
+local charge = require("flvedge.budget").charge
 
-local type, tonumber, error, pcall, ipairs, setmetatable = type, tonumber, error, pcall, ipairs, setmetatable
-local byte, char, sub, find, gsub, format = string.byte, string.char, string.sub,
-  string.find, string.gsub, string.format
+local type, tonumber, tostring, error, pcall, pairs, ipairs, setmetatable = type, tonumber, tostring,
+  error, pcall, pairs, ipairs, setmetatable
+local byte, char, sub, find, gsub, format, match = string.byte, string.char, string.sub,
+  string.find, string.gsub, string.format, string.match
 local band, bor, bxor, lshift, rshift = bit.band, bit.bor, bit.bxor, bit.lshift, bit.rshift
 local ffi_string, ffi_new = ffi.string, ffi.new
 
@@ -34,6 +37,7 @@ local header_keys, nheader_keys = {}, 0
 function _M.header_key(name)
   local key = header_keys[name]
   if key then return key end
+  charge(#name)
   key = string.lower(name)
   if find(key, "_", 1, true) then key = (gsub(key, "_", "-")) end
   if nheader_keys < 1024 then
@@ -47,6 +51,7 @@ local function hexpair(h) return char(tonumber(h, 16)) end
 
 function _M.unescape(s, plus)
   if type(s) ~= "string" then return nil end
+  charge(#s)
   if plus and find(s, "+", 1, true) then s = gsub(s, "+", " ") end
   if find(s, "%", 1, true) then s = gsub(s, "%%(%x%x)", hexpair) end
   return s
@@ -59,6 +64,7 @@ function _M.parse_query(q)
   local args = {}
   if type(q) ~= "string" or q == "" then return args end
   local pos, n = 1, #q
+  charge(n)
   while pos <= n do
     local amp = find(q, "&", pos, true) or n + 1
     if amp > pos then
@@ -83,6 +89,7 @@ function _M.split(s, sep)
   if type(s) ~= "string" then return out end
   sep = sep or ","
   if sep == "" then error("split: empty separator", 2) end
+  charge(#s)
   while true do
     local i = find(s, sep, pos, true)
     n = n + 1
@@ -95,9 +102,19 @@ function _M.split(s, sep)
   end
 end
 
+-- Without the leading and trailing whitespace (%s: space, \t \n \v \f \r). Linear: the pattern
+-- "^%s*(.-)%s*$" would be quadratic in a long run of inner spaces.
 function _M.trim(s)
   if type(s) ~= "string" then return nil end
-  return (gsub(s, "^%s*(.-)%s*$", "%1"))
+  charge(#s)
+  local i = find(s, "%S")
+  if not i then return "" end
+  local j, b = #s, byte(s, -1)
+  while b == 32 or (b >= 9 and b <= 13) do
+    j = j - 1
+    b = byte(s, j)
+  end
+  return sub(s, i, j)
 end
 
 local HEX = {}
@@ -105,6 +122,7 @@ for i = 0, 255 do HEX[char(i)] = format("%02x", i) end
 
 -- Raw bytes -> lowercase hex.
 function _M.hex(raw)
+  charge(#raw)
   return (gsub(raw, ".", HEX))
 end
 
@@ -113,6 +131,7 @@ end
 function _M.ct_equal(a, b)
   if type(a) ~= "string" or type(b) ~= "string" then return false end
   local la, lb = #a, #b
+  charge(lb)
   local diff = la == lb and 0 or 1
   for i = 1, lb do
     -- a is read at a wrapped index so the loop always runs #b times with real loads.
@@ -124,22 +143,37 @@ end
 
 local REASON = { [400] = "Bad Request", [401] = "Unauthorized", [403] = "Forbidden", [404] = "Not Found",
   [410] = "Gone", [429] = "Too Many Requests", [451] = "Unavailable For Legal Reasons" }
-local bodies = {}
+local bodies, nbodies = {}, 0
 
 -- The plain-text body of a denial: deny_body(403, "invalid token") -> "403 Forbidden: invalid
--- token\n". Made once per (status, reason) and reused.
+-- token\n". Made once per (status, reason) and reused (the first 1024: reasons made per request
+-- must not grow the cache for ever).
 function _M.deny_body(status, reason)
   local per = bodies[status]
-  if not per then
-    per = {}
-    bodies[status] = per
-  end
-  local b = per[reason or ""]
-  if not b then
-    b = format("%d %s%s\n", status, REASON[status] or "Error", reason and ": " .. reason or "")
-    per[reason or ""] = b
+  local b = per and per[reason or ""]
+  if b then return b end
+  b = format("%d %s%s\n", status, REASON[status] or "Error", reason and ": " .. reason or "")
+  charge(#b)
+  if nbodies < 1024 then
+    if not per then
+      per = {}
+      bodies[status] = per
+    end
+    per[reason or ""], nbodies = b, nbodies + 1
   end
   return b
+end
+
+-- Settings tables: raises "<what>: unknown <noun> "<key>"<hint>" for the first key of t that known
+-- does not list. level counts as error()'s does, from the caller (0, the default: no position).
+function _M.check_keys(t, known, what, noun, hint, level)
+  for k in pairs(t) do
+    if not known[k] then
+      error(format("%s: unknown %s %q%s", what, noun, tostring(k), hint or ""),
+        level and level > 0 and level + 1 or 0)
+    end
+  end
+  return t
 end
 
 -- ---------------------------------------------------------------------------------------------
@@ -167,6 +201,7 @@ end
 -- Raw bytes -> base64url, without `=` padding unless pad is true.
 function _M.base64url_encode(raw, pad)
   local n = #raw
+  charge(n)
   local out = buffer(4 * math.ceil(n / 3) + 4)
   local o, i = 0, 1
   while i + 2 <= n do
@@ -203,6 +238,7 @@ end
 function _M.base64url_decode(s)
   if type(s) ~= "string" then return nil end
   local n = #s
+  charge(n)
   if n > 0 and byte(s, n) == 61 then
     if n % 4 ~= 0 then return nil end
     n = n - 1
@@ -268,18 +304,21 @@ local digest = ffi_new("unsigned char[64]")
 
 -- Raw 16-byte MD5 of s.
 function _M.md5(s)
+  charge(#s)
   md5_fn(s, #s, digest)
   return ffi_string(digest, 16)
 end
 
 -- Raw 32-byte SHA-256 of s.
 function _M.sha256(s)
+  charge(#s)
   sha256_fn(s, #s, digest, 0)
   return ffi_string(digest, 32)
 end
 
 -- Raw 32-byte HMAC-SHA256(key, msg).
 function _M.hmac_sha256(key, msg)
+  charge(#key + #msg)
   if crypto.mbedtls_md_hmac(sha256_info, key, #key, msg, #msg, digest) ~= 0 then
     error("hmac_sha256: mbedtls_md_hmac failed", 2)
   end
@@ -339,9 +378,10 @@ cidr_mt.__tostring = function(self) return self.text end
 -- are ignored (10.1.2.3/8 is 10.0.0.0/8). Returns a matcher, or nil and the reason.
 function _M.parse_cidr(text)
   if type(text) ~= "string" then return nil, "expected a string, got " .. type(text) end
-  local addr, plen = text:match("^%s*([^/%s]+)/(%d+)%s*$")
+  charge(#text)
+  local addr, plen = match(text, "^%s*([^/%s]+)/(%d+)%s*$")
   if not addr then
-    addr = text:match("^%s*([^/%s]+)%s*$")
+    addr = match(text, "^%s*([^/%s]+)%s*$")
     if not addr then return nil, format("bad CIDR %q", text) end
   end
   local ok, v4 = pton(addr)
@@ -379,6 +419,7 @@ end
 function _M.ip_in(list, ip_text)
   local ok = pton(ip_text)
   if not ok then return false end
+  charge(#list)
   local w1, w2, w3, w4 = word(addr_buf, 0), word(addr_buf, 4), word(addr_buf, 8), word(addr_buf, 12)
   for i = 1, #list do
     if list[i]:match_words(w1, w2, w3, w4) then return true end
@@ -390,7 +431,8 @@ end
 -- client signed (token IP binding): the client knows its IPv4 address, not the mapped form.
 function _M.unmap_ipv4(ip)
   if type(ip) == "string" and #ip > 7 then
-    local v4 = ip:match("^::[fF][fF][fF][fF]:(%d+%.%d+%.%d+%.%d+)$")
+    charge(#ip)
+    local v4 = match(ip, "^::[fF][fF][fF][fF]:(%d+%.%d+%.%d+%.%d+)$")
     if v4 then return v4 end
   end
   return ip

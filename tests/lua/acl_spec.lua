@@ -82,22 +82,30 @@ describe("flvedge.acl", function()
     it("raises on bad settings, naming the value", function()
       assert.has_error(function() acl.referer{ policy = "deny", values = { "https://example.com/" } } end,
         'acl.referer: values[1] = "https://example.com/" is not a host name or "*.domain" (no scheme, port or path)')
-      assert.has_error(function() acl.referer{ policy = "deny", values = { "ex*.com" } } end)
-      assert.has_error(function() acl.referer{ policy = "deny", values = { "*." } } end)
-      assert.has_error(function() acl.referer{ policy = "deny", values = { "a..b" } } end)
+      local not_host = ' is not a host name or "*.domain" (no scheme, port or path)'
+      assert.has_error(function() acl.referer{ policy = "deny", values = { "ex*.com" } } end,
+        'acl.referer: values[1] = "ex*.com"' .. not_host)
+      assert.has_error(function() acl.referer{ policy = "deny", values = { "*." } } end,
+        'acl.referer: values[1] = "*."' .. not_host)
+      assert.has_error(function() acl.referer{ policy = "deny", values = { "a..b" } } end,
+        'acl.referer: values[1] = "a..b"' .. not_host)
       assert.has_error(function() acl.referer{ policy = "deny", values = { "" } } end,
         'acl.referer: values[1] is empty; use empty = "allow" | "deny" for requests without a Referer')
       assert.has_error(function() acl.referer{ policy = "deny", values = {}, empty = "maybe" } end,
         'acl.referer: empty must be "allow" or "deny", got "maybe"')
       assert.has_error(function() acl.referer{ policy = "block", values = {} } end,
         'acl.referer: policy must be "allow" (block the listed values) or "deny" (admit only the listed values), got "block"')
-      assert.has_error(function() acl.referer{ values = {} } end)
+      assert.has_error(function() acl.referer{ values = {} } end,
+        'acl.referer: policy must be "allow" (block the listed values) or "deny" (admit only the '
+        .. "listed values), got nothing")
       assert.has_error(function() acl.referer{ policy = "deny", values = "example.com" } end,
         "acl.referer: values must be a list, got string")
-      assert.has_error(function() acl.referer{ policy = "deny", values = { x = "example.com" } } end)
+      assert.has_error(function() acl.referer{ policy = "deny", values = { x = "example.com" } } end,
+        'acl.referer: values must be a list (found key "x")')
       assert.has_error(function() acl.referer{ policy = "deny", values = { 1 } } end,
         "acl.referer: values[1] must be a string, got number")
-      assert.has_error(function() acl.referer{ policy = "deny", value = {} } end)
+      assert.has_error(function() acl.referer{ policy = "deny", value = {} } end,
+        'acl.referer: unknown setting "value"')
       assert.has_error(function() acl.referer("deny") end, "acl.referer: settings must be a table, got string")
     end)
   end)
@@ -133,9 +141,17 @@ describe("flvedge.acl", function()
     end)
 
     it("raises on malformed patterns, and on | that looks like PCRE alternation", function()
-      for _, bad in ipairs({ "~[a", "~(a", "~a)", "~%", "~%1", "~(a)%2", "~%f", "~%b(", "~*", "~", "~*[%",
-        "~(Chrome|Firefox)" }) do
-        assert.has_error(function() acl.user_agent{ policy = "allow", values = { bad } } end, nil, bad)
+      local bad = {
+        ["~[a"] = "missing ']'", ["~(a"] = "unfinished capture", ["~a)"] = "')' without '('",
+        ["~%"] = "ends with '%'", ["~%1"] = "back reference %1 to no closed capture",
+        ["~(a)%2"] = "back reference %2 to no closed capture", ["~%f"] = "%f needs a [set]",
+        ["~%b("] = "%b needs two characters", ["~*"] = "empty pattern", ["~"] = "empty pattern",
+        ["~*[%"] = "missing ']'",
+        ["~(Chrome|Firefox)"] = "'|' is not alternation in Lua patterns (list each value separately, or write %|)",
+      }
+      for value, reason in pairs(bad) do
+        assert.has_error(function() acl.user_agent{ policy = "allow", values = { value } } end,
+          string.format("acl.user_agent: values[1] = %q: bad Lua pattern: %s", value, reason))
       end
       assert.has_error(function() acl.user_agent{ policy = "allow", values = { "~a|b" } } end,
         'acl.user_agent: values[1] = "~a|b": bad Lua pattern: \'|\' is not alternation in Lua patterns '

@@ -9,9 +9,12 @@ describe("flvedge.geo", function()
 
   it("set compiles codes in any case and refuses others", function()
     assert.same({ DE = true, AT = true }, geo.set{ "de", "AT" })
-    assert.has_error(function() geo.set{ "DE", "Germany" } end)
-    assert.has_error(function() geo.set{ 49 } end)
-    assert.has_error(function() geo.set("DE") end)
+    assert.error_matches(function() geo.set{ "DE", "Germany" } end,
+      "geo.set: [2] is not an ISO 3166-1 alpha-2 code: Germany", nil, true)
+    assert.error_matches(function() geo.set{ 49 } end, "geo.set: [1] is not an ISO 3166-1 alpha-2 code: 49", nil, true)
+    assert.error_matches(function() geo.set("DE") end, "geo.set: expected a list of country codes, got string", nil, true)
+    assert.has_error(function() geo.set({ "DE", "DEU" }, "acl.country: values") end,
+      'acl.country: values[2] = "DEU" is not an ISO 3166-1 alpha-2 code')
   end)
 
   it("in_list with a compiled set or a plain list; unknown is in no list", function()

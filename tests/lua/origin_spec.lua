@@ -1,7 +1,7 @@
 local origin = require "flvedge.origin"
 local testing = require "flvedge.testing"
 
-local function req(stream) return testing.request{ url = "/flv/" .. stream .. ".flv" } end
+local function req(stream) return testing.request{ prefix = "/flv/", url = "/flv/" .. stream .. ".flv" } end
 
 describe("flvedge.origin", function()
   describe("ordered", function()
@@ -22,8 +22,9 @@ describe("flvedge.origin", function()
       assert.has_error(function() origin.ordered{} end, "origin.ordered: needs at least one origin")
       assert.has_error(function() origin.ordered{ "http://a", 5 } end,
         "origin.ordered[2]: expected a URL string, got number")
-      assert.has_error(function() origin.ordered{ "http://a/{stream}/{stream}" } end)
-      assert.has_error(function() origin.ordered("http://a") end)
+      assert.has_error(function() origin.ordered{ "http://a/{stream}/{stream}" } end,
+        'origin.ordered[1]: "http://a/{stream}/{stream}" has {stream} more than once')
+      assert.has_error(function() origin.ordered("http://a") end, "origin.ordered: expected a table of origins, got string")
     end)
   end)
 
@@ -87,10 +88,11 @@ describe("flvedge.origin", function()
     it("raises on bad weights", function()
       assert.has_error(function() origin.weighted{ { url = "a", weight = -1 } } end,
         "origin.weighted[1]: weight must be a number >= 0, got -1")
-      assert.has_error(function() origin.weighted{ { url = "a", weight = "2" } } end)
+      assert.has_error(function() origin.weighted{ { url = "a", weight = "2" } } end,
+        "origin.weighted[1]: weight must be a number >= 0, got 2")
       assert.has_error(function() origin.weighted{ { url = "a", weight = 0 } } end,
         "origin.weighted: at least one origin needs a weight above 0")
-      assert.has_error(function() origin.weighted{ { weight = 1 } } end)
+      assert.has_error(function() origin.weighted{ { weight = 1 } } end, "origin.weighted[1]: expected a URL string, got nil")
     end)
   end)
 
@@ -169,8 +171,9 @@ describe("flvedge.origin", function()
 
     it("raises on bad settings", function()
       assert.has_error(function() origin.hash{ "a", "a" } end, 'origin.hash[2]: "a" is listed twice')
-      assert.has_error(function() origin.hash{ "a", replicas = 0 } end)
-      assert.has_error(function() origin.hash{ urls = {} } end)
+      assert.has_error(function() origin.hash{ "a", replicas = 0 } end,
+        "origin.hash: replicas must be an integer from 1 to 10000, got 0")
+      assert.has_error(function() origin.hash{ urls = {} } end, "origin.hash: needs at least one origin")
     end)
   end)
 
@@ -198,8 +201,9 @@ describe("flvedge.origin", function()
     end)
 
     it("raises on unknown names", function()
-      assert.has_error(function() origin.errors{ "5xx", "refused" } end)
-      assert.has_error(function() origin.errors{ "600" } end)
+      local known = ' is not "unreachable", "timeout", "4xx", "5xx" or a status code'
+      assert.error_matches(function() origin.errors{ "5xx", "refused" } end, 'origin.errors[2]: "refused"' .. known, nil, true)
+      assert.error_matches(function() origin.errors{ "600" } end, 'origin.errors[1]: "600"' .. known, nil, true)
     end)
   end)
 

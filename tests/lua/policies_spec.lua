@@ -61,8 +61,11 @@ describe("policies", function()
         'access_control: acl.ip: values[1]: bad prefix length in CIDR "10.0.0.0/99" (0 to 32)')
       assert.has_error(function() testing.load("access_control", { referrer = { policy = "deny", values = {} } }) end,
         'access_control: unknown list "referrer" (known: ip, referer, user_agent, country)')
-      assert.has_error(function() testing.load("access_control", { country = { policy = "whitelist", values = {} } }) end)
-      assert.has_error(function() testing.load("access_control", { user_agent = { policy = "deny", values = { "~(x" } } }) end)
+      assert.has_error(function() testing.load("access_control", { country = { policy = "whitelist", values = {} } }) end,
+        'access_control: acl.country: policy must be "allow" (block the listed values) or "deny" (admit only the '
+        .. 'listed values), got "whitelist"')
+      assert.has_error(function() testing.load("access_control", { user_agent = { policy = "deny", values = { "~(x" } } }) end,
+        'access_control: acl.user_agent: values[1] = "~(x": bad Lua pattern: unfinished capture')
       assert.has_error(function() testing.load("access_control", { referer = { policy = "deny", values = "x.com" } }) end,
         "access_control: acl.referer: values must be a list, got string")
     end)
@@ -108,7 +111,8 @@ describe("policies", function()
         "origin_failover: origins must be a non-empty list of URLs")
       assert.has_error(function() testing.load("origin_failover", { origins = { "http://a/" }, mode = "random" }) end,
         'origin_failover: mode must be "ordered", "weighted" or "hash", got random')
-      assert.has_error(function() testing.load("origin_failover", { origins = { "http://a/" }, on = { "5xx", "oops" } }) end)
+      assert.has_error(function() testing.load("origin_failover", { origins = { "http://a/" }, on = { "5xx", "oops" } }) end,
+        'origin_failover: on: origin.errors[2]: "oops" is not "unreachable", "timeout", "4xx", "5xx" or a status code')
       assert.has_error(function() testing.load("origin_failover", { origins = { "http://a/", 3 } }) end,
         "origin_failover: origins[2] must be a URL string, got number")
       assert.has_error(function() testing.load("origin_failover", { origins = { "http://a/" }, replicas = 10 }) end,
@@ -122,7 +126,7 @@ describe("policies", function()
 
     it("ordered: pulls {origin}/{stream}.flv and fails over on the listed errors only", function()
       local p = testing.load("origin_failover", { origins = { "http://a:8080/live/", "http://b/live", "http://c/{stream}/x.flv" } })
-      local r = { url = "/flv/cam7.flv" }
+      local r = { prefix = "/flv/", url = "/flv/cam7.flv" }
       assert.equal("http://a:8080/live/cam7.flv", testing.origin(p, r, 1))
       assert.equal("http://b/live/cam7.flv", testing.origin(p, r, 2, "timeout"))
       assert.equal("http://c/cam7/x.flv", testing.origin(p, r, 3, "status 502"))
@@ -133,8 +137,8 @@ describe("policies", function()
 
     it("on = { ... } chooses the failures that fail over", function()
       local p = testing.load("origin_failover", { origins = { "http://a/", "http://b/" }, on = { "404" } })
-      assert.equal("http://b/s.flv", testing.origin(p, { url = "/flv/s.flv" }, 2, "status 404"))
-      assert.is_nil(testing.origin(p, { url = "/flv/s.flv" }, 2, "timeout"))
+      assert.equal("http://b/s.flv", testing.origin(p, { prefix = "/flv/", url = "/flv/s.flv" }, 2, "status 404"))
+      assert.is_nil(testing.origin(p, { prefix = "/flv/", url = "/flv/s.flv" }, 2, "timeout"))
     end)
 
     it("weighted and hash modes", function()
@@ -142,14 +146,14 @@ describe("policies", function()
         origins = { { url = "http://a/", weight = 3 }, "http://b/" } })
       local n = { ["http://a/x.flv"] = 0, ["http://b/x.flv"] = 0 }
       for _ = 1, 8 do
-        local u = testing.origin(w, { url = "/flv/x.flv" }, 1)
+        local u = testing.origin(w, { prefix = "/flv/", url = "/flv/x.flv" }, 1)
         n[u] = n[u] + 1
       end
       assert.same({ ["http://a/x.flv"] = 6, ["http://b/x.flv"] = 2 }, n)
       local h = testing.load("origin_failover", { mode = "hash", origins = { "http://a/", "http://b/", "http://c/" }, replicas = 40 })
-      local first = testing.origin(h, { url = "/flv/q.flv" }, 1)
-      assert.equal(first, testing.origin(h, { url = "/flv/q.flv" }, 1))
-      local second = testing.origin(h, { url = "/flv/q.flv" }, 2, "unreachable")
+      local first = testing.origin(h, { prefix = "/flv/", url = "/flv/q.flv" }, 1)
+      assert.equal(first, testing.origin(h, { prefix = "/flv/", url = "/flv/q.flv" }, 1))
+      local second = testing.origin(h, { prefix = "/flv/", url = "/flv/q.flv" }, 2, "unreachable")
       assert.are_not.equal(first, second)
       assert.truthy(second:match("^http://[abc]/q%.flv$"))
     end)
@@ -184,8 +188,8 @@ describe("policies", function()
         select(2, testing.run(p, signed("/flv/a.flv", { client_ip = "203.0.113.5", country = "KP" }))))
       assert.equal("403 Forbidden: country not allowed\n",
         select(2, testing.run(p, signed("/flv/a.flv", { country = "KP" }))))
-      assert.equal("http://a/a.flv", testing.origin(p, { url = "/flv/a.flv" }, 1))
-      assert.equal("http://b/a.flv", testing.origin(p, { url = "/flv/a.flv" }, 2, "status 503"))
+      assert.equal("http://a/a.flv", testing.origin(p, { prefix = "/flv/", url = "/flv/a.flv" }, 1))
+      assert.equal("http://b/a.flv", testing.origin(p, { prefix = "/flv/", url = "/flv/a.flv" }, 2, "status 503"))
     end)
 
     it("a chain of only some parts has only those phases", function()

@@ -3,7 +3,7 @@ local testing = require "flvedge.testing"
 describe("flvedge.testing", function()
   describe("request", function()
     it("has the server's fields, with defaults", function()
-      local r = testing.request{ url = "/flv/cam1.flv?token=a%20b&x=1&x=2" }
+      local r = testing.request{ prefix = "/flv/", url = "/flv/cam1.flv?token=a%20b&x=1&x=2" }
       assert.equal("GET", r.method)
       assert.equal("/flv/cam1.flv", r.path)
       assert.equal("token=a%20b&x=1&x=2", r.query)
@@ -39,8 +39,17 @@ describe("flvedge.testing", function()
       assert.equal("[::1]", testing.request{ host = "[::1]:8080" }.host)
     end)
 
-    it("derives the stream from a .flv path, or takes it", function()
-      assert.equal("abc", testing.request{ path = "/live/x/abc.flv" }.stream)
+    it("takes the stream as the server does: the path after the prefix up to .flv, or the one given", function()
+      assert.equal("abc", testing.request{ prefix = "/live/x/", path = "/live/x/abc.flv" }.stream)
+      assert.equal("x/abc", testing.request{ prefix = "/live/", path = "/live/x/abc.flv" }.stream)
+      assert.equal("live/x/abc", testing.request{ path = "/live/x/abc.flv" }.stream) -- prefix "/"
+      assert.equal("a.b-c_1", testing.request{ prefix = "/flv/", path = "/flv/a.b-c_1.flv" }.stream)
+      assert.is_nil(testing.request{ prefix = "/flv/", path = "/live/abc.flv" }.stream) -- not this resource
+      assert.is_nil(testing.request{ prefix = "/flv/", path = "/flv/.flv" }.stream)
+      for _, bad in ipairs({ "a..b", "a//b", "/a", "a/", "a b", "a%20b", ("x"):rep(201) }) do
+        assert.is_nil(testing.request{ prefix = "/flv/", path = "/flv/" .. bad .. ".flv" }.stream, bad)
+      end
+      assert.equal(("x"):rep(200), testing.request{ prefix = "/flv/", path = "/flv/" .. ("x"):rep(200) .. ".flv" }.stream)
       assert.is_nil(testing.request{ path = "/index.html" }.stream)
       assert.equal("given", testing.request{ path = "/flv/a.flv", stream = "given" }.stream)
       assert.is_nil(testing.request{ path = "/flv/a.flv", stream = false }.stream)
@@ -55,7 +64,7 @@ describe("flvedge.testing", function()
 
     it("raises on unknown fields (a typo would silently test something else)", function()
       assert.has_error(function() testing.request{ client = "1.2.3.4" } end, 'testing.request: unknown field "client"')
-      assert.has_error(function() testing.request{ url = 5 } end)
+      assert.error_matches(function() testing.request{ url = 5 } end, "testing.request: url must be a string", nil, true)
     end)
   end)
 
@@ -77,16 +86,19 @@ describe("flvedge.testing", function()
     end)
 
     it("checks the answer as the server does", function()
-      assert.has_error(function() testing.run({ access = function() return 99 end }, {}) end)
-      assert.has_error(function() testing.run({ access = function() return "nope" end }, {}) end)
-      assert.has_error(function() testing.run({ access = function() return 403, nil, "X: y" end }, {}) end)
+      assert.has_error(function() testing.run({ access = function() return 99 end }, {}) end,
+        "access: status must be an integer from 100 to 599, got 99")
+      assert.has_error(function() testing.run({ access = function() return "nope" end }, {}) end,
+        "access: status must be an integer from 100 to 599, got nope")
+      assert.has_error(function() testing.run({ access = function() return 403, nil, "X: y" end }, {}) end,
+        "access: headers must be a table of name = value")
       assert.equal("12", select(2, testing.run({ access = function() return "403", 12 end }, {})))
       assert.has_error(function()
         testing.run({ access = function() return 302, "", { Location = "/x\r\nSet-Cookie: a=b" } end }, {})
       end, 'access: bad response header "Location"')
       assert.has_error(function()
         testing.run({ access = function() return 403, "", { ["Bad Name"] = "v" } end }, {})
-      end)
+      end, 'access: bad response header "Bad Name"')
     end)
 
     it("shares req.ctx between the phases of one request", function()
@@ -107,10 +119,11 @@ describe("flvedge.testing", function()
 
   it("origin calls the origin phase and checks the answer", function()
     local p = { origin = function(req, attempt) if attempt < 3 then return "http://o" .. attempt .. "/" .. req.stream end end }
-    assert.equal("http://o1/cam", testing.origin(p, { url = "/flv/cam.flv" }))
-    assert.equal("http://o2/cam", testing.origin(p, { url = "/flv/cam.flv" }, 2, "timeout"))
-    assert.is_nil(testing.origin(p, { url = "/flv/cam.flv" }, 3, "timeout"))
-    assert.has_error(function() testing.origin({ origin = function() return 5 end }, {}) end)
+    assert.equal("http://o1/cam", testing.origin(p, { prefix = "/flv/", url = "/flv/cam.flv" }))
+    assert.equal("http://o2/cam", testing.origin(p, { prefix = "/flv/", url = "/flv/cam.flv" }, 2, "timeout"))
+    assert.is_nil(testing.origin(p, { prefix = "/flv/", url = "/flv/cam.flv" }, 3, "timeout"))
+    assert.has_error(function() testing.origin({ origin = function() return 5 end }, {}) end,
+      "origin: expected a URL string or nil, got number")
   end)
 
   it("load makes a policy from a module name, a factory or a file", function()
@@ -125,6 +138,7 @@ describe("flvedge.testing", function()
     assert.equal(418, testing.run(testing.load(path), {}))
     os.remove(path)
     os.remove(base)
-    assert.has_error(function() testing.load(function() return 5 end) end)
+    assert.error_matches(function() testing.load(function() return 5 end) end,
+      "testing.load: expected a policy table, got number", nil, true)
   end)
 end)

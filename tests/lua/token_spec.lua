@@ -49,11 +49,14 @@ describe("flvedge.token", function()
     end)
 
     it("refuses bad arguments", function()
-      assert.has_error(function() token.md5_sign("/a", 1.5, "s") end)
-      assert.has_error(function() token.md5_sign("/a", -1, "s") end)
-      assert.has_error(function() token.md5_sign("/a", "12x", "s") end)
-      assert.has_error(function() token.md5_sign("/a", 10, "") end)
-      assert.has_error(function() token.hmac_sign(nil, 10, "s") end)
+      local bad_expires = "expires must be a positive integer (Unix seconds), got "
+      assert.error_matches(function() token.md5_sign("/a", 1.5, "s") end, bad_expires .. "1.5", nil, true)
+      assert.error_matches(function() token.md5_sign("/a", -1, "s") end, bad_expires .. "-1", nil, true)
+      assert.error_matches(function() token.md5_sign("/a", "12x", "s") end, bad_expires .. "12x", nil, true)
+      assert.error_matches(function() token.md5_sign("/a", 10, "") end,
+        'md5_sign: secret must be a non-empty string, got ""', nil, true)
+      assert.error_matches(function() token.hmac_sign(nil, 10, "s") end,
+        "hmac_sign: path must be a non-empty string, got nil", nil, true)
     end)
   end)
 
@@ -193,8 +196,10 @@ describe("flvedge.token", function()
       assert.has_error(function() token.check_md5(req("/"), { secret = "s", ip = "yes" }) end,
         "token: ip must be true or false, got string")
       assert.has_error(function() token.check_md5(req("/"), "secret") end, "token: options must be a table, got string")
-      assert.has_error(function() token.new({ secret = "s", type = "sha1" }) end)
-      assert.has_error(function() token.new({ secret = "s", expires_arg = false }) end)
+      assert.has_error(function() token.new({ secret = "s", type = "sha1" }) end,
+        'token: type must be "md5", "nginx" or "hmac", got sha1')
+      assert.has_error(function() token.new({ secret = "s", expires_arg = false }) end,
+        "token: expires_arg must be a non-empty string (false only for type nginx: no expiry)")
     end)
   end)
 
@@ -251,7 +256,8 @@ describe("flvedge.token", function()
       assert.has_error(function() token.check_nginx(req("/"), { secret_template = "$request_uri x" }) end,
         "token: secret_template: unknown variable $request_uri (known: $secure_link_expires, $uri, "
         .. "$remote_addr, $host, $arg_NAME, $http_NAME)")
-      assert.has_error(function() token.check_nginx(req("/"), {}) end)
+      assert.has_error(function() token.check_nginx(req("/"), {}) end,
+        "token: type nginx needs secret_template (or secret for the default template)")
       assert.has_error(function() token.new({ secret = "s", secret_template = "$uri s" }) end,
         "token: secret_template is only for type nginx")
     end)
@@ -285,13 +291,24 @@ describe("flvedge.token", function()
         { type = "hmac", secret = "secret" }))
       assert.is_true(token.check(req("/flv/a.flv?md5=" .. KAT.ip .. "&expires=2147483647"),
         { type = "nginx", secret_template = "$secure_link_expires$uri$remote_addr secret" }))
-      assert.has_error(function() token.check(req("/"), { type = "jwt", secret = "s" }) end)
+      assert.has_error(function() token.check(req("/"), { type = "jwt", secret = "s" }) end,
+        'token: type must be "md5", "nginx" or "hmac", got jwt')
     end)
 
     it("a checker object from token.new", function()
       local c = token.new({ secret = "secret" })
       assert.is_true(c:check(req("/flv/a.flv?md5=" .. KAT.noip .. "&expires=2147483647")))
       assert.equal(403, select(2, c:check(req("/flv/a.flv?md5=x&expires=2147483647"))))
+    end)
+
+    it("a check function from token.checker, compiled once", function()
+      local check = token.checker({ type = "hmac", secret = "secret" })
+      assert.is_true(check(req("/flv/a.flv?token=" .. KAT.hmac .. "&expires=2147483647")))
+      assert.same({ nil, 403, "invalid token" }, { check(req("/flv/a.flv?token=x&expires=2147483647")) })
+      assert.same({ nil, 403, "missing token" }, { check(req("/flv/a.flv")) })
+      assert.has_error(function() token.checker({ secret = "s", scret = 1 }) end, 'token: unknown option "scret"')
+      assert.has_error(function() token.checker({ secret = "s", type = "md5" }, "hmac") end,
+        'token: options say type = "md5" but check_hmac was called')
     end)
   end)
 end)

@@ -205,6 +205,26 @@ describe("flvedge.util", function()
     end)
   end)
 
+  it("check_keys names the first key it does not know", function()
+    local known = { a = true, b = true }
+    local t = { a = 1, b = 2 }
+    assert.equal(t, util.check_keys(t, known, "thing", "setting"))
+    assert.has_error(function() util.check_keys({ a = 1, c = 3 }, known, "thing", "setting") end,
+      'thing: unknown setting "c"')
+    assert.has_error(function() util.check_keys({ [1] = true }, known, "who", "part", " (known: a, b)") end,
+      'who: unknown part "1" (known: a, b)')
+    local ok, err = pcall(function() util.check_keys({ z = 1 }, known, "f", "field", nil, 1) end)
+    assert.is_false(ok)
+    assert.truthy(err:find("^.-util_spec%.lua:%d+: f: unknown field \"z\"$"), err)
+  end)
+
+  it("trim is linear and drops %s on both ends", function()
+    assert.equal("a b", util.trim(" \t a b \r\n"))
+    assert.equal("", util.trim("   "))
+    assert.equal("x", util.trim("x"))
+    assert.equal("a" .. (" "):rep(100000) .. "b", util.trim(" a" .. (" "):rep(100000) .. "b "))
+  end)
+
   it("deny_body is short plain text, reused", function()
     assert.equal("403 Forbidden: invalid token\n", util.deny_body(403, "invalid token"))
     assert.equal("410 Gone\n", util.deny_body(410))
