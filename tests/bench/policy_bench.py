@@ -109,7 +109,7 @@ def main():
     conf = os.path.join(work, "flvedge.lua")
     with open(conf, "w") as f:
         f.write(f"""return {{
-  listen = {{ "127.0.0.1:{port}" }}, log_level = "warn", geoip_db = "{work}/geo.mmdb",
+  listen = {{ "127.0.0.1:{port}" }}, workers = 1, log_level = "warn", geoip_db = "{work}/geo.mmdb",
   resources = {{
     {{ name = "open", prefix = "/open/", type = "static", root = "{www}/open" }},
     {{ name = "tok", prefix = "/tok/", type = "static", root = "{www}/tok",
