@@ -64,9 +64,16 @@ class MultiLoopBase(EdgeTestCase):
                 v.read_until(lambda v: sum(t.is_keyframe for t in v.tags) >= 2, T(15), "two keyframes")
                 check_join_sequence(v.tags, v.flv.flags)
                 self.assertEqual(v.response.header("X-Cache-Status"), "HIT")
+            # Compare from the newest first keyframe any of them had, over 40 tags all of them read.
+            start = max(media_from_first_key(v.tags)[0] for v in viewers)
+
+            def past_start(v):
+                run = media_from_first_key(v.tags)
+                return start in run and len(run) - run.index(start) >= 40
+
+            for v in viewers:
+                v.read_until(past_start, T(15), "40 tags past the common keyframe")
             runs = [media_from_first_key(v.tags) for v in viewers]
-            # Compare from the newest first keyframe any of them had, over what all of them read.
-            start = max(r[0] for r in runs)
             runs = [r[r.index(start):] for r in runs]
             n = min(len(r) for r in runs)
             self.assertGreater(n, 10)

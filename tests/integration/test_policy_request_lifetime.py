@@ -60,7 +60,9 @@ class KeptRequestTest(EdgeTestCase):
         self.origin.route("/live/s.flv", Synth())
         geo = os.path.join(tempfile.mkdtemp(prefix="flvedge-geo-"), "geo.mmdb")
         write_country_db(geo, {"127.0.0.2/32": "DE"})
+        # One loop: a kept req lives in a Lua global, and each loop has its own Lua state.
         self.edge = self.start_edge({
+            "workers": 1,
             "geoip_db": geo,
             "resources": [{"name": "live", "prefix": "/flv/", "type": "live",
                            "origin": self.origin.url("/live/"), "policy": "keeper.lua"}],

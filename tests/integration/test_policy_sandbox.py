@@ -148,7 +148,10 @@ class EscapeTest(EdgeTestCase):
     budget = 1000000
 
     def setUp(self):
+        # One loop: some escapes keep a string in a Lua global between requests, and each loop
+        # has its own Lua state.
         self.edge = self.start_edge({
+            "workers": 1,
             "lua_budget": self.budget,
             "resources": [{"name": "live", "prefix": "/flv/", "type": "live",
                            "origin": "http://127.0.0.1:%d/live/" % free_port(),
