@@ -291,6 +291,7 @@ static int fe_on_message_begin(llhttp_t *p) {
   c->len = 0;
   c->nhdr = 0;
   c->hdr_part = 0;
+  c->head_done = 0;
   c->url.off = c->url.len = 0;
   return 0;
 }
@@ -303,8 +304,12 @@ static int fe_on_url(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
+/* Fields and values after the head are a chunked body's trailers: never headers, so neither
+ * routing nor policies see them. */
 static int fe_on_header_field(llhttp_t *p, const char *at, size_t len) {
   fe_conn *c = p->data;
+  if (c->head_done)
+    return 0;
   if (c->hdr_part != 1) {
     c->hdr_part = 1;
     if (c->nhdr < FE_MAX_HEADERS) {
@@ -324,6 +329,8 @@ static int fe_on_header_field(llhttp_t *p, const char *at, size_t len) {
 
 static int fe_on_header_value(llhttp_t *p, const char *at, size_t len) {
   fe_conn *c = p->data;
+  if (c->head_done)
+    return 0;
   if (c->hdr_part != 2) {
     c->hdr_part = 2;
     if (c->nhdr <= FE_MAX_HEADERS)
@@ -338,6 +345,7 @@ static int fe_on_header_value(llhttp_t *p, const char *at, size_t len) {
 
 static int fe_on_headers_complete(llhttp_t *p) {
   fe_conn *c = p->data;
+  c->head_done = 1;
   if (c->nhdr > FE_MAX_HEADERS) {
     c->too_large = 1;
     return HPE_USER;

@@ -88,6 +88,7 @@ typedef struct fe_conn {
   fe_header hdr[FE_MAX_HEADERS];
   int nhdr;
   int hdr_part;               /* 1 while in a field, 2 while in a value */
+  int head_done;              /* the head is complete: what follows is body and trailers */
   int too_large;
   /* the current request, for policies and the access log */
   uint64_t id;
