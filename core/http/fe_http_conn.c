@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "http/fe_http_conn.h"
@@ -38,6 +39,7 @@ const char *fe_http_reason(int status) {
   case 502: return "Bad Gateway";
   case 503: return "Service Unavailable";
   case 504: return "Gateway Timeout";
+  case 505: return "HTTP Version Not Supported";
   default: return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
   }
 }
@@ -169,8 +171,10 @@ void fe_conn_send(fe_conn *c, const void *data, size_t len, int close) {
   fe_send_req_queue(c, r);
 }
 
+/* CONNECT and Upgrade requests are answered as plain requests (or refused), and the connection
+ * closes after the answer: what the client sends next is not HTTP/1.1 to us. */
 int fe_conn_keep_alive(const fe_conn *c) {
-  return llhttp_should_keep_alive(&c->parser);
+  return !c->parser.upgrade && llhttp_should_keep_alive(&c->parser);
 }
 
 size_t fe_conn_cors(const fe_conn *c, char *buf, size_t cap) {
@@ -263,10 +267,18 @@ const fe_span *fe_conn_header(const fe_conn *c, const char *name) {
 
 /* ---- request parsing ----------------------------------------------------------------------- */
 
+/* Stops the parser: the request is answered with status (and why, a static string) and the
+ * connection closes. */
+static int fe_conn_refuse(fe_conn *c, int status, const char *why) {
+  c->refuse_status = status;
+  c->refuse_why = why;
+  return HPE_USER;
+}
+
 static int fe_conn_append(fe_conn *c, const char *at, size_t len) {
   uint32_t limit = c->w->gen->cfg->max_header_size;
   if (c->len + len > limit) {
-    c->too_large = 1;
+    fe_conn_refuse(c, 431, "request header fields too large");
     return -1;
   }
   if (c->len + len > c->cap) {
@@ -304,12 +316,29 @@ static int fe_on_url(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
+/* HTTP/1.0 and 1.1 only. llhttp takes 0.9 and 2.0 itself and rejects other digits (below). */
+static int fe_on_version_complete(llhttp_t *p) {
+  if (p->http_major != 1 || p->http_minor > 1)
+    return fe_conn_refuse(p->data, 505, "HTTP version not supported");
+  return 0;
+}
+
+/* llhttp 8 refuses a well-formed version it does not know (HTTP/1.2, HTTP/3.0) with this reason;
+ * a malformed one (HTTP/x.1) has another. The first is 505, as nginx answers; the second 400. */
+static int fe_version_unsupported(const llhttp_t *p, llhttp_errno_t e) {
+  const char *reason = llhttp_get_error_reason(p);
+  return e == HPE_INVALID_VERSION && reason && strcmp(reason, "Invalid HTTP version") == 0;
+}
+
 /* Fields and values after the head are a chunked body's trailers: never headers, so neither
  * routing nor policies see them. */
 static int fe_on_header_field(llhttp_t *p, const char *at, size_t len) {
   fe_conn *c = p->data;
   if (c->head_done)
     return 0;
+  /* llhttp 8 lets a space through before the colon ("Host : x"); nginx and RFC 9112 refuse it. */
+  if (memchr(at, ' ', len))
+    return fe_conn_refuse(c, 400, "space in a header name");
   if (c->hdr_part != 1) {
     c->hdr_part = 1;
     if (c->nhdr < FE_MAX_HEADERS) {
@@ -346,10 +375,16 @@ static int fe_on_header_value(llhttp_t *p, const char *at, size_t len) {
 static int fe_on_headers_complete(llhttp_t *p) {
   fe_conn *c = p->data;
   c->head_done = 1;
-  if (c->nhdr > FE_MAX_HEADERS) {
-    c->too_large = 1;
-    return HPE_USER;
-  }
+  if (c->nhdr > FE_MAX_HEADERS)
+    return fe_conn_refuse(c, 431, "request header fields too large");
+  int hosts = 0;
+  for (int i = 0; i < c->nhdr; i++)
+    hosts += c->hdr[i].name.len == 4 && strncasecmp(c->buf + c->hdr[i].name.off, "Host", 4) == 0;
+  /* One Host: routing and policies must not pick one of two (RFC 9112 3.2). */
+  if (hosts > 1)
+    return fe_conn_refuse(c, 400, "more than one Host header");
+  if (hosts == 0 && p->http_minor == 1)
+    return fe_conn_refuse(c, 400, "HTTP/1.1 request without Host");
   return 0;
 }
 
@@ -381,6 +416,7 @@ static int fe_on_message_complete(llhttp_t *p) {
 static const llhttp_settings_t fe_request_settings = {
     .on_message_begin = fe_on_message_begin,
     .on_url = fe_on_url,
+    .on_version_complete = fe_on_version_complete,
     .on_header_field = fe_on_header_field,
     .on_header_value = fe_on_header_value,
     .on_headers_complete = fe_on_headers_complete,
@@ -396,15 +432,16 @@ static void fe_conn_on_read(fe_net *n, ssize_t nread, const char *data) {
   if (c->state != FE_CS_READING)
     return; /* a viewer's further bytes are ignored; only its close matters */
   llhttp_errno_t e = llhttp_execute(&c->parser, data, (size_t)nread);
-  if (e == HPE_OK || e == HPE_PAUSED)
+  /* HPE_PAUSED_UPGRADE: a CONNECT or Upgrade request was answered, and the connection closes. */
+  if (e == HPE_OK || e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)
     return;
-  if (c->too_large) {
-    fe_conn_respond(c, 431, NULL, NULL, "431 request header fields too large\n", 36, 1);
-  } else {
-    char msg[160];
-    int len = snprintf(msg, sizeof(msg), "400 bad request: %s\n", llhttp_errno_name(e));
-    fe_conn_respond(c, 400, NULL, NULL, msg, (size_t)len, 1);
-  }
+  int status = c->refuse_status ? c->refuse_status : fe_version_unsupported(&c->parser, e) ? 505 : 400;
+  const char *why = c->refuse_why ? c->refuse_why
+                    : status == 505 ? "HTTP version not supported"
+                                    : llhttp_errno_name(e);
+  char msg[160];
+  int len = snprintf(msg, sizeof(msg), "%d %s%s\n", status, status == 400 ? "bad request: " : "", why);
+  fe_conn_respond(c, status, NULL, NULL, msg, (size_t)len, 1);
   c->state = FE_CS_WAITING;
 }
 

@@ -111,7 +111,7 @@ static int fe_conn_access(fe_conn *c, const fe_resource *res, int keep) {
 int fe_router_route(fe_conn *c) {
   llhttp_t *p = &c->parser;
   const fe_config *cfg = c->gen->cfg;
-  int keep = llhttp_should_keep_alive(p);
+  int keep = fe_conn_keep_alive(c);
   const char *url = c->buf + c->url.off;
   size_t ulen = c->url.len;
   const char *q = memchr(url, '?', ulen);

@@ -1,6 +1,7 @@
 """
 Strict HTTP on the client side: a request is what its head says and nothing else. Trailers and
-bodies are never headers.
+bodies are never headers; CONNECT and Upgrade get one answer; Host is required once in HTTP/1.1; a
+header name is a token; versions other than 1.0 and 1.1 are 505.
 """
 
 import re
@@ -70,6 +71,62 @@ class StrictRequestTest(EdgeTestCase):
         self.assertEqual(responses_in(data), [418], data[:300])
         self.assertTrue(data.endswith(b"\r\n\r\na.example|-|-\n"), "the body seen as headers: %r"
                         % data[-200:])
+
+    # -- CONNECT and Upgrade: one answer, then close ------------------------------------------
+
+    def test_connect_gets_one_answer_and_a_close(self):
+        data, closed = self.exchange(b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n")
+        self.assertEqual(responses_in(data), [405], data[:400])
+        self.assertTrue(closed, "connection left open after CONNECT")
+
+    def test_upgrade_gets_one_answer_and_a_close(self):
+        data, closed = self.exchange(b"GET / HTTP/1.1\r\nHost: a.example\r\nConnection: Upgrade\r\n"
+                                     b"Upgrade: websocket\r\n\r\n")
+        self.assertEqual(responses_in(data), [200], data[:400])
+        self.assertTrue(data.endswith(b"\r\n\r\npublic\n"), data[-200:])
+        self.assertTrue(closed, "connection left open after an Upgrade request")
+
+    # -- Host, header names, versions ----------------------------------------------------------
+
+    def assert_refused(self, raw, status):
+        data, closed = self.exchange(raw)
+        self.assertEqual(responses_in(data), [status], "response %r" % data[:300])
+        self.assertTrue(closed, "connection left open after a %d" % status)
+
+    def test_http11_without_host_is_400(self):
+        self.assert_refused(b"GET / HTTP/1.1\r\nUser-Agent: x\r\n\r\n", 400)
+        # HTTP/1.0 needs none.
+        data, _ = self.exchange(b"GET / HTTP/1.0\r\n\r\n")
+        self.assertEqual(status_of(data), 200, data[:300])
+
+    def test_two_host_headers_are_400(self):
+        self.assert_refused(b"GET / HTTP/1.1\r\nHost: a.example\r\nHost: secret.example\r\n\r\n", 400)
+        self.assert_refused(b"GET / HTTP/1.0\r\nHost: a.example\r\nhost: a.example\r\n\r\n", 400)
+
+    def test_space_before_the_colon_is_400(self):
+        self.assert_refused(b"GET / HTTP/1.1\r\nHost : secret.example\r\n\r\n", 400)
+        self.assert_refused(b"GET / HTTP/1.1\r\nHost: a.example\r\nX-A\t: 1\r\n\r\n", 400)
+
+    def test_other_http_versions_are_505(self):
+        for version in (b"HTTP/2.0", b"HTTP/1.2", b"HTTP/3.0", b"HTTP/0.9"):
+            with self.subTest(version=version):
+                raw = b"GET / %s\r\nHost: a.example\r\n\r\n" % version
+                data, closed = self.exchange(raw)
+                self.assertEqual(responses_in(data), [505], "response %r" % data[:300])
+                self.assertIn(b" 505 HTTP Version Not Supported\r\n", data)
+                self.assertTrue(closed, "connection left open after a 505")
+        # A version that is no version at all is a bad request.
+        self.assert_refused(b"GET / HTTP/x.1\r\nHost: a.example\r\n\r\n", 400)
+
+    def test_keep_alive_still_works(self):
+        c = HttpConn(self.edge.port, "/", headers={"Host": "a.example"})
+        self.addCleanup(c.close)
+        for _ in range(2):
+            r = c.read_head(T(5))
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(c.read_body_all(T(5)), b"public\n")
+            c.send(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        self.assertEqual(c.read_head(T(5)).status, 200)
 
 
 if __name__ == "__main__":
