@@ -1,7 +1,8 @@
 """
 Strict HTTP on the client side: a request is what its head says and nothing else. Trailers and
 bodies are never headers; CONNECT and Upgrade get one answer; Host is required once in HTTP/1.1; a
-header name is a token; versions other than 1.0 and 1.1 are 505.
+header name is a token; versions other than 1.0 and 1.1 are 505; the OPTIONS preflight answers in
+full.
 """
 
 import re
@@ -127,6 +128,17 @@ class StrictRequestTest(EdgeTestCase):
             self.assertEqual(c.read_body_all(T(5)), b"public\n")
             c.send(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
         self.assertEqual(c.read_head(T(5)).status, 200)
+
+    # -- OPTIONS -------------------------------------------------------------------------------
+
+    def test_options_allow_headers_default_is_whole(self):
+        r = self.get(self.edge, "/", method="OPTIONS", headers={"Origin": "http://player.example"})
+        self.assertStatus(r, 204)
+        self.assertEqual(r.header("Access-Control-Allow-Headers"), "range, accept, origin, content-type")
+        self.assertEqual(r.body, b"")
+        r = self.get(self.edge, "/", method="OPTIONS", headers={
+            "Access-Control-Request-Headers": "x-token, range"})
+        self.assertEqual(r.header("Access-Control-Allow-Headers"), "x-token, range")
 
 
 if __name__ == "__main__":
