@@ -39,6 +39,7 @@ struct fe_origin {
   char ctype[128];
   size_t ctype_len;
   int in_ctype;
+  int interim;  /* the head parsed is a 1xx: its message ends, and the answer comes after it */
   /* file */
   char *file_path;
   uint8_t *file;
@@ -142,6 +143,16 @@ static int fe_oh_on_header_value(llhttp_t *p, const char *at, size_t len) {
 
 static int fe_oh_on_headers_complete(llhttp_t *p) {
   fe_origin *o = p->data;
+  /* 101 would turn the connection into another protocol: not a stream we can read. */
+  if (p->status_code == 101)
+    return -1;
+  /* 100 Continue, 103 Early Hints: not the answer; wait for it (the head timeout still runs). */
+  if (p->status_code >= 100 && p->status_code < 200) {
+    o->interim = 1;
+    o->ctype_len = 0;
+    o->ctype[0] = 0;
+    return 0;
+  }
   o->state = FE_OS_BODY;
   uv_timer_start(&o->timer, fe_origin_on_timeout, fe_ms(o->opts.read_timeout), 0);
   o->cbs.on_response(o->ud, p->status_code, o->ctype_len ? o->ctype : NULL);
@@ -156,6 +167,10 @@ static int fe_oh_on_body(llhttp_t *p, const char *at, size_t len) {
 
 static int fe_oh_on_message_complete(llhttp_t *p) {
   fe_origin *o = p->data;
+  if (o->interim) {
+    o->interim = 0;
+    return 0;
+  }
   fe_origin_finish(o, 0);
   return HPE_USER;
 }

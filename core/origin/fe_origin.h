@@ -2,7 +2,8 @@
  * fe_origin: one pull from an origin, delivered as a byte stream.
  *
  * Two kinds behind one interface: an HTTP/1.1 GET (llhttp parses the response; chunked,
- * Content-Length and close-delimited bodies all arrive de-framed) and a built-in file source
+ * Content-Length and close-delimited bodies all arrive de-framed; informational 1xx answers are
+ * skipped, a 101 is a protocol error) and a built-in file source
  * ("file:PATH") that plays an FLV file as an endless live stream in real time, looping with
  * monotonic timestamps. The caller owns nothing inside; fe_origin_close() ends it, after which no
  * callback runs and the memory is released once libuv has closed the handles.
