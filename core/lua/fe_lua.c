@@ -346,6 +346,10 @@ int fe_lua_origin(fe_lua *F, int resource, uint64_t id, fe_req_view *req, int at
     if (n >= cap) {
       fe_error("origin hook (stream %.*s): URL too long", (int)req->stream.len, req->stream.p);
       rc = -1;
+    } else if (memchr(s, 0, n)) {
+      fe_error("origin hook (stream %.*s): not an origin URL: it holds a NUL byte",
+               (int)req->stream.len, req->stream.p);
+      rc = -1;
     } else {
       memcpy(url, s, n + 1);
       rc = 1;

@@ -61,6 +61,16 @@ return {
 }
 '''
 
+# The origin URL built from a query argument (percent-decoded): what a careless policy does.
+INJECT = r'''
+return {
+  origin = function(req, attempt)
+    if req.args.dead_first and attempt == 1 then return os.getenv("FE_DEAD") end
+    return os.getenv("FE_GOOD") .. "/live/s.flv?x=" .. req.args.x
+  end,
+}
+'''
+
 
 def dead_url():
     return "http://127.0.0.1:%d/live/" % free_port()
@@ -189,6 +199,30 @@ class OriginPhaseTest(EdgeTestCase):
         self.assertStatus(r, 502)
         r = self.errors_seen(edge)
         self.assertEqual(r.body.decode(), "nil,unreachable,unreachable")
+
+    def test_policy_url_that_is_no_url_is_500(self):
+        good = self.start_origin()
+        good.route("/live/s.flv", Synth())
+        edge = self.start_edge({"resources": [{
+            "name": "live", "prefix": "/flv/", "type": "live", "origin": good.url("/live/"),
+            "policy": "inject.lua"}]}, files={"inject.lua": INJECT},
+            env={"FE_DEAD": dead_url(), "FE_GOOD": good.url()})
+        # A CR LF would add a header to the origin request; a space ends the target; raw bytes
+        # from 0x80 and other control bytes are no URL either. First attempt or after a failover.
+        cases = (("crlf", "1%20HTTP/1.1%0D%0AX-Injected:%20yes%0D%0AX-Pad:"),
+                 ("space", "a%20b"), ("utf8", "%C3%A9"), ("nul", "a%00b"), ("del", "a%7Fb"),
+                 ("failover", "1%0D%0AX-Injected:%20yes&dead_first=1"))
+        for i, (name, x) in enumerate(cases):
+            with self.subTest(case=name):
+                r = self.get(edge, "/flv/%s.flv?x=%s" % (name, x))
+                self.assertStatus(r, 500)
+                self.assertEqual(r.body, b"500 policy error\n")
+                self.assertEqual(len(edge.log_lines("not an origin URL")), i + 1,
+                                 "one log line per bad URL; log tail:\n%s" % edge.stderr_tail(1500))
+        self.assertEqual(good.requests_for("/live/s.flv"), [], "a bad URL reached the origin")
+        v = self.viewer(edge, "/flv/s.flv?x=1")
+        self.assertEqual(v.status, 200, v.response)
+        v.read_tags(3)
 
     def errors_seen(self, edge):
         """The policy's `errors` global as the loop that ran the origin phase has it: each loop has
