@@ -189,12 +189,21 @@ size_t fe_conn_cors(const fe_conn *c, char *buf, size_t cap) {
   return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
+/* 1xx, 204 and 304 have no body (RFC 9110 6.4.1), so no Content-Length and no Content-Type. */
+static int fe_status_bodiless(int status) {
+  return (status >= 100 && status < 200) || status == 204 || status == 304;
+}
+
 static size_t fe_respond_head(char *buf, size_t cap, int status, const char *ctype, size_t len,
                               const char *cors, const char *extra_headers, int close) {
+  int body = !fe_status_bodiless(status);
+  char clen[48] = "";
+  if (body)
+    snprintf(clen, sizeof(clen), "Content-Length: %zu\r\n", len);
   int n = snprintf(buf, cap,
-                   "HTTP/1.1 %d %s\r\nServer: flvedge/" FE_VERSION "\r\n"
-                   "Content-Type: %s\r\nContent-Length: %zu\r\n%s%s%s\r\n",
-                   status, fe_http_reason(status), ctype ? ctype : "text/plain", len, cors,
+                   "HTTP/1.1 %d %s\r\nServer: flvedge/" FE_VERSION "\r\n%s%s%s%s%s%s%s\r\n",
+                   status, fe_http_reason(status), body ? "Content-Type: " : "",
+                   body ? (ctype ? ctype : "text/plain") : "", body ? "\r\n" : "", clen, cors,
                    extra_headers ? extra_headers : "", close ? "Connection: close\r\n" : "");
   return n < 0 ? 0 : (size_t)n;
 }
@@ -209,7 +218,7 @@ void fe_conn_respond(fe_conn *c, int status, const char *ctype, const char *extr
   /* Measured, then formatted straight into the send request: a policy's headers may be long,
    * and the head is never cut. */
   size_t n = fe_respond_head(NULL, 0, status, ctype, len, cors, extra_headers, close);
-  size_t body_len = c->parser.method == HTTP_HEAD ? 0 : len;
+  size_t body_len = c->parser.method == HTTP_HEAD || fe_status_bodiless(status) ? 0 : len;
   c->status = status;
   c->bytes += n + body_len;
   fe_conn_request_done(c);
@@ -435,12 +444,15 @@ static void fe_conn_on_read(fe_net *n, ssize_t nread, const char *data) {
   /* HPE_PAUSED_UPGRADE: a CONNECT or Upgrade request was answered, and the connection closes. */
   if (e == HPE_OK || e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)
     return;
-  int status = c->refuse_status ? c->refuse_status : fe_version_unsupported(&c->parser, e) ? 505 : 400;
+  int status = c->refuse_status                       ? c->refuse_status
+               : fe_version_unsupported(&c->parser, e) ? 505
+                                                       : 400;
   const char *why = c->refuse_why ? c->refuse_why
                     : status == 505 ? "HTTP version not supported"
                                     : llhttp_errno_name(e);
   char msg[160];
-  int len = snprintf(msg, sizeof(msg), "%d %s%s\n", status, status == 400 ? "bad request: " : "", why);
+  int len =
+      snprintf(msg, sizeof(msg), "%d %s%s\n", status, status == 400 ? "bad request: " : "", why);
   fe_conn_respond(c, status, NULL, NULL, msg, (size_t)len, 1);
   c->state = FE_CS_WAITING;
 }

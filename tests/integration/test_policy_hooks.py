@@ -12,7 +12,7 @@ import time
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-from fe_harness import BIN, T, EdgeTestCase, Synth, free_port, run, wait_until
+from fe_harness import BIN, T, EdgeTestCase, HttpConn, Synth, free_port, run, wait_until
 from fe_mmdb import write_country_db
 
 HOOKS = r'''
@@ -37,6 +37,7 @@ return {
       while true do seen = seen + 1 end
     end
     if a.badstatus then return "teapot" end
+    if a.hdr then return 403, "denied\n", { [a.hdr] = a.val or "x" } end
     if a.longheader then return 302, "moved\n", { Location = "/" .. string.rep("x", 3000) } end
     req.ctx.tag = a.tag
   end,
@@ -108,6 +109,44 @@ class AccessAndLogTest(EdgeTestCase):
         self.assertStatus(r, 302)
         self.assertEqual(r.header("Location"), "/" + "x" * 3000)
         self.assertEqual(r.body, b"moved\n")
+
+    def test_denial_that_would_break_the_head_is_500(self):
+        # A NUL cut the head where %s stopped; CR, LF and other control bytes end it early; a
+        # framing header contradicts the server's; a 1xx is no answer.
+        cases = [("nul", "hdr=X-A&val=a%00b", "control byte"),
+                 ("crlf", "hdr=X-A&val=a%0D%0AX-Injected:%201", "control byte"),
+                 ("soh", "hdr=X-A&val=a%01b", "control byte"),
+                 ("del", "hdr=X-A&val=a%7Fb", "control byte"),
+                 ("100", "deny=100", "status must be"), ("103", "deny=103", "status must be")]
+        cases += [(name, "hdr=%s&val=0" % name, "frames the answer")
+                  for name in ("Content-Length", "transfer-encoding", "Connection", "Upgrade",
+                               "Keep-Alive", "Trailer")]
+        for name, query, logged in cases:
+            with self.subTest(case=name):
+                before = len(self.edge.log_lines("access hook", logged))
+                r = self.get(self.edge, "/flv/s.flv?" + query)
+                self.assertStatus(r, 500)
+                self.assertEqual(len(self.edge.log_lines("access hook", logged)), before + 1,
+                                 "one clear log line; tail:\n%s" % self.edge.stderr_tail(1500))
+        # A tab is fine in a value.
+        r = self.get(self.edge, "/flv/s.flv?hdr=X-A&val=a%09b")
+        self.assertStatus(r, 403)
+        self.assertEqual(r.header("X-A"), "a\tb")
+
+    def test_204_and_304_denials_have_no_body(self):
+        # On one keep-alive connection: a body after a 204 or 304 would be read as the next
+        # response's head.
+        c = HttpConn(self.edge.port, "/flv/s.flv?deny=204")
+        self.addCleanup(c.close)
+        for status, nxt in ((204, b"304"), (304, b"403")):
+            r = c.read_head(T(5))
+            self.assertEqual(r.status, status, r)
+            self.assertIsNone(r.header("Content-Length"), r)
+            self.assertEqual(r.header("X-Policy"), "hooks")
+            c.send(b"GET /flv/s.flv?deny=%s HTTP/1.1\r\nHost: x\r\n\r\n" % nxt)
+        r = c.read_head(T(5))
+        self.assertEqual(r.status, 403, r)
+        self.assertEqual(c.read_body_all(T(5)), b"denied by policy\n")
 
     def test_request_fields(self):
         before = int(time.time())
