@@ -236,20 +236,82 @@ void fe_conn_respond(fe_conn *c, int status, const char *ctype, const char *extr
 
 /* ---- the access log ------------------------------------------------------------------------ */
 
+/* A log line being made: room for every field escaped, so nothing is cut. */
+typedef struct fe_line {
+  char *p;
+  size_t cap, len;
+} fe_line;
+
+static void fe_line_raw(fe_line *l, const char *s) {
+  size_t n = strlen(s);
+  if (l->len + n < l->cap) {
+    memcpy(l->p + l->len, s, n);
+    l->len += n;
+  }
+}
+
+/* A string field as nginx's escape=default writes it; "-" when it is not known. */
+static void fe_line_field(fe_line *l, const char *s, size_t n) {
+  if (s)
+    l->len += fe_str_escape(l->p + l->len, l->cap - l->len, s, n);
+  else
+    fe_line_raw(l, "-");
+}
+
+static void fe_line_cstr(fe_line *l, const char *s) {
+  fe_line_field(l, s, s ? strlen(s) : 0);
+}
+
+/* One line per answer, for requests that failed to parse too: what is not known is "-" (the
+ * request field is "-" when not even the method was read). Every string field is escaped, so no
+ * byte a client sent can end a field or forge the next one. */
 static void fe_access_log_write(fe_conn *c, FILE *f, const char *extra) {
   const fe_span *ref = fe_conn_header(c, "Referer");
   const fe_span *ua = fe_conn_header(c, "User-Agent");
-  char when[64];
+  const char *url = c->buf && c->url.len ? c->buf + c->url.off : NULL;
+  const char *res = c->res ? c->res->name : NULL;
+  char when[64], num[96];
   time_t t = (time_t)c->start;
   struct tm tm;
   localtime_r(&t, &tm);
   strftime(when, sizeof(when), "%d/%b/%Y:%H:%M:%S %z", &tm);
-  fprintf(f, "%s - - [%s] \"%s %.*s HTTP/%d.%d\" %d %llu \"%.*s\" \"%.*s\" %.3f %s %s%s\n",
-          c->client_ip, when, llhttp_method_name((llhttp_method_t)c->parser.method), (int)c->url.len,
-          c->buf + c->url.off, c->parser.http_major, c->parser.http_minor, c->status,
-          (unsigned long long)c->bytes, ref ? (int)ref->len : 1, ref ? c->buf + ref->off : "-",
-          ua ? (int)ua->len : 1, ua ? c->buf + ua->off : "-", fe_wall_time() - c->start,
-          c->cache_status ? c->cache_status : "-", c->res ? c->res->name : "-", extra);
+  size_t escaped = strlen(c->client_ip) + c->url.len + (ref ? ref->len : 0) + (ua ? ua->len : 0) +
+                   (res ? strlen(res) : 0) + 16;
+  fe_line l = {.cap = 256 + 4 * escaped + strlen(extra)};
+  l.p = malloc(l.cap);
+  if (!l.p)
+    return;
+  fe_line_cstr(&l, c->client_ip);
+  fe_line_raw(&l, " - - [");
+  fe_line_raw(&l, when);
+  fe_line_raw(&l, "] \"");
+  if (c->have_method) {
+    fe_line_cstr(&l, llhttp_method_name((llhttp_method_t)c->parser.method));
+    fe_line_raw(&l, " ");
+    fe_line_field(&l, url, c->url.len);
+    if (c->have_version) {
+      snprintf(num, sizeof(num), " HTTP/%d.%d", c->parser.http_major, c->parser.http_minor);
+      fe_line_raw(&l, num);
+    } else {
+      fe_line_raw(&l, " -");
+    }
+  } else {
+    fe_line_raw(&l, "-");
+  }
+  snprintf(num, sizeof(num), "\" %d %llu \"", c->status, (unsigned long long)c->bytes);
+  fe_line_raw(&l, num);
+  fe_line_field(&l, ref ? c->buf + ref->off : NULL, ref ? ref->len : 0);
+  fe_line_raw(&l, "\" \"");
+  fe_line_field(&l, ua ? c->buf + ua->off : NULL, ua ? ua->len : 0);
+  snprintf(num, sizeof(num), "\" %.3f ", fe_wall_time() - c->start);
+  fe_line_raw(&l, num);
+  fe_line_cstr(&l, c->cache_status);
+  fe_line_raw(&l, " ");
+  fe_line_cstr(&l, res);
+  fe_line_raw(&l, extra); /* ` key="value"` pairs, escaped by boot.lua */
+  fe_line_raw(&l, "\n");
+  fwrite(l.p, 1, l.len, f); /* one call: stdio locks the stream for it, so lines never mix */
+  free(l.p);
 }
 
 void fe_conn_request_done(fe_conn *c) {
@@ -265,7 +327,7 @@ void fe_conn_request_done(fe_conn *c) {
     fe_lua_log(lua, idx, c->id, &c->view, &res, extra, sizeof(extra));
   }
   FILE *f = c->gen ? c->gen->shared->access_log : NULL;
-  if (f && c->buf)
+  if (f)
     fe_access_log_write(c, f, extra);
 }
 
@@ -313,6 +375,8 @@ static int fe_on_message_begin(llhttp_t *p) {
   c->nhdr = 0;
   c->hdr_part = 0;
   c->head_done = 0;
+  c->have_method = 0;
+  c->have_version = 0;
   c->url.off = c->url.len = 0;
   return 0;
 }
@@ -325,8 +389,14 @@ static int fe_on_url(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
+static int fe_on_method_complete(llhttp_t *p) {
+  ((fe_conn *)p->data)->have_method = 1;
+  return 0;
+}
+
 /* HTTP/1.0 and 1.1 only. llhttp takes 0.9 and 2.0 itself and rejects other digits (below). */
 static int fe_on_version_complete(llhttp_t *p) {
+  ((fe_conn *)p->data)->have_version = 1;
   if (p->http_major != 1 || p->http_minor > 1)
     return fe_conn_refuse(p->data, 505, "HTTP version not supported");
   return 0;
@@ -397,16 +467,14 @@ static int fe_on_headers_complete(llhttp_t *p) {
   return 0;
 }
 
-/* A complete request head: a new request under the newest generation, then the router. */
-static int fe_on_message_complete(llhttp_t *p) {
-  fe_conn *c = p->data;
+/* A new request under the newest generation: its id and a clean slate for its log line. */
+static void fe_conn_request_begin(fe_conn *c) {
   fe_worker *w = c->w;
   if (c->gen != w->gen) {
     fe_gen_unref(c->gen);
     c->gen = w->gen;
     fe_gen_ref(c->gen);
   }
-  c->deadline = uv_now(&w->loop.uv) + (uint64_t)(c->gen->cfg->request_timeout * 1000.0);
   c->id = fe_loop_request_id(&w->loop);
   c->logged = 0;
   c->status = 0;
@@ -414,6 +482,14 @@ static int fe_on_message_complete(llhttp_t *p) {
   c->start = fe_wall_time();
   c->cache_status = NULL;
   c->res = NULL;
+}
+
+/* A complete request: the router answers it. */
+static int fe_on_message_complete(llhttp_t *p) {
+  fe_conn *c = p->data;
+  fe_worker *w = c->w;
+  fe_conn_request_begin(c);
+  c->deadline = uv_now(&w->loop.uv) + (uint64_t)(c->gen->cfg->request_timeout * 1000.0);
   if (w->stopping) {
     fe_conn_respond(c, 503, NULL, NULL, "503 shutting down\n", 18, 1);
     return HPE_PAUSED;
@@ -425,6 +501,7 @@ static int fe_on_message_complete(llhttp_t *p) {
 static const llhttp_settings_t fe_request_settings = {
     .on_message_begin = fe_on_message_begin,
     .on_url = fe_on_url,
+    .on_method_complete = fe_on_method_complete,
     .on_version_complete = fe_on_version_complete,
     .on_header_field = fe_on_header_field,
     .on_header_value = fe_on_header_value,
@@ -444,15 +521,16 @@ static void fe_conn_on_read(fe_net *n, ssize_t nread, const char *data) {
   /* HPE_PAUSED_UPGRADE: a CONNECT or Upgrade request was answered, and the connection closes. */
   if (e == HPE_OK || e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)
     return;
-  int status = c->refuse_status                       ? c->refuse_status
-               : fe_version_unsupported(&c->parser, e) ? 505
-                                                       : 400;
+  int unsupported = fe_version_unsupported(&c->parser, e);
+  int status = c->refuse_status ? c->refuse_status : unsupported ? 505 : 400;
+  c->have_version |= unsupported; /* llhttp stored the digits it refused */
   const char *why = c->refuse_why ? c->refuse_why
                     : status == 505 ? "HTTP version not supported"
                                     : llhttp_errno_name(e);
   char msg[160];
   int len =
       snprintf(msg, sizeof(msg), "%d %s%s\n", status, status == 400 ? "bad request: " : "", why);
+  fe_conn_request_begin(c); /* a request that failed to parse is answered and logged too */
   fe_conn_respond(c, status, NULL, NULL, msg, (size_t)len, 1);
   c->state = FE_CS_WAITING;
 }

@@ -112,10 +112,16 @@ local FRAMING = {
   ["keep-alive"] = true, trailer = true,
 }
 
--- A name as an error message shows it: quoted, with control and non-ASCII bytes as \xHH.
+-- Text for a log line or an error message, as nginx's escape=default writes it: `"`, `\`, control
+-- bytes, DEL and bytes from 0x80 as \xHH (what the server does to its own access-log fields).
 local function hex_byte(c) return format("\\x%02X", byte(c)) end
-local function shown(s)
-  return '"' .. gsub(s, '[%z\1-\31\127-\255"\\]', hex_byte) .. '"'
+local function escaped(s)
+  if find(s, '[%z\1-\31\127-\255"\\]') then s = gsub(s, '[%z\1-\31\127-\255"\\]', hex_byte) end
+  return s
+end
+
+local function shown(name)
+  return '"' .. escaped(name) .. '"'
 end
 
 local function header_lines(headers)
@@ -190,9 +196,7 @@ function _M.origin(i, view, attempt, last_error)
 end
 
 local function field_text(v)
-  v = tostring(v)
-  if find(v, '["\\%c]') then v = gsub(v, '["\\%c]', "_") end
-  return v
+  return escaped(tostring(v))
 end
 
 function _M.log(i, id, view, status, bytes, duration, cache_status)
