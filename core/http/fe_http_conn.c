@@ -395,11 +395,13 @@ static int fe_on_method_complete(llhttp_t *p) {
 }
 
 /* HTTP/1.0 and 1.1 only. llhttp takes 0.9 and 2.0 itself and rejects other digits (below). */
+static int fe_version_ok(const llhttp_t *p) {
+  return p->http_major == 1 && p->http_minor <= 1;
+}
+
 static int fe_on_version_complete(llhttp_t *p) {
   ((fe_conn *)p->data)->have_version = 1;
-  if (p->http_major != 1 || p->http_minor > 1)
-    return fe_conn_refuse(p->data, 505, "HTTP version not supported");
-  return 0;
+  return fe_version_ok(p) ? 0 : fe_conn_refuse(p->data, 505, "HTTP version not supported");
 }
 
 /* llhttp 8 refuses a well-formed version it does not know (HTTP/1.2, HTTP/3.0) with this reason;
@@ -456,6 +458,9 @@ static int fe_on_headers_complete(llhttp_t *p) {
   c->head_done = 1;
   if (c->nhdr > FE_MAX_HEADERS)
     return fe_conn_refuse(c, 431, "request header fields too large");
+  /* "GET /" with no version at all is an HTTP/0.9 request: llhttp reports no version for it. */
+  if (!fe_version_ok(p))
+    return fe_conn_refuse(c, 505, "HTTP version not supported");
   int hosts = 0;
   for (int i = 0; i < c->nhdr; i++)
     hosts += c->hdr[i].name.len == 4 && strncasecmp(c->buf + c->hdr[i].name.off, "Host", 4) == 0;

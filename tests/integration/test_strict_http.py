@@ -116,7 +116,9 @@ class StrictRequestTest(EdgeTestCase):
                 self.assertEqual(responses_in(data), [505], "response %r" % data[:300])
                 self.assertIn(b" 505 HTTP Version Not Supported\r\n", data)
                 self.assertTrue(closed, "connection left open after a 505")
-        # A version that is no version at all is a bad request.
+        # No version at all is HTTP/0.9.
+        self.assert_refused(b"GET /\r\n\r\n", 505)
+        # A malformed version is a bad request.
         self.assert_refused(b"GET / HTTP/x.1\r\nHost: a.example\r\n\r\n", 400)
 
     def test_keep_alive_still_works(self):
