@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "log/fe_log.h"
+#include "str/fe_str.h"
 
 typedef struct fe_cfg_reader {
   lua_State *L;
@@ -147,8 +148,12 @@ static int fe_cfg_merge(fe_cfg_reader *r, int idx, const char *where, fe_resourc
   return 0;
 }
 
+/* An http:// origin goes into request lines as it is: visible ASCII only (origin/ checks the
+ * whole URL again before any request). */
 static int fe_cfg_origin_ok(const char *o) {
-  return strncmp(o, "http://", 7) == 0 || strncmp(o, "file:", 5) == 0;
+  if (strncmp(o, "file:", 5) == 0)
+    return 1;
+  return strncmp(o, "http://", 7) == 0 && o[7] && fe_str_visible(o, strlen(o));
 }
 
 static int fe_cfg_resource(fe_cfg_reader *r, int i, fe_resource *res) {

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "http/fe_http_conn.h"
@@ -38,6 +39,7 @@ const char *fe_http_reason(int status) {
   case 502: return "Bad Gateway";
   case 503: return "Service Unavailable";
   case 504: return "Gateway Timeout";
+  case 505: return "HTTP Version Not Supported";
   default: return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
   }
 }
@@ -169,8 +171,10 @@ void fe_conn_send(fe_conn *c, const void *data, size_t len, int close) {
   fe_send_req_queue(c, r);
 }
 
+/* CONNECT and Upgrade requests are answered as plain requests (or refused), and the connection
+ * closes after the answer: what the client sends next is not HTTP/1.1 to us. */
 int fe_conn_keep_alive(const fe_conn *c) {
-  return llhttp_should_keep_alive(&c->parser);
+  return !c->parser.upgrade && llhttp_should_keep_alive(&c->parser);
 }
 
 size_t fe_conn_cors(const fe_conn *c, char *buf, size_t cap) {
@@ -185,12 +189,21 @@ size_t fe_conn_cors(const fe_conn *c, char *buf, size_t cap) {
   return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
+/* 1xx, 204 and 304 have no body (RFC 9110 6.4.1), so no Content-Length and no Content-Type. */
+static int fe_status_bodiless(int status) {
+  return (status >= 100 && status < 200) || status == 204 || status == 304;
+}
+
 static size_t fe_respond_head(char *buf, size_t cap, int status, const char *ctype, size_t len,
                               const char *cors, const char *extra_headers, int close) {
+  int body = !fe_status_bodiless(status);
+  char clen[48] = "";
+  if (body)
+    snprintf(clen, sizeof(clen), "Content-Length: %zu\r\n", len);
   int n = snprintf(buf, cap,
-                   "HTTP/1.1 %d %s\r\nServer: flvedge/" FE_VERSION "\r\n"
-                   "Content-Type: %s\r\nContent-Length: %zu\r\n%s%s%s\r\n",
-                   status, fe_http_reason(status), ctype ? ctype : "text/plain", len, cors,
+                   "HTTP/1.1 %d %s\r\nServer: flvedge/" FE_VERSION "\r\n%s%s%s%s%s%s%s\r\n",
+                   status, fe_http_reason(status), body ? "Content-Type: " : "",
+                   body ? (ctype ? ctype : "text/plain") : "", body ? "\r\n" : "", clen, cors,
                    extra_headers ? extra_headers : "", close ? "Connection: close\r\n" : "");
   return n < 0 ? 0 : (size_t)n;
 }
@@ -205,7 +218,7 @@ void fe_conn_respond(fe_conn *c, int status, const char *ctype, const char *extr
   /* Measured, then formatted straight into the send request: a policy's headers may be long,
    * and the head is never cut. */
   size_t n = fe_respond_head(NULL, 0, status, ctype, len, cors, extra_headers, close);
-  size_t body_len = c->parser.method == HTTP_HEAD ? 0 : len;
+  size_t body_len = c->parser.method == HTTP_HEAD || fe_status_bodiless(status) ? 0 : len;
   c->status = status;
   c->bytes += n + body_len;
   fe_conn_request_done(c);
@@ -223,20 +236,82 @@ void fe_conn_respond(fe_conn *c, int status, const char *ctype, const char *extr
 
 /* ---- the access log ------------------------------------------------------------------------ */
 
+/* A log line being made: room for every field escaped, so nothing is cut. */
+typedef struct fe_line {
+  char *p;
+  size_t cap, len;
+} fe_line;
+
+static void fe_line_raw(fe_line *l, const char *s) {
+  size_t n = strlen(s);
+  if (l->len + n < l->cap) {
+    memcpy(l->p + l->len, s, n);
+    l->len += n;
+  }
+}
+
+/* A string field as nginx's escape=default writes it; "-" when it is not known. */
+static void fe_line_field(fe_line *l, const char *s, size_t n) {
+  if (s)
+    l->len += fe_str_escape(l->p + l->len, l->cap - l->len, s, n);
+  else
+    fe_line_raw(l, "-");
+}
+
+static void fe_line_cstr(fe_line *l, const char *s) {
+  fe_line_field(l, s, s ? strlen(s) : 0);
+}
+
+/* One line per answer, for requests that failed to parse too: what is not known is "-" (the
+ * request field is "-" when not even the method was read). Every string field is escaped, so no
+ * byte a client sent can end a field or forge the next one. */
 static void fe_access_log_write(fe_conn *c, FILE *f, const char *extra) {
   const fe_span *ref = fe_conn_header(c, "Referer");
   const fe_span *ua = fe_conn_header(c, "User-Agent");
-  char when[64];
+  const char *url = c->buf && c->url.len ? c->buf + c->url.off : NULL;
+  const char *res = c->res ? c->res->name : NULL;
+  char when[64], num[96];
   time_t t = (time_t)c->start;
   struct tm tm;
   localtime_r(&t, &tm);
   strftime(when, sizeof(when), "%d/%b/%Y:%H:%M:%S %z", &tm);
-  fprintf(f, "%s - - [%s] \"%s %.*s HTTP/%d.%d\" %d %llu \"%.*s\" \"%.*s\" %.3f %s %s%s\n",
-          c->client_ip, when, llhttp_method_name((llhttp_method_t)c->parser.method), (int)c->url.len,
-          c->buf + c->url.off, c->parser.http_major, c->parser.http_minor, c->status,
-          (unsigned long long)c->bytes, ref ? (int)ref->len : 1, ref ? c->buf + ref->off : "-",
-          ua ? (int)ua->len : 1, ua ? c->buf + ua->off : "-", fe_wall_time() - c->start,
-          c->cache_status ? c->cache_status : "-", c->res ? c->res->name : "-", extra);
+  size_t escaped = strlen(c->client_ip) + c->url.len + (ref ? ref->len : 0) + (ua ? ua->len : 0) +
+                   (res ? strlen(res) : 0) + 16;
+  fe_line l = {.cap = 256 + 4 * escaped + strlen(extra)};
+  l.p = malloc(l.cap);
+  if (!l.p)
+    return;
+  fe_line_cstr(&l, c->client_ip);
+  fe_line_raw(&l, " - - [");
+  fe_line_raw(&l, when);
+  fe_line_raw(&l, "] \"");
+  if (c->have_method) {
+    fe_line_cstr(&l, llhttp_method_name((llhttp_method_t)c->parser.method));
+    fe_line_raw(&l, " ");
+    fe_line_field(&l, url, c->url.len);
+    if (c->have_version) {
+      snprintf(num, sizeof(num), " HTTP/%d.%d", c->parser.http_major, c->parser.http_minor);
+      fe_line_raw(&l, num);
+    } else {
+      fe_line_raw(&l, " -");
+    }
+  } else {
+    fe_line_raw(&l, "-");
+  }
+  snprintf(num, sizeof(num), "\" %d %llu \"", c->status, (unsigned long long)c->bytes);
+  fe_line_raw(&l, num);
+  fe_line_field(&l, ref ? c->buf + ref->off : NULL, ref ? ref->len : 0);
+  fe_line_raw(&l, "\" \"");
+  fe_line_field(&l, ua ? c->buf + ua->off : NULL, ua ? ua->len : 0);
+  snprintf(num, sizeof(num), "\" %.3f ", fe_wall_time() - c->start);
+  fe_line_raw(&l, num);
+  fe_line_cstr(&l, c->cache_status);
+  fe_line_raw(&l, " ");
+  fe_line_cstr(&l, res);
+  fe_line_raw(&l, extra); /* ` key="value"` pairs, escaped by boot.lua */
+  fe_line_raw(&l, "\n");
+  fwrite(l.p, 1, l.len, f); /* one call: stdio locks the stream for it, so lines never mix */
+  free(l.p);
 }
 
 void fe_conn_request_done(fe_conn *c) {
@@ -252,7 +327,7 @@ void fe_conn_request_done(fe_conn *c) {
     fe_lua_log(lua, idx, c->id, &c->view, &res, extra, sizeof(extra));
   }
   FILE *f = c->gen ? c->gen->shared->access_log : NULL;
-  if (f && c->buf)
+  if (f)
     fe_access_log_write(c, f, extra);
 }
 
@@ -263,10 +338,18 @@ const fe_span *fe_conn_header(const fe_conn *c, const char *name) {
 
 /* ---- request parsing ----------------------------------------------------------------------- */
 
+/* Stops the parser: the request is answered with status (and why, a static string) and the
+ * connection closes. */
+static int fe_conn_refuse(fe_conn *c, int status, const char *why) {
+  c->refuse_status = status;
+  c->refuse_why = why;
+  return HPE_USER;
+}
+
 static int fe_conn_append(fe_conn *c, const char *at, size_t len) {
   uint32_t limit = c->w->gen->cfg->max_header_size;
   if (c->len + len > limit) {
-    c->too_large = 1;
+    fe_conn_refuse(c, 431, "request header fields too large");
     return -1;
   }
   if (c->len + len > c->cap) {
@@ -291,6 +374,9 @@ static int fe_on_message_begin(llhttp_t *p) {
   c->len = 0;
   c->nhdr = 0;
   c->hdr_part = 0;
+  c->head_done = 0;
+  c->have_method = 0;
+  c->have_version = 0;
   c->url.off = c->url.len = 0;
   return 0;
 }
@@ -303,8 +389,37 @@ static int fe_on_url(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
+static int fe_on_method_complete(llhttp_t *p) {
+  ((fe_conn *)p->data)->have_method = 1;
+  return 0;
+}
+
+/* HTTP/1.0 and 1.1 only. llhttp takes 0.9 and 2.0 itself and rejects other digits (below). */
+static int fe_version_ok(const llhttp_t *p) {
+  return p->http_major == 1 && p->http_minor <= 1;
+}
+
+static int fe_on_version_complete(llhttp_t *p) {
+  ((fe_conn *)p->data)->have_version = 1;
+  return fe_version_ok(p) ? 0 : fe_conn_refuse(p->data, 505, "HTTP version not supported");
+}
+
+/* llhttp 8 refuses a well-formed version it does not know (HTTP/1.2, HTTP/3.0) with this reason;
+ * a malformed one (HTTP/x.1) has another. The first is 505, as nginx answers; the second 400. */
+static int fe_version_unsupported(const llhttp_t *p, llhttp_errno_t e) {
+  const char *reason = llhttp_get_error_reason(p);
+  return e == HPE_INVALID_VERSION && reason && strcmp(reason, "Invalid HTTP version") == 0;
+}
+
+/* Fields and values after the head are a chunked body's trailers: never headers, so neither
+ * routing nor policies see them. */
 static int fe_on_header_field(llhttp_t *p, const char *at, size_t len) {
   fe_conn *c = p->data;
+  if (c->head_done)
+    return 0;
+  /* llhttp 8 lets a space through before the colon ("Host : x"); nginx and RFC 9112 refuse it. */
+  if (memchr(at, ' ', len))
+    return fe_conn_refuse(c, 400, "space in a header name");
   if (c->hdr_part != 1) {
     c->hdr_part = 1;
     if (c->nhdr < FE_MAX_HEADERS) {
@@ -324,6 +439,8 @@ static int fe_on_header_field(llhttp_t *p, const char *at, size_t len) {
 
 static int fe_on_header_value(llhttp_t *p, const char *at, size_t len) {
   fe_conn *c = p->data;
+  if (c->head_done)
+    return 0;
   if (c->hdr_part != 2) {
     c->hdr_part = 2;
     if (c->nhdr <= FE_MAX_HEADERS)
@@ -338,23 +455,31 @@ static int fe_on_header_value(llhttp_t *p, const char *at, size_t len) {
 
 static int fe_on_headers_complete(llhttp_t *p) {
   fe_conn *c = p->data;
-  if (c->nhdr > FE_MAX_HEADERS) {
-    c->too_large = 1;
-    return HPE_USER;
-  }
+  c->head_done = 1;
+  if (c->nhdr > FE_MAX_HEADERS)
+    return fe_conn_refuse(c, 431, "request header fields too large");
+  /* "GET /" with no version at all is an HTTP/0.9 request: llhttp reports no version for it. */
+  if (!fe_version_ok(p))
+    return fe_conn_refuse(c, 505, "HTTP version not supported");
+  int hosts = 0;
+  for (int i = 0; i < c->nhdr; i++)
+    hosts += c->hdr[i].name.len == 4 && strncasecmp(c->buf + c->hdr[i].name.off, "Host", 4) == 0;
+  /* One Host: routing and policies must not pick one of two (RFC 9112 3.2). */
+  if (hosts > 1)
+    return fe_conn_refuse(c, 400, "more than one Host header");
+  if (hosts == 0 && p->http_minor == 1)
+    return fe_conn_refuse(c, 400, "HTTP/1.1 request without Host");
   return 0;
 }
 
-/* A complete request head: a new request under the newest generation, then the router. */
-static int fe_on_message_complete(llhttp_t *p) {
-  fe_conn *c = p->data;
+/* A new request under the newest generation: its id and a clean slate for its log line. */
+static void fe_conn_request_begin(fe_conn *c) {
   fe_worker *w = c->w;
   if (c->gen != w->gen) {
     fe_gen_unref(c->gen);
     c->gen = w->gen;
     fe_gen_ref(c->gen);
   }
-  c->deadline = uv_now(&w->loop.uv) + (uint64_t)(c->gen->cfg->request_timeout * 1000.0);
   c->id = fe_loop_request_id(&w->loop);
   c->logged = 0;
   c->status = 0;
@@ -362,6 +487,14 @@ static int fe_on_message_complete(llhttp_t *p) {
   c->start = fe_wall_time();
   c->cache_status = NULL;
   c->res = NULL;
+}
+
+/* A complete request: the router answers it. */
+static int fe_on_message_complete(llhttp_t *p) {
+  fe_conn *c = p->data;
+  fe_worker *w = c->w;
+  fe_conn_request_begin(c);
+  c->deadline = uv_now(&w->loop.uv) + (uint64_t)(c->gen->cfg->request_timeout * 1000.0);
   if (w->stopping) {
     fe_conn_respond(c, 503, NULL, NULL, "503 shutting down\n", 18, 1);
     return HPE_PAUSED;
@@ -373,6 +506,8 @@ static int fe_on_message_complete(llhttp_t *p) {
 static const llhttp_settings_t fe_request_settings = {
     .on_message_begin = fe_on_message_begin,
     .on_url = fe_on_url,
+    .on_method_complete = fe_on_method_complete,
+    .on_version_complete = fe_on_version_complete,
     .on_header_field = fe_on_header_field,
     .on_header_value = fe_on_header_value,
     .on_headers_complete = fe_on_headers_complete,
@@ -388,15 +523,20 @@ static void fe_conn_on_read(fe_net *n, ssize_t nread, const char *data) {
   if (c->state != FE_CS_READING)
     return; /* a viewer's further bytes are ignored; only its close matters */
   llhttp_errno_t e = llhttp_execute(&c->parser, data, (size_t)nread);
-  if (e == HPE_OK || e == HPE_PAUSED)
+  /* HPE_PAUSED_UPGRADE: a CONNECT or Upgrade request was answered, and the connection closes. */
+  if (e == HPE_OK || e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)
     return;
-  if (c->too_large) {
-    fe_conn_respond(c, 431, NULL, NULL, "431 request header fields too large\n", 36, 1);
-  } else {
-    char msg[160];
-    int len = snprintf(msg, sizeof(msg), "400 bad request: %s\n", llhttp_errno_name(e));
-    fe_conn_respond(c, 400, NULL, NULL, msg, (size_t)len, 1);
-  }
+  int unsupported = fe_version_unsupported(&c->parser, e);
+  int status = c->refuse_status ? c->refuse_status : unsupported ? 505 : 400;
+  c->have_version |= unsupported; /* llhttp stored the digits it refused */
+  const char *why = c->refuse_why ? c->refuse_why
+                    : status == 505 ? "HTTP version not supported"
+                                    : llhttp_errno_name(e);
+  char msg[160];
+  int len =
+      snprintf(msg, sizeof(msg), "%d %s%s\n", status, status == 400 ? "bad request: " : "", why);
+  fe_conn_request_begin(c); /* a request that failed to parse is answered and logged too */
+  fe_conn_respond(c, status, NULL, NULL, msg, (size_t)len, 1);
   c->state = FE_CS_WAITING;
 }
 

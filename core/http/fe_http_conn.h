@@ -88,7 +88,10 @@ typedef struct fe_conn {
   fe_header hdr[FE_MAX_HEADERS];
   int nhdr;
   int hdr_part;               /* 1 while in a field, 2 while in a value */
-  int too_large;
+  int head_done;              /* the head is complete: what follows is body and trailers */
+  int have_method, have_version; /* the request line got that far (for the access log) */
+  int refuse_status;          /* the head was refused: 400, 431 or 505 (0: not refused) */
+  const char *refuse_why;     /* static text for the answer */
   /* the current request, for policies and the access log */
   uint64_t id;
   int logged;                 /* 1 once the request's log phase ran (0: still to run) */

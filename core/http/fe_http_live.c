@@ -7,6 +7,7 @@
 
 #include "http/fe_http_handlers.h"
 #include "log/fe_log.h"
+#include "origin/fe_origin.h"
 #include "origin/fe_pull.h"
 
 #define FE_LIVE_MAX_IOV 64 /* plus the head, the chunk line and its CRLF */
@@ -333,13 +334,28 @@ static void fe_origin_ctx_free(void *ud) {
   free(x);
 }
 
+/* The URL to pull from a policy's answer. -1 when it cannot be pulled (logged here, once): the
+ * policy is at fault, so the viewers get 500, not an origin's status. */
+static int fe_origin_ctx_url(fe_origin_ctx *x, const char *got, char *url, size_t cap) {
+  fe_live_stream_url(got, x->view.stream, url, cap);
+  if (fe_origin_check_url(url) == 0)
+    return 0;
+  char shown[512];
+  fe_str_escape(shown, sizeof(shown), url, strlen(url));
+  fe_error("origin hook (resource %s, stream %.*s): not an origin URL: \"%s\"",
+           x->gen->cfg->resources[x->resource].name, (int)x->view.stream.len, x->view.stream.p,
+           shown);
+  return -1;
+}
+
 static int fe_origin_ctx_next(void *ud, int attempt, const char *last_error, char *url, size_t cap) {
   fe_origin_ctx *x = ud;
   char got[4096];
-  if (fe_lua_origin(x->gen->lua, x->resource, 0, &x->view, attempt, last_error, got, sizeof(got)) != 1)
-    return 0;
-  fe_live_stream_url(got, x->view.stream, url, cap);
-  return 1;
+  int rc =
+      fe_lua_origin(x->gen->lua, x->resource, 0, &x->view, attempt, last_error, got, sizeof(got));
+  if (rc != 1)
+    return rc;
+  return fe_origin_ctx_url(x, got, url, cap) < 0 ? -1 : 1;
 }
 
 /* This loop owns the stream: the first origin is the policy's answer or the resource's. */
@@ -350,11 +366,12 @@ static fe_source *fe_live_open_pull(void *ud, fe_loop *l, const char *key, const
   int policy_origin = (fe_lua_phases(x->gen->lua, x->resource) & FE_LUA_ORIGIN) != 0;
   char got[4096], url[4096];
   int rc = policy_origin ? fe_lua_origin(x->gen->lua, x->resource, 0, &x->view, 1, NULL, got, sizeof(got)) : 0;
-  if (rc < 0) {
+  if (rc < 0 || (rc == 1 && fe_origin_ctx_url(x, got, url, sizeof(url)) < 0)) {
     x->policy_failed = 1;
     return NULL;
   }
-  fe_live_stream_url(rc == 1 ? got : res->origin, x->view.stream, url, sizeof(url));
+  if (rc == 0)
+    fe_live_stream_url(res->origin, x->view.stream, url, sizeof(url));
   fe_pull_opts po = {
       .key = key,
       .connect_timeout = res->origin_connect_timeout,

@@ -22,14 +22,15 @@ static int fe_router_next(const fe_conn *c, int keep) {
 }
 
 static void fe_serve_options(fe_conn *c, int keep) {
+  static const char allow[] = "range, accept, origin, content-type";
   char extra[512];
   const fe_span *want = fe_conn_header(c, "Access-Control-Request-Headers");
+  int echo = want && want->len < 256;
   snprintf(extra, sizeof(extra),
            "Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n"
            "Access-Control-Allow-Headers: %.*s\r\nAccess-Control-Max-Age: 86400\r\n"
            "Allow: GET, HEAD, OPTIONS\r\n",
-           want && want->len < 256 ? (int)want->len : 32,
-           want && want->len < 256 ? c->buf + want->off : "range, accept, origin, content-type");
+           echo ? (int)want->len : (int)sizeof(allow) - 1, echo ? c->buf + want->off : allow);
   fe_conn_respond(c, 204, NULL, extra, NULL, 0, !keep);
 }
 
@@ -111,7 +112,7 @@ static int fe_conn_access(fe_conn *c, const fe_resource *res, int keep) {
 int fe_router_route(fe_conn *c) {
   llhttp_t *p = &c->parser;
   const fe_config *cfg = c->gen->cfg;
-  int keep = llhttp_should_keep_alive(p);
+  int keep = fe_conn_keep_alive(c);
   const char *url = c->buf + c->url.off;
   size_t ulen = c->url.len;
   const char *q = memchr(url, '?', ulen);

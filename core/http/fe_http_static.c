@@ -32,7 +32,7 @@ static const char *fe_static_type(const char *path) {
 }
 
 void fe_static_serve(fe_conn *c, const fe_resource *res, const char *path, size_t path_len) {
-  int keep = llhttp_should_keep_alive(&c->parser);
+  int keep = fe_conn_keep_alive(c);
   char rel[1024];
   if (path_len >= sizeof(rel) - 16) {
     fe_conn_respond(c, 404, NULL, NULL, "404 not found\n", 14, !keep);

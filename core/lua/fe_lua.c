@@ -286,6 +286,44 @@ static char *fe_lua_dup(lua_State *L, int idx, size_t *len) {
   return d;
 }
 
+static int fe_lua_tchar(unsigned char ch) {
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+         (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+/* What is wrong with a denial's status and header lines, or NULL. boot.lua's check_denial refuses
+ * the same; this guard is C's own, since the head is formatted with %s: a NUL would cut it, a CR
+ * or LF would end it early, a framing header would contradict the server's. */
+static const char *fe_lua_deny_problem(int status, const char *h, size_t len) {
+  static const char *const framing[] = {"Content-Length", "Transfer-Encoding", "Connection",
+                                        "Upgrade", "Keep-Alive", "Trailer"};
+  if (status < 200 || status > 599)
+    return "status outside 200-599";
+  const char *end = h + len;
+  while (h < end) {
+    const char *colon = memchr(h, ':', (size_t)(end - h));
+    if (!colon || colon == h)
+      return "a header line without a name";
+    for (const char *p = h; p < colon; p++)
+      if (!fe_lua_tchar((unsigned char)*p))
+        return "a header name that is not a token";
+    size_t nlen = (size_t)(colon - h);
+    for (size_t i = 0; i < sizeof(framing) / sizeof(framing[0]); i++)
+      if (nlen == strlen(framing[i]) && strncasecmp(h, framing[i], nlen) == 0)
+        return "a framing header (the server sets it)";
+    const char *p = colon + 1;
+    for (; p < end && *p != '\r'; p++) {
+      unsigned char ch = (unsigned char)*p;
+      if ((ch < 0x20 && ch != '\t') || ch == 0x7F)
+        return "a control byte in a header value";
+    }
+    if (end - p < 2 || p[1] != '\n')
+      return "a header line not ended by CRLF";
+    h = p + 2;
+  }
+  return NULL;
+}
+
 int fe_lua_access(fe_lua *F, int resource, uint64_t id, fe_req_view *req, fe_lua_deny *deny) {
   lua_State *L = F->L;
   req->geo = F->geo;
@@ -308,9 +346,17 @@ int fe_lua_access(fe_lua *F, int resource, uint64_t id, fe_req_view *req, fe_lua
   deny->status = (int)lua_tointeger(L, -3);
   if (!lua_isnil(L, -2))
     deny->body = fe_lua_dup(L, -2, &deny->body_len);
+  size_t hlen = 0;
   if (!lua_isnil(L, -1))
-    deny->headers = fe_lua_dup(L, -1, NULL);
+    deny->headers = fe_lua_dup(L, -1, &hlen);
   lua_settop(L, 0);
+  const char *problem = fe_lua_deny_problem(deny->status, deny->headers ? deny->headers : "", hlen);
+  if (problem) {
+    fe_error("access hook (resource %.*s, client %.*s): refused denial: %s", (int)req->resource.len,
+             req->resource.p, (int)req->client_ip.len, req->client_ip.p, problem);
+    fe_lua_deny_free(deny);
+    return -1;
+  }
   return 1;
 }
 
@@ -345,6 +391,10 @@ int fe_lua_origin(fe_lua *F, int resource, uint64_t id, fe_req_view *req, int at
     const char *s = lua_tolstring(L, -1, &n);
     if (n >= cap) {
       fe_error("origin hook (stream %.*s): URL too long", (int)req->stream.len, req->stream.p);
+      rc = -1;
+    } else if (memchr(s, 0, n)) {
+      fe_error("origin hook (stream %.*s): not an origin URL: it holds a NUL byte",
+               (int)req->stream.len, req->stream.p);
       rc = -1;
     } else {
       memcpy(url, s, n + 1);

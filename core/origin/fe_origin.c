@@ -8,6 +8,7 @@
 
 #include "flv/fe_flv.h"
 #include "net/fe_net.h"
+#include "str/fe_str.h"
 
 enum { FE_OK_HTTP, FE_OK_FILE };
 enum { FE_OS_RESOLVING, FE_OS_CONNECTING, FE_OS_HEAD, FE_OS_BODY, FE_OS_DONE };
@@ -39,6 +40,7 @@ struct fe_origin {
   char ctype[128];
   size_t ctype_len;
   int in_ctype;
+  int interim;  /* the head parsed is a 1xx: its message ends, and the answer comes after it */
   /* file */
   char *file_path;
   uint8_t *file;
@@ -142,6 +144,16 @@ static int fe_oh_on_header_value(llhttp_t *p, const char *at, size_t len) {
 
 static int fe_oh_on_headers_complete(llhttp_t *p) {
   fe_origin *o = p->data;
+  /* 101 would turn the connection into another protocol: not a stream we can read. */
+  if (p->status_code == 101)
+    return -1;
+  /* 100 Continue, 103 Early Hints: not the answer; wait for it (the head timeout still runs). */
+  if (p->status_code >= 100 && p->status_code < 200) {
+    o->interim = 1;
+    o->ctype_len = 0;
+    o->ctype[0] = 0;
+    return 0;
+  }
   o->state = FE_OS_BODY;
   uv_timer_start(&o->timer, fe_origin_on_timeout, fe_ms(o->opts.read_timeout), 0);
   o->cbs.on_response(o->ud, p->status_code, o->ctype_len ? o->ctype : NULL);
@@ -156,6 +168,10 @@ static int fe_oh_on_body(llhttp_t *p, const char *at, size_t len) {
 
 static int fe_oh_on_message_complete(llhttp_t *p) {
   fe_origin *o = p->data;
+  if (o->interim) {
+    o->interim = 0;
+    return 0;
+  }
   fe_origin_finish(o, 0);
   return HPE_USER;
 }
@@ -243,12 +259,24 @@ static void fe_origin_on_resolved(uv_getaddrinfo_t *req, int status, struct addr
   uv_freeaddrinfo(res);
 }
 
-/* Splits "http://host[:port][/path]" into host, port and path (path defaults to "/"). */
-static int fe_origin_parse_url(fe_origin *o, const char *url) {
+typedef struct fe_url_parts {
+  const char *host, *port, *path; /* path: "/" when the URL has none */
+  size_t host_len, port_len;
+  int authority_len;              /* host[:port] as the URL wrote it */
+} fe_url_parts;
+
+/* Splits "http://host[:port][/path]". -1 when it is not one: the URL goes into the request line
+ * and the Host header as it is, so a byte that is not visible ASCII (a CR or LF would add a
+ * header, a space would end the target) makes it invalid, wherever it came from. */
+static int fe_origin_split_url(const char *url, fe_url_parts *u) {
+  size_t n = strlen(url);
+  if (n < 8 || strncmp(url, "http://", 7) != 0 || !fe_str_visible(url, n))
+    return -1;
   const char *p = url + 7;
-  const char *host_end, *host = p;
+  const char *host_end;
+  u->host = p;
   if (*p == '[') {
-    host = p + 1;
+    u->host = p + 1;
     host_end = strchr(p, ']');
     if (!host_end)
       return -1;
@@ -257,29 +285,48 @@ static int fe_origin_parse_url(fe_origin *o, const char *url) {
     host_end = p + strcspn(p, ":/");
     p = host_end;
   }
-  if (host_end == host)
+  if (host_end == u->host)
     return -1;
-  const char *port = "80";
-  size_t port_len = 2;
+  u->host_len = (size_t)(host_end - u->host);
+  u->port = "80";
+  u->port_len = 2;
   if (*p == ':') {
-    port = p + 1;
-    port_len = strcspn(port, "/");
-    p = port + port_len;
-    if (port_len == 0 || port_len > 5)
+    u->port = p + 1;
+    u->port_len = strcspn(u->port, "/");
+    p = u->port + u->port_len;
+    if (u->port_len == 0 || u->port_len > 5 || strspn(u->port, "0123456789") != u->port_len)
       return -1;
   }
-  const char *path = *p ? p : "/";
-  o->host = strndup(host, (size_t)(host_end - host));
-  o->port = strndup(port, port_len);
+  if (*p && *p != '/')
+    return -1;
+  u->path = *p ? p : "/";
+  u->authority_len = (int)(p - (url + 7));
+  return 0;
+}
+
+int fe_origin_check_url(const char *url) {
+  fe_url_parts u;
+  if (strncmp(url, "file:", 5) == 0)
+    return url[5] ? 0 : FE_ORIGIN_EURL;
+  return fe_origin_split_url(url, &u) == 0 ? 0 : FE_ORIGIN_EURL;
+}
+
+/* The host, the port and the request, from a URL that fe_origin_split_url takes. */
+static int fe_origin_parse_url(fe_origin *o, const char *url) {
+  fe_url_parts u;
+  if (fe_origin_split_url(url, &u) < 0)
+    return -1;
+  o->host = strndup(u.host, u.host_len);
+  o->port = strndup(u.port, u.port_len);
   /* Host carries the authority as the URL wrote it, so virtual hosts at the origin match. */
-  int authority_len = (int)(p - (url + 7));
   const char *fmt = "GET %s HTTP/1.1\r\nHost: %.*s\r\nUser-Agent: flvedge/" FE_VERSION
                     "\r\nAccept: */*\r\nConnection: close\r\n\r\n";
-  int need = snprintf(NULL, 0, fmt, path, authority_len, url + 7);
+  int need = snprintf(NULL, 0, fmt, u.path, u.authority_len, url + 7);
   o->request = malloc((size_t)need + 1);
   if (!o->host || !o->port || !o->request)
     return -1;
-  o->request_len = (size_t)snprintf(o->request, (size_t)need + 1, fmt, path, authority_len, url + 7);
+  o->request_len =
+      (size_t)snprintf(o->request, (size_t)need + 1, fmt, u.path, u.authority_len, url + 7);
   return 0;
 }
 
@@ -472,7 +519,7 @@ fe_origin *fe_origin_open(fe_loop *loop, const char *url, const fe_origin_opts *
     o->kind = FE_OK_FILE;
     o->file_path = strdup(url + 5);
     start = fe_origin_start_file;
-  } else if (strncmp(url, "http://", 7) == 0 && fe_origin_parse_url(o, url) == 0) {
+  } else if (fe_origin_parse_url(o, url) == 0) {
     o->kind = FE_OK_HTTP;
     llhttp_settings_init(&o->settings);
     o->settings.on_header_field = fe_oh_on_header_field;

@@ -2,7 +2,8 @@
  * fe_origin: one pull from an origin, delivered as a byte stream.
  *
  * Two kinds behind one interface: an HTTP/1.1 GET (llhttp parses the response; chunked,
- * Content-Length and close-delimited bodies all arrive de-framed) and a built-in file source
+ * Content-Length and close-delimited bodies all arrive de-framed; informational 1xx answers are
+ * skipped, a 101 is a protocol error) and a built-in file source
  * ("file:PATH") that plays an FLV file as an endless live stream in real time, looping with
  * monotonic timestamps. The caller owns nothing inside; fe_origin_close() ends it, after which no
  * callback runs and the memory is released once libuv has closed the handles.
@@ -23,7 +24,7 @@ enum {
   FE_ORIGIN_EPROTO = -2003,    /* not a valid HTTP response: 502 */
   FE_ORIGIN_ESTALL = -2004,    /* no data for the read timeout once streaming */
   FE_ORIGIN_EFILE = -2005,     /* file source unreadable or not FLV */
-  FE_ORIGIN_EURL = -2006,      /* origin URL not understood */
+  FE_ORIGIN_EURL = -2006,      /* origin URL not understood (fe_origin_check_url) */
   FE_ORIGIN_ENOTFOUND = -2007, /* file source: no such file: 404 */
 };
 
@@ -52,6 +53,12 @@ typedef struct fe_origin_opts {
  */
 fe_origin *fe_origin_open(fe_loop *loop, const char *url, const fe_origin_opts *opts,
                           const fe_origin_cbs *cbs, void *ud);
+/**
+ * 0 when fe_origin_open can pull `url`: "file:PATH", or "http://host[:port][/path]" made only of
+ * visible ASCII (no control byte, space, DEL or byte >= 0x80: the URL goes into the request line
+ * as it is). FE_ORIGIN_EURL otherwise; fe_origin_open then ends with that error.
+ */
+int fe_origin_check_url(const char *url);
 /** Stops the pull; no callback runs after this. Safe from inside a callback. */
 void fe_origin_close(fe_origin *o);
 /** The HTTP status a viewer gets for a failure code (404, 502 or 504). */

@@ -117,7 +117,8 @@ static void fe_pull_on_flush(void *ud) {
     p->ops->flush(p->sink);
 }
 
-/* Before the stream started: asks for another origin. Returns 1 when a new pull is under way. */
+/* Before the stream started: asks for another origin. Returns 1 when a new pull is under way, 0
+ * when there is none, -1 when the policy asked failed. */
 static int fe_pull_failover(fe_pull *p, int err) {
   if (!p->opts.next_origin || p->attempt >= FE_MAX_ORIGIN_ATTEMPTS)
     return 0;
@@ -126,8 +127,9 @@ static int fe_pull_failover(fe_pull *p, int err) {
     snprintf(what, sizeof(what), "status %d", p->err_status);
   else
     snprintf(what, sizeof(what), "%s", err == FE_ORIGIN_ETIMEDOUT ? "timeout" : "unreachable");
-  if (p->opts.next_origin(p->opts.ud, p->attempt + 1, what, url, sizeof(url)) != 1)
-    return 0;
+  int rc = p->opts.next_origin(p->opts.ud, p->attempt + 1, what, url, sizeof(url));
+  if (rc != 1)
+    return rc;
   p->attempt++;
   fe_warn("stream %s: origin failed (%s); trying %s (attempt %d)", p->key, what, url, p->attempt);
   fe_origin_close(p->origin);
@@ -142,8 +144,15 @@ static int fe_pull_failover(fe_pull *p, int err) {
 static void fe_pull_on_end(void *ud, int err) {
   fe_pull *p = ud;
   int before_start = p->parser.tags == 0;
-  if (before_start && fe_pull_failover(p, err))
+  int next = before_start ? fe_pull_failover(p, err) : 0;
+  if (next == 1)
     return;
+  if (next < 0) {
+    static const char msg[] = "500 policy error\n";
+    FE_METRIC_INC(&p->loop->metrics, origin_failures);
+    p->ops->fail(p->sink, 500, "text/plain", (const uint8_t *)msg, sizeof(msg) - 1);
+    return;
+  }
   if (p->err_status) {
     fe_info("stream %s: origin answered %d", p->key, p->err_status);
     p->ops->fail(p->sink, p->err_status, p->err_ctype, p->err_body, p->err_len);

@@ -19,7 +19,8 @@ typedef struct fe_pull_opts {
   /**
    * Optional: another origin after one failed before the stream started. `attempt` is 2, 3, ...;
    * `last_error` says what failed ("unreachable", "timeout", "status 503"). Returns 1 with a URL
-   * in url, 0 to give up. `ud` is borrowed and must outlive the pull.
+   * in url, 0 to give up (viewers get the last failure), -1 when the policy that chooses failed
+   * (logged by it; viewers get 500). `ud` is borrowed and must outlive the pull.
    */
   int (*next_origin)(void *ud, int attempt, const char *last_error, char *url, size_t cap);
   void *ud;

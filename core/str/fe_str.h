@@ -28,4 +28,18 @@ typedef struct fe_str {
 const fe_span *fe_header_find(const char *base, const fe_header *h, int n, const char *name,
                               size_t nlen);
 
+/**
+ * 1 when every byte of s[0..len) is visible ASCII (0x21-0x7E): what a URL may hold raw in a
+ * request line. A space, CR, LF, any other control byte, DEL or a byte >= 0x80 gives 0.
+ */
+int fe_str_visible(const char *s, size_t len);
+
+/**
+ * Copies s[0..len) into out for a log line, as nginx's escape=default does: `"`, `\`, bytes below
+ * 0x20, 0x7F and bytes from 0x80 become \xHH, so a field can neither end early nor forge the next
+ * one. Stops before an escape that would not fit whole; out is NUL-terminated (cap > 0). Returns
+ * the length written.
+ */
+size_t fe_str_escape(char *out, size_t cap, const char *s, size_t len);
+
 #endif

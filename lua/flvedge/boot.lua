@@ -3,8 +3,8 @@
 local jit = require "jit"
 
 local type, tostring, tonumber, error, pairs = type, tostring, tonumber, error, pairs
-local format, find, sub, match, gsub = string.format, string.find, string.sub, string.match,
-  string.gsub
+local format, find, sub, match, gsub, lower, byte = string.format, string.find, string.sub,
+  string.match, string.gsub, string.lower, string.byte
 local concat = table.concat
 
 local request, sandbox, charge -- required once package.path is set and the budget is bound
@@ -105,6 +105,25 @@ function _M.load(config_path, quick_policy, nres, lua_dir, policy_dir, native)
   return bits
 end
 
+-- The server frames the answer: a policy's header must not say how long it is or what the
+-- connection does next (a second Content-Length desyncs a keep-alive client).
+local FRAMING = {
+  ["content-length"] = true, ["transfer-encoding"] = true, connection = true, upgrade = true,
+  ["keep-alive"] = true, trailer = true,
+}
+
+-- Text for a log line or an error message, as nginx's escape=default writes it: `"`, `\`, control
+-- bytes, DEL and bytes from 0x80 as \xHH (what the server does to its own access-log fields).
+local function hex_byte(c) return format("\\x%02X", byte(c)) end
+local function escaped(s)
+  if find(s, '[%z\1-\31\127-\255"\\]') then s = gsub(s, '[%z\1-\31\127-\255"\\]', hex_byte) end
+  return s
+end
+
+local function shown(name)
+  return '"' .. escaped(name) .. '"'
+end
+
 local function header_lines(headers)
   if headers == nil then return nil end
   if type(headers) ~= "table" then error("access: headers must be a table of name = value", 0) end
@@ -112,8 +131,16 @@ local function header_lines(headers)
   for k, v in pairs(headers) do
     k, v = tostring(k), tostring(v)
     if charge then charge(#k + #v) end
-    if not find(k, "^[%w!#$%%&'*+.^_`|~-]+$") or find(v, "[\r\n]") then
-      error(format("access: bad response header %q", k), 0)
+    if not find(k, "^[%w!#$%%&'*+.^_`|~-]+$") then
+      error(format("access: bad response header %s", shown(k)), 0)
+    end
+    if FRAMING[lower(k)] then
+      error(format("access: response header %s frames the answer: the server sets it, not a policy",
+        shown(k)), 0)
+    end
+    -- NUL, CR, LF and the other control bytes but HTAB, and DEL: they would end the head early.
+    if find(v, "[%z\1-\8\10-\31\127]") then
+      error(format("access: bad response header %s: a control byte in its value", shown(k)), 0)
     end
     out[#out + 1] = k .. ": " .. v .. "\r\n"
   end
@@ -121,14 +148,19 @@ local function header_lines(headers)
 end
 
 -- Checks what access(req) returned to deny, as the server sends it: the status code, the body as
--- a string, the headers as "Name: value\r\n" lines. Raises with the reason; flvedge.testing
--- checks specs' answers with it too.
+-- a string (nil for 204 and 304, which have none), the headers as "Name: value\r\n" lines.
+-- Raises with the reason; flvedge.testing checks specs' answers with it too.
 function _M.check_denial(status, body, headers)
   local code = tonumber(status)
-  if not code or code < 100 or code > 599 or code % 1 ~= 0 then
-    error(format("access: status must be an integer from 100 to 599, got %s", tostring(status)), 0)
+  if not code or code < 200 or code > 599 or code % 1 ~= 0 then
+    error(format("access: status must be an integer from 200 to 599 (a 1xx is no answer), got %s",
+      tostring(status)), 0)
   end
-  if body ~= nil and type(body) ~= "string" then body = tostring(body) end
+  if code == 204 or code == 304 then
+    body = nil
+  elseif body ~= nil and type(body) ~= "string" then
+    body = tostring(body)
+  end
   return code, body, header_lines(headers)
 end
 
@@ -164,9 +196,7 @@ function _M.origin(i, view, attempt, last_error)
 end
 
 local function field_text(v)
-  v = tostring(v)
-  if find(v, '["\\%c]') then v = gsub(v, '["\\%c]', "_") end
-  return v
+  return escaped(tostring(v))
 end
 
 function _M.log(i, id, view, status, bytes, duration, cache_status)

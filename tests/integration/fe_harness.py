@@ -1327,14 +1327,16 @@ class Route:
       track_send_times: remember when each Synth serial was sent (TestOrigin.sent_at)
       header_delay: seconds to wait before answering (a slow origin)
       raw_response: bytes sent as the whole answer, then close (b"": close without a word)
+      interim: bytes sent before the answer, as they are (a 103 Early Hints head, say)
     """
 
     def __init__(self, source=None, mode="chunked", pace="live", status=200, body=None,
                  headers=None, content_type="video/x-flv", silent=False, stall_after_ms=None,
                  then="end", chunk_size=None, track_send_times=False, header_delay=0,
-                 raw_response=None):
+                 raw_response=None, interim=None):
         self.header_delay = header_delay
         self.raw_response = raw_response
+        self.interim = interim
         self.source = source
         self.mode = mode
         self.pace = pace
@@ -1497,6 +1499,8 @@ class TestOrigin:
             if route is not None and route.header_delay:
                 if self._sleep_until(conn, time.monotonic() + route.header_delay):
                     return
+            if route is not None and route.interim:
+                self._sendall(conn, route.interim)
             if route is None:
                 self._send_simple(conn, 404, b"no route for this path\n", "text/plain")
             elif route.raw_response is not None:

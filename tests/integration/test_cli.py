@@ -78,6 +78,16 @@ class CliTest(unittest.TestCase):
                "resources": [{"name": "x", "prefix": "/flv/", "type": "bogus", "origin": "http://127.0.0.1:9/"}]}
         self._bad("bogus.lua", "return " + to_lua(cfg) + "\n", r"bogus|type")
 
+    def test_origin_that_is_no_url(self):
+        # It would go into every origin request line as it is.
+        for name, origin in (("crlf", "http://127.0.0.1:9/live/\r\nX-Injected: yes"),
+                             ("space", "http://127.0.0.1:9/a b/"), ("utf8", "http://127.0.0.1:9/\u00e9/"),
+                             ("empty", "http://")):
+            with self.subTest(case=name):
+                cfg = {"listen": ["127.0.0.1:0"],
+                       "resources": [{"name": "x", "prefix": "/flv/", "type": "live", "origin": origin}]}
+                self._bad("origin-%s.lua" % name, "return " + to_lua(cfg) + "\n", r"origin: expected")
+
     def test_config_returning_nothing(self):
         self._bad("empty.lua", "local x = 1\n")
 

@@ -67,6 +67,30 @@ class OriginStatusTest(EdgeTestCase):
         self.origin.route("/live/half.flv", raw_response=b"HTTP/1.1 200 OK\r\nContent-Ty")
         self.assertStatus(self.get(self.edge, "/flv/half.flv"), 502)
 
+    def test_informational_answers_are_skipped_for_the_final_one(self):
+        # A 103 Early Hints (with a Content-Type of its own) or a 100 Continue is not the answer:
+        # viewers get the 200 stream that follows, as FLV.
+        for name, interim in (("hints", b"HTTP/1.1 103 Early Hints\r\nLink: </p.css>; rel=preload\r\n"
+                                        b"Content-Type: text/css\r\n\r\n"),
+                              ("cont", b"HTTP/1.1 100 Continue\r\n\r\n")):
+            with self.subTest(interim=name):
+                self.origin.route("/live/%s.flv" % name, Synth(), interim=interim)
+                v = self.viewer(self.edge, "/flv/%s.flv" % name)
+                self.assertEqual(v.status, 200, v.response)
+                self.assertEqual(v.response.header("Content-Type"), "video/x-flv")
+                v.read_until(lambda v: any(t.is_keyframe for t in v.tags), T(10), "a keyframe")
+                check_join_sequence(v.tags, v.flv.flags)
+
+    def test_switching_protocols_is_502(self):
+        stream = Synth(duration_ms=1000).to_bytes()
+        self.origin.route("/live/sw.flv", raw_response=b"HTTP/1.1 101 Switching Protocols\r\n"
+                          b"Upgrade: flv\r\nConnection: Upgrade\r\n\r\n" + stream)
+        self.assertStatus(self.get(self.edge, "/flv/sw.flv"), 502)
+
+    def test_only_an_informational_answer_is_502(self):
+        self.origin.route("/live/early.flv", raw_response=b"HTTP/1.1 103 Early Hints\r\n\r\n")
+        self.assertStatus(self.get(self.edge, "/flv/early.flv"), 502)
+
     def test_viewers_waiting_on_a_silent_origin_all_get_504(self):
         path = "/live/silent2.flv"
         self.origin.route(path, silent=True)

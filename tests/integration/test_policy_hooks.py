@@ -12,7 +12,7 @@ import time
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-from fe_harness import BIN, T, EdgeTestCase, Synth, free_port, run, wait_until
+from fe_harness import BIN, T, EdgeTestCase, HttpConn, Synth, free_port, run, wait_until
 from fe_mmdb import write_country_db
 
 HOOKS = r'''
@@ -37,6 +37,7 @@ return {
       while true do seen = seen + 1 end
     end
     if a.badstatus then return "teapot" end
+    if a.hdr then return 403, "denied\n", { [a.hdr] = a.val or "x" } end
     if a.longheader then return 302, "moved\n", { Location = "/" .. string.rep("x", 3000) } end
     req.ctx.tag = a.tag
   end,
@@ -57,6 +58,16 @@ return {
   end,
   access = function(req)
     if req.args.errors then return 299, table.concat(errors or {}, ",") end
+  end,
+}
+'''
+
+# The origin URL built from a query argument (percent-decoded): what a careless policy does.
+INJECT = r'''
+return {
+  origin = function(req, attempt)
+    if req.args.dead_first and attempt == 1 then return os.getenv("FE_DEAD") end
+    return os.getenv("FE_GOOD") .. "/live/s.flv?x=" .. req.args.x
   end,
 }
 '''
@@ -98,6 +109,44 @@ class AccessAndLogTest(EdgeTestCase):
         self.assertStatus(r, 302)
         self.assertEqual(r.header("Location"), "/" + "x" * 3000)
         self.assertEqual(r.body, b"moved\n")
+
+    def test_denial_that_would_break_the_head_is_500(self):
+        # A NUL cut the head where %s stopped; CR, LF and other control bytes end it early; a
+        # framing header contradicts the server's; a 1xx is no answer.
+        cases = [("nul", "hdr=X-A&val=a%00b", "control byte"),
+                 ("crlf", "hdr=X-A&val=a%0D%0AX-Injected:%201", "control byte"),
+                 ("soh", "hdr=X-A&val=a%01b", "control byte"),
+                 ("del", "hdr=X-A&val=a%7Fb", "control byte"),
+                 ("100", "deny=100", "status must be"), ("103", "deny=103", "status must be")]
+        cases += [(name, "hdr=%s&val=0" % name, "frames the answer")
+                  for name in ("Content-Length", "transfer-encoding", "Connection", "Upgrade",
+                               "Keep-Alive", "Trailer")]
+        for name, query, logged in cases:
+            with self.subTest(case=name):
+                before = len(self.edge.log_lines("access hook", logged))
+                r = self.get(self.edge, "/flv/s.flv?" + query)
+                self.assertStatus(r, 500)
+                self.assertEqual(len(self.edge.log_lines("access hook", logged)), before + 1,
+                                 "one clear log line; tail:\n%s" % self.edge.stderr_tail(1500))
+        # A tab is fine in a value.
+        r = self.get(self.edge, "/flv/s.flv?hdr=X-A&val=a%09b")
+        self.assertStatus(r, 403)
+        self.assertEqual(r.header("X-A"), "a\tb")
+
+    def test_204_and_304_denials_have_no_body(self):
+        # On one keep-alive connection: a body after a 204 or 304 would be read as the next
+        # response's head.
+        c = HttpConn(self.edge.port, "/flv/s.flv?deny=204")
+        self.addCleanup(c.close)
+        for status, nxt in ((204, b"304"), (304, b"403")):
+            r = c.read_head(T(5))
+            self.assertEqual(r.status, status, r)
+            self.assertIsNone(r.header("Content-Length"), r)
+            self.assertEqual(r.header("X-Policy"), "hooks")
+            c.send(b"GET /flv/s.flv?deny=%s HTTP/1.1\r\nHost: x\r\n\r\n" % nxt)
+        r = c.read_head(T(5))
+        self.assertEqual(r.status, 403, r)
+        self.assertEqual(c.read_body_all(T(5)), b"denied by policy\n")
 
     def test_request_fields(self):
         before = int(time.time())
@@ -189,6 +238,30 @@ class OriginPhaseTest(EdgeTestCase):
         self.assertStatus(r, 502)
         r = self.errors_seen(edge)
         self.assertEqual(r.body.decode(), "nil,unreachable,unreachable")
+
+    def test_policy_url_that_is_no_url_is_500(self):
+        good = self.start_origin()
+        good.route("/live/s.flv", Synth())
+        edge = self.start_edge({"resources": [{
+            "name": "live", "prefix": "/flv/", "type": "live", "origin": good.url("/live/"),
+            "policy": "inject.lua"}]}, files={"inject.lua": INJECT},
+            env={"FE_DEAD": dead_url(), "FE_GOOD": good.url()})
+        # A CR LF would add a header to the origin request; a space ends the target; raw bytes
+        # from 0x80 and other control bytes are no URL either. First attempt or after a failover.
+        cases = (("crlf", "1%20HTTP/1.1%0D%0AX-Injected:%20yes%0D%0AX-Pad:"),
+                 ("space", "a%20b"), ("utf8", "%C3%A9"), ("nul", "a%00b"), ("del", "a%7Fb"),
+                 ("failover", "1%0D%0AX-Injected:%20yes&dead_first=1"))
+        for i, (name, x) in enumerate(cases):
+            with self.subTest(case=name):
+                r = self.get(edge, "/flv/%s.flv?x=%s" % (name, x))
+                self.assertStatus(r, 500)
+                self.assertEqual(r.body, b"500 policy error\n")
+                self.assertEqual(len(edge.log_lines("not an origin URL")), i + 1,
+                                 "one log line per bad URL; log tail:\n%s" % edge.stderr_tail(1500))
+        self.assertEqual(good.requests_for("/live/s.flv"), [], "a bad URL reached the origin")
+        v = self.viewer(edge, "/flv/s.flv?x=1")
+        self.assertEqual(v.status, 200, v.response)
+        v.read_tags(3)
 
     def errors_seen(self, edge):
         """The policy's `errors` global as the loop that ran the origin phase has it: each loop has

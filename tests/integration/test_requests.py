@@ -91,12 +91,19 @@ class RequestTest(EdgeTestCase):
             pass
 
     def test_request_trickled_within_timeout_is_served(self):
-        c = HttpConn(self.edge.port, raw=b"GET /flv/s2.flv HTTP/1.1\r\n")
+        # The head comes in three pieces 0.6 s apart: 1.2 s of request_timeout's 2 s.
+        edge = self.start_edge(live_config(self.origin.url("/live/"),
+                                           limits={"request_timeout": 2}))
+        c = HttpConn(edge.port, raw=b"GET /flv/s2.flv HTTP/1.1\r\n")
         self.addCleanup(c.close)
-        c.send(b"Host: 127.0.0.1\r\n")
-        c.send(b"\r\n")
+        t0 = time.monotonic()
+        for piece in (b"Host: 127.0.0.1\r\n", b"\r\n"):
+            time.sleep(0.6)  # time passing is what this test is about
+            c.send(piece)
+        self.assertGreaterEqual(time.monotonic() - t0, 1.2)
         r = c.read_head(T(10))
         self.assertEqual(r.status, 200, r)
+        c.read_body_some(T(10))
 
     def test_max_viewers_per_stream(self):
         a = self.viewer(self.edge, "/flv/s1.flv")

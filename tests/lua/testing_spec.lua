@@ -87,18 +87,58 @@ describe("flvedge.testing", function()
 
     it("checks the answer as the server does", function()
       assert.has_error(function() testing.run({ access = function() return 99 end }, {}) end,
-        "access: status must be an integer from 100 to 599, got 99")
+        "access: status must be an integer from 200 to 599 (a 1xx is no answer), got 99")
       assert.has_error(function() testing.run({ access = function() return "nope" end }, {}) end,
-        "access: status must be an integer from 100 to 599, got nope")
+        "access: status must be an integer from 200 to 599 (a 1xx is no answer), got nope")
       assert.has_error(function() testing.run({ access = function() return 403, nil, "X: y" end }, {}) end,
         "access: headers must be a table of name = value")
       assert.equal("12", select(2, testing.run({ access = function() return "403", 12 end }, {})))
       assert.has_error(function()
         testing.run({ access = function() return 302, "", { Location = "/x\r\nSet-Cookie: a=b" } end }, {})
-      end, 'access: bad response header "Location"')
+      end, 'access: bad response header "Location": a control byte in its value')
       assert.has_error(function()
         testing.run({ access = function() return 403, "", { ["Bad Name"] = "v" } end }, {})
       end, 'access: bad response header "Bad Name"')
+    end)
+
+    it("refuses a 1xx status: a denial is a final answer", function()
+      for _, code in ipairs({ 100, 101, 103, 199 }) do
+        assert.has_error(function() testing.run({ access = function() return code end }, {}) end,
+          "access: status must be an integer from 200 to 599 (a 1xx is no answer), got " .. code)
+      end
+    end)
+
+    it("refuses control bytes in header values, but a tab", function()
+      for _, v in ipairs({ "a\0b", "a\rb", "a\nb", "a\1b", "a\31b", "a\127b" }) do
+        assert.has_error(function()
+          testing.run({ access = function() return 403, "", { ["X-A"] = v } end }, {})
+        end, 'access: bad response header "X-A": a control byte in its value')
+      end
+      local _, _, headers = testing.run({ access = function() return 403, "", { ["X-A"] = "a\tb\195\169" } end }, {})
+      assert.same({ ["X-A"] = "a\tb\195\169" }, headers)
+    end)
+
+    it("refuses framing headers, in any case", function()
+      for _, name in ipairs({ "Content-Length", "transfer-encoding", "CONNECTION", "Upgrade", "Keep-Alive",
+                              "Trailer" }) do
+        assert.has_error(function()
+          testing.run({ access = function() return 403, "", { [name] = "0" } end }, {})
+        end, 'access: response header "' .. name .. '" frames the answer: the server sets it, not a policy')
+      end
+    end)
+
+    it("shows a bad header name's bytes escaped", function()
+      assert.has_error(function()
+        testing.run({ access = function() return 403, "", { ["X\r\nA"] = "v" } end }, {})
+      end, 'access: bad response header "X\\x0D\\x0AA"')
+    end)
+
+    it("gives 204 and 304 no body", function()
+      for _, code in ipairs({ 204, 304 }) do
+        local status, body = testing.run({ access = function() return code, "ignored" end }, {})
+        assert.equal(code, status)
+        assert.is_nil(body)
+      end
     end)
 
     it("shares req.ctx between the phases of one request", function()
