@@ -259,6 +259,11 @@ class OriginPhaseTest(EdgeTestCase):
                 self.assertEqual(len(edge.log_lines("not an origin URL")), i + 1,
                                  "one log line per bad URL; log tail:\n%s" % edge.stderr_tail(1500))
         self.assertEqual(good.requests_for("/live/s.flv"), [], "a bad URL reached the origin")
+        # A hook that raises on failover (no x: concatenating nil) is the policy's fault too.
+        r = self.get(edge, "/flv/raise.flv?dead_first=1")
+        self.assertStatus(r, 500)
+        self.assertEqual(r.body, b"500 policy error\n")
+        edge.wait_log("origin hook", "concatenate")
         v = self.viewer(edge, "/flv/s.flv?x=1")
         self.assertEqual(v.status, 200, v.response)
         v.read_tags(3)
