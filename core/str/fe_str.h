@@ -1,6 +1,7 @@
 /*
- * fe_str: spans and strings borrowed from a request head, and header lookup. Floor 1: what http/,
- * origin/ and lua/ all need, with nothing of theirs.
+ * fe_str: spans and strings borrowed from a request head, header lookup, and the byte checks and
+ * escaping that URLs and log lines need. Floor 1: what http/, origin/, config/ and lua/ all need,
+ * with nothing of theirs.
  */
 #ifndef FE_STR_H
 #define FE_STR_H
