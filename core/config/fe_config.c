@@ -125,6 +125,7 @@ static void fe_config_defaults(fe_config *cfg) {
   cfg->max_viewers = 20000;
   cfg->max_connections = 30000;
   cfg->request_timeout = 10;
+  cfg->send_timeout = 60;
   cfg->max_header_size = 8192;
   cfg->lua_budget = 1000000;
   cfg->lua_memory_limit = 64u << 20;
@@ -332,6 +333,7 @@ static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
     if (fe_cfg_u32(r, li, "limits.", "max_viewers", 1, 1e7, &cfg->max_viewers) < 0 ||
         fe_cfg_u32(r, li, "limits.", "max_connections", 1, 1e7, &cfg->max_connections) < 0 ||
         fe_cfg_number(r, li, "limits.", "request_timeout", 0.1, 3600, &cfg->request_timeout) < 0 ||
+        fe_cfg_number(r, li, "limits.", "send_timeout", 0.1, 3600, &cfg->send_timeout) < 0 ||
         fe_cfg_u32(r, li, "limits.", "max_header_size", 1024, 1 << 20, &cfg->max_header_size) < 0)
       return -1;
   } else if (!lua_isnil(L, -1)) {

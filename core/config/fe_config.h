@@ -46,7 +46,8 @@ typedef struct fe_config {
   char *status_prefix;
   uint32_t max_viewers;
   uint32_t max_connections;
-  double request_timeout;
+  double request_timeout;    /* receiving a request head */
+  double send_timeout;       /* a finite answer's write making no progress */
   uint32_t max_header_size;
   fe_resource *resources;
   int nresources;

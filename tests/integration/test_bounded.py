@@ -1,0 +1,230 @@
+"""
+Bounded resources: no client and no origin takes more than a bounded share of the edge's memory
+or holds a connection past its timeouts. Memory is the edge's RSS from /proc (Edge.rss_kb()),
+sampled while the attack runs.
+"""
+
+import os
+import socket
+import sys
+import threading
+import time
+import unittest
+import zlib
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+from fe_harness import (T, EdgeTestCase, HttpConn, Synth, http_request, live_config, wait_until)
+
+MB = 1 << 20
+RSS_BOUND_KB = 64 * 1024
+
+
+class RssWatch:
+    """The edge's RSS growth over a baseline, sampled in a thread until stopped."""
+
+    def __init__(self, edge, interval=0.05):
+        self.edge = edge
+        self.base = edge.rss_kb()
+        self.peak = self.base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _run(self, interval):
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, self.edge.rss_kb())
+            except (OSError, AssertionError):
+                return
+            self._stop.wait(interval)
+
+    def growth_kb(self):
+        return self.peak - self.base
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5)
+        return self.growth_kb()
+
+
+class ResponseReader:
+    """Reads pipelined HTTP/1.1 responses with a Content-Length from one socket, in order."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = bytearray()
+
+    def _more(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("no more response bytes before the deadline")
+        self.sock.settimeout(left)
+        d = self.sock.recv(1 << 20)
+        if not d:
+            raise AssertionError("the edge closed the connection (%d bytes unread)" % len(self.buf))
+        self.buf += d
+
+    def read(self, timeout):
+        """-> (status, body length, crc32 of the body)."""
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.buf:
+            self._more(deadline)
+        i = self.buf.index(b"\r\n\r\n")
+        head = bytes(self.buf[:i]).decode("latin-1").split("\r\n")
+        del self.buf[:i + 4]
+        status = int(head[0].split(" ")[1])
+        length = 0
+        for line in head[1:]:
+            k, v = line.split(":", 1)
+            if k.strip().lower() == "content-length":
+                length = int(v)
+        crc, left = 0, length
+        while left:
+            if not self.buf:
+                self._more(deadline)
+            n = min(left, len(self.buf))
+            crc = zlib.crc32(self.buf[:n], crc)
+            del self.buf[:n]
+            left -= n
+        return status, length, crc
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Pipelined requests: one at a time, the next read only once the answer has left
+# ---------------------------------------------------------------------------------------------
+
+class PipelineTest(EdgeTestCase):
+    def test_pipelined_static_files_are_answered_one_at_a_time(self):
+        a = b"0123456789abcdef" * (20 * MB // 16)
+        b = b"fedcba9876543210" * (20 * MB // 16)
+        edge = self.start_edge({"limits": {"request_timeout": 30},
+                                "resources": [{"name": "www", "prefix": "/s/", "type": "static",
+                                               "root": "www"}]},
+                               files={"www/a.bin": a, "www/b.bin": b})
+        crcs = {"a": zlib.crc32(a), "b": zlib.crc32(b)}
+        del a, b
+        names = ["a" if i % 2 == 0 else "b" for i in range(40)]
+        s = socket.create_connection(("127.0.0.1", edge.port))
+        self.addCleanup(s.close)
+        watch = RssWatch(edge)
+        s.sendall(b"".join(b"GET /s/%s.bin HTTP/1.1\r\nHost: x\r\n\r\n" % n.encode() for n in names))
+        time.sleep(2)  # 40 x 20 MB asked for, nothing read yet
+        held = watch.growth_kb()
+        self.assertLess(held, RSS_BOUND_KB, "40 pipelined 20 MB GETs not read: RSS +%d KB" % held)
+        reader = ResponseReader(s)
+        for i, name in enumerate(names):
+            status, length, crc = reader.read(T(30))
+            self.assertEqual((status, length), (200, 20 * MB), "response %d" % i)
+            self.assertEqual(crc, crcs[name], "response %d is not %s.bin: out of order" % (i, name))
+        growth = watch.stop()
+        print("pipelined static: RSS +%d KB unread, +%d KB peak" % (held, growth), file=sys.stderr)
+        self.assertLess(growth, RSS_BOUND_KB, "RSS +%d KB while answering" % growth)
+
+    def test_pipelined_metrics_requests_for_five_seconds(self):
+        edge = self.start_edge(live_config("http://127.0.0.1:9/live/",
+                                           limits={"request_timeout": 1}))
+        req = b"GET /_flvedge/metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+        batch = req * 2000
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(s.close)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.connect(("127.0.0.1", edge.port))
+        s.setblocking(False)
+        watch = RssWatch(edge)
+        sent = 0
+        end = time.monotonic() + 5
+        while time.monotonic() < end and watch.growth_kb() < 4 * RSS_BOUND_KB:
+            try:
+                sent += s.send(batch[sent % len(req):])
+            except BlockingIOError:
+                time.sleep(0.005)
+        # Past the request timeout the edge holds no more than during the attack.
+        time.sleep(1.5)
+        held = watch.growth_kb()
+        self.assertLess(held, RSS_BOUND_KB, "5 s of pipelined metrics requests: RSS +%d KB" % held)
+        # Finish the last request, then every one is answered, in order.
+        s.setblocking(True)
+        rest = (-sent) % len(req)
+        t = threading.Thread(target=s.sendall, args=(req[len(req) - rest:],), daemon=True)
+        t.start()
+        reader = ResponseReader(s)
+        n = (sent + rest) // len(req)
+        for i in range(n):
+            status, length, _ = reader.read(T(30))
+            self.assertEqual(status, 200, "response %d of %d" % (i, n))
+            self.assertGreater(length, 100)
+        t.join(T(10))
+        growth = watch.stop()
+        print("pipelined metrics: %d requests, RSS +%d KB peak" % (n, growth), file=sys.stderr)
+        self.assertLess(growth, RSS_BOUND_KB)
+        self.assertGreater(n, 1000, "the edge hardly read anything")
+
+    def test_a_stream_pipelined_after_an_answer_plays(self):
+        origin = self.start_origin()
+        origin.route("/live/p.flv", Synth())
+        edge = self.start_edge(live_config(origin.url("/live/")))
+        c = HttpConn(edge.port, raw=b"GET /_flvedge/metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+                                    b"GET /flv/p.flv HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.addCleanup(c.close)
+        r = c.read_head(T(10))
+        self.assertEqual(r.status, 200, r)
+        self.assertIn(b"flvedge_viewers", c.read_body_all(T(10)))
+        c.response, c.framing, c.body_done = None, None, False
+        r = c.read_head(T(10))
+        self.assertEqual((r.status, r.header("Content-Type")), (200, "video/x-flv"), r)
+        self.assertTrue(c.read_body_some(T(10)).startswith(b"FLV"))
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Timeouts: request_timeout for a request head, send_timeout for an answer that stopped moving
+# ---------------------------------------------------------------------------------------------
+
+class SendTimeoutTest(EdgeTestCase):
+    SIZE = 20 * MB
+
+    def _edge(self, limits):
+        return self.start_edge({"limits": limits,
+                                "resources": [{"name": "www", "prefix": "/s/", "type": "static",
+                                               "root": "www"}]},
+                               files={"www/big.bin": b"x" * self.SIZE})
+
+    def test_a_slow_steady_reader_gets_the_whole_file(self):
+        edge = self._edge({"request_timeout": 1, "send_timeout": 2})
+        c = HttpConn(edge.port, "/s/big.bin", rcvbuf=65536)
+        self.addCleanup(c.close)
+        self.assertEqual(c.read_head(T(10)).status, 200)
+        rate = 4 * MB  # bytes per second: 5 s for the file, far past request_timeout
+        got, t0 = 0, time.monotonic()
+        while True:
+            data = c.read_body_some(T(10), max_recv=65536)
+            if not data:
+                break
+            got += len(data)
+            ahead = got / rate - (time.monotonic() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+        elapsed = time.monotonic() - t0
+        self.assertEqual(got, self.SIZE, "cut after %.1f s at %d bytes" % (elapsed, got))
+        self.assertTrue(c.clean_end)
+        self.assertGreater(elapsed, 3, "not a slow reader: %.1f s" % elapsed)
+
+    def test_a_reader_that_stops_is_cut_after_send_timeout(self):
+        edge = self._edge({"request_timeout": 30, "send_timeout": 1})
+        c = HttpConn(edge.port, "/s/big.bin", rcvbuf=65536)
+        self.addCleanup(c.close)
+        self.assertEqual(c.read_head(T(10)).status, 200)
+        got = 0
+        while got < MB:
+            got += len(c.read_body_some(T(10)))
+        # Stopped reading: the edge's writes stop moving once the socket buffers are full.
+        t0 = time.monotonic()
+        wait_until(lambda: edge.metric("flvedge_connections") <= 1, 1 + T(5),
+                   "the stuck reader to be cut after send_timeout (1 s)")
+        elapsed = time.monotonic() - t0
+        self.assertGreater(elapsed, 0.7, "cut %.2f s after it stopped reading" % elapsed)
+        self.assertTrue(c.wait_closed(T(5)), "the connection is still open")
+
+
+if __name__ == "__main__":
+    unittest.main()
