@@ -226,5 +226,43 @@ class SendTimeoutTest(EdgeTestCase):
         self.assertTrue(c.wait_closed(T(5)), "the connection is still open")
 
 
+# ---------------------------------------------------------------------------------------------
+# 2. Streams of file: origins: a file loaded once
+# ---------------------------------------------------------------------------------------------
+
+class FileStreamsTest(EdgeTestCase):
+    @classmethod
+    def setUpClass(cls):
+        # 10 minutes of a small stream: 4 MB.
+        cls.flv = Synth(duration_ms=600_000, vsize=100, ksize=1000, asize=60).to_bytes()
+
+    def _edge(self, limits=None, **resource):
+        res = {"name": "f", "prefix": "/flv/", "type": "live", "origin": "file:one.flv"}
+        res.update(resource)
+        return self.start_edge({"limits": limits or {}, "resources": [res]},
+                               files={"one.flv": self.flv})
+
+    def _head(self, edge, name):
+        return http_request(edge.port, "HEAD", "/flv/%s.flv" % name, timeout=T(10))
+
+    def test_a_thousand_stream_names_share_one_file(self):
+        edge = self._edge()
+        watch = RssWatch(edge)
+        for i in range(1000):
+            r = self._head(edge, "n%d" % i)
+            self.assertEqual(r.status, 200, "stream %d: %d %r" % (i, r.status, r.body))
+            if watch.growth_kb() > 4 * RSS_BOUND_KB:
+                break
+        time.sleep(3)  # the streams linger, their windows filling
+        growth = watch.stop()
+        m = edge.metrics()
+        print("1000 names of one %d KB file: RSS +%d KB, windows %d KB, %d streams"
+              % (len(self.flv) // 1024, growth, m["flvedge_window_bytes"] // 1024,
+                 m["flvedge_streams"]), file=sys.stderr)
+        self.assertLess(growth, RSS_BOUND_KB, "1000 names of one %d KB file: RSS +%d KB"
+                        % (len(self.flv) // 1024, growth))
+        self.assertEqual(m["flvedge_streams"], 1000)
+
+
 if __name__ == "__main__":
     unittest.main()
