@@ -124,6 +124,8 @@ static void fe_config_defaults(fe_config *cfg) {
   cfg->status_prefix = fe_strdup("/_flvedge/");
   cfg->max_viewers = 20000;
   cfg->max_connections = 30000;
+  cfg->max_streams = 1000;
+  cfg->max_window_memory = 1ull << 30;
   cfg->request_timeout = 10;
   cfg->send_timeout = 60;
   cfg->max_header_size = 8192;
@@ -330,12 +332,17 @@ static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
   lua_getfield(L, top, "limits");
   if (lua_type(L, -1) == LUA_TTABLE) {
     int li = lua_gettop(L);
+    double window_memory = (double)cfg->max_window_memory;
     if (fe_cfg_u32(r, li, "limits.", "max_viewers", 1, 1e7, &cfg->max_viewers) < 0 ||
         fe_cfg_u32(r, li, "limits.", "max_connections", 1, 1e7, &cfg->max_connections) < 0 ||
+        fe_cfg_u32(r, li, "limits.", "max_streams", 1, 1e7, &cfg->max_streams) < 0 ||
+        fe_cfg_number(r, li, "limits.", "max_window_memory", 1 << 20, 1099511627776.0,
+                      &window_memory) < 0 ||
         fe_cfg_number(r, li, "limits.", "request_timeout", 0.1, 3600, &cfg->request_timeout) < 0 ||
         fe_cfg_number(r, li, "limits.", "send_timeout", 0.1, 3600, &cfg->send_timeout) < 0 ||
         fe_cfg_u32(r, li, "limits.", "max_header_size", 1024, 1 << 20, &cfg->max_header_size) < 0)
       return -1;
+    cfg->max_window_memory = (uint64_t)window_memory;
   } else if (!lua_isnil(L, -1)) {
     return fe_cfg_fail(r, "limits: expected a table");
   }

@@ -46,6 +46,8 @@ typedef struct fe_config {
   char *status_prefix;
   uint32_t max_viewers;
   uint32_t max_connections;
+  uint32_t max_streams;      /* live streams (hubs) on every loop together; beyond: 503 */
+  uint64_t max_window_memory; /* bytes the live windows may hold when a new stream opens */
   double request_timeout;    /* receiving a request head */
   double send_timeout;       /* a finite answer's write making no progress */
   uint32_t max_header_size;

@@ -227,7 +227,7 @@ class SendTimeoutTest(EdgeTestCase):
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. Streams of file: origins: a file loaded once
+# 2. Streams of file: origins: a file loaded once, streams and window memory limited
 # ---------------------------------------------------------------------------------------------
 
 class FileStreamsTest(EdgeTestCase):
@@ -262,6 +262,38 @@ class FileStreamsTest(EdgeTestCase):
         self.assertLess(growth, RSS_BOUND_KB, "1000 names of one %d KB file: RSS +%d KB"
                         % (len(self.flv) // 1024, growth))
         self.assertEqual(m["flvedge_streams"], 1000)
+
+    def test_max_streams_refuses_the_next_stream_with_503(self):
+        edge = self._edge({"max_streams": 5}, linger=2)
+        for i in range(5):
+            self.assertEqual(self._head(edge, "m%d" % i).status, 200, "stream %d" % i)
+        r = self._head(edge, "m5")
+        self.assertStatus(r, 503)
+        self.assertTrue(r.header("Retry-After"), r.headers)
+        self.assertEqual(edge.metric("flvedge_streams_refused_total"), 1)
+        # A running stream is not a new one: its viewers get in, on either loop.
+        for _ in range(4):
+            v = self.viewer(edge, "/flv/m0.flv")
+            self.assertEqual(v.status, 200, v.response)
+            v.read_tags(3)
+            v.close()
+        self.assertEqual(edge.metric("flvedge_streams_refused_total"), 1)
+        # Once the lingering streams are gone there is room again.
+        wait_until(lambda: self._head(edge, "m5").status == 200, 2 + T(10),
+                   "room for a new stream after the others' linger")
+
+    def test_max_window_memory_refuses_new_streams_with_503(self):
+        edge = self._edge({"max_window_memory": MB})
+        statuses = [self._head(edge, "w%d" % i).status for i in range(40)]
+        admitted = statuses.count(200)
+        # A stream's window holds a 64 KiB block at least: some 16 streams fill 1 MiB.
+        self.assertEqual(statuses, [200] * admitted + [503] * (40 - admitted), statuses)
+        self.assertGreaterEqual(admitted, 4)
+        self.assertLessEqual(admitted, 17)
+        m = edge.metrics()
+        self.assertEqual(m["flvedge_streams_refused_total"], 40 - admitted)
+        self.assertEqual(m["flvedge_streams"], admitted)
+        self.assertGreaterEqual(m["flvedge_window_bytes"], MB)
 
 
 if __name__ == "__main__":
