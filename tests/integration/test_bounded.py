@@ -296,5 +296,51 @@ class FileStreamsTest(EdgeTestCase):
         self.assertGreaterEqual(m["flvedge_window_bytes"], MB)
 
 
+# ---------------------------------------------------------------------------------------------
+# 4. An origin's error answer: its body capped at 64 KiB and awaited for origin_read_timeout
+# ---------------------------------------------------------------------------------------------
+
+def endless_page(chunk, every_ms=None):
+    """An error page that never ends: chunk after chunk, at once or every every_ms."""
+    def gen():
+        i = 0
+        while True:
+            yield (i * every_ms if every_ms else None), chunk
+            i += 1
+    return gen
+
+
+class OriginErrorBodyTest(EdgeTestCase):
+    def setUp(self):
+        self.origin = self.start_origin()
+        self.edge = self.start_edge(live_config(self.origin.url("/live/"), origin_read_timeout=2))
+
+    def test_an_endless_error_body_is_cut_at_64_kib(self):
+        page = b"origin busy, come back later\n"
+        self.origin.route("/live/busy.flv", endless_page(page), status=503, pace="fast",
+                          content_type="text/plain")
+        t0 = time.monotonic()
+        r = self.get(self.edge, "/flv/busy.flv", timeout=T(10))
+        elapsed = time.monotonic() - t0
+        self.assertStatus(r, 503)
+        self.assertEqual(r.body, (page * (65536 // len(page) + 1))[:65536])
+        self.assertLess(elapsed, T(1.5), "answered %.1f s later: not when 64 KiB were in" % elapsed)
+        wait_until(lambda: self.origin.active("/live/busy.flv") == 0, T(5),
+                   "the edge to close the origin's endless answer")
+
+    def test_a_trickling_error_body_is_answered_at_the_read_timeout(self):
+        self.origin.route("/live/slow.flv", endless_page(b"x" * 100, every_ms=200), status=503,
+                          content_type="text/plain")
+        t0 = time.monotonic()
+        r = self.get(self.edge, "/flv/slow.flv", timeout=T(10))
+        elapsed = time.monotonic() - t0
+        self.assertStatus(r, 503)
+        self.assertGreater(elapsed, 1.7, "answered before origin_read_timeout (2 s)")
+        self.assertLess(elapsed, 2 + T(1.5), "answered %.1f s later; origin_read_timeout is 2 s"
+                        % elapsed)
+        self.assertTrue(0 < len(r.body) < 65536 and r.body == b"x" * len(r.body), r.body[:100])
+        self.assertEqual(r.header("Content-Type"), "text/plain")
+
+
 if __name__ == "__main__":
     unittest.main()
