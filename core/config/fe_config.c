@@ -404,6 +404,33 @@ int fe_config_load(fe_config *cfg, const char *path, char *err, size_t errlen) {
   return rc;
 }
 
+int fe_config_pid_file(const char *path, char **out, char *err, size_t errlen) {
+  *out = NULL;
+  char dir[4096];
+  const char *slash = strrchr(path, '/');
+  size_t n = slash ? (size_t)(slash - path) + 1 : 0;
+  snprintf(dir, sizeof(dir), "%.*s", (int)n, path);
+  fe_cfg_reader r = {.L = luaL_newstate(), .err = err, .errlen = errlen, .dir = n ? dir : "./"};
+  if (!r.L) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  luaL_openlibs(r.L);
+  char *pid = NULL;
+  int rc = -1;
+  if (luaL_loadfile(r.L, path) != 0 || lua_pcall(r.L, 0, 1, 0) != 0)
+    snprintf(err, errlen, "%s", lua_tostring(r.L, -1));
+  else if (lua_type(r.L, -1) != LUA_TTABLE)
+    snprintf(err, errlen, "the file must return a table");
+  else
+    rc = fe_cfg_string(&r, lua_gettop(r.L), "", "pid_file", 1, &pid);
+  lua_close(r.L);
+  if (rc == 0 && pid)
+    *out = fe_cfg_path(&r, pid);
+  free(pid);
+  return rc;
+}
+
 int fe_config_quick(fe_config *cfg, const char *listen, const char *origin, char *err, size_t errlen) {
   fe_config_defaults(cfg);
   if (!fe_cfg_origin_ok(origin)) {

@@ -63,6 +63,11 @@ typedef struct fe_config {
 
 /** Loads `path`. On failure returns -1 with a message (without the path) in err. */
 int fe_config_load(fe_config *cfg, const char *path, char *err, size_t errlen);
+/**
+ * Only the pid_file of the config at `path` (absolute; NULL when it sets none), whatever else in
+ * the file is wrong: what -s stop needs. -1 with a message when the file does not run.
+ */
+int fe_config_pid_file(const char *path, char **out, char *err, size_t errlen);
 /** Quick mode: one live resource at "/" pulling `origin`, everything else at its default. */
 int fe_config_quick(fe_config *cfg, const char *listen, const char *origin, char *err, size_t errlen);
 /** The loops to run: `workers`, or for "auto" the CPUs in this process's affinity mask. */
