@@ -142,6 +142,22 @@ static int fe_signal_running(const char *what, const char *pid_file) {
   return 0;
 }
 
+/* flvedge -s stop needs the pid file only, so that a broken config or policy never blocks a
+ * stop: --pid-file, else the config's pid_file read alone. */
+static int fe_stop_running(const char *config_path, const char *pid_file) {
+  if (pid_file)
+    return fe_signal_running("stop", pid_file);
+  char *path, err[1024];
+  if (fe_config_pid_file(config_path, &path, err, sizeof(err)) < 0) {
+    fprintf(stderr, "flvedge: %s: %s; cannot read its pid_file (give it with --pid-file)\n",
+            config_path, err);
+    return 1;
+  }
+  int rc = fe_signal_running("stop", path);
+  free(path);
+  return rc;
+}
+
 static void fe_usage(FILE *out) {
   fprintf(out,
           "usage: flvedge -c CONFIG          run with a Lua config file\n"
@@ -242,6 +258,8 @@ int main(int argc, char **argv) {
   char err[1024];
   if (signal_what && !m.config_path)
     return fe_signal_running(signal_what, pid_file);
+  if (signal_what && strcmp(signal_what, "stop") == 0)
+    return fe_stop_running(m.config_path, pid_file);
   /* -s and -t need one policy state at most: checking it is what they are for. */
   int nloops = fe_load(&m, signal_what || test_only ? 1 : 0, &cfg, &luas, err, sizeof(err));
   if (nloops < 0) {

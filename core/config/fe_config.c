@@ -125,7 +125,10 @@ static void fe_config_defaults(fe_config *cfg) {
   cfg->status_prefix = fe_strdup("/_flvedge/");
   cfg->max_viewers = 20000;
   cfg->max_connections = 30000;
+  cfg->max_streams = 1000;
+  cfg->max_window_memory = 1ull << 30;
   cfg->request_timeout = 10;
+  cfg->send_timeout = 60;
   cfg->max_header_size = 8192;
   cfg->lua_budget = 1000000;
   cfg->lua_memory_limit = 64u << 20;
@@ -334,11 +337,17 @@ static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
   lua_getfield(L, top, "limits");
   if (lua_type(L, -1) == LUA_TTABLE) {
     int li = lua_gettop(L);
+    double window_memory = (double)cfg->max_window_memory;
     if (fe_cfg_u32(r, li, "limits.", "max_viewers", 1, 1e7, &cfg->max_viewers) < 0 ||
         fe_cfg_u32(r, li, "limits.", "max_connections", 1, 1e7, &cfg->max_connections) < 0 ||
+        fe_cfg_u32(r, li, "limits.", "max_streams", 1, 1e7, &cfg->max_streams) < 0 ||
+        fe_cfg_number(r, li, "limits.", "max_window_memory", 1 << 20, 1099511627776.0,
+                      &window_memory) < 0 ||
         fe_cfg_number(r, li, "limits.", "request_timeout", 0.1, 3600, &cfg->request_timeout) < 0 ||
+        fe_cfg_number(r, li, "limits.", "send_timeout", 0.1, 3600, &cfg->send_timeout) < 0 ||
         fe_cfg_u32(r, li, "limits.", "max_header_size", 1024, 1 << 20, &cfg->max_header_size) < 0)
       return -1;
+    cfg->max_window_memory = (uint64_t)window_memory;
   } else if (!lua_isnil(L, -1)) {
     return fe_cfg_fail(r, "limits: expected a table");
   }
@@ -397,6 +406,33 @@ int fe_config_load(fe_config *cfg, const char *path, char *err, size_t errlen) {
   lua_close(r.L);
   if (rc < 0)
     fe_config_free(cfg);
+  return rc;
+}
+
+int fe_config_pid_file(const char *path, char **out, char *err, size_t errlen) {
+  *out = NULL;
+  char dir[4096];
+  const char *slash = strrchr(path, '/');
+  size_t n = slash ? (size_t)(slash - path) + 1 : 0;
+  snprintf(dir, sizeof(dir), "%.*s", (int)n, path);
+  fe_cfg_reader r = {.L = luaL_newstate(), .err = err, .errlen = errlen, .dir = n ? dir : "./"};
+  if (!r.L) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  luaL_openlibs(r.L);
+  char *pid = NULL;
+  int rc = -1;
+  if (luaL_loadfile(r.L, path) != 0 || lua_pcall(r.L, 0, 1, 0) != 0)
+    snprintf(err, errlen, "%s", lua_tostring(r.L, -1));
+  else if (lua_type(r.L, -1) != LUA_TTABLE)
+    snprintf(err, errlen, "the file must return a table");
+  else
+    rc = fe_cfg_string(&r, lua_gettop(r.L), "", "pid_file", 1, &pid);
+  lua_close(r.L);
+  if (rc == 0 && pid)
+    *out = fe_cfg_path(&r, pid);
+  free(pid);
   return rc;
 }
 

@@ -46,7 +46,10 @@ typedef struct fe_config {
   char *status_prefix;
   uint32_t max_viewers;
   uint32_t max_connections;
-  double request_timeout;
+  uint32_t max_streams;      /* live streams (hubs) on every loop together; beyond: 503 */
+  uint64_t max_window_memory; /* bytes the live windows may hold when a new stream opens */
+  double request_timeout;    /* receiving a request head */
+  double send_timeout;       /* a finite answer's write making no progress */
   uint32_t max_header_size;
   fe_resource *resources;
   int nresources;
@@ -60,6 +63,11 @@ typedef struct fe_config {
 
 /** Loads `path`. On failure returns -1 with a message (without the path) in err. */
 int fe_config_load(fe_config *cfg, const char *path, char *err, size_t errlen);
+/**
+ * Only the pid_file of the config at `path` (absolute; NULL when it sets none), whatever else in
+ * the file is wrong: what -s stop needs. -1 with a message when the file does not run.
+ */
+int fe_config_pid_file(const char *path, char **out, char *err, size_t errlen);
 /** Quick mode: one live resource at "/" pulling `origin`, everything else at its default. */
 int fe_config_quick(fe_config *cfg, const char *listen, const char *origin, char *err, size_t errlen);
 /** The loops to run: `workers`, or for "auto" the CPUs in this process's affinity mask. */

@@ -96,6 +96,7 @@ static void fe_conn_on_closed(fe_net *n) {
   fe_gen_unref(c->gen);
   free(c->buf);
   free(c->head);
+  free(c->pending);
   free(c);
   if (--w->conn_handles == 0 && w->stopping && w->drained)
     w->drained(w);
@@ -131,14 +132,20 @@ void fe_conn_reset(fe_conn *c) {
   fe_hub_leave(&c->viewer);
 }
 
+static void fe_conn_next(fe_conn *c);
+
 static void fe_conn_on_sent(fe_net_write *w, int status) {
   fe_send_req *r = (fe_send_req *)w;
   fe_conn *c = r->conn;
+  int close = r->close || status < 0;
   if (status == 0)
     FE_METRIC_ADD(&c->w->loop.metrics, bytes_sent, r->len);
-  if (r->close || status < 0)
-    fe_conn_close(c);
   free(r);
+  c->sending--;
+  if (close)
+    fe_conn_close(c);
+  else if (c->sending == 0)
+    fe_conn_next(c);
 }
 
 static fe_send_req *fe_send_req_new(fe_conn *c, size_t len, int close) {
@@ -156,7 +163,11 @@ static void fe_send_req_queue(fe_conn *c, fe_send_req *r) {
   if (fe_net_writev(&c->net, &r->w, &b, 1, fe_conn_on_sent) < 0) {
     free(r);
     fe_conn_close(c);
+    return;
   }
+  if (c->sending++ == 0)
+    c->send_progress = uv_now(&c->w->loop.uv);
+  c->send_queued = fe_net_queued(&c->net);
 }
 
 void fe_conn_send(fe_conn *c, const void *data, size_t len, int close) {
@@ -480,6 +491,7 @@ static void fe_conn_request_begin(fe_conn *c) {
     c->gen = w->gen;
     fe_gen_ref(c->gen);
   }
+  c->deadline = 0; /* the head is in: the answer has send_timeout */
   c->id = fe_loop_request_id(&w->loop);
   c->logged = 0;
   c->status = 0;
@@ -499,7 +511,9 @@ static int fe_on_message_complete(llhttp_t *p) {
     fe_conn_respond(c, 503, NULL, NULL, "503 shutting down\n", 18, 1);
     return HPE_PAUSED;
   }
-  return w->route(c);
+  int rc = w->route(c);
+  /* The next request waits until this answer has left. */
+  return rc == 0 && c->sending ? HPE_PAUSED : rc;
 }
 
 /* Read-only: every loop's parsers share it. */
@@ -514,6 +528,80 @@ static const llhttp_settings_t fe_request_settings = {
     .on_message_complete = fe_on_message_complete,
 };
 
+/* Parses what the client sent. Returns how many bytes are left when the parser paused (a request
+ * whose answer is being written, or the last one), 0 otherwise. */
+static size_t fe_conn_parse(fe_conn *c, const char *data, size_t len) {
+  llhttp_errno_t e = llhttp_execute(&c->parser, data, len);
+  /* HPE_PAUSED_UPGRADE: a CONNECT or Upgrade request was answered, and the connection closes. */
+  if (e == HPE_OK || e == HPE_PAUSED_UPGRADE)
+    return 0;
+  if (e == HPE_PAUSED)
+    return (size_t)(data + len - llhttp_get_error_pos(&c->parser));
+  int unsupported = fe_version_unsupported(&c->parser, e);
+  int status = c->refuse_status ? c->refuse_status : unsupported ? 505 : 400;
+  c->have_version |= unsupported; /* llhttp stored the digits it refused */
+  const char *why = c->refuse_why ? c->refuse_why
+                    : status == 505 ? "HTTP version not supported"
+                                    : llhttp_errno_name(e);
+  char msg[160];
+  int n = snprintf(msg, sizeof(msg), "%d %s%s\n", status, status == 400 ? "bad request: " : "", why);
+  fe_conn_request_begin(c); /* a request that failed to parse is answered and logged too */
+  fe_conn_respond(c, status, NULL, NULL, msg, (size_t)n, 1);
+  c->state = FE_CS_WAITING;
+  return 0;
+}
+
+static void fe_conn_on_read(fe_net *n, ssize_t nread, const char *data);
+
+/* While an answer is written the client's further requests wait in its socket, not in our
+ * memory: reading stops, and the rest of the last read (one read at most) is kept. */
+static void fe_conn_hold(fe_conn *c, const char *rest, size_t len) {
+  if (len > 0) {
+    char *p = malloc(len);
+    if (!p) {
+      fe_conn_close(c);
+      return;
+    }
+    memcpy(p, rest, len);
+    free(c->pending);
+    c->pending = p;
+    c->pending_off = 0;
+    c->pending_len = (uint32_t)len;
+  }
+  if (!c->read_stopped) {
+    fe_net_read_stop(&c->net);
+    c->read_stopped = 1;
+  }
+}
+
+/* The answer has left: the next request, from what was kept, then from the socket again. */
+static void fe_conn_next(fe_conn *c) {
+  if (c->state != FE_CS_READING)
+    return;
+  if (c->w->stopping) {
+    fe_conn_close(c);
+    return;
+  }
+  c->deadline = uv_now(&c->w->loop.uv) + (uint64_t)(c->w->gen->cfg->request_timeout * 1000.0);
+  if (llhttp_get_errno(&c->parser) == HPE_PAUSED)
+    llhttp_resume(&c->parser);
+  if (c->pending_len > 0) {
+    size_t len = c->pending_len;
+    size_t rest = fe_conn_parse(c, c->pending + c->pending_off, len);
+    c->pending_off += (uint32_t)(len - rest);
+    c->pending_len = (uint32_t)rest;
+    if (c->state == FE_CS_READING && c->sending)
+      return;
+  }
+  free(c->pending);
+  c->pending = NULL;
+  c->pending_off = c->pending_len = 0;
+  if (c->read_stopped && c->state != FE_CS_CLOSING) {
+    c->read_stopped = 0;
+    fe_net_read_start(&c->net, fe_conn_on_read);
+  }
+}
+
 static void fe_conn_on_read(fe_net *n, ssize_t nread, const char *data) {
   fe_conn *c = n->data;
   if (nread < 0) {
@@ -522,22 +610,9 @@ static void fe_conn_on_read(fe_net *n, ssize_t nread, const char *data) {
   }
   if (c->state != FE_CS_READING)
     return; /* a viewer's further bytes are ignored; only its close matters */
-  llhttp_errno_t e = llhttp_execute(&c->parser, data, (size_t)nread);
-  /* HPE_PAUSED_UPGRADE: a CONNECT or Upgrade request was answered, and the connection closes. */
-  if (e == HPE_OK || e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)
-    return;
-  int unsupported = fe_version_unsupported(&c->parser, e);
-  int status = c->refuse_status ? c->refuse_status : unsupported ? 505 : 400;
-  c->have_version |= unsupported; /* llhttp stored the digits it refused */
-  const char *why = c->refuse_why ? c->refuse_why
-                    : status == 505 ? "HTTP version not supported"
-                                    : llhttp_errno_name(e);
-  char msg[160];
-  int len =
-      snprintf(msg, sizeof(msg), "%d %s%s\n", status, status == 400 ? "bad request: " : "", why);
-  fe_conn_request_begin(c); /* a request that failed to parse is answered and logged too */
-  fe_conn_respond(c, status, NULL, NULL, msg, (size_t)len, 1);
-  c->state = FE_CS_WAITING;
+  size_t rest = fe_conn_parse(c, data, (size_t)nread);
+  if (c->state == FE_CS_READING && c->sending)
+    fe_conn_hold(c, data + nread - rest, rest);
 }
 
 /* ---- accept, sweep, stop ------------------------------------------------------------------- */
@@ -582,13 +657,29 @@ void fe_conn_accept(fe_worker *w, fe_net_listener *ls) {
   fe_net_read_start(&c->net, fe_conn_on_read);
 }
 
+/* A finite answer is cut only when its bytes have not moved for send_timeout. */
+static void fe_conn_check_send(fe_conn *c, uint64_t now) {
+  size_t queued = fe_net_queued(&c->net);
+  if (queued == 0 || queued < c->send_queued)
+    c->send_progress = now;
+  c->send_queued = queued;
+  double limit = (c->gen ? c->gen : c->w->gen)->cfg->send_timeout;
+  if (now - c->send_progress < (uint64_t)(limit * 1000.0))
+    return;
+  fe_debug("closing a connection that took none of its answer for %.1f s (%zu bytes left)", limit,
+           queued);
+  fe_conn_reset(c);
+}
+
 void fe_conn_sweep(fe_worker *w, uint64_t now) {
   fe_conn *next;
   for (fe_conn *c = w->conns; c; c = next) {
     next = c->next;
-    if (c->on_sweep) {
-      c->on_sweep(c, now);
-    } else if (c->state == FE_CS_READING && c->deadline && now >= c->deadline) {
+    if (c->on_sweep && c->on_sweep(c, now))
+      continue;
+    if (c->sending) {
+      fe_conn_check_send(c, now);
+    } else if (!c->on_sweep && c->state == FE_CS_READING && c->deadline && now >= c->deadline) {
       fe_debug("closing a connection that sent no complete request in time");
       fe_conn_close(c);
     }
@@ -599,7 +690,7 @@ void fe_conn_stop_idle(fe_worker *w) {
   fe_conn *next;
   for (fe_conn *c = w->conns; c; c = next) {
     next = c->next;
-    if (c->state == FE_CS_READING)
+    if (c->state == FE_CS_READING && !c->sending)
       fe_conn_close(c);
   }
 }

@@ -80,6 +80,14 @@ typedef struct fe_conn {
   llhttp_t parser;
   int state;
   uint64_t deadline;          /* loop ms by which the request head must be in (0: none) */
+  /* One request at a time: while its answer is written, the parser is paused, reading stopped,
+   * and what the client sent after it waits here (at most one read). */
+  int sending;                /* writes of finite answers in flight */
+  int read_stopped;
+  char *pending;
+  uint32_t pending_off, pending_len;
+  uint64_t send_progress;     /* loop ms when the answer's bytes last moved */
+  size_t send_queued;         /* bytes the kernel had not taken then */
   fe_gen *gen;                /* the generation of the current request */
   /* the request head, as bytes with spans into them */
   char *buf;
@@ -139,7 +147,8 @@ void fe_conn_send(fe_conn *c, const void *data, size_t len, int close);
 void fe_conn_request_done(fe_conn *c);
 /** 1 when the request lets the connection stay open for the next one. */
 int fe_conn_keep_alive(const fe_conn *c);
-/** Sweep: deadlines of request heads, and each connection's own check. */
+/** Sweep: request heads past request_timeout, answers not moving for send_timeout, and each
+ * connection's own check. */
 void fe_conn_sweep(fe_worker *w, uint64_t now);
 /** Stop: closes idle connections; the others finish what they do. */
 void fe_conn_stop_idle(fe_worker *w);

@@ -383,6 +383,17 @@ static fe_source *fe_live_open_pull(void *ud, fe_loop *l, const char *key, const
   return fe_pull_open(l, url, &po, ops, sink);
 }
 
+/* A new stream costs an origin pull and a window: none beyond the node's limits, summed over the
+ * loops when a stream opens (as max_viewers is). A stream that another loop already pulls is not
+ * new: its viewers here are admitted, though this loop's copy of its window counts too. */
+static int fe_live_full(const fe_conn *c, const char *key) {
+  const fe_config *cfg = c->gen->cfg;
+  if (fe_worker_sum(c->w, offsetof(fe_metrics, streams)) < cfg->max_streams &&
+      fe_worker_sum(c->w, offsetof(fe_metrics, window_bytes)) < cfg->max_window_memory)
+    return 0;
+  return !fe_hubs_known(c->w->hubs, key);
+}
+
 void fe_live_serve(fe_conn *c, const fe_resource *res, const char *rest, size_t len) {
   fe_worker *w = c->w;
   const char *msg = NULL;
@@ -400,6 +411,12 @@ void fe_live_serve(fe_conn *c, const fe_resource *res, const char *rest, size_t 
   char key[FE_STREAM_NAME_MAX + 128];
   snprintf(key, sizeof(key), "%s/%.*s", res->name, (int)stream.len, stream.p);
   fe_hub *hub = fe_hub_find(w->hubs, key);
+  if (!hub && fe_live_full(c, key)) {
+    static const char full[] = "503 too many streams on this server\n";
+    FE_METRIC_INC(&w->loop.metrics, streams_refused);
+    fe_conn_respond(c, 503, NULL, "Retry-After: 5\r\n", full, sizeof(full) - 1, 1);
+    return;
+  }
   if (!hub) {
     fe_hub_opts opts = {
         .window_seconds = res->window_seconds,

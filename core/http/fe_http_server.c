@@ -8,6 +8,7 @@
 #include "http/fe_http_conn.h"
 #include "http/fe_http_router.h"
 #include "log/fe_log.h"
+#include "origin/fe_file.h"
 
 #define FE_SWEEP_MS 250
 
@@ -34,6 +35,7 @@ struct fe_server {
   fe_loop_slot *slots;
   const fe_metrics **metrics;
   fe_relay_node *node;
+  fe_files *files;            /* FLV files of file: origins, loaded once for every loop */
   fe_cfg_shared *cfg;         /* the control loop's reference to the newest config */
   int finished;               /* atomic: loops whose thread is done */
   void (*done)(void *ud);
@@ -150,6 +152,7 @@ static int fe_slot_init(fe_server *s, int id, fe_lua *lua, int **fds, int nliste
   w->gen = fe_gen_new(s->cfg, lua);
   w->hubs = fe_hubs_new(&w->loop, s->node);
   w->loop.hubs = w->hubs;
+  w->loop.files = s->files;
   sl->listeners = calloc((size_t)nlisten, sizeof(*sl->listeners));
   if (!w->gen || !w->hubs || !sl->listeners)
     return UV_ENOMEM;
@@ -195,10 +198,11 @@ int fe_server_start(uv_loop_t *main, fe_config *config, fe_lua **luas, int nwork
   s->slots = calloc((size_t)nworkers, sizeof(*s->slots));
   s->metrics = calloc((size_t)nworkers, sizeof(*s->metrics));
   s->node = fe_relay_node_new(nworkers);
+  s->files = fe_files_new();
   s->cfg = fe_cfg_shared_new(config);
   uv_async_init(main, &s->done_async, fe_server_on_done);
   s->done_async.data = s;
-  if (!s->slots || !s->metrics || !s->node || !s->cfg) {
+  if (!s->slots || !s->metrics || !s->node || !s->files || !s->cfg) {
     for (int i = 0; i < nworkers; i++)
       fe_lua_unref(luas[i]);
     free(s->slots);
@@ -352,6 +356,7 @@ void fe_server_free(fe_server *s) {
     uv_mutex_destroy(&sl->mu);
   }
   fe_relay_node_free(s->node);
+  fe_files_free(s->files);
   fe_cfg_shared_unref(s->cfg);
   free(s->slots);
   free(s->metrics);

@@ -128,6 +128,12 @@ fe_hub *fe_hub_find(fe_hubs *t, const char *key) {
   return NULL;
 }
 
+int fe_hubs_known(fe_hubs *t, const char *key) {
+  if (t->node)
+    return fe_relay_owner(t->node, key) >= 0;
+  return fe_hub_find(t, key) != NULL;
+}
+
 /* Off the table and out of the registry: the next viewer starts afresh. */
 static void fe_hub_unlist(fe_hub *h) {
   if (h->owner && h->t->node)

@@ -98,6 +98,8 @@ void fe_hubs_free(fe_hubs *t);
 /** The relay handlers of this loop's mailbox (for fe_relay_box_open, with the fe_hubs as ud). */
 extern const fe_relay_handlers fe_hubs_relay_handlers;
 
+/** 1 when a loop of the node has `key` open (pulled by one loop, relayed to others), else 0. */
+int fe_hubs_known(fe_hubs *t, const char *key);
 /** The running hub for `key`, or NULL. Ended hubs are not found. */
 fe_hub *fe_hub_find(fe_hubs *t, const char *key);
 /**

@@ -423,6 +423,16 @@ int fe_relay_claim(fe_relay_node *n, int id, const char *key, const fe_sink_ops 
   return 0;
 }
 
+int fe_relay_owner(fe_relay_node *n, const char *key) {
+  uv_mutex_lock(&n->mu);
+  fe_relay_entry *e = n->table[fe_relay_hash(key)];
+  while (e && strcmp(e->key, key) != 0)
+    e = e->next;
+  int owner = e ? e->owner : -1;
+  uv_mutex_unlock(&n->mu);
+  return owner;
+}
+
 void fe_relay_unclaim(fe_relay_node *n, int id, const char *key) {
   fe_relay_entry **pp = &n->table[fe_relay_hash(key)];
   uv_mutex_lock(&n->mu);

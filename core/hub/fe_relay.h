@@ -82,6 +82,8 @@ void fe_relay_count_unref(fe_relay_count *c);
  */
 int fe_relay_claim(fe_relay_node *n, int id, const char *key, const fe_sink_ops *ops, void *sink,
                    fe_source **src, fe_relay_count **count);
+/** The loop that owns `key`, or -1 when no loop has it. */
+int fe_relay_owner(fe_relay_node *n, const char *key);
 /** The owner gives `key` up (its stream ended): the next claim makes a new owner. */
 void fe_relay_unclaim(fe_relay_node *n, int id, const char *key);
 

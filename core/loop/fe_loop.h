@@ -18,6 +18,7 @@
 #define FE_LOOP_RBUF_SIZE 65536
 
 struct fe_hubs;
+struct fe_files;
 
 /** A queued teardown: embedded in the object; `fn` frees it. */
 typedef struct fe_deferred {
@@ -32,6 +33,7 @@ typedef struct fe_loop {
   fe_metrics metrics;    /* written by this loop only */
   uint64_t next_request; /* request ids: (n << 8) | id, unique in the process */
   struct fe_hubs *hubs;  /* the live streams of this loop (hub/) */
+  struct fe_files *files; /* the node's loaded FLV files (origin/fe_file), shared by every loop */
   uv_prepare_t defer_prepare;
   fe_deferred *deferred;
   /* Every read of this loop lands here and is consumed before the next read. */

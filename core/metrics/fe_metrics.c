@@ -42,6 +42,7 @@ size_t fe_metrics_render(const fe_metrics *const *loops, int n, char *buf, size_
       F("connections_accepted_total", "counter", accepted, 1),
       F("viewers", "gauge", viewers, 1),
       F("streams", "gauge", streams, 1),
+      F("streams_refused_total", "counter", streams_refused, 0),
       F("window_bytes", "gauge", window_bytes, 0),
       F("origin_connects_total", "counter", origin_connects, 1),
       F("origin_failures_total", "counter", origin_failures, 0),

@@ -16,6 +16,7 @@ typedef struct fe_metrics {
   uint64_t accepted;             /* client connections accepted */
   uint64_t viewers;              /* live viewers attached to a hub (gauge) */
   uint64_t streams;              /* live hubs of this loop, relayed ones included (gauge) */
+  uint64_t streams_refused;      /* new streams refused: limits.max_streams or max_window_memory */
   uint64_t origin_connects;      /* origin connections opened */
   uint64_t origin_failures;      /* origin connections that failed or ended on an error */
   uint64_t viewer_jumps;         /* viewers moved forward to the newest keyframe */

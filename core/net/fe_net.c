@@ -47,6 +47,10 @@ int fe_net_writev(fe_net *n, fe_net_write *w, const uv_buf_t *bufs, unsigned nbu
   return uv_write(&w->req, (uv_stream_t *)&n->tcp, bufs, nbufs, fe_net_on_written);
 }
 
+size_t fe_net_queued(const fe_net *n) {
+  return uv_stream_get_write_queue_size((const uv_stream_t *)&n->tcp);
+}
+
 static void fe_net_on_closed(uv_handle_t *h) {
   fe_net *n = h->data;
   if (n->on_close)

@@ -52,6 +52,8 @@ int fe_net_try_writev(fe_net *n, const uv_buf_t *bufs, unsigned nbufs);
 /** Queues the buffers (kept by the caller until cb). Returns 0 or an error (then cb never runs). */
 int fe_net_writev(fe_net *n, fe_net_write *w, const uv_buf_t *bufs, unsigned nbufs,
                   void (*cb)(fe_net_write *w, int status));
+/** Bytes of queued writes the kernel has not taken yet: it shrinks as the peer reads. */
+size_t fe_net_queued(const fe_net *n);
 /** Closes; queued writes end with UV_ECANCELED; cb runs from the loop, after which n may be freed. */
 void fe_net_close(fe_net *n, fe_net_close_cb cb);
 /** Closes with a reset instead of a FIN: what is still queued is dropped, not delivered. */

@@ -8,15 +8,11 @@
 
 #include "flv/fe_flv.h"
 #include "net/fe_net.h"
+#include "origin/fe_file.h"
 #include "str/fe_str.h"
 
 enum { FE_OK_HTTP, FE_OK_FILE };
 enum { FE_OS_RESOLVING, FE_OS_CONNECTING, FE_OS_HEAD, FE_OS_BODY, FE_OS_DONE };
-
-typedef struct fe_file_tag {
-  uint32_t off, len, ts;
-  uint8_t skip_on_loop; /* metadata and sequence headers go out on the first pass only */
-} fe_file_tag;
 
 struct fe_origin {
   fe_loop *loop;
@@ -43,18 +39,13 @@ struct fe_origin {
   int interim;  /* the head parsed is a 1xx: its message ends, and the answer comes after it */
   /* file */
   char *file_path;
-  uint8_t *file;
-  size_t file_len;
-  fe_file_tag *tags;
-  size_t ntags, next;
+  const fe_file *file; /* shared by every stream playing it (origin/fe_file) */
+  size_t next;
   uint64_t start_ms;   /* loop time that maps to output timestamp 0 */
   uint64_t loop_base;  /* output timestamp of the current pass's first tag */
-  uint32_t loop_len;   /* duration of one pass, including one frame gap */
   int pass;
-  uv_work_t load;      /* the file is read and indexed off the loop */
+  uv_work_t load;      /* the file is opened (read and indexed once per process) off the loop */
   int load_rc;
-  uint8_t *scratch;
-  size_t scratch_cap;
 };
 
 static void fe_origin_maybe_free(fe_origin *o) {
@@ -64,9 +55,8 @@ static void fe_origin_maybe_free(fe_origin *o) {
   free(o->port);
   free(o->request);
   free(o->file_path);
-  free(o->file);
-  free(o->tags);
-  free(o->scratch);
+  if (o->file)
+    fe_file_unref(o->loop->files, o->file);
   free(o);
 }
 
@@ -351,106 +341,53 @@ static void fe_origin_start_http(uv_timer_t *t) {
 
 /* ---- file source --------------------------------------------------------------------------- */
 
-typedef struct fe_file_index {
-  fe_origin *o;
-  const uint8_t *base;
-} fe_file_index;
-
-static int fe_file_on_tag(void *ud, const fe_flv_tag *tag) {
-  fe_file_index *ix = ud;
-  fe_origin *o = ix->o;
-  if ((o->ntags & (o->ntags + 1)) == 0 || o->ntags == 0) {
-    size_t cap = o->ntags ? (o->ntags + 1) * 2 : 256;
-    fe_file_tag *t = realloc(o->tags, cap * sizeof(*t));
-    if (!t)
-      return FE_FLV_ENOMEM;
-    o->tags = t;
-  }
-  fe_file_tag *ft = &o->tags[o->ntags++];
-  ft->off = (uint32_t)(tag->data - ix->base);
-  ft->len = FE_FLV_TAG_OVERHEAD + tag->size;
-  ft->ts = tag->timestamp;
-  ft->skip_on_loop = (tag->flags & (FE_FLV_SEQ_HEADER | FE_FLV_METADATA)) != 0;
-  return 0;
-}
-
-/* Reads and indexes the whole file once; each pass then replays it from memory. */
-static int fe_file_load(fe_origin *o) {
-  FILE *f = fopen(o->file_path, "rb");
-  if (!f)
-    return errno == ENOENT ? FE_ORIGIN_ENOTFOUND : FE_ORIGIN_EFILE;
-  int rc = FE_ORIGIN_EFILE;
-  if (fseek(f, 0, SEEK_END) != 0)
-    goto out;
-  long size = ftell(f);
-  if (size < FE_FLV_FILE_HEADER_SIZE || size > (1L << 31))
-    goto out;
-  rewind(f);
-  o->file = malloc((size_t)size);
-  if (!o->file || fread(o->file, 1, (size_t)size, f) != (size_t)size)
-    goto out;
-  o->file_len = (size_t)size;
-  fe_flv_parser p;
-  fe_flv_parser_init(&p, o->opts.max_tag_size);
-  fe_file_index ix = {o, o->file};
-  /* Fed whole, the parser hands out pointers into the file itself. */
-  int prc = fe_flv_parser_feed(&p, o->file, o->file_len, fe_file_on_tag, &ix);
-  if (prc == 0)
-    prc = fe_flv_parser_finish(&p);
-  fe_flv_parser_free(&p);
-  if (prc < 0 || o->ntags == 0)
-    goto out;
-  /* One pass lasts from the first tag to the last plus one typical frame gap. */
-  uint32_t first = o->tags[0].ts, last = o->tags[o->ntags - 1].ts;
-  uint32_t gap = o->ntags > 1 ? (last - first) / (uint32_t)(o->ntags - 1) : 40;
-  if (gap == 0)
-    gap = 1;
-  o->loop_len = last - first + gap;
-  rc = 0;
-out:
-  fclose(f);
-  return rc;
-}
-
 static void fe_file_tick(uv_timer_t *t);
 
 static void fe_file_schedule(fe_origin *o) {
-  const fe_file_tag *ft = &o->tags[o->next];
-  uint64_t due = o->start_ms + o->loop_base + (ft->ts - o->tags[0].ts);
+  const fe_file_tag *tags = o->file->tags;
+  uint64_t due = o->start_ms + o->loop_base + (tags[o->next].ts - tags[0].ts);
   uint64_t now = uv_now(&o->loop->uv);
   uv_timer_start(&o->timer, fe_file_tick, due > now ? due - now : 0, 0);
 }
 
+/* Delivers the tags that are due, each a copy with its output timestamp. The copies of one tick
+ * share a buffer the loop gives back at once: a thousand idle streams hold none. */
 static void fe_file_tick(uv_timer_t *t) {
   fe_origin *o = t->data;
+  const fe_file *f = o->file;
   uint64_t now = uv_now(&o->loop->uv);
+  uint8_t *scratch = NULL;
+  size_t cap = 0;
   for (;;) {
-    const fe_file_tag *ft = &o->tags[o->next];
-    uint64_t out_ts = o->loop_base + (ft->ts - o->tags[0].ts);
+    const fe_file_tag *ft = &f->tags[o->next];
+    uint64_t out_ts = o->loop_base + (ft->ts - f->tags[0].ts);
     if (o->start_ms + out_ts > now)
       break;
     if (!(o->pass > 0 && ft->skip_on_loop)) {
-      if (o->scratch_cap < ft->len) {
-        free(o->scratch);
-        o->scratch = malloc(ft->len);
-        o->scratch_cap = o->scratch ? ft->len : 0;
-        if (!o->scratch) {
+      if (cap < ft->len) {
+        free(scratch);
+        scratch = malloc(ft->len);
+        cap = scratch ? ft->len : 0;
+        if (!scratch) {
           fe_origin_finish(o, UV_ENOMEM);
           return;
         }
       }
-      memcpy(o->scratch, o->file + ft->off, ft->len);
-      fe_flv_set_timestamp(o->scratch, (uint32_t)out_ts);
-      o->cbs.on_body(o->ud, o->scratch, ft->len);
-      if (o->closed || o->ended)
+      memcpy(scratch, f->data + ft->off, ft->len);
+      fe_flv_set_timestamp(scratch, (uint32_t)out_ts);
+      o->cbs.on_body(o->ud, scratch, ft->len);
+      if (o->closed || o->ended) {
+        free(scratch);
         return;
+      }
     }
-    if (++o->next == o->ntags) {
+    if (++o->next == f->ntags) {
       o->next = 0;
       o->pass++;
-      o->loop_base += o->loop_len;
+      o->loop_base += f->loop_len;
     }
   }
+  free(scratch);
   o->cbs.on_flush(o->ud);
   if (!o->closed && !o->ended)
     fe_file_schedule(o);
@@ -458,7 +395,10 @@ static void fe_file_tick(uv_timer_t *t) {
 
 static void fe_file_load_work(uv_work_t *w) {
   fe_origin *o = w->data;
-  o->load_rc = fe_file_load(o);
+  o->load_rc = fe_file_open(o->loop->files, o->file_path, &o->file);
+  /* The file is shared: its largest tag is checked against this source's own limit. */
+  if (o->load_rc == 0 && o->file->max_size > o->opts.max_tag_size)
+    o->load_rc = FE_ORIGIN_EFILE;
 }
 
 static void fe_file_loaded(uv_work_t *w, int status) {
@@ -477,7 +417,7 @@ static void fe_file_loaded(uv_work_t *w, int status) {
   if (o->closed)
     return;
   uint8_t header[FE_FLV_FILE_HEADER_SIZE];
-  fe_flv_write_file_header(header, o->file[4]);
+  fe_flv_write_file_header(header, o->file->data[4]);
   o->cbs.on_body(o->ud, header, sizeof(header));
   if (o->closed)
     return;

@@ -22,6 +22,7 @@ typedef struct fe_pull {
   fe_flv_parser parser;
   int closed;                 /* the sink let go: free at the loop's safe point */
   fe_deferred defer;
+  uv_timer_t timer;           /* an error answer's body: read_timeout from its head at most */
   int attempt;
   /* an origin's error answer, passed on as it is */
   int err_status;
@@ -32,12 +33,16 @@ typedef struct fe_pull {
 
 static const fe_origin_cbs fe_pull_origin_cbs;
 
+static void fe_pull_on_timer_closed(uv_handle_t *h) {
+  free(h->data);
+}
+
 static void fe_pull_free(fe_deferred *d) {
   fe_pull *p = (fe_pull *)((char *)d - offsetof(fe_pull, defer));
   fe_flv_parser_free(&p->parser);
   free(p->err_body);
   free(p->key);
-  free(p);
+  uv_close((uv_handle_t *)&p->timer, fe_pull_on_timer_closed);
 }
 
 /* The sink may close its source from inside one of the pull's own callbacks (the parser is then
@@ -45,6 +50,7 @@ static void fe_pull_free(fe_deferred *d) {
 static void fe_pull_close(fe_source *s) {
   fe_pull *p = (fe_pull *)s;
   p->closed = 1;
+  uv_timer_stop(&p->timer);
   if (p->origin)
     fe_origin_close(p->origin);
   p->origin = NULL;
@@ -60,11 +66,31 @@ static int fe_pull_connect(fe_pull *p, const char *url) {
   return p->origin ? 0 : -1;
 }
 
+static void fe_pull_on_end(void *ud, int err);
+
+/* An error answer goes to viewers when its body ends, when FE_ERROR_BODY_MAX of it are in, or
+ * read_timeout after its head, whichever comes first: an endless or trickling body holds nobody. */
+static void fe_pull_error_done(fe_pull *p) {
+  uv_timer_stop(&p->timer);
+  fe_origin_close(p->origin);
+  p->origin = NULL;
+  fe_pull_on_end(p, 0);
+}
+
+static void fe_pull_on_error_timeout(uv_timer_t *t) {
+  fe_pull *p = t->data;
+  fe_info("stream %s: the origin's %d body is not over after %.1f s; answering with %zu bytes of it",
+          p->key, p->err_status, p->opts.read_timeout, p->err_len);
+  fe_pull_error_done(p);
+}
+
 static void fe_pull_on_response(void *ud, int status, const char *ctype) {
   fe_pull *p = ud;
   if (status != 200) {
     p->err_status = status;
     snprintf(p->err_ctype, sizeof(p->err_ctype), "%s", ctype ? ctype : "text/plain");
+    uv_timer_start(&p->timer, fe_pull_on_error_timeout,
+                   (uint64_t)(p->opts.read_timeout * 1000.0 + 0.5), 0);
     return;
   }
   fe_info("stream %s: origin answered 200", p->key);
@@ -92,6 +118,8 @@ static void fe_pull_on_body(void *ud, const uint8_t *data, size_t len) {
       memcpy(p->err_body + p->err_len, data, len);
       p->err_len += len;
     }
+    if (p->err_len == FE_ERROR_BODY_MAX)
+      fe_pull_error_done(p);
     return;
   }
   /* The stream starts with its first tag: the FLV header alone says nothing yet. */
@@ -132,7 +160,8 @@ static int fe_pull_failover(fe_pull *p, int err) {
     return rc;
   p->attempt++;
   fe_warn("stream %s: origin failed (%s); trying %s (attempt %d)", p->key, what, url, p->attempt);
-  fe_origin_close(p->origin);
+  if (p->origin)
+    fe_origin_close(p->origin);
   p->origin = NULL;
   p->err_status = 0;
   p->err_len = 0;
@@ -144,6 +173,7 @@ static int fe_pull_failover(fe_pull *p, int err) {
 static void fe_pull_on_end(void *ud, int err) {
   fe_pull *p = ud;
   int before_start = p->parser.tags == 0;
+  uv_timer_stop(&p->timer);
   int next = before_start ? fe_pull_failover(p, err) : 0;
   if (next == 1)
     return;
@@ -209,5 +239,7 @@ fe_source *fe_pull_open(fe_loop *l, const char *url, const fe_pull_opts *opts,
     free(p);
     return NULL;
   }
+  uv_timer_init(&l->uv, &p->timer);
+  p->timer.data = p;
   return &p->src;
 }

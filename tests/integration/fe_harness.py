@@ -1319,7 +1319,8 @@ class Route:
       source: callable -> iterable of (ts_ms or None, bytes); ts None = send at once
       mode: "chunked" | "close" (HTTP/1.0, close-delimited) | "length" (Content-Length; finite source)
       pace: "live" (real time by timestamps) | "fast" | a float speed factor
-      status/body: a non-200 answer (or 200 with a fixed body when there is no source)
+      status/body: a non-200 answer (or 200 with a fixed body when there is no source); with a
+        source, that status with the source as its body (an error page that never ends)
       silent: read the request, never answer
       stall_after_ms: stop sending (connection stays open) once media passes this timestamp
       then: after the source: "end" (proper end of body) | "close" (just close) | "hold" (stay open)
@@ -1507,7 +1508,7 @@ class TestOrigin:
                 self._sendall(conn, route.raw_response)
             elif route.silent:
                 self._hold(conn)
-            elif route.status != 200 or (route.source is None):
+            elif route.source is None:
                 self._send_simple(conn, route.status, route.body or b"", "text/plain", route.headers)
             else:
                 self._stream(conn, route)
@@ -1581,16 +1582,17 @@ class TestOrigin:
 
     def _stream(self, conn, route):
         items = route.source()
+        status = "%d %s" % (route.status, _REASONS.get(route.status, "Status"))
         if route.mode == "length":
             items = list(items)
             total = sum(len(b) for _, b in items)
-            head = "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n" % (
-                route.content_type, total)
+            head = "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n" % (
+                status, route.content_type, total)
         elif route.mode == "close":
-            head = "HTTP/1.0 200 OK\r\nContent-Type: %s\r\nConnection: close\r\n" % route.content_type
+            head = "HTTP/1.0 %s\r\nContent-Type: %s\r\nConnection: close\r\n" % (status, route.content_type)
         elif route.mode == "chunked":
-            head = ("HTTP/1.1 200 OK\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\n"
-                    "Connection: close\r\nCache-Control: no-cache\r\n" % route.content_type)
+            head = ("HTTP/1.1 %s\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\n"
+                    "Connection: close\r\nCache-Control: no-cache\r\n" % (status, route.content_type))
         else:
             raise ValueError(route.mode)
         for k, v in route.headers.items():

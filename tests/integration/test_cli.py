@@ -145,6 +145,50 @@ class StopTest(EdgeTestCase):
         self.assertTrue(waiting.conn.wait_closed(T(5)), "the waiting viewer was left open")
         self.assertTrue(stuck.conn.wait_closed(T(5)), "the stuck viewer was left open")
 
+    def _stoppable(self):
+        """An edge with a pid file and a policy; returns (edge, its policy file's path)."""
+        edge = self.start_edge(
+            'return { listen = { "127.0.0.1:0" }, workers = 2, pid_file = "edge.pid", resources = {\n'
+            '  { name = "live", prefix = "/flv/", type = "live", origin = "http://127.0.0.1:9/live/",\n'
+            '    policy = "p" } } }\n',
+            files={"p.lua": "return function(settings) return { access = function(req) end } end\n"})
+        wait_until(lambda: os.path.exists(os.path.join(edge.dir, "edge.pid")), T(10), "the pid file")
+        return edge, os.path.join(edge.dir, "p.lua")
+
+    def _s_stop(self, edge, *args):
+        r = run([BIN, "-s", "stop"] + list(args), timeout=T(15))
+        self.assertEqual(r.returncode, 0, "flvedge -s stop: %r" % r.stderr)
+        wait_until(lambda: not edge.alive(), T(15), "the edge to stop")
+        self.assertEqual(edge.stop(), 0)
+        self.assertTrue(edge.log_lines("SIGTERM: stopping gracefully"), edge.stderr_tail())
+
+    def test_s_stop_with_a_broken_policy(self):
+        edge, policy = self._stoppable()
+        with open(policy, "w") as f:
+            f.write("return function(settings) syntax error here\n")
+        self._s_stop(edge, "-c", edge.config_path)
+
+    def test_s_stop_with_a_broken_config(self):
+        edge, _ = self._stoppable()
+        with open(edge.config_path) as f:
+            text = f.read()
+        # Still runs, names its pid_file, but is no valid config any more.
+        with open(edge.config_path, "w") as f:
+            f.write(text.replace('type = "live"', 'type = "bogus"'))
+        r = run([BIN, "-t", "-c", edge.config_path], timeout=T(15))
+        self.assertEqual(r.returncode, 1, r)
+        self._s_stop(edge, "-c", edge.config_path)
+
+    def test_s_stop_with_a_config_that_does_not_run_needs_pid_file(self):
+        edge, _ = self._stoppable()
+        with open(edge.config_path, "w") as f:
+            f.write("return { listen = \n")
+        r = run([BIN, "-s", "stop", "-c", edge.config_path], timeout=T(15))
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("--pid-file", r.stderr)
+        self.assertTrue(edge.alive())
+        self._s_stop(edge, "-c", edge.config_path, "--pid-file", os.path.join(edge.dir, "edge.pid"))
+
     def test_sigterm_idle(self):
         edge = self.start_edge(live_config("http://127.0.0.1:9/live/"))
         self.assertEqual(edge.stop(signal.SIGTERM, timeout=T(10)), 0)

@@ -1,11 +1,12 @@
 """origin = "file:PATH": one FLV file played as an endless live stream, in real time."""
 
+import os
 import sys
 import time
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-from fe_harness import (T, EdgeTestCase, check_join_sequence, check_monotonic, ensure_media,
+from fe_harness import (T, EdgeTestCase, Synth, check_join_sequence, check_monotonic, ensure_media,
                         have_ffmpeg, media_from_first_keyframe, read_flv_file)
 
 
@@ -90,6 +91,43 @@ class FileSourceTest(EdgeTestCase):
             with self.subTest(path=path):
                 r = self.get(edge, path)
                 self.assertIn(r.status, (400, 403, 404), "%s -> %d" % (path, r.status))
+
+class SharedFileTest(EdgeTestCase):
+    """A file is loaded once and played by every stream of it; a file changed on disk is read
+    again for the streams that open after the change."""
+
+    def _seq_crc(self, edge, path):
+        v = self.viewer(edge, path)
+        self.assertEqual(v.status, 200, v.response)
+        v.read_until(lambda v: any(t.is_keyframe for t in v.tags), T(10), "a keyframe")
+        check_join_sequence(v.tags, v.flv.flags)
+        return [t for t in v.tags if t.is_video and t.is_seq_header][0].crc
+
+    def test_a_file_changed_on_disk_is_read_again_for_new_streams(self):
+        old = Synth(duration_ms=3000).to_bytes()
+        new = Synth(duration_ms=3000, variant=1).to_bytes()
+        edge = self.start_edge({"resources": [{"name": "f", "prefix": "/flv/", "type": "live",
+                                               "origin": "file:one.flv"}]},
+                               files={"one.flv": old})
+        a = self._seq_crc(edge, "/flv/a.flv")  # stays open: the old copy stays in use
+        path = os.path.join(edge.dir, "one.flv")
+        with open(path + ".new", "wb") as f:
+            f.write(new)
+        os.replace(path + ".new", path)
+        b = self._seq_crc(edge, "/flv/b.flv")
+        self.assertNotEqual(a, b, "a stream opened after the change plays the old file")
+        self.assertEqual(self._seq_crc(edge, "/flv/c.flv"), b)
+
+    def test_each_resource_checks_its_max_tag_size_on_a_shared_file(self):
+        res = {"type": "live", "origin": "file:one.flv"}
+        edge = self.start_edge({"resources": [dict(res, name="big", prefix="/big/"),
+                                              dict(res, name="small", prefix="/small/",
+                                                   max_tag_size=1024)]},
+                               files={"one.flv": Synth(duration_ms=3000, ksize=6000).to_bytes()})
+        self._seq_crc(edge, "/big/s.flv")
+        self.assertStatus(self.get(edge, "/small/s.flv"), 502)
+        self._seq_crc(edge, "/big/t.flv")
+
 
 if __name__ == "__main__":
     unittest.main()

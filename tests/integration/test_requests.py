@@ -177,14 +177,10 @@ class GlobalLimitTest(EdgeTestCase):
         origin.route("/live/a.flv", Synth())
         edge = self.start_edge(live_config(origin.url("/live/"),
                                            limits={"max_connections": 4, "request_timeout": 30}))
-        held = []
-        for _ in range(4):
-            s = socket.create_connection(("127.0.0.1", edge.port))
-            self.addCleanup(s.close)
-            held.append(s)
-        # The loops accept the held ones in their own time: once they have, a fifth is turned
-        # away (accepted and closed). Until then a fifth may still be served; a limit that never
-        # applies times out below.
+        # Four viewers that got their answer: each loop has accepted and counted its own.
+        held = [self.viewer(edge, "/flv/a.flv") for _ in range(4)]
+        self.assertEqual([v.status for v in held], [200] * 4)
+        # A fifth is turned away: accepted and closed.
         def fifth_closed():
             s = socket.create_connection(("127.0.0.1", edge.port))
             got = b""
@@ -202,10 +198,11 @@ class GlobalLimitTest(EdgeTestCase):
                 return None  # still open: not turned away (yet)
             finally:
                 s.close()
-            return status_of(got) != 200 or None
+            self.assertNotEqual(status_of(got), 200, "served beyond max_connections")
+            return True
         wait_until(fifth_closed, T(10), "a connection beyond max_connections to be closed")
-        for s in held:
-            s.close()
+        for v in held:
+            v.close()
 
         def served():
             try:
