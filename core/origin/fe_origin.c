@@ -503,3 +503,21 @@ void fe_origin_close(fe_origin *o) {
   if (o->net.open)
     fe_net_close(&o->net, fe_origin_on_net_closed);
 }
+
+/* ---- test seam ----------------------------------------------------------------------------- */
+
+/* The response comes from the caller instead of a socket: the start timer (resolve, connect) is
+ * stopped before it ran, and fe_origin_feed() enters where a read would. */
+int fe_origin_feed_start(fe_origin *o) {
+  if (o->kind != FE_OK_HTTP || !o->request || o->closed || o->state != FE_OS_RESOLVING ||
+      o->handles != 1)
+    return -1;
+  uv_timer_stop(&o->timer);
+  o->net.data = o;
+  o->state = FE_OS_HEAD;
+  return 0;
+}
+
+void fe_origin_feed(fe_origin *o, ssize_t nread, const char *data) {
+  fe_origin_on_read(&o->net, nread, data);
+}

@@ -202,3 +202,8 @@ fe_source *fe_pull_open(fe_loop *l, const char *url, const fe_pull_opts *opts,
   }
   return &p->src;
 }
+
+fe_origin *fe_pull_origin(fe_source *s) {
+  fe_pull *p = (fe_pull *)s;
+  return p->closed ? NULL : p->origin;
+}
