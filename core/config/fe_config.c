@@ -273,6 +273,12 @@ static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
 
   if (fe_cfg_string(r, top, "", "log_level", 0, &level) < 0)
     return -1;
+  if (level) {
+    cfg->log_level = fe_log_parse_level(level);
+    free(level);
+    if (cfg->log_level < 0)
+      return fe_cfg_fail(r, "log_level: expected debug, info, warn or error");
+  }
   lua_getfield(L, top, "workers");
   if (lua_type(L, -1) == LUA_TNUMBER) {
     double w = lua_tonumber(L, -1);
@@ -293,12 +299,6 @@ static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
     free(mode);
     if (!ok)
       return fe_cfg_fail(r, "listen_mode: expected \"reuseport\" or \"shared\"");
-  }
-  if (level) {
-    cfg->log_level = fe_log_parse_level(level);
-    free(level);
-    if (cfg->log_level < 0)
-      return fe_cfg_fail(r, "log_level: expected debug, info, warn or error");
   }
   char *geo = NULL, *pid = NULL;
   double lua_mem = (double)cfg->lua_memory_limit;
