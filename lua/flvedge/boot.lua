@@ -112,7 +112,8 @@ local function header_lines(headers)
   for k, v in pairs(headers) do
     k, v = tostring(k), tostring(v)
     if charge then charge(#k + #v) end
-    if not find(k, "^[%w!#$%%&'*+.^_`|~-]+$") or find(v, "[\r\n]") then
+    -- CR, LF or NUL in a value would end the line early (C reads the lines as one string).
+    if not find(k, "^[%w!#$%%&'*+.^_`|~-]+$") or find(v, "[%z\r\n]") then
       error(format("access: bad response header %q", k), 0)
     end
     out[#out + 1] = k .. ": " .. v .. "\r\n"
