@@ -120,7 +120,7 @@ static void fuzz_fail(void *sink, int status, const char *ctype, const uint8_t *
   if (fuzz_trace)
     fprintf(stderr, "fuzz_origin: fail %d %s, %zu body bytes\n", status, ctype, len);
   FUZZ_CHECK(!s->closed && !s->started && !s->done);
-  FUZZ_CHECK(status > 0 && ctype != NULL && strlen(ctype) < 128);
+  FUZZ_CHECK(status >= 100 && status <= 599 && ctype != NULL && strlen(ctype) < 128);
   FUZZ_CHECK(len <= 64 * 1024 && (len == 0 || body != NULL));
   for (size_t i = 0; i < len; i++)
     s->hash = (s->hash ^ body[i]) * 0x100000001b3ull;
