@@ -36,6 +36,7 @@ struct fe_origin {
   size_t request_len;
   llhttp_t parser;
   llhttp_settings_t settings;
+  size_t field_len; /* how much of "content-type" the header name now parsed matched; 13: none */
   char ctype[128];
   size_t ctype_len;
   int in_ctype;
@@ -121,9 +122,20 @@ static void fe_origin_on_timeout(uv_timer_t *t) {
   fe_origin_finish(o, o->state == FE_OS_BODY ? FE_ORIGIN_ESTALL : FE_ORIGIN_ETIMEDOUT);
 }
 
+/* A header name may come in pieces, one per read: it is matched as it grows. */
 static int fe_oh_on_header_field(llhttp_t *p, const char *at, size_t len) {
   fe_origin *o = p->data;
-  o->in_ctype = len == 12 && strncasecmp(at, "content-type", 12) == 0;
+  if (o->field_len + len <= 12 && strncasecmp(at, &"content-type"[o->field_len], len) == 0)
+    o->field_len += len;
+  else
+    o->field_len = 13;
+  return 0;
+}
+
+static int fe_oh_on_header_field_complete(llhttp_t *p) {
+  fe_origin *o = p->data;
+  o->in_ctype = o->field_len == 12;
+  o->field_len = 0;
   return 0;
 }
 
@@ -476,6 +488,7 @@ fe_origin *fe_origin_open(fe_loop *loop, const char *url, const fe_origin_opts *
     o->kind = FE_OK_HTTP;
     llhttp_settings_init(&o->settings);
     o->settings.on_header_field = fe_oh_on_header_field;
+    o->settings.on_header_field_complete = fe_oh_on_header_field_complete;
     o->settings.on_header_value = fe_oh_on_header_value;
     o->settings.on_headers_complete = fe_oh_on_headers_complete;
     o->settings.on_body = fe_oh_on_body;
