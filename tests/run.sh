@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds flvedge three times (plain; AddressSanitizer + UndefinedBehaviorSanitizer; ThreadSanitizer)
-# and runs every test of the first two, and the multi-loop tests of the third, under one ctest run. Installs whatever Debian packages are missing first.
+# Builds flvedge four times (plain; AddressSanitizer + UndefinedBehaviorSanitizer; ThreadSanitizer;
+# libFuzzer targets with ASan + UBSan) and runs every test of the first two, the multi-loop tests of
+# the third and a short run of each fuzz target, under one ctest run. Installs whatever Debian
+# packages are missing first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,8 +37,11 @@ cmake --build build-asan -j"$jobs"
 cmake -S . -B build-tsan -DFE_TSAN=ON -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DFE_BUILD_TESTS=ON >/dev/null
 cmake --build build-tsan -j"$jobs" --target flvedge fe_load
+cmake -S . -B build-fuzz -DFE_FUZZ=ON -DFE_BUILD_TESTS=OFF -DCMAKE_C_COMPILER=clang \
+  -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build build-fuzz -j"$jobs"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFE_ASAN_BUILD="$PWD/build-asan" \
-  -DFE_TSAN_BUILD="$PWD/build-tsan" >/dev/null
+  -DFE_TSAN_BUILD="$PWD/build-tsan" -DFE_FUZZ_BUILD="$PWD/build-fuzz" >/dev/null
 cmake --build build -j"$jobs"
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0

@@ -63,7 +63,7 @@ static int fe_cfg_number(fe_cfg_reader *r, int idx, const char *where, const cha
       rc = fe_cfg_fail(r, "%s%s: expected a number", where, key);
     else {
       double v = lua_tonumber(r->L, -1);
-      if (v < min || v > max)
+      if (!(v >= min && v <= max)) /* NaN too (0/0 in the file) */
         rc = fe_cfg_fail(r, "%s%s: %g is out of range [%g, %g]", where, key, v, min, max);
       else
         *out = v;
@@ -281,10 +281,16 @@ static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
 
   if (fe_cfg_string(r, top, "", "log_level", 0, &level) < 0)
     return -1;
+  if (level) {
+    cfg->log_level = fe_log_parse_level(level);
+    free(level);
+    if (cfg->log_level < 0)
+      return fe_cfg_fail(r, "log_level: expected debug, info, warn or error");
+  }
   lua_getfield(L, top, "workers");
   if (lua_type(L, -1) == LUA_TNUMBER) {
     double w = lua_tonumber(L, -1);
-    if (w < 1 || w > 64 || w != (int)w)
+    if (!(w >= 1 && w <= 64) || w != (int)w)
       return fe_cfg_fail(r, "workers: expected \"auto\" or a whole number from 1 to 64");
     cfg->workers = (int)w;
   } else if (!(lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "auto") == 0) &&
@@ -301,12 +307,6 @@ static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
     free(mode);
     if (!ok)
       return fe_cfg_fail(r, "listen_mode: expected \"reuseport\" or \"shared\"");
-  }
-  if (level) {
-    cfg->log_level = fe_log_parse_level(level);
-    free(level);
-    if (cfg->log_level < 0)
-      return fe_cfg_fail(r, "log_level: expected debug, info, warn or error");
   }
   char *geo = NULL, *pid = NULL;
   double lua_mem = (double)cfg->lua_memory_limit;

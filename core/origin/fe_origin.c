@@ -33,6 +33,7 @@ struct fe_origin {
   size_t request_len;
   llhttp_t parser;
   llhttp_settings_t settings;
+  size_t field_len; /* how much of "content-type" the header name now parsed matched; 13: none */
   char ctype[128];
   size_t ctype_len;
   int in_ctype;
@@ -113,9 +114,20 @@ static void fe_origin_on_timeout(uv_timer_t *t) {
   fe_origin_finish(o, o->state == FE_OS_BODY ? FE_ORIGIN_ESTALL : FE_ORIGIN_ETIMEDOUT);
 }
 
+/* A header name may come in pieces, one per read: it is matched as it grows. */
 static int fe_oh_on_header_field(llhttp_t *p, const char *at, size_t len) {
   fe_origin *o = p->data;
-  o->in_ctype = len == 12 && strncasecmp(at, "content-type", 12) == 0;
+  if (o->field_len + len <= 12 && strncasecmp(at, &"content-type"[o->field_len], len) == 0)
+    o->field_len += len;
+  else
+    o->field_len = 13;
+  return 0;
+}
+
+static int fe_oh_on_header_field_complete(llhttp_t *p) {
+  fe_origin *o = p->data;
+  o->in_ctype = o->field_len == 12;
+  o->field_len = 0;
   return 0;
 }
 
@@ -463,6 +475,7 @@ fe_origin *fe_origin_open(fe_loop *loop, const char *url, const fe_origin_opts *
     o->kind = FE_OK_HTTP;
     llhttp_settings_init(&o->settings);
     o->settings.on_header_field = fe_oh_on_header_field;
+    o->settings.on_header_field_complete = fe_oh_on_header_field_complete;
     o->settings.on_header_value = fe_oh_on_header_value;
     o->settings.on_headers_complete = fe_oh_on_headers_complete;
     o->settings.on_body = fe_oh_on_body;
@@ -489,4 +502,22 @@ void fe_origin_close(fe_origin *o) {
   uv_close((uv_handle_t *)&o->timer, fe_origin_on_handle_closed);
   if (o->net.open)
     fe_net_close(&o->net, fe_origin_on_net_closed);
+}
+
+/* ---- test seam ----------------------------------------------------------------------------- */
+
+/* The response comes from the caller instead of a socket: the start timer (resolve, connect) is
+ * stopped before it ran, and fe_origin_feed() enters where a read would. */
+int fe_origin_feed_start(fe_origin *o) {
+  if (o->kind != FE_OK_HTTP || !o->request || o->closed || o->state != FE_OS_RESOLVING ||
+      o->handles != 1)
+    return -1;
+  uv_timer_stop(&o->timer);
+  o->net.data = o;
+  o->state = FE_OS_HEAD;
+  return 0;
+}
+
+void fe_origin_feed(fe_origin *o, ssize_t nread, const char *data) {
+  fe_origin_on_read(&o->net, nread, data);
 }

@@ -66,4 +66,17 @@ int fe_origin_status(int err);
 /** A short description of a failure code, for logs. */
 const char *fe_origin_strerror(int err);
 
+/*
+ * Test seam (tests/fuzz/fuzz_origin.c): the HTTP response parsed from bytes the caller hands in,
+ * with the same llhttp settings and callbacks as a connection's reads, and no socket.
+ */
+/**
+ * Makes `o`, an http:// origin just returned by fe_origin_open (its loop has not run since), take
+ * its response from fe_origin_feed() instead of resolving and connecting. Returns 0, or -1 when
+ * `o` is not such an origin.
+ */
+int fe_origin_feed_start(fe_origin *o);
+/** Hands `o` what a read of its connection would: nread bytes of data, or nread = UV_EOF. */
+void fe_origin_feed(fe_origin *o, ssize_t nread, const char *data);
+
 #endif

@@ -86,6 +86,16 @@ static void fe_pull_on_error_timeout(uv_timer_t *t) {
 
 static void fe_pull_on_response(void *ud, int status, const char *ctype) {
   fe_pull *p = ud;
+  /* A status HTTP does not have is no answer to pass on (and 000 would read as "no error"). */
+  if (status < 100 || status > 599) {
+    static const char msg[] = "502 the origin sent an invalid status\n";
+    fe_error("stream %s: origin answered status %d; answering 502", p->key, status);
+    FE_METRIC_INC(&p->loop->metrics, origin_failures);
+    fe_origin_close(p->origin);
+    p->origin = NULL;
+    p->ops->fail(p->sink, 502, "text/plain", (const uint8_t *)msg, sizeof(msg) - 1);
+    return;
+  }
   if (status != 200) {
     p->err_status = status;
     snprintf(p->err_ctype, sizeof(p->err_ctype), "%s", ctype ? ctype : "text/plain");
@@ -242,4 +252,9 @@ fe_source *fe_pull_open(fe_loop *l, const char *url, const fe_pull_opts *opts,
   uv_timer_init(&l->uv, &p->timer);
   p->timer.data = p;
   return &p->src;
+}
+
+fe_origin *fe_pull_origin(fe_source *s) {
+  fe_pull *p = (fe_pull *)s;
+  return p->closed ? NULL : p->origin;
 }

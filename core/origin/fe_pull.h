@@ -9,6 +9,7 @@
 #define FE_PULL_H
 
 #include "loop/fe_loop.h"
+#include "origin/fe_origin.h"
 #include "origin/fe_source.h"
 
 typedef struct fe_pull_opts {
@@ -32,5 +33,12 @@ typedef struct fe_pull_opts {
  */
 fe_source *fe_pull_open(fe_loop *l, const char *url, const fe_pull_opts *opts,
                         const fe_sink_ops *ops, void *sink);
+
+/**
+ * Test seam (tests/fuzz/fuzz_origin.c): the origin a pull (`s` from fe_pull_open) reads now, or
+ * NULL when it has none (a malformed stream closed it, or the pull was closed). A failover opens
+ * a new one. Borrowed: valid until the next call into the pull or its origin.
+ */
+fe_origin *fe_pull_origin(fe_source *s);
 
 #endif

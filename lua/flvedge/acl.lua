@@ -89,8 +89,14 @@ local function referer_host(ref)
 end
 _M.referer_host = referer_host
 
+-- A host name has at most 253 characters (RFC 1035): a longer one is in no suffix list, and the
+-- walk below, a substring per dot, stays small (it is quadratic in the dots: 8 KB of "." in a
+-- Referer took a whole lua_budget, and the request a 500).
+local MAX_HOST = 253
+
 local function host_listed(self, host)
   if self.exact[host] then return true end
+  if #host > MAX_HOST then return false end
   local suffixes = self.suffixes
   local pos = find(host, ".", 1, true)
   while pos do

@@ -2,8 +2,8 @@
  * libFuzzer target for the FLV parser: the input is parsed whole and again in pseudo-random
  * pieces, and both runs must see the same tags, the same error and the same end state.
  *
- *   clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -Icore \
- *     tests/fuzz/fuzz_flv.c core/flv/fe_flv.c -o fuzz_flv && ./fuzz_flv -max_total_time=60
+ * Input: [max tag size] [split pattern] FLV bytes. Built with -DFE_FUZZ=ON; docs/testing.md says
+ * how to run it.
  */
 #include <stdint.h>
 #include <stdlib.h>

@@ -72,6 +72,13 @@ describe("flvedge.acl", function()
       end
     end)
 
+    it("a host longer than a host name can be is in no list", function()
+      local long = "https://" .. string.rep(".", 8000) .. "example.com/"
+      assert.is_nil(only:check(ref(long)))
+      assert.is_true(block:check(ref("https://" .. string.rep("a.", 130) .. "bad.org/")))
+      assert.is_nil(block:check(ref("https://" .. string.rep("a.", 120) .. "bad.org/")))
+    end)
+
     it("extracts hosts", function()
       assert.equal("example.com", acl.referer_host("HTTPS://Example.com:443/a"))
       assert.equal("[::1]", acl.referer_host("http://[::1]:8080/"))

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Writes the binary seed inputs of tests/fuzz/corpus/fuzz_flv/ and fuzz_origin/ (run from
+anywhere; rewrites only those seed-* files, never the regress-* inputs next to them). Each seed is
+a small valid or nearly valid input of the layout its target's top comment describes. The other
+targets' seeds are text, written by hand."""
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def tag(kind, ts, payload):
+    head = bytes([kind]) + struct.pack(">I", len(payload))[1:] + struct.pack(">I", ts)[1:] + \
+        bytes([ts >> 24 & 0xff]) + b"\0\0\0"
+    return head + payload + struct.pack(">I", 11 + len(payload))
+
+
+def flv(tags=True):
+    out = b"FLV\x01\x05\x00\x00\x00\x09" + b"\0\0\0\0"
+    if tags:
+        out += tag(18, 0, b"\x02\x00\x0aonMetaData\x08\x00\x00\x00\x00\x00\x00\x09")
+        out += tag(9, 0, b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f\xff")  # AVC sequence header
+        out += tag(8, 0, b"\xaf\x00\x12\x10")                          # AAC sequence header
+        out += tag(9, 0, b"\x17\x01\x00\x00\x00" + b"\x00" * 80)        # keyframe
+        out += tag(8, 23, b"\xaf\x01" + b"\x21" * 16)
+        out += tag(9, 40, b"\x27\x01\x00\x00\x00" + b"\x00" * 12)       # inter frame
+        out += tag(9, 80, b"\x9c\x76\x76\x63\x31" + b"\x00" * 8)        # enhanced HEVC coded frames
+    return out
+
+
+def chunked(body, size=64):
+    out = b""
+    for i in range(0, len(body), size):
+        piece = body[i:i + size]
+        out += b"%x\r\n" % len(piece) + piece + b"\r\n"
+    return out + b"0\r\n\r\n"
+
+
+def response(status, headers, body):
+    head = b"HTTP/1.1 %d X\r\n" % status + b"".join(b"%s: %s\r\n" % h for h in headers)
+    return head + b"\r\n" + body
+
+
+FLV_TYPE = (b"Content-Type", b"video/x-flv")
+
+
+def origin_seeds():
+    body = flv()
+    # [split seed] [options] [tag index]: options 0x02 is a 1 MiB tag limit, nothing else.
+    return {
+        "seed-chunked": b"\x07\x02\x00" + response(200, [FLV_TYPE, (b"Transfer-Encoding", b"chunked")],
+                                                    chunked(body)),
+        "seed-length": b"\x00\x02\x00" + response(200, [FLV_TYPE, (b"Content-Length", b"%d" % len(body))],
+                                                   body),
+        "seed-close": b"\x05\x02\x00" + response(200, [FLV_TYPE, (b"Connection", b"close")], body),
+        "seed-failover": b"\x00\x06\x00" + response(503, [(b"Content-Type", b"text/plain"),
+                                                          (b"Content-Length", b"5")], b"busy\n")
+        + b"#next#" + response(200, [FLV_TYPE], body),
+        "seed-404": b"\x03\x02\x00" + response(404, [(b"Transfer-Encoding", b"chunked")],
+                                               chunked(b"no such stream\n", 4)),
+        "seed-html": b"\x00\x02\x00" + response(200, [(b"Content-Type", b"text/html")], b"<html>hi</html>"),
+        "seed-truncated": b"\x00\x02\x00" + response(200, [FLV_TYPE], body[:-7]),
+        "seed-small-limit": b"\x09\x00\x00" + response(200, [FLV_TYPE], body),
+        "seed-close-in-tag": b"\x00\x42\x02" + response(200, [FLV_TYPE], body),
+        "seed-no-eof": b"\x0b\x12\x00" + response(200, [FLV_TYPE], body),
+    }
+
+
+def flv_seeds():
+    # [max tag size] [split pattern] FLV...
+    return {"seed-stream": b"\x40\x35" + flv(), "seed-header-only": b"\x80\x01" + flv(False)}
+
+
+def write(target, seeds):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    for name, data in seeds.items():
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+
+
+if __name__ == "__main__":
+    write("fuzz_flv", flv_seeds())
+    write("fuzz_origin", origin_seeds())
