@@ -249,19 +249,21 @@ static void fe_relay_take(fe_relay_box *b, int close, fe_relay_req **reqs, fe_re
   uv_mutex_unlock(&b->mu);
 }
 
-static void fe_relay_on_async(uv_async_t *a) {
-  fe_relay_box *b = a->data;
+/* Runs what waited in the mailbox: requests go to the handlers and messages to their sinks, or,
+ * when the mailbox closes, are only let go (every queued item holds a channel reference). */
+static void fe_relay_run(fe_relay_box *b, int close) {
   fe_relay_req *reqs;
   fe_relay_ch *ready;
-  fe_relay_take(b, 0, &reqs, &ready);
+  fe_relay_take(b, close, &reqs, &ready);
   while (reqs) {
     fe_relay_req *r = reqs;
     reqs = r->next;
-    if (r->type == FE_RQ_SUB) {
-      b->h->subscribe(b->ud, r->key, r->ch);
+    if (close || r->type == FE_RQ_UNSUB) {
+      if (!close)
+        b->h->unsubscribe(b->ud, r->ch);
+      fe_relay_ch_unref(r->ch); /* a subscription's owner reference: no hub here takes it */
     } else {
-      b->h->unsubscribe(b->ud, r->ch);
-      fe_relay_ch_unref(r->ch);
+      b->h->subscribe(b->ud, r->key, r->ch);
     }
     free(r);
   }
@@ -274,10 +276,15 @@ static void fe_relay_on_async(uv_async_t *a) {
     ch->queued = 0;
     ch->in_ready = 0;
     uv_mutex_unlock(&b->mu);
-    fe_relay_deliver(ch, m);
+    if (!close)
+      fe_relay_deliver(ch, m);
     fe_relay_free_msgs(m);
     fe_relay_ch_unref(ch);
   }
+}
+
+static void fe_relay_on_async(uv_async_t *a) {
+  fe_relay_run(a->data, 0);
 }
 
 fe_relay_node *fe_relay_node_new(int nloops) {
@@ -325,26 +332,8 @@ int fe_relay_box_open(fe_relay_node *n, int id, fe_loop *l, const fe_relay_handl
 void fe_relay_box_close(fe_relay_node *n, int id) {
   fe_relay_box *b = &n->boxes[id];
   if (!b->loop)
-    return; /* never opened */
-  fe_relay_req *reqs;
-  fe_relay_ch *ready;
-  fe_relay_take(b, 1, &reqs, &ready);
-  /* Whatever still waits holds references: drop them. A subscription's owner reference goes too,
-   * since no hub of this loop will take it. */
-  while (reqs) {
-    fe_relay_req *r = reqs;
-    reqs = r->next;
-    fe_relay_ch_unref(r->ch);
-    free(r);
-  }
-  while (ready) {
-    fe_relay_ch *ch = ready;
-    ready = ch->ready_next;
-    uv_mutex_lock(&b->mu);
-    ch->in_ready = 0;
-    uv_mutex_unlock(&b->mu);
-    fe_relay_ch_unref(ch);
-  }
+    return; /* never opened, or closed */
+  fe_relay_run(b, 1);
   b->loop = NULL;
   uv_close((uv_handle_t *)&b->async, NULL);
 }
