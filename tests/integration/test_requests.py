@@ -172,9 +172,13 @@ class GlobalLimitTest(EdgeTestCase):
                                            limits={"max_connections": 4, "request_timeout": 30}))
         held = []
         for _ in range(4):
-            s = socket.create_connection(("127.0.0.1", edge.port))
-            self.addCleanup(s.close)
-            held.append(s)
+            # An answered request: the edge has accepted and counted it before the fifth comes
+            # (connections on another loop may otherwise be accepted after it).
+            c = HttpConn(edge.port, "/_flvedge/metrics")
+            self.addCleanup(c.close)
+            c.read_head(T(10))
+            c.read_body_all(T(10))
+            held.append(c)
         # The edge has seen them once a fifth is turned away: accepted and closed.
         def fifth_closed():
             s = socket.create_connection(("127.0.0.1", edge.port))
