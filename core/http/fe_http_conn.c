@@ -362,6 +362,8 @@ static int fe_conn_refuse(fe_conn *c, int status, const char *why) {
 }
 
 static int fe_conn_append(fe_conn *c, const char *at, size_t len) {
+  if (len == 0)
+    return 0; /* llhttp may give an empty span before anything is kept: c->buf is still NULL */
   uint32_t limit = c->w->gen->cfg->max_header_size;
   if (c->len + len > limit) {
     fe_conn_refuse(c, 431, "request header fields too large");
