@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "http/fe_http_conn.h"
 #include "log/fe_log.h"
@@ -229,7 +230,10 @@ void fe_conn_respond(fe_conn *c, int status, const char *ctype, const char *extr
   /* Measured, then formatted straight into the send request: a policy's headers may be long,
    * and the head is never cut. */
   size_t n = fe_respond_head(NULL, 0, status, ctype, len, cors, extra_headers, close);
-  size_t body_len = c->parser.method == HTTP_HEAD || fe_status_bodiless(status) ? 0 : len;
+  /* parser.method is the last method read: a head refused before its method keeps the one of
+   * the request before it, so only a method read for this request counts. */
+  int head = c->have_method && c->parser.method == HTTP_HEAD;
+  size_t body_len = head || fe_status_bodiless(status) ? 0 : len;
   c->status = status;
   c->bytes += n + body_len;
   fe_conn_request_done(c);
@@ -358,6 +362,8 @@ static int fe_conn_refuse(fe_conn *c, int status, const char *why) {
 }
 
 static int fe_conn_append(fe_conn *c, const char *at, size_t len) {
+  if (len == 0)
+    return 0; /* llhttp may give an empty span before anything is kept: c->buf is still NULL */
   uint32_t limit = c->w->gen->cfg->max_header_size;
   if (c->len + len > limit) {
     fe_conn_refuse(c, 431, "request header fields too large");
@@ -628,19 +634,8 @@ uint64_t fe_worker_sum(const fe_worker *w, size_t field) {
   return sum;
 }
 
-void fe_conn_accept(fe_worker *w, fe_net_listener *ls) {
-  fe_conn *c = calloc(1, sizeof(*c));
-  if (!c)
-    return;
-  fe_net_init(&w->loop, &c->net, c);
-  c->w = w;
-  if (fe_net_accept(ls, &c->net) < 0 || w->stopping ||
-      fe_worker_sum(w, offsetof(fe_metrics, connections)) >= w->gen->cfg->max_connections) {
-    /* Shed load: accept and close rather than leave the kernel queue full. */
-    c->state = FE_CS_CLOSING;
-    fe_net_close(&c->net, fe_conn_on_shed);
-    return;
-  }
+/* An accepted (or opened) connection starts reading its first request. */
+static void fe_conn_start(fe_worker *w, fe_conn *c) {
   FE_METRIC_INC(&w->loop.metrics, connections);
   FE_METRIC_INC(&w->loop.metrics, accepted);
   w->conn_handles++;
@@ -655,6 +650,40 @@ void fe_conn_accept(fe_worker *w, fe_net_listener *ls) {
   c->deadline = uv_now(&w->loop.uv) + (uint64_t)(w->gen->cfg->request_timeout * 1000.0);
   fe_net_nodelay(&c->net);
   fe_net_read_start(&c->net, fe_conn_on_read);
+}
+
+void fe_conn_accept(fe_worker *w, fe_net_listener *ls) {
+  fe_conn *c = calloc(1, sizeof(*c));
+  if (!c)
+    return;
+  fe_net_init(&w->loop, &c->net, c);
+  c->w = w;
+  if (fe_net_accept(ls, &c->net) < 0 || w->stopping ||
+      fe_worker_sum(w, offsetof(fe_metrics, connections)) >= w->gen->cfg->max_connections) {
+    /* Shed load: accept and close rather than leave the kernel queue full. */
+    c->state = FE_CS_CLOSING;
+    fe_net_close(&c->net, fe_conn_on_shed);
+    return;
+  }
+  fe_conn_start(w, c);
+}
+
+fe_conn *fe_conn_open(fe_worker *w, int fd) {
+  fe_conn *c = calloc(1, sizeof(*c));
+  if (!c) {
+    close(fd);
+    return NULL;
+  }
+  fe_net_init(&w->loop, &c->net, c);
+  c->w = w;
+  if (fe_net_open(&c->net, fd) < 0) {
+    close(fd);
+    c->state = FE_CS_CLOSING;
+    fe_net_close(&c->net, fe_conn_on_shed);
+    return NULL;
+  }
+  fe_conn_start(w, c);
+  return c;
 }
 
 /* A finite answer is cut only when its bytes have not moved for send_timeout. */

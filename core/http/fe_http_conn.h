@@ -130,6 +130,12 @@ typedef struct fe_conn {
 uint64_t fe_worker_sum(const fe_worker *w, size_t field);
 /** Accepts a connection from a listener of the worker's loop. */
 void fe_conn_accept(fe_worker *w, fe_net_listener *ls);
+/**
+ * Test seam (tests/fuzz/fuzz_conn.c): a connection on an already connected stream socket (taken
+ * over, closed on failure) instead of one accepted from a listener; then exactly as accepted.
+ * Returns it, or NULL when it could not be opened.
+ */
+fe_conn *fe_conn_open(fe_worker *w, int fd);
 /** Looks a request header up by name (any case); returns its value span or NULL. */
 const fe_span *fe_conn_header(const fe_conn *c, const char *name);
 /** Queues a complete response with a copied body; closes the connection after it if `close`. */

@@ -94,6 +94,10 @@ int fe_net_local_ip(fe_net *n, char *out, size_t cap) {
   return rc < 0 ? rc : uv_ip_name((struct sockaddr *)&ss, out, cap);
 }
 
+int fe_net_open(fe_net *n, int fd) {
+  return uv_tcp_open(&n->tcp, fd);
+}
+
 static void fe_net_on_connect(uv_connect_t *req, int status) {
   fe_net *n = req->data;
   n->on_connect(n, status);

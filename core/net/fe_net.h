@@ -64,6 +64,12 @@ void fe_net_nodelay(fe_net *n);
 /** The peer's and our own IP address as text. */
 int fe_net_peer_ip(fe_net *n, char *out, size_t cap);
 int fe_net_local_ip(fe_net *n, char *out, size_t cap);
+/**
+ * Test seam (tests/fuzz/fuzz_conn.c): makes n (initialised with fe_net_init) the stream of an
+ * already connected stream socket, e.g. one end of a socketpair(AF_UNIX), which is taken over.
+ * Returns 0 or a libuv error. The server's own streams come from fe_net_accept only.
+ */
+int fe_net_open(fe_net *n, int fd);
 /** Connects to addr; cb gets 0 or a libuv error. Returns 0 or an error (then cb never runs). */
 int fe_net_connect(fe_net *n, const struct sockaddr *addr, fe_net_connect_cb cb);
 

@@ -1,0 +1,292 @@
+/*
+ * libFuzzer target for a request through the server's connection code (http/fe_http_conn.c,
+ * the router, the static, status and live handlers) without a listening socket: one end of a
+ * socketpair(AF_UNIX, SOCK_STREAM) is the connection's stream (the test seam fe_conn_open, which
+ * takes a connected socket where fe_conn_accept takes one from a listener), the other end is the
+ * client. The input is what the client sends, written in pieces whose sizes the input chooses,
+ * the worker's loop run after each so that each piece is one read of fe_conn_on_read; the answers
+ * are read back from the client's end. The worker is set up as fe_http_server.c sets up a loop
+ * (config from tests/fuzz/fuzz_conn.lua, one loop, no policy).
+ *
+ * Input: [split] client bytes. split: bits 0-2 pick the largest piece (1, 2, 3, 7, 16, 64, 512,
+ * 64 KiB), bits 3-7 seed the sizes; a piece is written only once the server has read the one
+ * before (or stopped reading while it answers).
+ *
+ * After the input: the loop runs until the connection is quiet (waiting for more, or closed), the
+ * client half-closes, the loop runs until the connection is gone, the live streams are ended.
+ * Checks: every answer is HTTP/1.1 (status line, "Name: value" header lines, a Content-Length its
+ * body matches, or a chunked body ended by its last chunk, or a body to the end for a live stream
+ * of an HTTP/1.0 request); a HEAD or a 1xx/204/304 answer has no body; there are at most as many
+ * answers as request heads routed, plus one refusal of a head that failed to parse (400, 431 or
+ * 505, Connection: close); nothing follows an answer with Connection: close; the loop holds no
+ * handle of the input afterwards; LeakSanitizer sees no leak.
+ */
+#define _GNU_SOURCE /* memmem */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "config/fe_config.h"
+#include "http/fe_http_conn.h"
+#include "http/fe_http_router.h"
+#include "hub/fe_relay.h"
+#include "log/fe_log.h"
+#include "origin/fe_file.h"
+
+#define FUZZ_CHECK(cond)                                                                    \
+  do {                                                                                      \
+    if (!(cond)) {                                                                          \
+      fprintf(stderr, "fuzz_conn: invariant failed: %s (line %d)\n", #cond, __LINE__);     \
+      abort();                                                                              \
+    }                                                                                       \
+  } while (0)
+
+#define FUZZ_MAX_ROUTED 4096
+
+static fe_worker fuzz_w;
+static const fe_metrics *fuzz_metrics[1];
+static fe_relay_node *fuzz_node;
+static unsigned fuzz_base_handles; /* the loop's own active handles (relay box, ...) */
+static int fuzz_trace;
+/* The methods of the request heads routed in this input, in order. */
+static int fuzz_methods[FUZZ_MAX_ROUTED];
+static int fuzz_routed;
+
+static int fuzz_route(fe_conn *c) {
+  if (fuzz_routed < FUZZ_MAX_ROUTED)
+    fuzz_methods[fuzz_routed] = (int)c->parser.method;
+  fuzz_routed++;
+  return fe_router_route(c);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+  fuzz_trace = getenv("FUZZ_TRACE") != NULL;
+  fe_log_set_level(fuzz_trace ? FE_LOG_DEBUG : FE_LOG_ERROR + 1);
+  signal(SIGPIPE, SIG_IGN);
+  fe_config cfg;
+  char err[256];
+  if (fe_config_load(&cfg, FE_FUZZ_DIR "/fuzz_conn.lua", err, sizeof(err)) < 0) {
+    fprintf(stderr, "fuzz_conn: %s\n", err);
+    abort();
+  }
+  fe_cfg_shared *shared = calloc(1, sizeof(*shared));
+  FUZZ_CHECK(shared != NULL);
+  shared->cfg = cfg;
+  shared->refs = 1;
+  shared->access_log = fopen(cfg.access_log, "a");
+  FUZZ_CHECK(shared->access_log != NULL);
+  fe_worker *w = &fuzz_w;
+  FUZZ_CHECK(fe_loop_init(&w->loop, 0) == 0);
+  fuzz_node = fe_relay_node_new(1);
+  w->id = 0;
+  w->route = fuzz_route;
+  fuzz_metrics[0] = &w->loop.metrics;
+  w->all_metrics = fuzz_metrics;
+  w->nloops = 1;
+  w->gen = fe_gen_new(shared, NULL);
+  w->hubs = fe_hubs_new(&w->loop, fuzz_node);
+  w->loop.hubs = w->hubs;
+  w->loop.files = fe_files_new();
+  FUZZ_CHECK(fuzz_node && w->gen && w->hubs && w->loop.files);
+  FUZZ_CHECK(fe_relay_box_open(fuzz_node, 0, &w->loop, &fe_hubs_relay_handlers, w->hubs) == 0);
+  fuzz_base_handles = w->loop.uv.active_handles;
+  return 0;
+}
+
+/* ---- the client's end ---------------------------------------------------------------------- */
+
+typedef struct fuzz_client {
+  int fd;
+  char *in; /* every byte the server wrote */
+  size_t len, cap;
+  int eof;
+} fuzz_client;
+
+static void fuzz_drain(fuzz_client *cl) {
+  for (;;) {
+    if (cl->cap - cl->len < 65536) {
+      cl->cap = cl->cap ? cl->cap * 2 : 131072;
+      cl->in = realloc(cl->in, cl->cap);
+      FUZZ_CHECK(cl->in != NULL);
+    }
+    ssize_t n = read(cl->fd, cl->in + cl->len, cl->cap - cl->len);
+    if (n > 0) {
+      cl->len += (size_t)n;
+      continue;
+    }
+    if (n == 0)
+      cl->eof = 1;
+    else
+      FUZZ_CHECK(errno == EAGAIN || errno == ECONNRESET);
+    if (n < 0 && errno == ECONNRESET)
+      cl->eof = 1;
+    return;
+  }
+}
+
+/* The connection, while open: w->conns holds at most this one. */
+static fe_conn *fuzz_conn(void) {
+  return fuzz_w.conns;
+}
+
+/* Quiet: closed, or reading with nothing of its own to do (all it has is read). */
+static int fuzz_quiet(void) {
+  fe_conn *c = fuzz_conn();
+  if (!c)
+    return fuzz_w.conn_handles == 0;
+  return c->state == FE_CS_READING && !c->sending && !c->read_stopped && c->pending_len == 0;
+}
+
+/* Runs the loop until quiet; a live stream waits for its origin's refusal (UV_RUN_ONCE). */
+static void fuzz_settle(fuzz_client *cl) {
+  for (int i = 0; i < 10000; i++) {
+    uv_run(&fuzz_w.loop.uv, i < 4 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+    fuzz_drain(cl);
+    if (fuzz_quiet())
+      return;
+  }
+  FUZZ_CHECK(!"the connection never settled");
+}
+
+/* ---- the answers --------------------------------------------------------------------------- */
+
+static int fuzz_is_tchar(unsigned char ch) {
+  return ch > 0x20 && ch < 0x7f && !strchr("\"(),/:;<=>?@[\\]{}", ch);
+}
+
+/* Checks the answers in cl->in; returns how many there were. */
+static int fuzz_check_answers(const fuzz_client *cl) {
+  const char *p = cl->in, *end = cl->in + cl->len;
+  int n = 0;
+  while (p < end) {
+    const char *head_end = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
+    FUZZ_CHECK(head_end != NULL);
+    FUZZ_CHECK(end - p > 13 && memcmp(p, "HTTP/1.1 ", 9) == 0);
+    int status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+    FUZZ_CHECK(p[9] >= '1' && p[9] <= '5' && p[10] >= '0' && p[10] <= '9' && p[11] >= '0' &&
+               p[11] <= '9' && p[12] == ' ');
+    const char *line = memmem(p, (size_t)(head_end + 2 - p), "\r\n", 2);
+    for (const char *c = p + 13; c < line; c++)
+      FUZZ_CHECK((unsigned char)*c >= 0x20 && *c != 0x7f);
+    long long clen = -1;
+    int chunked = 0, close = 0;
+    for (const char *h = line + 2; h < head_end + 2;) {
+      const char *le = memmem(h, (size_t)(head_end + 2 - h), "\r\n", 2);
+      size_t name = 0;
+      while (h + name < le && fuzz_is_tchar((unsigned char)h[name]))
+        name++;
+      FUZZ_CHECK(name > 0 && h + name + 1 < le && h[name] == ':' && h[name + 1] == ' ');
+      const char *v = h + name + 2;
+      for (const char *c = v; c < le; c++)
+        FUZZ_CHECK(((unsigned char)*c >= 0x20 && *c != 0x7f) || *c == '\t');
+      size_t vlen = (size_t)(le - v);
+      if (name == 14 && strncasecmp(h, "Content-Length", 14) == 0) {
+        FUZZ_CHECK(clen < 0 && vlen > 0 && vlen < 19 && strspn(v, "0123456789") >= vlen);
+        clen = strtoll(v, NULL, 10);
+      } else if (name == 17 && strncasecmp(h, "Transfer-Encoding", 17) == 0) {
+        FUZZ_CHECK(vlen == 7 && strncasecmp(v, "chunked", 7) == 0);
+        chunked = 1;
+      } else if (name == 10 && strncasecmp(h, "Connection", 10) == 0) {
+        close |= vlen == 5 && strncasecmp(v, "close", 5) == 0;
+      }
+      h = le + 2;
+    }
+    FUZZ_CHECK(!(chunked && clen >= 0));
+    int method = n < fuzz_routed && n < FUZZ_MAX_ROUTED ? fuzz_methods[n] : -1;
+    int refusal = n >= fuzz_routed;
+    if (refusal) /* a head that failed to parse: the last answer, and it closes */
+      FUZZ_CHECK(n == fuzz_routed && close && (status == 400 || status == 431 || status == 505));
+    int bodiless = (status >= 100 && status < 200) || status == 204 || status == 304;
+    if (bodiless)
+      FUZZ_CHECK(clen < 0 && !chunked);
+    p = head_end + 4;
+    /* A refused head's method is not known here: its answer has its whole body, or none when it
+     * was a HEAD (then the connection ends there). */
+    if (method == HTTP_HEAD || bodiless || (refusal && p == end)) {
+      /* no body */
+    } else if (clen >= 0) {
+      FUZZ_CHECK(end - p >= clen);
+      p += clen;
+    } else if (chunked) {
+      for (;;) {
+        const char *le = memmem(p, (size_t)(end - p), "\r\n", 2);
+        FUZZ_CHECK(le != NULL && le > p);
+        char *e;
+        unsigned long long sz = strtoull(p, &e, 16);
+        FUZZ_CHECK(e == le);
+        p = le + 2;
+        FUZZ_CHECK((unsigned long long)(end - p) >= sz + 2 && memcmp(p + sz, "\r\n", 2) == 0);
+        p += sz + 2;
+        if (sz == 0)
+          break;
+      }
+    } else {
+      /* A body to the end of the connection: a live stream of an HTTP/1.0 request. */
+      FUZZ_CHECK(status == 200 && cl->eof);
+      p = end;
+    }
+    n++;
+    if (close)
+      FUZZ_CHECK(p == end); /* nothing after an answer that closes */
+  }
+  return n;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  static const size_t pieces[8] = {1, 2, 3, 7, 16, 64, 512, 65536};
+  if (size < 1)
+    return 0;
+  size_t max_piece = pieces[data[0] & 7];
+  uint32_t rng = (uint32_t)(data[0] >> 3) * 2654435761u + 1;
+  data++, size--;
+  fuzz_routed = 0;
+
+  int sv[2];
+  FUZZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  FUZZ_CHECK(fcntl(sv[1], F_SETFL, O_NONBLOCK) == 0);
+  fuzz_client cl = {.fd = sv[1]};
+  FUZZ_CHECK(fe_conn_open(&fuzz_w, sv[0]) != NULL);
+
+  size_t off = 0;
+  while (off < size) {
+    rng ^= rng << 13, rng ^= rng >> 17, rng ^= rng << 5;
+    size_t n = 1 + rng % max_piece;
+    if (n > size - off)
+      n = size - off;
+    ssize_t wr = fuzz_conn() ? write(sv[1], data + off, n) : -1;
+    if (wr <= 0)
+      break; /* closed (EPIPE), or the server stopped reading and the socket is full */
+    off += (size_t)wr;
+    fuzz_settle(&cl);
+  }
+  fuzz_settle(&cl);
+  /* The client is done: its end of the stream closes the connection. */
+  shutdown(sv[1], SHUT_WR);
+  for (int i = 0; i < 10000 && (fuzz_w.conn_handles > 0 || !cl.eof); i++) {
+    uv_run(&fuzz_w.loop.uv, i < 4 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+    fuzz_drain(&cl);
+  }
+  FUZZ_CHECK(fuzz_w.conn_handles == 0 && fuzz_w.conns == NULL && cl.eof);
+  fe_hubs_end_all(fuzz_w.hubs);
+  for (int i = 0; i < 10000 && fuzz_w.loop.uv.active_handles > fuzz_base_handles; i++)
+    uv_run(&fuzz_w.loop.uv, i < 4 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+  uv_run(&fuzz_w.loop.uv, UV_RUN_NOWAIT); /* deferred frees */
+  FUZZ_CHECK(fuzz_w.loop.uv.active_handles == fuzz_base_handles);
+
+  if (fuzz_trace)
+    fprintf(stderr, "fuzz_conn: answers:\n%.*s\n", (int)cl.len, cl.in);
+  int answers = fuzz_check_answers(&cl);
+  if (fuzz_trace)
+    fprintf(stderr, "fuzz_conn: %zu of %zu bytes sent, %d heads routed, %d answers, %zu bytes back\n",
+            off, size, fuzz_routed, answers, cl.len);
+  FUZZ_CHECK(answers <= fuzz_routed + 1);
+  close(sv[1]);
+  free(cl.in);
+  return 0;
+}
