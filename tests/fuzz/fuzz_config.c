@@ -27,13 +27,7 @@
 
 #include "config/fe_config.h"
 
-#define FUZZ_CHECK(cond)                                                                    \
-  do {                                                                                      \
-    if (!(cond)) {                                                                          \
-      fprintf(stderr, "fuzz_config: invariant failed: %s (line %d)\n", #cond, __LINE__);   \
-      abort();                                                                              \
-    }                                                                                       \
-  } while (0)
+#include "fuzz_check.h"
 
 static char fuzz_dir[64];
 static char fuzz_path[96];

@@ -39,13 +39,7 @@
 #include "log/fe_log.h"
 #include "origin/fe_file.h"
 
-#define FUZZ_CHECK(cond)                                                                    \
-  do {                                                                                      \
-    if (!(cond)) {                                                                          \
-      fprintf(stderr, "fuzz_conn: invariant failed: %s (line %d)\n", #cond, __LINE__);     \
-      abort();                                                                              \
-    }                                                                                       \
-  } while (0)
+#include "fuzz_check.h"
 
 #define FUZZ_MAX_ROUTED 4096
 

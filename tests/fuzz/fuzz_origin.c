@@ -29,13 +29,7 @@
 #define FUZZ_NEXT "#next#"
 #define FUZZ_NEXT_LEN 6
 
-#define FUZZ_CHECK(cond)                                                       \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "fuzz_origin: invariant failed: %s (line %d)\n", #cond, __LINE__); \
-      abort();                                                                 \
-    }                                                                          \
-  } while (0)
+#include "fuzz_check.h"
 
 /* What the sink does when the tag index comes (or at start, or in a flush). */
 enum {

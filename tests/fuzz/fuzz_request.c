@@ -27,13 +27,7 @@
 #include "log/fe_log.h"
 #include "lua/fe_lua.h"
 
-#define FUZZ_CHECK(cond)                                                                    \
-  do {                                                                                      \
-    if (!(cond)) {                                                                          \
-      fprintf(stderr, "fuzz_request: invariant failed: %s (line %d)\n", #cond, __LINE__);  \
-      abort();                                                                              \
-    }                                                                                       \
-  } while (0)
+#include "fuzz_check.h"
 
 #define FUZZ_MAX_HEADERS 48 /* as the server keeps (FE_MAX_HEADERS) */
 
