@@ -64,6 +64,21 @@ class CliTest(unittest.TestCase):
         self.assertNotIn("is ok", r.stdout + r.stderr)
         return r
 
+    def test_bad_workers_listen_mode_and_merge(self):
+        base = {"listen": ["127.0.0.1:0"],
+                "resources": [{"name": "live", "prefix": "/flv/", "type": "live",
+                               "origin": "http://127.0.0.1:9/live/"}]}
+        for key, value, pat in (("workers", 0, r"workers"), ("workers", 1.5, r"workers"),
+                                ("workers", "many", r"workers"), ("listen_mode", "hash", r"listen_mode")):
+            cfg = dict(base, **{key: value})
+            self._bad("%s.lua" % key, "return " + to_lua(cfg) + "\n", pat)
+        cfg = dict(base, resources=[dict(base["resources"][0], merge_ms="soon")])
+        self._bad("merge.lua", "return " + to_lua(cfg) + "\n", r"merge_ms")
+        r = run([BIN, "--listen", "127.0.0.1:0", "--origin", "http://127.0.0.1:9/", "--workers", "0"],
+                timeout=T(10))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("--workers", r.stderr)
+
     def test_syntax_error(self):
         self._bad("syntax.lua", "return { listen = { \"127.0.0.1:0\" \n resources = \n")
 

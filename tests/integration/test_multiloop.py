@@ -168,6 +168,23 @@ class MultiLoopBase(EdgeTestCase):
         self.assertEqual(edge.stop(timeout=T(15)), 0)
 
 
+class SharedSocketTest(EdgeTestCase):
+    """listen_mode "shared": one socket every loop polls; the loops serve what they accept."""
+
+    def test_shared_socket_serves(self):
+        origin = self.start_origin()
+        origin.route("/live/sh.flv", Synth())
+        edge = self.start_edge(live_config(origin.url("/live/"),
+                                           top={"workers": 2, "listen_mode": "shared"}))
+        viewers = [self.viewer(edge, "/flv/sh.flv") for _ in range(10)]
+        for v in viewers:
+            self.assertEqual(v.status, 200, v.response)
+            v.read_until(lambda v: any(t.is_keyframe for t in v.tags), T(10), "a keyframe")
+            check_join_sequence(v.tags, v.flv.flags)
+        self.assertEqual(sum(edge.loop_metric("viewers")), 10)
+        self.assertEqual(origin.connections("/live/sh.flv"), 1)
+
+
 class TwoLoopsTest(MultiLoopBase):
     LOOPS = 2
 
