@@ -103,7 +103,10 @@ static void fe_conn_on_closed(fe_net *n) {
     w->drained(w);
 }
 
-static void fe_conn_unlink(fe_conn *c) {
+/* Off the worker's list and closed (with a reset: what is queued is dropped), then off its hub. */
+static void fe_conn_end(fe_conn *c, int reset) {
+  if (c->state == FE_CS_CLOSING)
+    return;
   fe_conn_request_done(c);
   c->state = FE_CS_CLOSING;
   fe_worker *w = c->w;
@@ -114,23 +117,20 @@ static void fe_conn_unlink(fe_conn *c) {
   if (c->next)
     c->next->prev = c->prev;
   FE_METRIC_ADD(&w->loop.metrics, connections, -1);
+  /* After the close libuv writes nothing more, so the pinned buffers can be let go. */
+  if (reset)
+    fe_net_reset(&c->net, fe_conn_on_closed);
+  else
+    fe_net_close(&c->net, fe_conn_on_closed);
+  fe_hub_leave(&c->viewer);
 }
 
 void fe_conn_close(fe_conn *c) {
-  if (c->state == FE_CS_CLOSING)
-    return;
-  fe_conn_unlink(c);
-  /* After the close libuv writes nothing more, so the pinned buffers can be let go. */
-  fe_net_close(&c->net, fe_conn_on_closed);
-  fe_hub_leave(&c->viewer);
+  fe_conn_end(c, 0);
 }
 
 void fe_conn_reset(fe_conn *c) {
-  if (c->state == FE_CS_CLOSING)
-    return;
-  fe_conn_unlink(c);
-  fe_net_reset(&c->net, fe_conn_on_closed);
-  fe_hub_leave(&c->viewer);
+  fe_conn_end(c, 1);
 }
 
 static void fe_conn_next(fe_conn *c);

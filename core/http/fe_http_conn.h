@@ -69,10 +69,6 @@ typedef struct fe_worker {
   void (*drained)(struct fe_worker *w); /* the last connection closed while stopping */
 } fe_worker;
 
-static inline fe_worker *fe_worker_of(fe_loop *l) {
-  return (fe_worker *)l;
-}
-
 typedef struct fe_conn {
   fe_net net;
   fe_worker *w;

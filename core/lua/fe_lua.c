@@ -433,10 +433,6 @@ void fe_lua_log(fe_lua *F, int resource, uint64_t id, fe_req_view *req, const fe
   lua_settop(L, 0);
 }
 
-void fe_lua_release(fe_lua *F, uint64_t id) {
-  fe_lua_forget(F, &id);
-}
-
 /* ---- FFI entry points ---------------------------------------------------------------------- */
 
 int fe_lua_req_header(const fe_req_view *r, const char *name, size_t nlen, const char **out, size_t *len) {

@@ -89,7 +89,7 @@ unsigned fe_lua_phases(const fe_lua *L, int resource);
 /**
  * Runs access(req) of resource i. Returns 0 to admit, 1 when denied (deny filled), or -1 when the
  * hook failed (error or budget; logged here once): the caller answers 500. `id` names the request
- * for later phases (its req object and req.ctx are kept until fe_lua_release(id)).
+ * for later phases (its req object and req.ctx are kept until its log phase, when the policy has one).
  */
 int fe_lua_access(fe_lua *L, int resource, uint64_t id, fe_req_view *req, fe_lua_deny *deny);
 void fe_lua_deny_free(fe_lua_deny *deny);
@@ -105,8 +105,6 @@ int fe_lua_origin(fe_lua *L, int resource, uint64_t id, fe_req_view *req, int at
  */
 void fe_lua_log(fe_lua *L, int resource, uint64_t id, fe_req_view *req, const fe_lua_res *res,
                 char *extra, size_t cap);
-/** Forgets request `id` without a log phase. */
-void fe_lua_release(fe_lua *L, uint64_t id);
 
 /* FFI entry points, called from lua/flvedge/request.lua: exported, not for C callers. */
 int fe_lua_req_country(fe_req_view *r);
