@@ -106,6 +106,34 @@ int fe_lua_origin(fe_lua *L, int resource, uint64_t id, fe_req_view *req, int at
 void fe_lua_log(fe_lua *L, int resource, uint64_t id, fe_req_view *req, const fe_lua_res *res,
                 char *extra, size_t cap);
 
+/**
+ * What the `cache` hook decided. The caller fills the defaults before the call (the resource's
+ * cache_ttl, cacheable for 200/206, key empty, keep_query 0); the hook changes what it returns.
+ */
+typedef struct fe_lua_cache_out {
+  int bypass;      /* 1: not served from the cache and not stored (X-Cache-Status: BYPASS) */
+  int cacheable;   /* answer call: store this answer */
+  double ttl;      /* answer call: seconds it stays fresh */
+  int keep_query;  /* lookup call: the query string is part of the key and of the origin URL */
+  char key[512];   /* lookup call: the cache key; "" keeps the default (the origin URL) */
+} fe_lua_cache_out;
+
+/** The origin's answer as the `cache` hook sees it (res). Strings may be NULL; borrowed. */
+typedef struct fe_lua_cache_res {
+  int status;
+  uint64_t size;             /* the whole object's size, when known (0: unknown) */
+  const char *content_type, *etag, *last_modified, *cache_control;
+} fe_lua_cache_res;
+
+/**
+ * Runs cache(req, res) of resource i: with res NULL before the cache lookup (the hook may set key,
+ * keep_query, bypass), and with res for every origin answer (ttl, cacheable, bypass). Returns 0
+ * with out updated, or -1 when the hook failed (logged once): the caller then bypasses the cache.
+ * Values the hook returns are checked (key: visible ASCII, 1-511 bytes; ttl: a number >= 0).
+ */
+int fe_lua_cache(fe_lua *L, int resource, uint64_t id, fe_req_view *req,
+                 const fe_lua_cache_res *res, fe_lua_cache_out *out);
+
 /* FFI entry points, called from lua/flvedge/request.lua: exported, not for C callers. */
 int fe_lua_req_country(fe_req_view *r);
 int fe_lua_req_header(const fe_req_view *r, const char *name, size_t nlen, const char **out, size_t *len);
