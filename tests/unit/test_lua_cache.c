@@ -10,7 +10,7 @@
 #include "lua/fe_lua.h"
 
 /* Resource 1 answers by path; 2 shares req.ctx with access; 3 has only `cache`; 4 has no policy;
- * 5 only `access`. Globals are one sandbox for all: each resource keeps its req in its own. The
+ * 5 only `access`; 6 is the ready-made cache_rules. Globals are one sandbox for all: each resource keeps its req in its own. The
  * probes read a field of a kept req that nothing read while it ran (a field read stays readable). */
 static const char fe_config[] =
     "local function lookup(req)\n"
@@ -66,6 +66,8 @@ static const char fe_config[] =
     "    end } },\n"
     "  { },\n"
     "  { policy = { access = function(req) end } },\n"
+    "  { policy = 'cache_rules', policy_settings = { keep_query = true,\n"
+    "      rules = { { match = '%.m3u8$', bypass = true }, { match = '%.flv$', ttl = 86400 } } } },\n"
     "} }\n";
 
 static fe_lua *fe_L;
@@ -126,7 +128,8 @@ static fe_lua_cache_out fe_defaults(void) {
 static const fe_lua_cache_res fe_res_flv = {200, 1234, "video/x-flv", "\"e1\"",
                                             "Wed, 21 Oct 2015 07:28:00 GMT", "max-age=5"};
 
-static const char *const fe_names[] = {"rules", "ctx", "cacheonly", "none", "accessonly"};
+static const char *const fe_names[] = {"rules", "ctx", "cacheonly", "none", "accessonly",
+                                       "cache_rules"};
 
 /* Runs the lookup (res NULL) or answer call of request id of resource idx; the log it wrote is in
  * fe_logbuf. v must live until the request's end (fe_end), as a connection's view does. */
@@ -323,6 +326,23 @@ static void test_answer_call_keeps_nothing(void) {
   fe_end(2, 71, &v);
 }
 
+/* The ready-made policy runs in the server's sandbox as in its specs. */
+static void test_cache_rules_policy_in_the_server(void) {
+  FE_CHECK_EQ(fe_lua_phases(fe_L, 5), FE_LUA_CACHE);
+  fe_lua_cache_out out = fe_defaults();
+  FE_CHECK_EQ(fe_call(5, "/v/a.flv", NULL, &out), 0);
+  FE_CHECK(strcmp(out.key, "/v/a.flv?b=2") == 0); /* the view's query is token=x&b=2 */
+  FE_CHECK_EQ(out.keep_query, 1);
+  out = fe_defaults();
+  FE_CHECK_EQ(fe_call(5, "/v/a.flv", &fe_res_flv, &out), 0);
+  FE_CHECK(out.ttl == 86400);
+  FE_CHECK_EQ(out.cacheable, 1);
+  out = fe_defaults();
+  FE_CHECK_EQ(fe_call(5, "/v/index.m3u8", NULL, &out), 0);
+  FE_CHECK_EQ(out.bypass, 1);
+  FE_CHECK_EQ(fe_logbuf[0], 0);
+}
+
 int main(void) {
   char dir[] = "/tmp/fe-lua-cache-XXXXXX";
   if (!mkdtemp(dir))
@@ -334,7 +354,7 @@ int main(void) {
     return 2;
   fputs(fe_config, f);
   fclose(f);
-  fe_lua_opts opts = {.config_path = path, .nresources = 5, .lua_dir = FE_LUA_DIR,
+  fe_lua_opts opts = {.config_path = path, .nresources = 6, .lua_dir = FE_LUA_DIR,
                       .policy_dir = FE_POLICY_DIR, .budget = 100000};
   char err[512];
   fe_L = fe_lua_open(&opts, err, sizeof(err));
@@ -359,6 +379,7 @@ int main(void) {
   FE_RUN(test_cache_only_request_kept_until_it_ends);
   FE_RUN(test_failed_lookup_releases_request);
   FE_RUN(test_answer_call_keeps_nothing);
+  FE_RUN(test_cache_rules_policy_in_the_server);
   fe_lua_unref(fe_L);
   return FE_DONE();
 }
