@@ -3,6 +3,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +38,7 @@ struct fe_lua {
   int refs;
   int nres;
   unsigned *phases;
-  int ref_access, ref_origin, ref_log, ref_release;
+  int ref_access, ref_origin, ref_log, ref_cache, ref_release;
   int64_t budget;
   fe_geo *geo;
   fe_lua_meter meter;
@@ -231,6 +232,7 @@ fe_lua *fe_lua_open(const fe_lua_opts *opts, char *err, size_t errlen) {
   F->ref_access = fe_lua_get_ref(L, boot_idx, "access");
   F->ref_origin = fe_lua_get_ref(L, boot_idx, "origin");
   F->ref_log = fe_lua_get_ref(L, boot_idx, "log");
+  F->ref_cache = fe_lua_get_ref(L, boot_idx, "cache");
   F->ref_release = fe_lua_get_ref(L, boot_idx, "release");
   lua_settop(L, 0);
   return F;
@@ -257,7 +259,7 @@ unsigned fe_lua_phases(const fe_lua *F, int resource) {
 }
 
 /* After a failed phase: detaches the request that phase ran with and, when id is given, forgets
- * the request kept for its log phase. */
+ * the request kept for its later phases. Also how a request without a log phase is let go. */
 static void fe_lua_forget(fe_lua *F, const uint64_t *id) {
   lua_State *L = F->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, F->ref_release);
@@ -409,8 +411,13 @@ void fe_lua_log(fe_lua *F, int resource, uint64_t id, fe_req_view *req, const fe
                 char *extra, size_t cap) {
   lua_State *L = F->L;
   extra[0] = 0;
-  if (!(fe_lua_phases(F, resource) & FE_LUA_LOG))
-    return; /* nothing pending either: boot.lua keeps a request only for a log phase */
+  unsigned phases = fe_lua_phases(F, resource);
+  if (!(phases & FE_LUA_LOG)) {
+    /* boot.lua keeps a request for its log and cache phases only: the request is over here. */
+    if (phases & FE_LUA_CACHE)
+      fe_lua_forget(F, &id);
+    return;
+  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, F->ref_log);
   lua_pushinteger(L, resource + 1);
   lua_pushnumber(L, (lua_Number)id);
@@ -431,6 +438,76 @@ void fe_lua_log(fe_lua *F, int resource, uint64_t id, fe_req_view *req, const fe
     snprintf(extra, cap, "%s", lua_tostring(L, -1));
   }
   lua_settop(L, 0);
+}
+
+static void fe_lua_push_opt(lua_State *L, const char *s) {
+  if (s)
+    lua_pushstring(L, s);
+  else
+    lua_pushnil(L);
+}
+
+int fe_lua_cache(fe_lua *F, int resource, uint64_t id, fe_req_view *req,
+                 const fe_lua_cache_res *res, fe_lua_cache_out *out) {
+  if (!(fe_lua_phases(F, resource) & FE_LUA_CACHE))
+    return 0;
+  lua_State *L = F->L;
+  req->geo = F->geo;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, F->ref_cache);
+  lua_pushinteger(L, resource + 1);
+  lua_pushnumber(L, (lua_Number)id);
+  fe_lua_push_view(L, req);
+  int nargs = 3;
+  if (res) {
+    lua_pushinteger(L, res->status);
+    lua_pushnumber(L, (lua_Number)res->size);
+    fe_lua_push_opt(L, res->content_type);
+    fe_lua_push_opt(L, res->etag);
+    fe_lua_push_opt(L, res->last_modified);
+    fe_lua_push_opt(L, res->cache_control);
+    nargs = 9;
+  }
+  if (fe_lua_call(F, nargs, 3, F->budget) != 0) {
+    fe_error("cache hook (resource %.*s, client %.*s): %s", (int)req->resource.len, req->resource.p,
+             (int)req->client_ip.len, req->client_ip.p, lua_tostring(L, -1));
+    lua_settop(L, 0);
+    fe_lua_forget(F, &id);
+    return -1;
+  }
+  /* boot.lua's check_cache checked the types and values; C checks again what it relies on: the
+   * key fits and has no byte that could end up in a file name or a log line unescaped. */
+  fe_lua_cache_out got = *out;
+  const char *problem = NULL;
+  if (!res && lua_type(L, -3) == LUA_TSTRING) {
+    size_t n;
+    const char *key = lua_tolstring(L, -3, &n);
+    if (n == 0 || n >= sizeof(got.key) || !fe_str_visible(key, n))
+      problem = "a key that is not 1-511 bytes of visible ASCII";
+    else
+      memcpy(got.key, key, n + 1);
+  } else if (res && lua_type(L, -3) == LUA_TNUMBER) {
+    double ttl = lua_tonumber(L, -3);
+    if (!isfinite(ttl) || ttl < 0)
+      problem = "a ttl that is not a finite number >= 0";
+    else
+      got.ttl = ttl;
+  }
+  if (!lua_isnil(L, -2)) {
+    if (res)
+      got.cacheable = lua_toboolean(L, -2);
+    else
+      got.keep_query = lua_toboolean(L, -2);
+  }
+  if (!lua_isnil(L, -1))
+    got.bypass = lua_toboolean(L, -1);
+  lua_settop(L, 0);
+  if (problem) {
+    fe_error("cache hook (resource %.*s, client %.*s): refused %s", (int)req->resource.len,
+             req->resource.p, (int)req->client_ip.len, req->client_ip.p, problem);
+    return -1;
+  }
+  *out = got;
+  return 0;
 }
 
 /* ---- FFI entry points ---------------------------------------------------------------------- */

@@ -1,9 +1,9 @@
 /*
  * fe_lua: the only door between C and Lua. One LuaJIT state holds the policies of one config
- * generation; C calls their phase functions (access, origin, log) per request, each call under a
- * budget (VM instructions plus C work, see fe_lua_meter) and the state under a memory limit, and
- * Lua reads the request through small FFI functions (fe_lua_req_*) that look into the C request
- * view without copying it. Operator code runs in a sandbox (lua/flvedge/sandbox.lua).
+ * generation; C calls their phase functions (access, origin, cache, log) per request, each call
+ * under a budget (VM instructions plus C work, see fe_lua_meter) and the state under a memory
+ * limit, and Lua reads the request through small FFI functions (fe_lua_req_*) that look into the
+ * C request view without copying it. Operator code runs in a sandbox (lua/flvedge/sandbox.lua).
  */
 #ifndef FE_LUA_H
 #define FE_LUA_H
@@ -89,7 +89,8 @@ unsigned fe_lua_phases(const fe_lua *L, int resource);
 /**
  * Runs access(req) of resource i. Returns 0 to admit, 1 when denied (deny filled), or -1 when the
  * hook failed (error or budget; logged here once): the caller answers 500. `id` names the request
- * for later phases (its req object and req.ctx are kept until its log phase, when the policy has one).
+ * for later phases (its req object and req.ctx are kept until its log phase, when the policy has a
+ * log or cache phase).
  */
 int fe_lua_access(fe_lua *L, int resource, uint64_t id, fe_req_view *req, fe_lua_deny *deny);
 void fe_lua_deny_free(fe_lua_deny *deny);
@@ -100,7 +101,8 @@ void fe_lua_deny_free(fe_lua_deny *deny);
 int fe_lua_origin(fe_lua *L, int resource, uint64_t id, fe_req_view *req, int attempt,
                   const char *last_error, char *url, size_t cap);
 /**
- * Runs log(req, res), if resource i has one, and releases request `id`. Extra access-log fields
+ * Runs log(req, res), if resource i has one, and releases request `id` (call it at the end of every
+ * request: a policy with a cache phase keeps the request too). Extra access-log fields
  * the hook returned are written into extra as ` key="value"` pairs (may be empty).
  */
 void fe_lua_log(fe_lua *L, int resource, uint64_t id, fe_req_view *req, const fe_lua_res *res,
@@ -130,6 +132,10 @@ typedef struct fe_lua_cache_res {
  * keep_query, bypass), and with res for every origin answer (ttl, cacheable, bypass). Returns 0
  * with out updated, or -1 when the hook failed (logged once): the caller then bypasses the cache.
  * Values the hook returns are checked (key: visible ASCII, 1-511 bytes; ttl: a number >= 0).
+ * Returns 0 without a call when the policy has no cache phase. `id` is the request's (0 for none,
+ * e.g. a prefetch): a lookup call keeps the req object (and req.ctx, shared with access) for the
+ * answer calls until fe_lua_log ends the request, so req must stay valid until then, as for
+ * fe_lua_access; an answer call never starts keeping one. res->size 0 reaches Lua as nil.
  */
 int fe_lua_cache(fe_lua *L, int resource, uint64_t id, fe_req_view *req,
                  const fe_lua_cache_res *res, fe_lua_cache_out *out);

@@ -2,7 +2,7 @@
 -- returns the dispatch functions C calls per request. Not part of the policy API.
 local jit = require "jit"
 
-local type, tostring, tonumber, error, pairs = type, tostring, tonumber, error, pairs
+local type, tostring, tonumber, error, pairs, next = type, tostring, tonumber, error, pairs, next
 local format, find, sub, match, gsub, lower, byte = string.format, string.find, string.sub,
   string.match, string.gsub, string.lower, string.byte
 local concat = table.concat
@@ -11,7 +11,7 @@ local request, sandbox, charge -- required once package.path is set and the budg
 
 local _M = {}
 local policies = {} -- [resource index] = policy table
-local pending = {}  -- [request id] = req, kept from access to log so req.ctx is shared
+local pending = {}  -- [request id] = req, kept from access (or cache) to log so req.ctx is shared
 local active        -- the req of the phase now running, detached by release() if the phase fails
 local env           -- the sandbox: the globals of operator code
 local PHASES = { access = 1, origin = 2, log = 4, cache = 8 }
@@ -173,15 +173,63 @@ function _M.check_origin_url(url)
   return url
 end
 
+-- What cache(req, res) may return: the lookup call (res == nil) and the answer call.
+local CACHE_FIELDS = {
+  lookup = { key = "string", keep_query = "boolean", bypass = "boolean" },
+  answer = { ttl = "number", cacheable = "boolean", bypass = "boolean" },
+}
+local CACHE_KNOWN = { lookup = "key, keep_query, bypass", answer = "ttl, cacheable, bypass" }
+local KEY_MAX = 511 -- fe_lua_cache_out.key holds 511 bytes and a NUL
+
+-- Checks what cache(req, res) returned: nil (keep the defaults) or a table of the fields its call
+-- may set (call: "lookup" or "answer"). Raises with the reason; flvedge.testing checks specs'
+-- answers with it too. Returns the table, or nil.
+function _M.check_cache(d, call)
+  if d == nil then return nil end
+  if type(d) ~= "table" then
+    error(format("cache: expected a table or nil, got %s", type(d)), 0)
+  end
+  local fields = CACHE_FIELDS[call]
+  local k, v = next(d)
+  while k ~= nil do
+    local want = fields[k]
+    if not want then
+      error(format("cache: unknown field %s in the %s call's answer (it may set %s)",
+        type(k) == "string" and shown(k) or tostring(k), call, CACHE_KNOWN[call]), 0)
+    end
+    if type(v) ~= want then
+      error(format("cache: %s must be a %s, got %s", k, want, type(v)), 0)
+    end
+    k, v = next(d, k)
+  end
+  local key = d.key
+  if key ~= nil then
+    if #key < 1 or #key > KEY_MAX then
+      error(format("cache: key must be 1 to %d bytes, got %d", KEY_MAX, #key), 0)
+    end
+    local bad = find(key, "[^\33-\126]")
+    if bad then
+      error(format("cache: key must be visible ASCII (no space, control or 8-bit byte): byte %d is "
+        .. "\\x%02X", bad, byte(key, bad)), 0)
+    end
+  end
+  local ttl = d.ttl
+  if ttl ~= nil and not (ttl >= 0 and ttl < math.huge) then -- NaN fails both
+    error(format("cache: ttl must be a finite number of seconds >= 0, got %s", tostring(ttl)), 0)
+  end
+  return d
+end
+
 -- access(req) -> nil to admit, or status, body, header lines
 function _M.access(i, id, view)
   local p = policies[i]
   local req = request.new(view)
+  local keep = p.log or p.cache -- later phases of this request get the same req and req.ctx
   active = req
-  if p.log then pending[id] = req end
+  if keep then pending[id] = req end
   local status, body, headers = p.access(req)
   active = nil
-  if not p.log then request.detach(req) end
+  if not keep then request.detach(req) end
   if status == nil then return nil end
   return _M.check_denial(status, body, headers)
 end
@@ -193,6 +241,39 @@ function _M.origin(i, view, attempt, last_error)
   active = nil
   request.detach(req)
   return _M.check_origin_url(url)
+end
+
+-- cache(req, res): status is nil for the lookup call. Returns key, keep_query, bypass (lookup) or
+-- ttl, cacheable, bypass (answer), each nil where the hook left the default.
+function _M.cache(i, id, view, status, size, content_type, etag, last_modified, cache_control)
+  local p = policies[i]
+  local req = pending[id]
+  local kept = req ~= nil
+  if not kept then
+    req = request.new(view)
+    -- The lookup call runs while its request does, so the request's log phase (or its end, see
+    -- fe_lua_log) releases it; an answer call may come after (a fetch outlives its first viewer),
+    -- so it never starts keeping one.
+    if status == nil and id ~= 0 then
+      pending[id] = req
+      kept = true
+    end
+  end
+  local res
+  if status ~= nil then
+    res = {
+      status = status, size = size > 0 and size or nil, content_type = content_type, etag = etag,
+      last_modified = last_modified, cache_control = cache_control,
+    }
+  end
+  active = req
+  local d = p.cache(req, res)
+  active = nil
+  if not kept then request.detach(req) end
+  d = _M.check_cache(d, res and "answer" or "lookup")
+  if d == nil then return nil end
+  if res then return d.ttl, d.cacheable, d.bypass end
+  return d.key, d.keep_query, d.bypass
 end
 
 local function field_text(v)

@@ -1,6 +1,6 @@
 -- flvedge.testing: run a policy in busted without a server. testing.request builds a request
 -- with the same fields as the server's (docs/policies.md), testing.run calls its access phase and
--- checks the answer the way the server does.
+-- checks the answer the way the server does; testing.origin and testing.cache run those phases.
 --
 --   local testing = require "flvedge.testing"
 --   local policy = testing.load("secure_token", { secret = "s3cret" })
@@ -157,6 +157,31 @@ function _M.origin(policy, req, attempt, last_error)
     error("testing.origin: the policy has no origin phase", 2)
   end
   return boot.check_origin_url(policy.origin(as_request(req), attempt or 1, last_error))
+end
+
+local CACHE_RES = {
+  status = true, size = true, content_type = true, etag = true, last_modified = true,
+  cache_control = true,
+}
+
+-- Calls policy.cache(req, res) as the server does: res nil for the lookup call (before the cache
+-- is looked at), or the origin's answer { status = 200, size =, content_type =, etag =,
+-- last_modified =, cache_control = } for the answer call (status defaults to 200; the others may
+-- be nil, as the server gives them when the origin did not send them). Returns the decision table
+-- checked as the server checks it (boot.lua check_cache), or nil when the hook kept the defaults.
+function _M.cache(policy, req, res)
+  if type(policy) ~= "table" or type(policy.cache) ~= "function" then
+    error("testing.cache: the policy has no cache phase", 2)
+  end
+  if res ~= nil then
+    if type(res) ~= "table" then error("testing.cache: res must be a table or nil, got " .. type(res), 2) end
+    util.check_keys(res, CACHE_RES, "testing.cache: res", "field", nil, 2)
+    local r = {}
+    for k, v in pairs(res) do r[k] = v end
+    r.status = r.status or 200
+    res = r
+  end
+  return boot.check_cache(policy.cache(as_request(req), res), res and "answer" or "lookup")
 end
 
 -- A response for log(req, res): { status = 200, bytes_sent = 0, duration = 0, cache_status = "-" }.

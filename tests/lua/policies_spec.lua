@@ -12,7 +12,7 @@ end
 
 describe("policies", function()
   it("each module is a factory", function()
-    for _, name in ipairs({ "secure_token", "access_control", "origin_failover", "chain" }) do
+    for _, name in ipairs({ "secure_token", "access_control", "origin_failover", "chain", "cache_rules" }) do
       assert.is_function(require(name), name)
     end
   end)

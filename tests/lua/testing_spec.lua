@@ -166,6 +166,55 @@ describe("flvedge.testing", function()
       "origin: expected a URL string or nil, got number")
   end)
 
+  describe("cache", function()
+    local p = { cache = function(req, res) return req.ctx.answer and req.ctx.answer(req, res) end }
+    local function with(answer) return { url = "/v/a.flv?x=1", ctx = { answer = answer } } end
+
+    it("runs the lookup call without res and the answer call with it", function()
+      local seen
+      assert.same({ key = "/v/a.flv", keep_query = false },
+        testing.cache(p, with(function(req, res) seen = res; return { key = req.path, keep_query = false } end)))
+      assert.is_nil(seen)
+      assert.same({ ttl = 60, cacheable = true }, testing.cache(p, with(function(req, res)
+        seen = res
+        return { ttl = 60, cacheable = true }
+      end), { etag = '"e"', cache_control = "max-age=5" }))
+      assert.same({ status = 200, etag = '"e"', cache_control = "max-age=5" }, seen)
+    end)
+
+    it("gives nil when the hook keeps the defaults", function()
+      assert.is_nil(testing.cache(p, with(nil)))
+      assert.is_nil(testing.cache(p, with(nil), { status = 404 }))
+    end)
+
+    it("checks the answer as the server does", function()
+      local function refused(answer, res, msg)
+        assert.error_matches(function() testing.cache(p, with(function() return answer end), res) end, msg, nil, true)
+      end
+      refused({ key = "a b" }, nil, "cache: key must be visible ASCII (no space, control or 8-bit byte): byte 2 is \\x20")
+      refused({ key = "" }, nil, "cache: key must be 1 to 511 bytes, got 0")
+      refused({ key = ("x"):rep(600) }, nil, "cache: key must be 1 to 511 bytes, got 600")
+      refused({ key = "k\128" }, nil, "byte 2 is \\x80")
+      refused({ ttl = 5 }, nil, 'cache: unknown field "ttl" in the lookup call\'s answer (it may set key, keep_query, bypass)')
+      refused({ key = "k" }, {}, 'cache: unknown field "key" in the answer call\'s answer (it may set ttl, cacheable, bypass)')
+      refused({ ttl = -1 }, {}, "cache: ttl must be a finite number of seconds >= 0, got -1")
+      refused({ ttl = 0 / 0 }, {}, "cache: ttl must be a finite number of seconds >= 0")
+      refused({ ttl = math.huge }, {}, "cache: ttl must be a finite number of seconds >= 0, got inf")
+      refused({ ttl = "60" }, {}, "cache: ttl must be a number, got string")
+      refused({ bypass = 1 }, {}, "cache: bypass must be a boolean, got number")
+      refused({ keep_query = "yes" }, nil, "cache: keep_query must be a boolean, got string")
+      refused({ [1] = true }, nil, "cache: unknown field 1")
+      refused("key", nil, "cache: expected a table or nil, got string")
+      assert.same({ ttl = 0, bypass = true }, testing.cache(p, with(function() return { ttl = 0, bypass = true } end), {}))
+    end)
+
+    it("refuses a res field the server does not give, and a policy without cache", function()
+      assert.error_matches(function() testing.cache(p, with(nil), { status = 200, length = 5 }) end,
+        'testing.cache: res: unknown field "length"', nil, true)
+      assert.error_matches(function() testing.cache({}, {}) end, "testing.cache: the policy has no cache phase", nil, true)
+    end)
+  end)
+
   it("load makes a policy from a module name, a factory or a file", function()
     local p = testing.load("secure_token", { secret = "s" })
     assert.is_function(p.access)
