@@ -14,7 +14,7 @@ import tempfile
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-from fe_harness import BIN, WORKERS, T, EdgeTestCase, HttpConn, run, to_lua
+from fe_harness import BIN, WORKERS, T, EdgeTestCase, HttpConn, run, to_lua, wait_until
 
 TOKEN = "tok-0123456789abcdef"
 ADMIN_RE = re.compile(r"flvedge: admin API on http://127\.0\.0\.1:(\d+)")
@@ -211,6 +211,18 @@ class AdminTest(EdgeTestCase):
         edge.wait_log("reloaded", timeout=T(10))
         r, _ = self.ask("GET", "/health", token=new)
         self.assertEqual(r.status, 200)
+        # Taking admin out: the listener stays until a restart, and refuses everything.
+        with open(edge.config_path, "w") as f:
+            cfg = config()
+            del cfg["admin"]
+            cfg.update(listen=["127.0.0.1:0"], workers=WORKERS)
+            f.write("return " + to_lua(cfg) + "\n")
+        before = len(edge.log_lines("reloaded"))
+        edge.send_signal(signal.SIGHUP)
+        wait_until(lambda: len(edge.log_lines("reloaded")) > before, T(10), "the third reload")
+        self.assertTrue(edge.log_lines("admin API refuses every request"))
+        r, body = self.ask_json("GET", "/health", token=new)
+        self.assertEqual((r.status, body), (403, {"error": "the admin API is off in the running config"}))
 
     # -- the public listener -----------------------------------------------------------------
 
