@@ -22,6 +22,7 @@ typedef struct fe_main {
   int stopping;
   /* what to load again on SIGHUP */
   const char *config_path, *listen, *origin, *policy;
+  const char *admin, *admin_token; /* quick mode's admin listener */
   int workers;           /* --workers, 0: the config's */
   int log_level_set;     /* --log-level wins over the config's, on reload too */
   char *pid_file;
@@ -46,6 +47,10 @@ static int fe_load(const fe_main *m, int nloops, fe_config *cfg, fe_lua ***luas,
   *luas = NULL;
   int rc = m->config_path ? fe_config_load(cfg, m->config_path, err, errlen)
                           : fe_config_quick(cfg, m->listen, m->origin, err, errlen);
+  if (rc == 0 && m->admin && fe_config_admin(cfg, m->admin, m->admin_token, err, errlen) < 0) {
+    fe_config_free(cfg);
+    rc = -1;
+  }
   if (rc < 0)
     return -1;
   if (m->workers)
@@ -165,6 +170,7 @@ static void fe_usage(FILE *out) {
           "       flvedge -s reload|stop -c CONFIG   signal the running instance (pid_file)\n"
           "       flvedge --listen HOST:PORT --origin URL [--policy FILE.lua]\n"
           "                                  quick live proxy, no config file\n"
+          "         [--admin HOST:PORT --admin-token TOKEN]   its admin API (metrics, health)\n"
           "       flvedge -v                 print the version\n"
           "options: --log-level debug|info|warn|error, --pid-file PATH,\n"
           "         --workers N|auto         loops (threads); default: the config's, else auto\n");
@@ -216,6 +222,10 @@ int main(int argc, char **argv) {
       m.listen = argv[++i];
     } else if (strcmp(a, "--origin") == 0 && has_value) {
       m.origin = argv[++i];
+    } else if (strcmp(a, "--admin") == 0 && has_value) {
+      m.admin = argv[++i];
+    } else if (strcmp(a, "--admin-token") == 0 && has_value) {
+      m.admin_token = argv[++i];
     } else if (strcmp(a, "--policy") == 0 && has_value) {
       m.policy = argv[++i];
     } else if (strcmp(a, "--pid-file") == 0 && has_value) {
@@ -244,8 +254,18 @@ int main(int argc, char **argv) {
     fe_usage(stderr);
     return 1;
   }
-  if (m.config_path && (m.listen || m.origin || m.policy)) {
-    fprintf(stderr, "flvedge: -c and --listen/--origin/--policy exclude each other\n");
+  if (m.config_path && (m.listen || m.origin || m.policy || m.admin || m.admin_token)) {
+    fprintf(stderr, "flvedge: -c and --listen/--origin/--policy/--admin exclude each other "
+                    "(the config's admin table sets the admin listener)\n");
+    return 1;
+  }
+  if (m.admin && !m.admin_token) {
+    fprintf(stderr, "flvedge: --admin needs --admin-token TOKEN (at least %d characters): the "
+                    "admin API never runs without a token\n", FE_ADMIN_TOKEN_MIN);
+    return 1;
+  }
+  if (m.admin_token && !m.admin) {
+    fprintf(stderr, "flvedge: --admin-token needs --admin HOST:PORT\n");
     return 1;
   }
   if (level && fe_log_parse_level(level) < 0) {

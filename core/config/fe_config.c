@@ -17,6 +17,9 @@
 #include "log/fe_log.h"
 #include "str/fe_str.h"
 
+#define FE_STR_(x) #x
+#define FE_STRINGIFY(x) FE_STR_(x)
+
 typedef struct fe_cfg_reader {
   lua_State *L;
   char *err;
@@ -253,6 +256,42 @@ fail:
   return -1;
 }
 
+/* Both set, a token hard enough to guess (visible ASCII: it travels in a header). */
+static int fe_admin_check(const char *listen, const char *token, const char *where, char *err,
+                          size_t errlen) {
+  const char *why = NULL;
+  if (!listen)
+    why = "listen: missing (the admin API's own \"host:port\")";
+  else if (!token)
+    why = "token: missing (the Bearer token every admin request must carry)";
+  else if (strlen(token) < FE_ADMIN_TOKEN_MIN)
+    why = "token: too short: at least " FE_STRINGIFY(FE_ADMIN_TOKEN_MIN) " characters";
+  else if (!fe_str_visible(token, strlen(token)))
+    why = "token: only visible ASCII characters (no spaces or control bytes)";
+  if (why)
+    snprintf(err, errlen, "%s%s", where, why);
+  return why ? -1 : 0;
+}
+
+/* admin = { listen = "host:port", token = "..." }: a misspelt key is refused, not ignored, as
+ * a forgotten token would otherwise fail open or shut without saying why. */
+static int fe_cfg_admin(fe_cfg_reader *r, fe_config *cfg, int idx) {
+  lua_pushnil(r->L);
+  while (lua_next(r->L, idx)) {
+    int known = lua_type(r->L, -2) == LUA_TSTRING && (strcmp(lua_tostring(r->L, -2), "listen") == 0 ||
+                                                      strcmp(lua_tostring(r->L, -2), "token") == 0);
+    if (!known) {
+      lua_pop(r->L, 2);
+      return fe_cfg_fail(r, "admin: unknown key (expected listen and token)");
+    }
+    lua_pop(r->L, 1);
+  }
+  if (fe_cfg_string(r, idx, "admin.", "listen", 0, &cfg->admin_listen) < 0 ||
+      fe_cfg_string(r, idx, "admin.", "token", 0, &cfg->admin_token) < 0)
+    return -1;
+  return fe_admin_check(cfg->admin_listen, cfg->admin_token, "admin.", r->err, r->errlen);
+}
+
 static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
   lua_State *L = r->L;
   int top = lua_gettop(L);
@@ -350,6 +389,15 @@ static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
     cfg->max_window_memory = (uint64_t)window_memory;
   } else if (!lua_isnil(L, -1)) {
     return fe_cfg_fail(r, "limits: expected a table");
+  }
+  lua_pop(L, 1);
+
+  lua_getfield(L, top, "admin");
+  if (lua_type(L, -1) == LUA_TTABLE) {
+    if (fe_cfg_admin(r, cfg, lua_gettop(L)) < 0)
+      return -1;
+  } else if (!lua_isnil(L, -1)) {
+    return fe_cfg_fail(r, "admin: expected a table { listen = \"host:port\", token = \"...\" }");
   }
   lua_pop(L, 1);
 
@@ -454,6 +502,16 @@ int fe_config_quick(fe_config *cfg, const char *listen, const char *origin, char
   return 0;
 }
 
+int fe_config_admin(fe_config *cfg, const char *listen, const char *token, char *err, size_t errlen) {
+  if (fe_admin_check(listen, token, "--admin/--admin-token: admin ", err, errlen) < 0)
+    return -1;
+  free(cfg->admin_listen);
+  free(cfg->admin_token);
+  cfg->admin_listen = fe_strdup(listen);
+  cfg->admin_token = fe_strdup(token);
+  return 0;
+}
+
 int fe_config_workers(const fe_config *cfg) {
   if (cfg->workers > 0)
     return cfg->workers;
@@ -480,6 +538,8 @@ void fe_config_free(fe_config *cfg) {
   free(cfg->access_log);
   free(cfg->pid_file);
   free(cfg->geoip_db);
+  free(cfg->admin_listen);
+  free(cfg->admin_token);
   free(cfg->path);
   memset(cfg, 0, sizeof(*cfg));
 }

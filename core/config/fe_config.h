@@ -59,7 +59,12 @@ typedef struct fe_config {
   uint32_t lua_budget;
   uint64_t lua_memory_limit; /* bytes a policy state may hold while a hook runs */
   int has_policies;  /* some resource names a policy */
+  char *admin_listen; /* the admin API's "host:port"; NULL: no admin listener */
+  char *admin_token;  /* the Bearer token it requires (set with admin_listen) */
 } fe_config;
+
+/** The fewest characters an admin token may have. */
+#define FE_ADMIN_TOKEN_MIN 16
 
 /** Loads `path`. On failure returns -1 with a message (without the path) in err. */
 int fe_config_load(fe_config *cfg, const char *path, char *err, size_t errlen);
@@ -70,6 +75,11 @@ int fe_config_load(fe_config *cfg, const char *path, char *err, size_t errlen);
 int fe_config_pid_file(const char *path, char **out, char *err, size_t errlen);
 /** Quick mode: one live resource at "/" pulling `origin`, everything else at its default. */
 int fe_config_quick(fe_config *cfg, const char *listen, const char *origin, char *err, size_t errlen);
+/**
+ * Quick mode's --admin ADDR --admin-token TOKEN: checks them as the config's `admin` table is
+ * checked and sets them. -1 with a message in err.
+ */
+int fe_config_admin(fe_config *cfg, const char *listen, const char *token, char *err, size_t errlen);
 /** The loops to run: `workers`, or for "auto" the CPUs in this process's affinity mask. */
 int fe_config_workers(const fe_config *cfg);
 void fe_config_free(fe_config *cfg);

@@ -31,12 +31,15 @@ const char *fe_http_reason(int status) {
   case 403: return "Forbidden";
   case 404: return "Not Found";
   case 405: return "Method Not Allowed";
+  case 411: return "Length Required";
+  case 413: return "Content Too Large";
   case 408: return "Request Timeout";
   case 410: return "Gone";
   case 416: return "Range Not Satisfiable";
   case 429: return "Too Many Requests";
   case 431: return "Request Header Fields Too Large";
   case 500: return "Internal Server Error";
+  case 501: return "Not Implemented";
   case 502: return "Bad Gateway";
   case 503: return "Service Unavailable";
   case 504: return "Gateway Timeout";
@@ -96,6 +99,7 @@ static void fe_conn_on_closed(fe_net *n) {
   fe_worker *w = c->w;
   fe_gen_unref(c->gen);
   free(c->buf);
+  free(c->body);
   free(c->head);
   free(c->pending);
   free(c);
@@ -392,6 +396,7 @@ static int fe_on_message_begin(llhttp_t *p) {
   c->nhdr = 0;
   c->hdr_part = 0;
   c->head_done = 0;
+  c->body_len = 0;
   c->have_method = 0;
   c->have_version = 0;
   c->url.off = c->url.len = 0;
@@ -486,6 +491,35 @@ static int fe_on_headers_complete(llhttp_t *p) {
     return fe_conn_refuse(c, 400, "more than one Host header");
   if (hosts == 0 && p->http_minor == 1)
     return fe_conn_refuse(c, 400, "HTTP/1.1 request without Host");
+  /* A body announced too large is refused before any of it is read. */
+  if (c->kind->body_max && (p->flags & F_CONTENT_LENGTH) && p->content_length > c->kind->body_max)
+    return fe_conn_refuse(c, 413, "request body too large");
+  return 0;
+}
+
+/* Kept only where the kind wants bodies (the admin API), bounded; elsewhere llhttp parses past
+ * them and this returns at once. */
+static int fe_on_body(llhttp_t *p, const char *at, size_t len) {
+  fe_conn *c = p->data;
+  uint32_t max = c->kind->body_max;
+  if (max == 0)
+    return 0;
+  if (len > max - c->body_len)
+    return fe_conn_refuse(c, 413, "request body too large");
+  if (c->body_len + len > c->body_cap) {
+    uint32_t ncap = c->body_cap ? c->body_cap : 1024;
+    while (ncap < c->body_len + len)
+      ncap *= 2;
+    if (ncap > max)
+      ncap = max;
+    char *nb = realloc(c->body, ncap);
+    if (!nb)
+      return fe_conn_refuse(c, 500, "out of memory");
+    c->body = nb;
+    c->body_cap = ncap;
+  }
+  memcpy(c->body + c->body_len, at, len);
+  c->body_len += (uint32_t)len;
   return 0;
 }
 
@@ -517,7 +551,7 @@ static int fe_on_message_complete(llhttp_t *p) {
     fe_conn_respond(c, 503, NULL, NULL, "503 shutting down\n", 18, 1);
     return HPE_PAUSED;
   }
-  int rc = w->route(c);
+  int rc = c->kind->route(c);
   /* The next request waits until this answer has left. */
   return rc == 0 && c->sending ? HPE_PAUSED : rc;
 }
@@ -531,6 +565,7 @@ static const llhttp_settings_t fe_request_settings = {
     .on_header_field = fe_on_header_field,
     .on_header_value = fe_on_header_value,
     .on_headers_complete = fe_on_headers_complete,
+    .on_body = fe_on_body,
     .on_message_complete = fe_on_message_complete,
 };
 
@@ -550,9 +585,12 @@ static size_t fe_conn_parse(fe_conn *c, const char *data, size_t len) {
                     : status == 505 ? "HTTP version not supported"
                                     : llhttp_errno_name(e);
   char msg[160];
-  int n = snprintf(msg, sizeof(msg), "%d %s%s\n", status, status == 400 ? "bad request: " : "", why);
+  int n = c->kind->json_errors
+              ? snprintf(msg, sizeof(msg), "{\"error\":\"%s\"}\n", why) /* static text: no escaping */
+              : snprintf(msg, sizeof(msg), "%d %s%s\n", status, status == 400 ? "bad request: " : "", why);
   fe_conn_request_begin(c); /* a request that failed to parse is answered and logged too */
-  fe_conn_respond(c, status, NULL, NULL, msg, (size_t)n, 1);
+  fe_conn_respond(c, status, c->kind->json_errors ? "application/json" : NULL, NULL, msg,
+                  (size_t)n, 1);
   c->state = FE_CS_WAITING;
   return 0;
 }
@@ -652,12 +690,13 @@ static void fe_conn_start(fe_worker *w, fe_conn *c) {
   fe_net_read_start(&c->net, fe_conn_on_read);
 }
 
-void fe_conn_accept(fe_worker *w, fe_net_listener *ls) {
+void fe_conn_accept(fe_worker *w, fe_net_listener *ls, const fe_conn_kind *kind) {
   fe_conn *c = calloc(1, sizeof(*c));
   if (!c)
     return;
   fe_net_init(&w->loop, &c->net, c);
   c->w = w;
+  c->kind = kind;
   if (fe_net_accept(ls, &c->net) < 0 || w->stopping ||
       fe_worker_sum(w, offsetof(fe_metrics, connections)) >= w->gen->cfg->max_connections) {
     /* Shed load: accept and close rather than leave the kernel queue full. */
@@ -668,7 +707,7 @@ void fe_conn_accept(fe_worker *w, fe_net_listener *ls) {
   fe_conn_start(w, c);
 }
 
-fe_conn *fe_conn_open(fe_worker *w, int fd) {
+fe_conn *fe_conn_open(fe_worker *w, int fd, const fe_conn_kind *kind) {
   fe_conn *c = calloc(1, sizeof(*c));
   if (!c) {
     close(fd);
@@ -676,6 +715,7 @@ fe_conn *fe_conn_open(fe_worker *w, int fd) {
   }
   fe_net_init(&w->loop, &c->net, c);
   c->w = w;
+  c->kind = kind;
   if (fe_net_open(&c->net, fd) < 0) {
     close(fd);
     c->state = FE_CS_CLOSING;

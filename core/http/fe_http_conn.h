@@ -1,7 +1,7 @@
 /*
  * Internal to http/: a loop's worker (its config generation and connections) and the client
  * connection: its lifetime, request parsing (llhttp), send queue, finite responses and the access
- * log. A complete request head goes to the worker's `route` function (the router); the connection
+ * log. A complete request goes to its listener's `route` function (the public or the admin router); the connection
  * code knows no resource kind.
  */
 #ifndef FE_HTTP_CONN_H
@@ -52,6 +52,19 @@ void fe_cfg_shared_unref(fe_cfg_shared *s);
 struct fe_conn;
 struct fe_server;
 
+/**
+ * What a listener's connections are: who answers their requests, and whether a request body is
+ * kept for it. Static and read-only; every connection points at its listener's.
+ */
+typedef struct fe_conn_kind {
+  /** Answers a complete request; returns 0 to read the next one or HPE_PAUSED. */
+  int (*route)(struct fe_conn *c);
+  /** Request body bytes kept in c->body for route, beyond which the request is refused with
+   * 413 and the connection closed. 0: bodies are parsed past and never kept (public listeners). */
+  uint32_t body_max;
+  int json_errors; /* the connection layer's own refusals (400, 413, 431 ...) answer JSON */
+} fe_conn_kind;
+
 /** One loop's share of the server; lives on that loop's thread. */
 typedef struct fe_worker {
   fe_loop loop;               /* first */
@@ -61,8 +74,7 @@ typedef struct fe_worker {
   fe_hubs *hubs;
   const fe_metrics *const *all_metrics; /* every loop's counters, for node-wide limits and /metrics */
   int nloops;
-  /** Answers a complete request head; returns 0 to read the next one or HPE_PAUSED. */
-  int (*route)(struct fe_conn *c);
+  uint64_t started;           /* uv_hrtime() when the server started (for uptime) */
   struct fe_conn *conns;      /* every open connection */
   int conn_handles;           /* connection handles not yet closed (closing ones included) */
   int stopping;
@@ -72,6 +84,7 @@ typedef struct fe_worker {
 typedef struct fe_conn {
   fe_net net;
   fe_worker *w;
+  const fe_conn_kind *kind;
   struct fe_conn *prev, *next;
   llhttp_t parser;
   int state;
@@ -93,6 +106,8 @@ typedef struct fe_conn {
   int nhdr;
   int hdr_part;               /* 1 while in a field, 2 while in a value */
   int head_done;              /* the head is complete: what follows is body and trailers */
+  char *body;                 /* the request body, when the kind keeps bodies */
+  uint32_t body_len, body_cap;
   int have_method, have_version; /* the request line got that far (for the access log) */
   int refuse_status;          /* the head was refused: 400, 431 or 505 (0: not refused) */
   const char *refuse_why;     /* static text for the answer */
@@ -124,14 +139,14 @@ typedef struct fe_conn {
 
 /** A node-wide gauge: the sum of one fe_metrics field (by offset) over every loop. */
 uint64_t fe_worker_sum(const fe_worker *w, size_t field);
-/** Accepts a connection from a listener of the worker's loop. */
-void fe_conn_accept(fe_worker *w, fe_net_listener *ls);
+/** Accepts a connection of `kind` from a listener of the worker's loop. */
+void fe_conn_accept(fe_worker *w, fe_net_listener *ls, const fe_conn_kind *kind);
 /**
  * Test seam (tests/fuzz/fuzz_conn.c): a connection on an already connected stream socket (taken
  * over, closed on failure) instead of one accepted from a listener; then exactly as accepted.
  * Returns it, or NULL when it could not be opened.
  */
-fe_conn *fe_conn_open(fe_worker *w, int fd);
+fe_conn *fe_conn_open(fe_worker *w, int fd, const fe_conn_kind *kind);
 /** Looks a request header up by name (any case); returns its value span or NULL. */
 const fe_span *fe_conn_header(const fe_conn *c, const char *name);
 /** Queues a complete response with a copied body; closes the connection after it if `close`. */

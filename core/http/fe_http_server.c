@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "http/fe_http.h"
+#include "http/fe_http_admin.h"
 #include "http/fe_http_conn.h"
 #include "http/fe_http_router.h"
 #include "log/fe_log.h"
@@ -19,6 +20,8 @@ typedef struct fe_loop_slot {
   int started;
   fe_net_listener *listeners;
   int nlisteners;
+  fe_net_listener admin;      /* loop 0 only, when the config has an admin listener */
+  int has_admin;
   uv_timer_t sweep, grace;
   uv_async_t ctl;
   /* from the control thread, under mu */
@@ -37,6 +40,7 @@ struct fe_server {
   fe_relay_node *node;
   fe_files *files;            /* FLV files of file: origins, loaded once for every loop */
   fe_cfg_shared *cfg;         /* the control loop's reference to the newest config */
+  uint64_t started;           /* uv_hrtime() at start */
   int finished;               /* atomic: loops whose thread is done */
   void (*done)(void *ud);
   void *done_ud;
@@ -70,9 +74,17 @@ static void fe_slot_on_sweep(uv_timer_t *t) {
   fe_conn_sweep(&sl->w, uv_now(&sl->w.loop.uv));
 }
 
+/* The public listeners' connections: the router of resources. */
+static const fe_conn_kind fe_public_kind = {.route = fe_router_route};
+
 static void fe_slot_on_accept(fe_net_listener *ls) {
   fe_loop_slot *sl = ls->data;
-  fe_conn_accept(&sl->w, ls);
+  fe_conn_accept(&sl->w, ls, &fe_public_kind);
+}
+
+static void fe_slot_on_admin_accept(fe_net_listener *ls) {
+  fe_loop_slot *sl = ls->data;
+  fe_conn_accept(&sl->w, ls, &fe_admin_kind);
 }
 
 /* Every connection is gone: the loop lets go of its handles and its thread ends. */
@@ -99,6 +111,8 @@ static void fe_slot_stop(fe_loop_slot *sl, double grace) {
   w->stopping = 1;
   for (int i = 0; i < sl->nlisteners; i++)
     fe_net_listener_close(&sl->listeners[i], NULL);
+  if (sl->has_admin)
+    fe_net_listener_close(&sl->admin, NULL);
   uv_timer_stop(&sl->sweep);
   fe_hubs_end_all(w->hubs);
   /* Connections that are not streaming have nothing to finish. */
@@ -135,7 +149,7 @@ static void fe_slot_run(void *arg) {
 }
 
 /* Everything a loop needs, made on the control thread before the loop's thread starts. */
-static int fe_slot_init(fe_server *s, int id, fe_lua *lua, int **fds, int nlisten) {
+static int fe_slot_init(fe_server *s, int id, fe_lua *lua, int **fds, int nlisten, int *admin_fd) {
   fe_loop_slot *sl = &s->slots[id];
   fe_worker *w = &sl->w;
   int rc = fe_loop_init(&w->loop, id);
@@ -143,7 +157,7 @@ static int fe_slot_init(fe_server *s, int id, fe_lua *lua, int **fds, int nliste
     return rc;
   w->srv = s;
   w->id = id;
-  w->route = fe_router_route;
+  w->started = s->started;
   w->drained = fe_slot_drained;
   w->all_metrics = s->metrics;
   w->nloops = s->nworkers;
@@ -164,6 +178,14 @@ static int fe_slot_init(fe_server *s, int id, fe_lua *lua, int **fds, int nliste
     if ((rc = fe_net_listen(&w->loop, &sl->listeners[i], fds[i][id], fe_slot_on_accept)) < 0)
       return rc;
     fds[i][id] = -1;
+  }
+  /* Admin traffic is tiny: one loop serves it. */
+  if (id == 0 && *admin_fd >= 0) {
+    sl->admin.data = sl;
+    sl->has_admin = 1;
+    if ((rc = fe_net_listen(&w->loop, &sl->admin, *admin_fd, fe_slot_on_admin_accept)) < 0)
+      return rc;
+    *admin_fd = -1;
   }
   uv_timer_init(&w->loop.uv, &sl->sweep);
   uv_timer_init(&w->loop.uv, &sl->grace);
@@ -195,6 +217,7 @@ int fe_server_start(uv_loop_t *main, fe_config *config, fe_lua **luas, int nwork
     return UV_ENOMEM;
   s->main = main;
   s->nworkers = nworkers;
+  s->started = uv_hrtime();
   s->slots = calloc((size_t)nworkers, sizeof(*s->slots));
   s->metrics = calloc((size_t)nworkers, sizeof(*s->metrics));
   s->node = fe_relay_node_new(nworkers);
@@ -230,9 +253,18 @@ int fe_server_start(uv_loop_t *main, fe_config *config, fe_lua **luas, int nwork
     if (rc < 0)
       fe_error("listen \"%s\": %s", cfg->listen[i], err);
   }
+  int admin_fd = -1;
+  char admin_bound[80] = "";
+  if (rc == 0 && cfg->admin_listen) {
+    char err[128];
+    rc = fe_net_bind(cfg->admin_listen, 1, FE_NET_SHARED, &admin_fd, admin_bound, sizeof(admin_bound),
+                     err, sizeof(err));
+    if (rc < 0)
+      fe_error("admin.listen \"%s\": %s", cfg->admin_listen, err);
+  }
   int made = 0;
   while (rc == 0 && made < nworkers) {
-    rc = fe_slot_init(s, made, luas[made], fds, nlisten);
+    rc = fe_slot_init(s, made, luas[made], fds, nlisten, &admin_fd);
     luas[made] = NULL;
     if (rc < 0) {
       /* Out of memory or descriptors: what this loop had made is left to the exit. */
@@ -250,6 +282,8 @@ int fe_server_start(uv_loop_t *main, fe_config *config, fe_lua **luas, int nwork
     free(fds[i]);
   }
   free(fds);
+  if (admin_fd >= 0)
+    close(admin_fd);
   if (rc < 0) {
     /* Loops that were made run just long enough to close what they opened. */
     for (int i = 0; i < made; i++) {
@@ -270,6 +304,8 @@ int fe_server_start(uv_loop_t *main, fe_config *config, fe_lua **luas, int nwork
   }
   for (int i = 0; i < nlisten; i++)
     fe_info("listening on http://%s", bound[i]);
+  if (cfg->admin_listen)
+    fe_info("admin API on http://%s", admin_bound);
   fe_info("%d loop(s), connections spread by %s", nworkers,
           cfg->listen_mode == FE_LISTEN_SHARED ? "one shared socket" : "SO_REUSEPORT");
   return 0;
@@ -282,6 +318,10 @@ int fe_server_reload(fe_server *s, fe_config *cfg, fe_lua **luas) {
     same = strcmp(cfg->listen[i], old->listen[i]) == 0;
   if (!same)
     fe_warn("reload: listen addresses changed; they take effect at the next restart");
+  const char *was = old->admin_listen ? old->admin_listen : "", *now = cfg->admin_listen ? cfg->admin_listen : "";
+  if (strcmp(was, now) != 0)
+    fe_warn("reload: admin.listen changed (\"%s\" -> \"%s\"); that takes effect at the next restart%s",
+            was, now, *was && !*now ? "; until then the admin API refuses every request" : "");
   if (fe_config_workers(cfg) != s->nworkers)
     fe_warn("reload: workers changed; that takes effect at the next restart");
   fe_cfg_shared *shared = fe_cfg_shared_new(cfg);

@@ -59,6 +59,8 @@ static int fuzz_route(fe_conn *c) {
   return fe_router_route(c);
 }
 
+static const fe_conn_kind fuzz_kind = {.route = fuzz_route};
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   fuzz_trace = getenv("FUZZ_TRACE") != NULL;
   fe_log_set_level(fuzz_trace ? FE_LOG_DEBUG : FE_LOG_ERROR + 1);
@@ -79,7 +81,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   FUZZ_CHECK(fe_loop_init(&w->loop, 0) == 0);
   fuzz_node = fe_relay_node_new(1);
   w->id = 0;
-  w->route = fuzz_route;
   fuzz_metrics[0] = &w->loop.metrics;
   w->all_metrics = fuzz_metrics;
   w->nloops = 1;
@@ -245,7 +246,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   FUZZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
   FUZZ_CHECK(fcntl(sv[1], F_SETFL, O_NONBLOCK) == 0);
   fuzz_client cl = {.fd = sv[1]};
-  FUZZ_CHECK(fe_conn_open(&fuzz_w, sv[0]) != NULL);
+  FUZZ_CHECK(fe_conn_open(&fuzz_w, sv[0], &fuzz_kind) != NULL);
 
   size_t off = 0;
   while (off < size) {

@@ -1,0 +1,303 @@
+"""
+The admin listener (admin = { listen, token }): its own address, a Bearer token on every request,
+GET /metrics and /health, the POST endpoints' bodies (bounded, strict JSON), a token changed by a
+reload, admin paths absent from the public listener, and the config checks.
+"""
+
+import http.client
+import json
+import os
+import re
+import signal
+import sys
+import tempfile
+import unittest
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+from fe_harness import BIN, WORKERS, T, EdgeTestCase, HttpConn, run, to_lua, wait_until
+
+TOKEN = "tok-0123456789abcdef"
+ADMIN_RE = re.compile(r"flvedge: admin API on http://127\.0\.0\.1:(\d+)")
+
+
+def config(token=TOKEN, admin_listen="127.0.0.1:0"):
+    return {
+        "log_level": "info",
+        "admin": {"listen": admin_listen, "token": token},
+        "resources": [{"name": "live", "prefix": "/flv/", "type": "live",
+                       "origin": "http://127.0.0.1:1/live/"}],
+    }
+
+
+class AdminTest(EdgeTestCase):
+    def start(self, **kw):
+        edge = self.start_edge(config(**kw))
+        m = ADMIN_RE.findall(edge.stderr_text())
+        self.assertEqual(len(m), 1, edge.stderr_tail())
+        self.admin_port = int(m[0])
+        self.assertNotIn(self.admin_port, edge.ports)
+        return edge
+
+    def conn(self):
+        c = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=T(10))
+        self.addCleanup(c.close)
+        return c
+
+    def ask(self, method, path, token=TOKEN, body=None, conn=None, headers=None):
+        c = conn or self.conn()
+        h = dict(headers or {})
+        if token is not None:
+            h["Authorization"] = "Bearer " + token
+        c.request(method, path, body=body, headers=h)
+        r = c.getresponse()
+        data = r.read()
+        return r, data
+
+    def ask_json(self, *a, **kw):
+        r, data = self.ask(*a, **kw)
+        self.assertEqual(r.getheader("Content-Type"), "application/json", data)
+        return r, json.loads(data)
+
+    # -- auth --------------------------------------------------------------------------------
+
+    def test_no_token_and_wrong_token_are_401(self):
+        self.start()
+        for path in ("/metrics", "/health", "/vod/purge", "/nowhere"):
+            r, body = self.ask_json("GET", path, token=None)
+            self.assertEqual(r.status, 401, path)
+            self.assertTrue(r.getheader("WWW-Authenticate", "").startswith("Bearer"))
+            self.assertEqual(body, {"error": "authorization required"})
+        for bad in ("tok-0123456789abcdeX", "tok-0123456789abcde", TOKEN + "x", ""):
+            r, body = self.ask_json("GET", "/health", token=bad)
+            self.assertEqual(r.status, 401, bad)
+            self.assertIn('error="invalid_token"', r.getheader("WWW-Authenticate"))
+        r, _ = self.ask("GET", "/health", token=None, headers={"Authorization": "Basic " + TOKEN})
+        self.assertEqual(r.status, 401)
+        # The scheme is case-insensitive (RFC 9110 11.1); the token is not.
+        r, _ = self.ask("GET", "/health", token=None, headers={"Authorization": "bearer " + TOKEN})
+        self.assertEqual(r.status, 200)
+        r, _ = self.ask("GET", "/health", token=TOKEN.upper())
+        self.assertEqual(r.status, 401)
+
+    # -- built-in endpoints --------------------------------------------------------------------
+
+    def test_metrics_and_health_with_the_token(self):
+        edge = self.start()
+        r, data = self.ask("GET", "/metrics")
+        self.assertEqual(r.status, 200)
+        self.assertTrue(r.getheader("Content-Type").startswith("text/plain; version=0.0.4"))
+        text = data.decode()
+        self.assertRegex(text, r"(?m)^flvedge_connections \d+$")
+        self.assertRegex(text, r"(?m)^flvedge_loops %d$" % WORKERS)
+        r, body = self.ask_json("GET", "/health")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(body["status"], "ok")
+        self.assertEqual(body["loops"], WORKERS)
+        self.assertIsInstance(body["uptime"], int)
+        self.assertGreaterEqual(body["uptime"], 0)
+        self.assertEqual(body["version"], run([BIN, "-v"], timeout=T(10)).stdout.split()[-1])
+        r, data = self.ask("HEAD", "/health")
+        self.assertEqual((r.status, data), (200, b""))
+        # The public metrics stay where they were.
+        pub = self.get(edge, "/_flvedge/metrics")
+        self.assertStatus(pub, 200)
+        self.assertIn(b"flvedge_connections", pub.body)
+
+    def test_unknown_path_404_and_wrong_method_405(self):
+        self.start()
+        r, body = self.ask_json("GET", "/_flvedge/metrics")
+        self.assertEqual((r.status, body), (404, {"error": "no such admin endpoint"}))
+        r, body = self.ask_json("POST", "/health", body=b"{}")
+        self.assertEqual(r.status, 405)
+        self.assertEqual(r.getheader("Allow"), "GET, HEAD")
+        r, body = self.ask_json("GET", "/vod/purge")
+        self.assertEqual(r.status, 405)
+        self.assertEqual(r.getheader("Allow"), "POST")
+        self.assertIn("error", body)
+
+    # -- POST bodies -------------------------------------------------------------------------
+
+    def test_vod_endpoints_answer_501_until_vod_is_wired(self):
+        self.start()
+        r, body = self.ask_json("POST", "/vod/purge", body=b'{"urls":["/videos/a.flv"],"pattern":"/videos/*"}')
+        self.assertEqual((r.status, body), (501, {"error": "vod not available"}))
+        r, body = self.ask_json("POST", "/vod/prefetch", body=b'{"urls":["/videos/a.flv"]}')
+        self.assertEqual((r.status, body), (501, {"error": "vod not available"}))
+
+    def test_bad_json_is_400_with_the_reason_and_the_connection_stays(self):
+        self.start()
+        c = self.conn()
+        cases = [
+            ("/vod/purge", b'{"urls":["/a.flv",]}', "invalid JSON: at byte 18: a value expected"),
+            ("/vod/purge", b'{"urls":["/a.flv"]', "invalid JSON: at byte 18: '}' expected"),
+            ("/vod/purge", b'{"urls":"/a.flv"}', '"urls" must be an array of paths'),
+            ("/vod/purge", b'{"urls":["a.flv"]}',
+             "every entry of \"urls\" must be a path starting with '/' (visible ASCII)"),
+            ("/vod/purge", b'{}', '"urls" or "pattern" is required'),
+            ("/vod/prefetch", b'{"pattern":"/v/*"}',
+             'unknown member "pattern" (this endpoint takes "urls")'),
+            ("/vod/purge", b'{"urls":[],"urls":[]}', 'invalid JSON: at byte 11: duplicate member "urls"'),
+            ("/vod/purge", b'"\xff"', "invalid JSON: at byte 1: invalid UTF-8 in a string"),
+            ("/vod/purge", b"", "invalid JSON: at byte 0: a value expected"),
+            ("/vod/purge", b"[]", "the body must be a JSON object"),
+        ]
+        for path, data, why in cases:
+            r, body = self.ask_json("POST", path, body=data, conn=c)
+            self.assertEqual((r.status, body), (400, {"error": why}), data)
+        r, body = self.ask_json("POST", "/vod/purge", body=b'{"nested":{"a":{"b":{"c":{}}}}}', conn=c)
+        self.assertEqual(r.status, 400)
+        self.assertIn("nested deeper than", body["error"])
+        # Every 400 above came on one connection, which still answers.
+        r, body = self.ask_json("GET", "/health", conn=c)
+        self.assertEqual(body["status"], "ok")
+
+    def test_body_of_64_kib_is_read_and_one_byte_more_is_413(self):
+        self.start()
+        fill = 65536 - len(b'{"urls":["/"]}')
+        ok = b'{"urls":["/' + b"a" * fill + b'"]}'
+        self.assertEqual(len(ok), 65536)
+        r, body = self.ask_json("POST", "/vod/purge", body=ok)
+        self.assertEqual(r.status, 501, body)  # read whole and checked: only VOD is missing
+
+        # Announced too large: refused before any of it is sent, and the connection closes.
+        hc = HttpConn(self.admin_port, "/vod/purge", method="POST",
+                      headers={"Authorization": "Bearer " + TOKEN, "Content-Length": "65537"})
+        self.addCleanup(hc.close)
+        resp = hc.read_head()
+        self.assertEqual(resp.status, 413)
+        self.assertEqual(resp.header("Connection"), "close")
+        self.assertEqual(json.loads(hc.read_body_all()), {"error": "request body too large"})
+        self.assertTrue(hc.wait_closed(T(5)))
+
+        # Chunked, with no length announced: refused at the byte over the limit.
+        hc = HttpConn(self.admin_port, "/vod/purge", method="POST",
+                      headers={"Authorization": "Bearer " + TOKEN, "Transfer-Encoding": "chunked"})
+        self.addCleanup(hc.close)
+        big = b"a" * 65537
+        hc.send(b"%x\r\n%s" % (len(big), big))
+        resp = hc.read_head()
+        self.assertEqual(resp.status, 413)
+        self.assertEqual(json.loads(hc.read_body_all()), {"error": "request body too large"})
+        self.assertTrue(hc.wait_closed(T(5)))
+
+        # A chunked body within the limit is de-chunked and read.
+        r, body = self.ask_json("POST", "/vod/purge", body=iter([b'{"urls":', b'["/a"]}']))
+        self.assertEqual(r.status, 501, body)
+
+    # -- reload ------------------------------------------------------------------------------
+
+    def test_reload_changes_the_token(self):
+        edge = self.start()
+        new = "new-token-fedcba9876543210"
+        with open(edge.config_path, "w") as f:
+            cfg = config(token=new)
+            cfg.update(listen=["127.0.0.1:0"], workers=WORKERS)
+            f.write("return " + to_lua(cfg) + "\n")
+        before = len(edge.log_lines("reloaded"))
+        edge.send_signal(signal.SIGHUP)
+        edge.wait_log("reloaded", timeout=T(10))
+        self.assertEqual(len(edge.log_lines("reloaded")), before + 1)
+        r, _ = self.ask("GET", "/health", token=TOKEN)
+        self.assertEqual(r.status, 401)
+        r, body = self.ask_json("GET", "/health", token=new)
+        self.assertEqual((r.status, body["status"]), (200, "ok"))
+        # Moving admin.listen waits for a restart, and says so.
+        with open(edge.config_path, "w") as f:
+            cfg = config(token=new, admin_listen="127.0.0.1:1")
+            cfg.update(listen=["127.0.0.1:0"], workers=WORKERS)
+            f.write("return " + to_lua(cfg) + "\n")
+        edge.send_signal(signal.SIGHUP)
+        edge.wait_log("admin.listen changed", timeout=T(10))
+        edge.wait_log("reloaded", timeout=T(10))
+        r, _ = self.ask("GET", "/health", token=new)
+        self.assertEqual(r.status, 200)
+        # Taking admin out: the listener stays until a restart, and refuses everything.
+        with open(edge.config_path, "w") as f:
+            cfg = config()
+            del cfg["admin"]
+            cfg.update(listen=["127.0.0.1:0"], workers=WORKERS)
+            f.write("return " + to_lua(cfg) + "\n")
+        before = len(edge.log_lines("reloaded"))
+        edge.send_signal(signal.SIGHUP)
+        wait_until(lambda: len(edge.log_lines("reloaded")) > before, T(10), "the third reload")
+        self.assertTrue(edge.log_lines("admin API refuses every request"))
+        r, body = self.ask_json("GET", "/health", token=new)
+        self.assertEqual((r.status, body), (403, {"error": "the admin API is off in the running config"}))
+
+    # -- the public listener -----------------------------------------------------------------
+
+    def test_admin_paths_are_not_on_the_public_listener(self):
+        edge = self.start()
+        auth = {"Authorization": "Bearer " + TOKEN}
+        for path in ("/metrics", "/health"):
+            r = self.get(edge, path, headers=auth)
+            self.assertStatus(r, 404)
+            self.assertNotIn(b"flvedge_connections", r.body)
+        r = self.get(edge, "/vod/purge", method="POST", headers=auth, body=b'{"urls":["/a"]}')
+        self.assertStatus(r, 405)
+
+
+class AdminConfigTest(unittest.TestCase):
+    def check(self, text):
+        d = tempfile.mkdtemp(prefix="flvedge-admin-")
+        path = os.path.join(d, "bad.lua")
+        with open(path, "w") as f:
+            f.write(text)
+        return run([BIN, "-t", "-c", path], timeout=T(15))
+
+    def refused(self, admin, *patterns):
+        text = ('return { listen = { "127.0.0.1:0" }, admin = %s, resources = {\n'
+                '  { prefix = "/flv/", type = "live", origin = "http://127.0.0.1:1/" } } }\n' % admin)
+        r = self.check(text)
+        self.assertEqual(r.returncode, 1, "flvedge -t with admin = %s: %r" % (admin, r.stderr))
+        for p in patterns:
+            self.assertRegex(r.stderr, p)
+
+    def test_good_admin_is_ok(self):
+        r = self.check('return { listen = { "127.0.0.1:0" }, admin = { listen = "127.0.0.1:0", '
+                       'token = "%s" }, resources = {\n'
+                       '  { prefix = "/flv/", type = "live", origin = "http://127.0.0.1:1/" } } }\n' % TOKEN)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_weak_or_incomplete_admin_is_refused(self):
+        self.refused('{ listen = "127.0.0.1:0", token = "short" }',
+                     r"admin\.token: too short: at least 16 characters")
+        self.refused('{ token = "%s" }' % TOKEN, r"admin\.listen: missing")
+        self.refused('{ listen = "127.0.0.1:0" }', r"admin\.token: missing")
+        self.refused('{ listen = "127.0.0.1:0", token = "0123456789 abcdef" }',
+                     r"admin\.token: only visible ASCII")
+        self.refused('{ listen = "127.0.0.1:0", token = "%s", tokn = "x" }' % TOKEN,
+                     r"admin: unknown key")
+        self.refused('"127.0.0.1:0"', r"admin: expected a table")
+        self.refused('{ listen = "127.0.0.1:0", token = 1234567890123456789 }',
+                     r"admin\.token: expected a string")
+
+    def test_quick_mode_admin_needs_a_strong_token(self):
+        base = [BIN, "-t", "--listen", "127.0.0.1:0", "--origin", "http://127.0.0.1:1/"]
+        r = run(base + ["--admin", "127.0.0.1:0"], timeout=T(15))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("--admin needs --admin-token", r.stderr)
+        r = run(base + ["--admin", "127.0.0.1:0", "--admin-token", "short"], timeout=T(15))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("token: too short", r.stderr)
+        r = run(base + ["--admin-token", TOKEN], timeout=T(15))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("--admin-token needs --admin", r.stderr)
+        r = run(base + ["--admin", "127.0.0.1:0", "--admin-token", TOKEN], timeout=T(15))
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+
+class AdminQuickModeTest(EdgeTestCase):
+    def test_quick_mode_serves_the_admin_api(self):
+        edge = self.start_quick_edge("http://127.0.0.1:1/",
+                                     extra_args=["--admin", "127.0.0.1:0", "--admin-token", TOKEN])
+        port = int(ADMIN_RE.findall(edge.stderr_text())[0])
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=T(10))
+        self.addCleanup(c.close)
+        c.request("GET", "/health", headers={"Authorization": "Bearer " + TOKEN})
+        r = c.getresponse()
+        self.assertEqual((r.status, json.loads(r.read())["status"]), (200, "ok"))
+
+
+if __name__ == "__main__":
+    unittest.main()
