@@ -1,6 +1,7 @@
 #include "hub/fe_hub.h"
 
 #include <assert.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +19,13 @@
  * larger writes (the kernel's cost is per write), adding at most merge_ms of delay. */
 #define FE_MERGE_AUTO_FROM 100
 #define FE_MERGE_AUTO_FULL 1000
+/* A fan-out pass wakes at most this many viewers per loop turn; the loop polls for I/O (accepts,
+ * request heads, joins) between slices. */
+#define FE_HUB_SLICE 256
+/* With a merge window, viewers are spread over this many groups flushed at staggered instants
+ * across the window (each viewer keeps its own period), so the loop's load is even. */
+#define FE_HUB_GROUPS 8
+#define FE_HUB_ALL_GROUPS ((1u << FE_HUB_GROUPS) - 1)
 
 enum { FE_HS_CONNECTING, FE_HS_LIVE, FE_HS_ENDED };
 enum { FE_VS_WAITING, FE_VS_PREFIX, FE_VS_KEYWAIT, FE_VS_LIVE };
@@ -51,9 +59,17 @@ struct fe_hub {
   int reopens;
   uv_timer_t linger_timer;
   uv_timer_t merge_timer;
-  /* viewers */
-  fe_viewer *viewers;
+  /* viewers, in groups (see FE_HUB_GROUPS) */
+  fe_viewer *groups[FE_HUB_GROUPS];
+  uint32_t gcount[FE_HUB_GROUPS];
   uint32_t nviewers;
+  /* the fan-out pass: wakes the groups of pass_mask, FE_HUB_SLICE viewers per loop turn */
+  fe_later pass;
+  unsigned pass_mask, pending_mask; /* groups of this pass; groups woken while it runs */
+  int pass_group;
+  fe_viewer *pass_next;
+  int in_pass;                /* a slice is running now (a wake inside it only marks pending) */
+  uint32_t tick;              /* merge ticks so far */
   int had_viewer;             /* the first join is the MISS */
   /* other loops fed from here */
   fe_relay_ch *subs;
@@ -66,7 +82,7 @@ struct fe_hub {
   uint64_t gop_start;         /* newest video keyframe in the window, or FE_NO_SEQ */
   size_t bytes;
   fe_block *cur;              /* block being appended to (the hub holds a ref) */
-  int dirty;                  /* tags appended since the last flush */
+  unsigned dirty;             /* groups with tags appended since their last flush */
   /* join prefix */
   uint8_t flv_flags;          /* from the source's FLV header */
   uint8_t seen_flags;         /* track types seen */
@@ -211,18 +227,72 @@ static void fe_hub_destroy(fe_hub *h) {
   fe_hub_drop_subs(h, FE_SOURCE_ERETRY);
   uv_timer_stop(&h->linger_timer);
   uv_timer_stop(&h->merge_timer);
+  fe_loop_later_cancel(h->loop, &h->pass);
+  h->pass_next = NULL;
   FE_METRIC_ADD(&h->loop->metrics, streams, -1);
   fe_debug("stream %s: closed", h->key);
   fe_loop_defer(h->loop, &h->defer, fe_hub_free);
 }
 
-static void fe_hub_wake_all(fe_hub *h) {
-  h->dirty = 0;
-  fe_viewer *next;
-  for (fe_viewer *v = h->viewers; v; v = next) {
-    next = v->next; /* a viewer may leave inside wake */
+static void fe_hub_on_pass(fe_later *t);
+static uint32_t fe_hub_merge_ms(const fe_hub *h);
+
+/* Runs the pass on: at most FE_HUB_SLICE wakes, then the rest on the loop's next turn. Groups woken
+ * meanwhile join the next pass, which starts when this one is over. */
+static void fe_hub_pass_slice(fe_hub *h) {
+  int budget = FE_HUB_SLICE;
+  h->in_pass = 1;
+  while (!h->closing) {
+    if (!h->pass_next) {
+      int g = h->pass_group + 1;
+      while (g < FE_HUB_GROUPS && !((h->pass_mask >> g) & 1))
+        g++;
+      if (g < FE_HUB_GROUPS) {
+        h->pass_group = g;
+        h->pass_next = h->groups[g];
+        continue;
+      }
+      if (!h->pending_mask)
+        break;
+      h->pass_mask = h->pending_mask;
+      h->pending_mask = 0;
+      h->pass_group = -1;
+      continue;
+    }
+    if (budget-- == 0) {
+      fe_loop_later(h->loop, &h->pass, fe_hub_on_pass);
+      break;
+    }
+    fe_viewer *v = h->pass_next;
+    h->pass_next = v->next; /* a viewer may leave inside wake: detach moves pass_next on */
     v->ops->wake(v);
   }
+  h->in_pass = 0;
+}
+
+static void fe_hub_on_pass(fe_later *t) {
+  fe_hub *h = (fe_hub *)((char *)t - offsetof(fe_hub, pass));
+  fe_hub_pass_slice(h);
+}
+
+static int fe_hub_passing(const fe_hub *h) {
+  return h->pass_next || h->pass.queued || h->in_pass;
+}
+
+/* Wakes the viewers of `groups`: now, for as many as one slice takes. */
+static void fe_hub_wake(fe_hub *h, unsigned groups) {
+  h->dirty &= ~groups;
+  if (fe_hub_passing(h)) {
+    h->pending_mask |= groups;
+    return;
+  }
+  h->pass_mask = groups;
+  h->pass_group = -1;
+  fe_hub_pass_slice(h);
+}
+
+static void fe_hub_wake_all(fe_hub *h) {
+  fe_hub_wake(h, FE_HUB_ALL_GROUPS);
 }
 
 /* The stream is over (origin end, error, shutdown): viewers drain what they have, then end. */
@@ -243,10 +313,13 @@ static void fe_hub_end(fe_hub *h, int err) {
 }
 
 static void fe_hub_detach(fe_hub *h, fe_viewer *v) {
+  if (h->pass_next == v)
+    h->pass_next = v->next;
   if (v->prev)
     v->prev->next = v->next;
   else
-    h->viewers = v->next;
+    h->groups[v->group] = v->next;
+  h->gcount[v->group]--;
   if (v->next)
     v->next->prev = v->prev;
   v->prev = v->next = NULL;
@@ -273,10 +346,35 @@ static void fe_hub_idle(fe_hub *h) {
     fe_hub_destroy(h);
 }
 
+/* Ticks per merge window: each wakes 1/ticks of the groups, so every viewer is flushed once per
+ * window, at its own instant. Short windows (libuv timers count milliseconds) and small audiences
+ * (nothing to even out) use fewer ticks. */
+static unsigned fe_hub_ticks(const fe_hub *h, uint32_t merge) {
+  unsigned n = FE_HUB_GROUPS;
+  while (n > 1 && (merge / n < 4 || h->nviewers < n * 32))
+    n /= 2;
+  return n;
+}
+
 static void fe_hub_on_merge(uv_timer_t *t) {
   fe_hub *h = t->data;
-  if (h->dirty)
-    fe_hub_wake_all(h);
+  uint32_t merge = fe_hub_merge_ms(h);
+  if (merge == 0) {
+    uv_timer_stop(t);
+    if (h->dirty)
+      fe_hub_wake(h, h->dirty);
+    return;
+  }
+  unsigned ticks = fe_hub_ticks(h, merge);
+  unsigned slot = h->tick++ % ticks, groups = 0;
+  for (unsigned g = slot; g < FE_HUB_GROUPS; g += ticks)
+    groups |= 1u << g;
+  if (h->dirty & groups)
+    fe_hub_wake(h, h->dirty & groups);
+  if (!h->dirty)
+    uv_timer_stop(t);
+  else
+    uv_timer_set_repeat(t, merge / ticks);
 }
 
 /* The merge window now: fixed, or for "auto" by the loop's viewers (its own gauge, no atomics). */
@@ -372,12 +470,14 @@ static void fe_hub_on_start(void *sink, uint8_t flv_flags) {
   h->flv_flags = flv_flags & (FE_FLV_HAS_AUDIO | FE_FLV_HAS_VIDEO);
   fe_debug("stream %s: started, %u viewer(s) waiting", h->key, h->nviewers);
   fe_viewer *next;
-  for (fe_viewer *v = h->viewers; v; v = next) {
-    next = v->next;
-    int hit = !v->behind_since;
-    v->behind_since = 0;
-    v->state = FE_VS_PREFIX;
-    v->ops->start(v, hit);
+  for (int g = 0; g < FE_HUB_GROUPS; g++) {
+    for (fe_viewer *v = h->groups[g]; v; v = next) {
+      next = v->next;
+      int hit = !v->behind_since;
+      v->behind_since = 0;
+      v->state = FE_VS_PREFIX;
+      v->ops->start(v, hit);
+    }
   }
   for (fe_relay_ch *ch = h->subs; ch; ch = ch->pub_next)
     fe_hub_sub_start(h, ch);
@@ -398,12 +498,6 @@ static int fe_hub_on_tag(void *sink, const fe_flv_tag *tag) {
     h->seen_flags |= FE_FLV_HAS_AUDIO;
   else if (tag->type == FE_FLV_VIDEO)
     h->seen_flags |= FE_FLV_HAS_VIDEO;
-  /* A batch starts at a keyframe: what came before goes out first. */
-  if (key && h->dirty && fe_hub_merge_ms(h) > 0) {
-    fe_hub_wake_all(h);
-    if (h->closing) /* the last viewer left inside wake */
-      return FE_HUB_ENDED;
-  }
 
   if (!h->cur || h->cur->cap - h->cur->len < len) {
     if (h->cur)
@@ -438,7 +532,7 @@ static int fe_hub_on_tag(void *sink, const fe_flv_tag *tag) {
     h->gop_start = h->tail;
   h->tail++;
   h->bytes += len;
-  h->dirty = 1;
+  h->dirty = FE_HUB_ALL_GROUPS;
   fe_hub_trim(h);
   return 0;
 }
@@ -453,8 +547,10 @@ static void fe_hub_on_flush(void *sink) {
   uint32_t merge = fe_hub_merge_ms(h);
   if (merge == 0)
     fe_hub_wake_all(h);
-  else if (!uv_is_active((uv_handle_t *)&h->merge_timer))
-    uv_timer_start(&h->merge_timer, fe_hub_on_merge, merge, 0);
+  else if (!uv_is_active((uv_handle_t *)&h->merge_timer)) {
+    unsigned ticks = fe_hub_ticks(h, merge);
+    uv_timer_start(&h->merge_timer, fe_hub_on_merge, merge / ticks, merge / ticks);
+  }
 }
 
 /* Before the stream started: every waiting viewer, here and on subscribed loops, gets the same
@@ -471,11 +567,12 @@ static void fe_hub_on_fail(void *sink, int status, const char *ctype, const uint
   }
   FE_METRIC_ADD(&h->loop->metrics, relay_subscribers, -(int64_t)h->nsubs);
   h->nsubs = 0;
-  while (h->viewers) {
-    fe_viewer *v = h->viewers;
-    fe_hub_detach(h, v);
-    v->ops->fail(v, status, ctype, body, len);
-  }
+  for (int g = 0; g < FE_HUB_GROUPS; g++)
+    while (h->groups[g]) {
+      fe_viewer *v = h->groups[g];
+      fe_hub_detach(h, v);
+      v->ops->fail(v, status, ctype, body, len);
+    }
   fe_hub_destroy(h);
 }
 
@@ -730,11 +827,18 @@ int fe_hub_join(fe_hub *h, fe_viewer *v, const fe_viewer_ops *ops, uint8_t want)
   /* behind_since doubles as the MISS mark until the stream starts. */
   v->behind_since = h->had_viewer ? 0 : 1;
   h->had_viewer = 1;
+  /* The smallest group: staggered flushes stay even. */
+  int g = 0;
+  for (int i = 1; i < FE_HUB_GROUPS; i++)
+    if (h->gcount[i] < h->gcount[g])
+      g = i;
+  v->group = (uint8_t)g;
   v->prev = NULL;
-  v->next = h->viewers;
-  if (h->viewers)
-    h->viewers->prev = v;
-  h->viewers = v;
+  v->next = h->groups[g];
+  if (h->groups[g])
+    h->groups[g]->prev = v;
+  h->groups[g] = v;
+  h->gcount[g]++;
   h->nviewers++;
   FE_METRIC_INC(&h->loop->metrics, viewers);
   uv_timer_stop(&h->linger_timer);

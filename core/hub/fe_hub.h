@@ -65,6 +65,7 @@ struct fe_viewer {
   uint8_t want;          /* FE_HUB_WANT_* */
   uint8_t state;         /* internal */
   uint8_t npins;
+  uint8_t group;         /* internal: its flush group */
   fe_block *pins[FE_VIEWER_MAX_PINS];
 };
 

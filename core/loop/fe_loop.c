@@ -23,6 +23,62 @@ static void fe_loop_on_prepare(uv_prepare_t *p) {
   uv_prepare_stop(p);
 }
 
+/* One turn: each slice queued before it runs once; what a slice queues again waits for the next
+ * turn, so the loop polls for I/O between any two slices of the same work. */
+static void fe_loop_on_idle(uv_idle_t *i) {
+  fe_loop *l = i->data;
+  for (uint32_t n = l->nlater; n > 0 && l->later_head; n--) {
+    fe_later *t = l->later_head;
+    fe_loop_later_cancel(l, t);
+    t->fn(t);
+  }
+  if (!l->later_head)
+    uv_idle_stop(i);
+}
+
+void fe_loop_later(fe_loop *l, fe_later *t, void (*fn)(fe_later *t)) {
+  if (t->queued)
+    return;
+  t->queued = 1;
+  t->fn = fn;
+  t->next = NULL;
+  t->prev = l->later_tail;
+  if (l->later_tail)
+    l->later_tail->next = t;
+  else
+    l->later_head = t;
+  l->later_tail = t;
+  l->nlater++;
+  if (!uv_is_closing((uv_handle_t *)&l->later_idle))
+    uv_idle_start(&l->later_idle, fe_loop_on_idle);
+}
+
+void fe_loop_later_cancel(fe_loop *l, fe_later *t) {
+  if (!t->queued)
+    return;
+  t->queued = 0;
+  l->nlater--;
+  if (t->prev)
+    t->prev->next = t->next;
+  else
+    l->later_head = t->next;
+  if (t->next)
+    t->next->prev = t->prev;
+  else
+    l->later_tail = t->prev;
+  t->next = t->prev = NULL;
+}
+
+/* Loop lag, as Node's monitorEventLoopDelay: a timer that should fire every FE_LOOP_LAG_PROBE_MS
+ * fires late by as long as the loop was busy with other work. */
+static void fe_loop_on_lag_probe(uv_timer_t *t) {
+  fe_loop *l = t->data;
+  uint64_t now = uv_hrtime();
+  uint64_t due = l->lag_last_ns + (uint64_t)FE_LOOP_LAG_PROBE_MS * 1000000;
+  fe_metrics_lag(&l->metrics, now > due ? (now - due) / 1000 : 0);
+  l->lag_last_ns = now;
+}
+
 int fe_loop_init(fe_loop *l, int id) {
   memset(l, 0, sizeof(*l));
   int rc = uv_loop_init(&l->uv);
@@ -31,12 +87,21 @@ int fe_loop_init(fe_loop *l, int id) {
   l->id = id;
   uv_prepare_init(&l->uv, &l->defer_prepare);
   l->defer_prepare.data = l;
+  uv_idle_init(&l->uv, &l->later_idle);
+  l->later_idle.data = l;
+  uv_timer_init(&l->uv, &l->lag_probe);
+  l->lag_probe.data = l;
+  l->lag_last_ns = uv_hrtime();
+  uv_timer_start(&l->lag_probe, fe_loop_on_lag_probe, FE_LOOP_LAG_PROBE_MS, FE_LOOP_LAG_PROBE_MS);
+  uv_unref((uv_handle_t *)&l->lag_probe); /* never what keeps a loop running */
   return 0;
 }
 
 void fe_loop_close(fe_loop *l) {
   fe_loop_run_deferred(l);
   uv_close((uv_handle_t *)&l->defer_prepare, NULL);
+  uv_close((uv_handle_t *)&l->later_idle, NULL);
+  uv_close((uv_handle_t *)&l->lag_probe, NULL);
   uv_run(&l->uv, UV_RUN_DEFAULT);
   fe_loop_run_deferred(l);
   uv_loop_close(&l->uv);

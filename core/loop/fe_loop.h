@@ -3,6 +3,10 @@
  * mutable on the request path belongs to one loop and is reached from it: its counters, its read
  * buffer, its request ids, its hub table, and the list of objects waiting to be freed.
  *
+ * Later turns: work too long for one turn (a fan-out pass over thousands of viewers) is done in
+ * slices; between two slices the loop polls for I/O, so accepts and request heads are served
+ * in between (as libuv bounds its reads per wakeup). fe_loop_later() queues the next slice.
+ *
  * Deferred teardown: an object that must not be freed inside one of its own callbacks (a hub, as
  * valkey's clients) is queued with fe_loop_defer() and freed just before the loop next waits for
  * I/O (a uv_prepare handle, like valkey's beforeSleep), when no caller up the stack uses it.
@@ -16,6 +20,7 @@
 #include "metrics/fe_metrics.h"
 
 #define FE_LOOP_RBUF_SIZE 65536
+#define FE_LOOP_LAG_PROBE_MS 50
 
 struct fe_hubs;
 struct fe_files;
@@ -27,6 +32,13 @@ typedef struct fe_deferred {
   int queued;
 } fe_deferred;
 
+/** A slice of work queued for the loop's next turn: embedded in its object; `fn` runs it once. */
+typedef struct fe_later {
+  struct fe_later *next, *prev;
+  void (*fn)(struct fe_later *t);
+  int queued;
+} fe_later;
+
 typedef struct fe_loop {
   uv_loop_t uv;          /* first: fe_loop_of() recovers the context from its libuv loop */
   int id;                /* 0 .. workers-1 */
@@ -36,6 +48,11 @@ typedef struct fe_loop {
   struct fe_files *files; /* the node's loaded FLV files (origin/fe_file), shared by every loop */
   uv_prepare_t defer_prepare;
   fe_deferred *deferred;
+  uv_idle_t later_idle;  /* active while slices are queued: the loop polls without waiting */
+  fe_later *later_head, *later_tail;
+  uint32_t nlater;
+  uv_timer_t lag_probe;  /* fires every FE_LOOP_LAG_PROBE_MS: how late it fires is the loop lag */
+  uint64_t lag_last_ns;
   /* Every read of this loop lands here and is consumed before the next read. */
   char rbuf[FE_LOOP_RBUF_SIZE];
 } fe_loop;
@@ -51,6 +68,10 @@ int fe_loop_init(fe_loop *l, int id);
 void fe_loop_close(fe_loop *l);
 /** Queues d->fn(d) for the loop's next safe point; queuing twice is a no-op. */
 void fe_loop_defer(fe_loop *l, fe_deferred *d, void (*fn)(fe_deferred *d));
+/** Queues t->fn(t) for the loop's next turn, after it has polled for I/O; queuing twice is a no-op. */
+void fe_loop_later(fe_loop *l, fe_later *t, void (*fn)(fe_later *t));
+/** Takes t off the queue if it is there (its object is going away). */
+void fe_loop_later_cancel(fe_loop *l, fe_later *t);
 /** A new request id, unique across loops. */
 uint64_t fe_loop_request_id(fe_loop *l);
 /** libuv's alloc callback for every read: the loop's shared read buffer. */

@@ -31,6 +31,39 @@ static void fe_put(fe_out *o, const char *fmt, unsigned long long a, unsigned lo
     o->n = o->cap - 1;
 }
 
+const uint32_t fe_metrics_lag_bounds_ms[7] = {1, 2, 5, 10, 25, 50, 100};
+
+void fe_metrics_lag(fe_metrics *m, uint64_t lag_us) {
+  int b = 0;
+  while (b < 7 && lag_us > (uint64_t)fe_metrics_lag_bounds_ms[b] * 1000)
+    b++;
+  FE_METRIC_INC(m, lag[b]);
+  FE_METRIC_ADD(m, lag_sum_us, lag_us);
+}
+
+/* Per loop: a Prometheus histogram of the lag, in seconds. */
+static void fe_metrics_render_lag(fe_out *o, const fe_metrics *snap, int n) {
+  fe_put(o, "# TYPE flvedge_loop_lag_seconds histogram\n", 0, 0);
+  for (int i = 0; i < n; i++) {
+    uint64_t cum = 0;
+    char line[160];
+    for (int b = 0; b < 8; b++) {
+      cum += snap[i].lag[b];
+      if (b < 7)
+        snprintf(line, sizeof(line), "flvedge_loop_lag_seconds_bucket{loop=\"%d\",le=\"%g\"} %%llu\n", i,
+                 fe_metrics_lag_bounds_ms[b] / 1000.0);
+      else
+        snprintf(line, sizeof(line), "flvedge_loop_lag_seconds_bucket{loop=\"%d\",le=\"+Inf\"} %%llu\n", i);
+      fe_put(o, line, cum, 0);
+    }
+    snprintf(line, sizeof(line), "flvedge_loop_lag_seconds_count{loop=\"%d\"} %%llu\n", i);
+    fe_put(o, line, cum, 0);
+    snprintf(line, sizeof(line), "flvedge_loop_lag_seconds_sum{loop=\"%d\"} %.6f\n", i,
+             snap[i].lag_sum_us / 1e6);
+    fe_put(o, line, 0, 0);
+  }
+}
+
 size_t fe_metrics_render(const fe_metrics *const *loops, int n, char *buf, size_t cap) {
   static const struct {
     const char *name, *type;
@@ -91,5 +124,6 @@ size_t fe_metrics_render(const fe_metrics *const *loops, int n, char *buf, size_
       fe_put(&o, line, (unsigned long long)i,
              *(const uint64_t *)((const char *)&snap[i] + fields[f].off));
   }
+  fe_metrics_render_lag(&o, snap, n);
   return o.n;
 }

@@ -30,7 +30,15 @@ typedef struct fe_metrics {
   uint64_t relay_bytes_out;      /* tag bytes handed to other loops */
   uint64_t relay_bytes_in;       /* tag bytes received from other loops */
   uint64_t relay_dropped;        /* relay batches dropped because a loop fell behind */
+  /* Loop lag: how late the loop's probe timer fired, a histogram (fe_metrics_lag_bounds_ms). */
+  uint64_t lag[8];
+  uint64_t lag_sum_us;
 } fe_metrics;
+
+/** The upper bounds (ms) of the lag buckets; the last bucket is everything above. */
+extern const uint32_t fe_metrics_lag_bounds_ms[7];
+/** Counts one lag sample of the calling loop. */
+void fe_metrics_lag(fe_metrics *m, uint64_t lag_us);
 
 /** Adds n to a counter of the calling loop's own metrics (n may be negative for gauges). */
 #define FE_METRIC_ADD(m, field, n) \

@@ -138,6 +138,9 @@ static struct {
   int first_bad_status;
   int first_errno;
   double cpu_at_measure0, cpu_at_measure1;
+  /* the client's own lag: how late each read tick ran (ms); a late client inflates first byte */
+  double *tick_lag;
+  long tick_lag_n, tick_lag_cap;
 } g;
 
 static uint8_t rbuf[READ_BUF_SIZE];
@@ -942,6 +945,9 @@ static void report(void)
   qsort(ttfb.x, (size_t)ttfb.n, sizeof(double), cmp_double);
   qsort(ttfk.x, (size_t)ttfk.n, sizeof(double), cmp_double);
   qsort(drift.x, (size_t)drift.n, sizeof(double), cmp_double);
+  dist tlag = { g.tick_lag, g.tick_lag_n };
+  if (tlag.x)
+    qsort(tlag.x, (size_t)tlag.n, sizeof(double), cmp_double);
 
   double join_s = (double)(g.t_all_started - g.t0) / 1e6;
   double measure_s = (double)(g.t_measure1 - g.t_measure0) / 1e6;
@@ -965,6 +971,7 @@ static void report(void)
   fputc('\n', f);
   text_dist(f, "first byte", &ttfb, "ms");
   text_dist(f, "first keyframe", &ttfk, "ms");
+  text_dist(f, "client lag", &tlag, "ms");
   if (no_key)
     fprintf(f, "%-15s %ld viewers never got a keyframe\n", "", no_key);
   text_dist(f, "lag drift", &drift, "ms");
@@ -997,6 +1004,7 @@ static void report(void)
     fprintf(o, "},\"first_bad_status\":%d,", g.first_bad_status);
     json_dist(o, "ttfb_ms", &ttfb);
     json_dist(o, "ttfk_ms", &ttfk);
+    json_dist(o, "client_lag_ms", &tlag);
     fprintf(o, "\"no_keyframe\":%ld,", no_key);
     json_dist(o, "drift_ms", &drift);
     fprintf(o, "\"drift_over_1s\":%ld,\"stalls\":%lu,\"stalled_viewers\":%ld,\"max_gap_ms\":%.1f,",
@@ -1123,6 +1131,10 @@ static void run(void)
 
   g.now = g.t0 = mono_us();
   g.measure_start = INT64_MAX;
+  g.tick_lag_cap = 1 << 20;
+  g.tick_lag = calloc((size_t)g.tick_lag_cap, sizeof(double));
+  if (!g.tick_lag)
+    g.tick_lag_cap = 0;
   next_tick = g.now;
   prog_t = g.now;
   next_progress = g.progress > 0 ? g.now + (int64_t)(g.progress * 1e6) : INT64_MAX;
@@ -1142,6 +1154,8 @@ static void run(void)
         deadline = next_join;
     }
     if (interval > 0 && g.now >= next_tick) {
+      if (g.tick_lag_n < g.tick_lag_cap)
+        g.tick_lag[g.tick_lag_n++] = (double)(g.now - next_tick) / 1000.0;
       read_tick();
       next_tick += interval;
       g.now = mono_us();

@@ -128,6 +128,7 @@ typedef struct fe_tview {
   const uint8_t *span_p[256];
   size_t span_len[256];
   int leave_on_wake;        /* a transport whose write fails inside wake: it leaves there */
+  uint64_t first_wake_at;   /* loop ms + 1 of its first wake (0: never woken) */
 } fe_tview;
 
 /* 1 when p lies inside one of the spans t was handed. */
@@ -151,6 +152,8 @@ static void fe_tv_fail(fe_viewer *v, int status, const char *ct, const uint8_t *
 static void fe_tv_wake(fe_viewer *v) {
   fe_tview *t = (fe_tview *)v;
   t->wakes++;
+  if (!t->first_wake_at)
+    t->first_wake_at = uv_now(&fe_L.uv) + 1;
   if (t->leave_on_wake)
     fe_hub_leave(v);
 }
@@ -442,12 +445,12 @@ static void test_viewer_limit(void) {
 }
 
 
-/* A viewer whose write fails while the hub wakes everyone at a keyframe leaves inside wake; with
- * linger 0 that ends the hub inside fe_hub_on_tag, which then still appends the keyframe. Under
- * ASan this read freed blocks before teardown was deferred to the loop's safe point. */
+/* A viewer whose write fails while the hub wakes everyone leaves inside wake; with linger 0 that
+ * ends the hub inside its own flush, whose pass then still walks on. Under ASan this read freed
+ * memory before teardown was deferred to the loop's safe point. */
 static void test_hub_is_not_freed_inside_its_own_callback(void) {
   fe_hub_opts o = fe_opts();
-  o.merge_ms = 100;
+  o.merge_ms = 0;
   o.linger = 0;
   fe_hub *h = fe_hub_create("t/defer", &o);
   fe_tview a = {0};
@@ -457,8 +460,8 @@ static void test_hub_is_not_freed_inside_its_own_callback(void) {
   uint32_t ts = 0;
   fe_gen_start(&g);
   fe_gen_gop(&g, &ts, 5, 1000);
-  fe_gen_gop(&g, &ts, 5, 1000); /* this keyframe flushes the first GOP: the viewer leaves */
-  fe_hub_ingest(h, g.buf, g.len);
+  fe_gen_gop(&g, &ts, 5, 1000);
+  fe_hub_ingest(h, g.buf, g.len); /* one read, one flush: the viewer leaves inside it */
   FE_CHECK_EQ(a.wakes, 1);
   FE_CHECK(a.v.hub == NULL);
   FE_CHECK(fe_hub_find(fe_T, "t/defer") == NULL);
@@ -503,7 +506,7 @@ static void test_window_seconds_keeps_older_gops(void) {
   free(g.buf);
 }
 
-static void test_merge_window_wakes_at_keyframes_and_on_the_timer(void) {
+static void test_merge_window_wakes_on_the_timer_not_per_read(void) {
   fe_hub_opts o = fe_opts();
   o.merge_ms = 50;
   fe_hub *h = fe_hub_create("t/merge", &o);
@@ -523,11 +526,12 @@ static void test_merge_window_wakes_at_keyframes_and_on_the_timer(void) {
   g.len = 0;
   fe_gen_gop(&g, &ts, 1, 1000);
   fe_hub_ingest(h, g.buf, g.len);
-  FE_CHECK_EQ(a.wakes, before + 1); /* a keyframe sends what came before it */
+  FE_CHECK_EQ(a.wakes, before); /* a keyframe waits for the window too: flushes stay staggered */
   uint64_t t0 = uv_now(&fe_L.uv);
-  while (a.wakes == before + 1 && uv_now(&fe_L.uv) - t0 < 1000)
-    uv_run(&fe_L.uv, UV_RUN_ONCE); /* the merge timer (50 ms) sends the keyframe */
-  FE_CHECK_EQ(a.wakes, before + 2);
+  while (a.wakes == before && uv_now(&fe_L.uv) - t0 < 1000)
+    uv_run(&fe_L.uv, UV_RUN_ONCE); /* the merge timer (50 ms) sends it all */
+  FE_CHECK_EQ(a.wakes, before + 1);
+  FE_CHECK(uv_now(&fe_L.uv) - t0 <= 200);
   fe_hub_leave(&a.v);
   free(g.buf);
 }
@@ -576,6 +580,114 @@ static void test_a_fill_pins_a_bounded_number_of_blocks(void) {
   free(g.buf);
 }
 
+/* With no merge window, one flush over many viewers is done in slices: the loop polls for I/O
+ * (accepts, joins) between them, and every viewer is still woken once, in order. */
+static void test_a_fan_out_pass_is_done_in_slices(void) {
+  enum { N = 600 };
+  fe_hub_opts o = fe_opts();
+  o.merge_ms = 0;
+  o.max_viewers = N + 1;
+  fe_hub *h = fe_hub_create("t/slices", &o);
+  fe_gen g = {0};
+  uint32_t ts = 0;
+  fe_gen_start(&g);
+  fe_gen_gop(&g, &ts, 2, 1000);
+  fe_hub_ingest(h, g.buf, g.len);
+  fe_tview *v = calloc(N, sizeof(*v));
+  for (int i = 0; i < N; i++) {
+    fe_hub_join(h, &v[i].v, &fe_tv_ops, FE_HUB_WANT_ALL);
+    fe_tv_drain(&v[i]);
+  }
+  v[300].leave_on_wake = 1; /* leaves inside the pass */
+  g.len = 0;
+  fe_gen_tag(&g, FE_FLV_VIDEO, ts, 0x27, 1, 1000);
+  fe_hub_ingest(h, g.buf, g.len);
+  int woken = 0;
+  for (int i = 0; i < N; i++)
+    woken += v[i].wakes;
+  FE_CHECK_EQ(woken, 256); /* one slice now */
+  /* A second read before the pass is over: its viewers are not woken twice meanwhile. */
+  fe_hub_ingest(h, g.buf, g.len);
+  for (int turn = 0; turn < 10; turn++)
+    uv_run(&fe_L.uv, UV_RUN_NOWAIT);
+  int once = 1, twice = 1;
+  for (int i = 0; i < N; i++) {
+    once &= v[i].wakes >= 1;
+    twice &= i == 300 ? v[i].wakes == 1 : v[i].wakes == 2;
+  }
+  FE_CHECK(once);
+  FE_CHECK(twice);
+  FE_CHECK(v[300].v.hub == NULL);
+  for (int i = 0; i < N; i++)
+    if (i != 300)
+      fe_hub_leave(&v[i].v);
+  free(v);
+  free(g.buf);
+}
+
+/* With a merge window, a big audience is flushed in groups at staggered instants across the
+ * window, each within the window of the data. */
+static void test_merge_window_staggers_the_flushes(void) {
+  enum { N = 512 };
+  fe_hub_opts o = fe_opts();
+  o.merge_ms = 80;
+  o.max_viewers = N + 1;
+  fe_hub *h = fe_hub_create("t/stagger", &o);
+  fe_gen g = {0};
+  uint32_t ts = 0;
+  fe_gen_start(&g);
+  fe_gen_gop(&g, &ts, 2, 1000);
+  fe_hub_ingest(h, g.buf, g.len);
+  fe_tview *v = calloc(N, sizeof(*v));
+  for (int i = 0; i < N; i++) {
+    fe_hub_join(h, &v[i].v, &fe_tv_ops, FE_HUB_WANT_ALL);
+    fe_tv_drain(&v[i]);
+  }
+  /* The first data's window is over (the timer stops once every group was flushed). */
+  for (uint64_t t = uv_now(&fe_L.uv); uv_now(&fe_L.uv) - t < 1000;) {
+    uv_run(&fe_L.uv, UV_RUN_ONCE);
+    int woken = 1;
+    for (int i = 0; i < N; i++)
+      woken &= v[i].wakes == 1;
+    if (woken)
+      break;
+  }
+  for (int i = 0; i < N; i++) {
+    fe_tv_drain(&v[i]);
+    v[i].wakes = 0;
+    v[i].first_wake_at = 0;
+  }
+  g.len = 0;
+  fe_gen_tag(&g, FE_FLV_VIDEO, ts, 0x27, 1, 1000);
+  uv_update_time(&fe_L.uv);
+  uint64_t t0 = uv_now(&fe_L.uv);
+  fe_hub_ingest(h, g.buf, g.len);
+  int all = 0;
+  while (!all && uv_now(&fe_L.uv) - t0 < 1000) {
+    uv_run(&fe_L.uv, UV_RUN_ONCE);
+    all = 1;
+    for (int i = 0; i < N; i++)
+      all &= v[i].wakes == 1;
+  }
+  FE_CHECK(all);
+  uint64_t first = UINT64_MAX, last = 0;
+  for (int i = 0; i < N; i++) {
+    first = v[i].first_wake_at < first ? v[i].first_wake_at : first;
+    last = v[i].first_wake_at > last ? v[i].first_wake_at : last;
+  }
+  first -= 1 + t0;
+  last -= 1 + t0;
+  printf("  staggered flushes: first %llu ms, last %llu ms after the data\n", (unsigned long long)first,
+         (unsigned long long)last);
+  FE_CHECK(first <= 20);           /* the first group goes after one tick (80 / 8 ms) */
+  FE_CHECK(last >= 60);            /* the last one most of a window later */
+  FE_CHECK(last <= 80 + 40);       /* within the window (plus timer slack) */
+  for (int i = 0; i < N; i++)
+    fe_hub_leave(&v[i].v);
+  free(v);
+  free(g.buf);
+}
+
 /* A source that fails before the stream started: every waiting viewer gets its answer. */
 static void test_a_source_that_fails_answers_every_waiting_viewer(void) {
   fe_hub_opts o = fe_opts();
@@ -604,7 +716,9 @@ int main(void) {
   FE_RUN(test_viewer_limit);
   FE_RUN(test_hub_is_not_freed_inside_its_own_callback);
   FE_RUN(test_window_seconds_keeps_older_gops);
-  FE_RUN(test_merge_window_wakes_at_keyframes_and_on_the_timer);
+  FE_RUN(test_merge_window_wakes_on_the_timer_not_per_read);
+  FE_RUN(test_a_fan_out_pass_is_done_in_slices);
+  FE_RUN(test_merge_window_staggers_the_flushes);
   FE_RUN(test_linger_keeps_the_stream_then_closes_it);
   FE_RUN(test_a_fill_pins_a_bounded_number_of_blocks);
   FE_RUN(test_a_source_that_fails_answers_every_waiting_viewer);
