@@ -302,6 +302,11 @@ static int fe_meta_index(fe_flv_meta *m, const fe_meta_raw *raw, uint64_t file_s
   return 0;
 }
 
+/* The bytes end too soon: more may come, unless they are the whole file. */
+static int fe_meta_short(size_t len, uint64_t file_size) {
+  return file_size > 0 && len >= file_size ? FE_FLV_ETRUNC : FE_FLV_META_MORE;
+}
+
 int fe_flv_meta_scan(const uint8_t *data, size_t len, uint64_t file_size, fe_flv_meta *out) {
   static const uint8_t sig[4] = {'F', 'L', 'V', 1};
   fe_meta_raw raw = {0};
@@ -310,11 +315,11 @@ int fe_flv_meta_scan(const uint8_t *data, size_t len, uint64_t file_size, fe_flv
 
   memset(out, 0, sizeof(*out));
   if (len == 0)
-    return FE_FLV_META_MORE;
+    return fe_meta_short(len, file_size);
   if (memcmp(data, sig, len < 4 ? len : 4) != 0)
     return FE_FLV_EBADSIG;
   if (len < 9)
-    return FE_FLV_META_MORE;
+    return fe_meta_short(len, file_size);
   if (fe_meta_be(data + 5, 4) < 9 || fe_meta_be(data + 5, 4) > UINT32_MAX - FE_FLV_PREV_SIZE)
     return FE_FLV_EBADSIG;
   out->flags = data[4];
@@ -331,7 +336,7 @@ int fe_flv_meta_scan(const uint8_t *data, size_t len, uint64_t file_size, fe_flv
       break;
     }
     if (off + FE_FLV_TAG_HEADER_SIZE > len) {
-      rc = file_size > 0 && len >= file_size ? FE_FLV_ETRUNC : FE_FLV_META_MORE;
+      rc = fe_meta_short(len, file_size);
       break;
     }
     h = data + off;
@@ -345,7 +350,7 @@ int fe_flv_meta_scan(const uint8_t *data, size_t len, uint64_t file_size, fe_flv
     if (avail > size)
       avail = size;
     if ((h[0] & 0x1f) != FE_FLV_SCRIPT && avail < size && avail < FE_META_CLASSIFY_BYTES) {
-      rc = file_size > 0 && len >= file_size ? FE_FLV_ETRUNC : FE_FLV_META_MORE;
+      rc = fe_meta_short(len, file_size);
       break;
     }
     /* A frame is told by its first bytes; a prefix tag must be whole to be part of the prefix. */
@@ -354,7 +359,7 @@ int fe_flv_meta_scan(const uint8_t *data, size_t len, uint64_t file_size, fe_flv
     if (tag.type != FE_FLV_SCRIPT && !(tag.flags & FE_FLV_SEQ_HEADER))
       break;
     if (off + FE_FLV_TAG_OVERHEAD + size > len) {
-      rc = file_size > 0 && len >= file_size ? FE_FLV_ETRUNC : FE_FLV_META_MORE;
+      rc = fe_meta_short(len, file_size);
       break;
     }
     if (tag.type == FE_FLV_SCRIPT && !have_meta) {

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the binary seed inputs of tests/fuzz/corpus/fuzz_flv/ and fuzz_origin/ (run from
+"""Writes the binary seed inputs of tests/fuzz/corpus/fuzz_flv/, fuzz_origin/ and fuzz_range/ (run from
 anywhere; rewrites only those seed-* files, never the regress-* inputs next to them). Each seed is
 a small valid or nearly valid input of the layout its target's top comment describes. The other
 targets' seeds are text, written by hand."""
@@ -71,6 +71,54 @@ def flv_seeds():
     return {"seed-stream": b"\x40\x35" + flv(), "seed-header-only": b"\x80\x01" + flv(False)}
 
 
+def amf_str(s):
+    return struct.pack(">H", len(s)) + s
+
+
+def amf_numbers(values):
+    return b"\x0a" + struct.pack(">I", len(values)) + b"".join(b"\x00" + struct.pack(">d", v) for v in values)
+
+
+def keyframes_flv(wrap):
+    # onMetaData with duration and keyframes, sequence headers, then two keyframes the index points at.
+    frames = [tag(9, 0, b"\x17\x01\x00\x00\x00" + b"\x00" * 20), tag(8, 10, b"\xaf\x01" + b"\x21" * 8),
+              tag(9, 1000, b"\x17\x01\x00\x00\x00" + b"\x00" * 20)]
+    seq = tag(9, 0, b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f\xff") + tag(8, 0, b"\xaf\x00\x12\x10")
+
+    def meta(positions):
+        body = (b"\x02" + amf_str(b"@setDataFrame") if wrap else b"") + b"\x02" + amf_str(b"onMetaData")
+        body += b"\x08\x00\x00\x00\x03" + amf_str(b"duration") + b"\x00" + struct.pack(">d", 2.0)
+        body += amf_str(b"title") + b"\x02" + amf_str(b"seed") + amf_str(b"keyframes") + b"\x03"
+        body += amf_str(b"times") + amf_numbers([0.0, 1.0])
+        body += amf_str(b"filepositions") + amf_numbers(positions) + b"\x00\x00\x09\x00\x00\x09"
+        return tag(18, 0, body)
+
+    prefix_end = 13 + len(meta([0.0, 0.0])) + len(seq)
+    positions = [float(prefix_end), float(prefix_end + len(frames[0]) + len(frames[1]))]
+    return flv(False) + meta(positions) + seq + b"".join(frames)
+
+
+def range_seeds():
+    # [selector] then: 0 [max] a Range value; 1 conditionals split at \n; 2 a date; 3 FLV bytes
+    seeds = {
+        "seed-range-rfc": b"\x00\x10bytes=0-499,-500,9500-",
+        "seed-range-coalesce": b"\x00\x10bytes=500-600,601-999, ,0-0",
+        "seed-range-overflow": b"\x00\x02bytes=18446744073709551615-,-18446744073709551616",
+        "seed-cond-etags": b"\x01\"abc\", W/\"xyz\"\n*\n\n\n\"abc\"\nW/\"abc\"\nSun, 06 Nov 1994 08:49:37 GMT",
+        "seed-cond-dates": b"\x01\n\nSun, 06 Nov 1994 08:49:37 GMT\nSunday, 06-Nov-94 08:49:37 GMT\n"
+                           b"Sun Nov  6 08:49:37 1994\n\"e\"\nSun, 06 Nov 1994 08:49:37 GMT",
+        "seed-date-imf": b"\x02Sun, 06 Nov 1994 08:49:37 GMT",
+        "seed-date-rfc850": b"\x02Sunday, 06-Nov-94 08:49:37 GMT",
+        "seed-date-asctime": b"\x02Sun Nov  6 08:49:37 1994",
+        "seed-meta": b"\x03" + keyframes_flv(False),
+        "seed-meta-setdataframe": b"\x03" + keyframes_flv(True),
+    }
+    # The head of ffmpeg's file (metadata with a keyframes index, sequence headers, first frame).
+    with open(os.path.join(HERE, "..", "media", "keyframes.flv"), "rb") as f:
+        seeds["seed-meta-ffmpeg"] = b"\x03" + f.read(3000)
+    return seeds
+
+
 def write(target, seeds):
     d = os.path.join(HERE, "corpus", target)
     os.makedirs(d, exist_ok=True)
@@ -82,3 +130,4 @@ def write(target, seeds):
 if __name__ == "__main__":
     write("fuzz_flv", flv_seeds())
     write("fuzz_origin", origin_seeds())
+    write("fuzz_range", range_seeds())

@@ -23,7 +23,7 @@ static void put_u8(buf *o, uint8_t v) {
   o->b[o->len++] = v;
 }
 
-static void put_be(buf *o, uint32_t v, int n) {
+static void put_be(buf *o, uint64_t v, int n) {
   for (int i = n - 1; i >= 0; i--)
     o->b[o->len + (size_t)(n - 1 - i)] = (uint8_t)(v >> (8 * i));
   o->len += (size_t)n;
@@ -226,6 +226,8 @@ static void test_meta_not_flv(void) {
   buf f = {.len = 0};
 
   FE_CHECK_EQ(fe_flv_meta_scan((const uint8_t *)"FL", 2, 0, &m), FE_FLV_META_MORE);
+  /* The whole file, shorter than a header: truncated, never "more" (found by fuzz_range). */
+  FE_CHECK_EQ(fe_flv_meta_scan((const uint8_t *)"FLV\x01", 4, 4, &m), FE_FLV_ETRUNC);
   FE_CHECK_EQ(fe_flv_meta_scan((const uint8_t *)"GIF89a", 6, 0, &m), FE_FLV_EBADSIG);
   FE_CHECK_EQ(fe_flv_meta_scan((const uint8_t *)"FLV\x02", 4, 0, &m), FE_FLV_EBADSIG);
   memcpy(b, "FLV\x01\x05\x00\x00\x00\x08", 9); /* DataOffset below 9 */
