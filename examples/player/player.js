@@ -16,6 +16,7 @@
 
   var params = new URLSearchParams(location.search);
   var flag = function (name) { var v = params.get(name); return v !== null && v !== '0' && v !== 'false'; };
+  var vod = flag('vod');
 
   var player = null;
   var timer = null;
@@ -138,7 +139,7 @@
       log('error', 'mpegts.js missing (node_modules/mpegts.js/dist/mpegts.js)');
       return;
     }
-    if (!mpegts.getFeatureList().mseLivePlayback) {
+    if (!(vod ? mpegts.getFeatureList().msePlayback : mpegts.getFeatureList().mseLivePlayback)) {
       setState('error', 'This browser cannot play live HTTP-FLV (no Media Source Extensions).');
       log('error', 'mseLivePlayback not supported');
       return;
@@ -156,10 +157,19 @@
     info = { url: url, speedKBps: null, mediaInfo: null, startedAt: Date.now() };
     video.muted = mutedBox.checked;
 
-    var source = { type: 'flv', isLive: true, url: url };
+    var source = { type: 'flv', isLive: !vod, url: url };
     if (onlyAudio.checked) source.hasVideo = false;
     if (onlyVideo.checked) source.hasAudio = false;
-    player = mpegts.createPlayer(source, {
+    // ?vod=1: a file, not a stream: seekable, mpegts.js seeks with Range requests at keyframes.
+    player = mpegts.createPlayer(source, vod ? {
+      isLive: false,
+      enableWorker: false,
+      lazyLoad: true,             // keep about 10 s ahead, not the whole file: a seek past it asks
+      lazyLoadMaxDuration: 10,    // the server for a range at a keyframe
+      lazyLoadRecoverDuration: 5,
+      seekType: 'range',
+      accurateSeek: true
+    } : {
       isLive: true,
       enableWorker: false,
       enableStashBuffer: false,
@@ -185,7 +195,9 @@
         mi.videoCodec, mi.audioCodec].filter(Boolean).join(' '));
     });
     player.on(mpegts.Events.STATISTICS_INFO, function (st) { info.speedKBps = st.speed; });
-    player.on(mpegts.Events.LOADING_COMPLETE, function () { log('warn', 'the server ended the stream'); });
+    player.on(mpegts.Events.LOADING_COMPLETE, function () {
+      if (vod) log('info', 'the whole file is loaded'); else log('warn', 'the server ended the stream');
+    });
     player.on(mpegts.Events.RECOVERED_EARLY_EOF, function () { log('warn', 'recovered from an early end of stream'); });
 
     player.attachMediaElement(video);
@@ -244,6 +256,7 @@
 
   window.fePlayer = {
     play: function (url) { if (url) urlInput.value = url; play(); },
+    seek: function (seconds) { video.currentTime = seconds; },
     stop: function () { stop(); },
     stats: snapshot,
     get state() { return state; },

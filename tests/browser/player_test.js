@@ -4,6 +4,9 @@
 //   1. same origin: the edge serves the page (static resource "/") and the stream (live "/flv/").
 //   2. cross origin: a second server here serves the page, the stream comes from the edge, so
 //      Chromium needs the edge's Access-Control-Allow-Origin.
+//   3. VOD (when the binary has the vod resource; else a SKIP line): the player page with ?vod=1
+//      plays a 60 s FLV (keyframe index) through the edge's vod resource from a small Range-capable
+//      origin here, then seeks to 30 s: playback must resume and currentTime land within 3 s of it.
 // Each passes when video.currentTime goes past 2 s and getVideoPlaybackQuality().totalVideoFrames
 // grows, polled within a bounded wait. Prints PASS/FAIL lines and "N passed, N failed"; exits 0 or 1.
 //
@@ -29,7 +32,7 @@ const CHROMIUM = process.env.FE_CHROMIUM || '/usr/bin/chromium';
 const CHECK_TIMEOUT_MS = Number(process.env.FE_BROWSER_TIMEOUT_MS || 30000);
 const SCREENSHOT = process.env.FE_SCREENSHOT || '/tmp/flvedge-player.png';
 const PLAYER_DIR = path.join(ROOT, 'examples', 'player');
-const TOTAL_TIMEOUT_MS = 3 * CHECK_TIMEOUT_MS + 60000;
+const TOTAL_TIMEOUT_MS = 4 * CHECK_TIMEOUT_MS + 90000;
 
 const results = [];
 let edge = null;
@@ -92,6 +95,122 @@ function testMedia() {
   }
   fs.renameSync(tmp, file); // atomic: a parallel run sees the whole file or none
   return file;
+}
+
+
+// ---- VOD: 60 s with a keyframe index (tests/media/make_vod_media.sh), an origin with ranges ---
+
+function vodMedia() {
+  // The same name as fe_harness.ensure_vod_media(60): one file for both.
+  const file = path.join(MEDIA_DIR, 'vod_640x360_60s_25fps_g50_500k.flv');
+  if (fs.existsSync(file)) return file;
+  const r = spawnSync('bash', [path.join(ROOT, 'tests', 'media', 'make_vod_media.sh'), file, '60'],
+    { encoding: 'utf8', timeout: 300000 });
+  if (r.status !== 0) throw new Error(`make_vod_media.sh failed: ${r.stderr}`);
+  return file;
+}
+
+// flvedge -t on a config with a vod resource: only an unknown resource type means "no VOD yet".
+function vodSupported(dir) {
+  const conf = path.join(dir, 'vodcheck.lua');
+  fs.writeFileSync(conf, `return { listen = { "127.0.0.1:0" }, resources = { { prefix = "/videos/", ` +
+    `type = "vod", origin = "http://127.0.0.1:9/media/", cache_dir = ${luaString(path.join(dir, 'vodcheck'))} } } }\n`);
+  const r = spawnSync(BIN, ['-t', '-c', conf], { encoding: 'utf8', timeout: 10000 });
+  const text = `${r.stdout || ''}${r.stderr || ''}`.trim();
+  return { ok: !(r.status !== 0 && /"vod" is not a resource type/.test(text)), text };
+}
+
+let vodOrigin = null;
+
+// Serves one file at /media/test.flv with single Range requests (206), HEAD and an ETag.
+function startVodOrigin(file) {
+  const size = fs.statSync(file).size;
+  const etag = `"${size.toString(16)}-${Math.floor(fs.statSync(file).mtimeMs).toString(16)}"`;
+  return new Promise((resolve, reject) => {
+    vodOrigin = http.createServer((req, res) => {
+      if (new URL(req.url, 'http://x').pathname !== '/media/test.flv') {
+        res.writeHead(404, { 'Content-Type': 'text/plain' });
+        res.end('not found\n');
+        return;
+      }
+      const headers = { 'Content-Type': 'video/x-flv', 'Accept-Ranges': 'bytes', ETag: etag,
+        'Last-Modified': fs.statSync(file).mtime.toUTCString() };
+      let start = 0;
+      let end = size - 1;
+      let status = 200;
+      const m = /^bytes=(\d*)-(\d*)$/.exec(req.headers.range || '');
+      if (m && (m[1] !== '' || m[2] !== '')) {
+        if (m[1] === '') { start = Math.max(0, size - Number(m[2])); } else {
+          start = Number(m[1]);
+          if (m[2] !== '') end = Math.min(end, Number(m[2]));
+        }
+        if (start >= size || start > end) {
+          res.writeHead(416, { 'Content-Range': `bytes */${size}` });
+          res.end();
+          return;
+        }
+        status = 206;
+        headers['Content-Range'] = `bytes ${start}-${end}/${size}`;
+      }
+      headers['Content-Length'] = end - start + 1;
+      res.writeHead(status, headers);
+      if (req.method === 'HEAD') { res.end(); return; }
+      fs.createReadStream(file, { start, end }).pipe(res);
+    });
+    vodOrigin.on('error', reject);
+    vodOrigin.listen(0, '127.0.0.1', () => resolve(vodOrigin.address().port));
+  });
+}
+
+// Plays the VOD page to 2 s, seeks to `target` and waits for playback to go on near it.
+async function vodSeekCheck(name, pageUrl, target) {
+  const page = await context.newPage();
+  const consoleLines = [];
+  const responses = [];
+  page.on('console', (m) => consoleLines.push(`console.${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
+  page.on('response', (r) => responses.push(`${r.status()} ${r.url()} range=${r.request().headers().range || '-'} ` +
+    `x-cache-status=${r.headers()['x-cache-status'] || '-'}`));
+  const deadline = Date.now() + CHECK_TIMEOUT_MS;
+  let last = null;
+  let reason = null;
+  let seekedAt = null;
+  let framesAtSeek = null;
+  const stats = () => page.evaluate(() => (window.fePlayer ? window.fePlayer.stats() : null));
+  try {
+    await page.goto(pageUrl, { waitUntil: 'load', timeout: CHECK_TIMEOUT_MS });
+    for (;;) {
+      last = await stats();
+      if (last && last.state === 'error') { reason = `the player reports an error: ${last.errors.join(' | ')}`; break; }
+      if (seekedAt === null && last && last.currentTime > 2) {
+        await page.evaluate((t) => window.fePlayer.seek(t), target);
+        seekedAt = Date.now();
+        framesAtSeek = last.totalVideoFrames;
+      } else if (seekedAt !== null && last && !last.paused && last.currentTime >= target - 3 &&
+                 last.currentTime <= target + 3 && last.totalVideoFrames > framesAtSeek + 10) {
+        break;
+      }
+      if (Date.now() > deadline) {
+        reason = seekedAt === null ? 'currentTime did not pass 2 s before the seek'
+          : `after the seek to ${target} s, playback did not go on within 3 s of it`;
+        break;
+      }
+      await sleep(200);
+    }
+  } catch (e) {
+    reason = `${e.message.split('\n')[0]}`;
+  }
+  const ranged = responses.filter((r) => / range=bytes=[1-9]/.test(r));
+  if (!reason && ranged.length === 0) reason = 'the seek made no Range request past the start of the file';
+  if (reason) {
+    fail(name, reason, [`page: ${pageUrl}`, `last stats: ${JSON.stringify(last)}`,
+      ...responses.map((r) => 'response ' + r), ...consoleLines.slice(-20), ...edgeLogTail(15)]);
+  } else {
+    pass(name, `seek to ${target} s: currentTime ${last.currentTime.toFixed(2)} s after ` +
+      `${((Date.now() - seekedAt) / 1000).toFixed(1)} s, ${last.totalVideoFrames} frames decoded; ` +
+      `${ranged.length} range requests past byte 0 (${ranged[ranged.length - 1]})`);
+  }
+  await page.close();
 }
 
 // ---- the edge ------------------------------------------------------------------------------
@@ -232,6 +351,7 @@ async function playbackCheck(name, pageUrl, opts) {
 async function cleanup() {
   if (context) { try { await context.close(); } catch (e) { /* browser gone */ } context = null; }
   if (pageServer) { pageServer.close(); pageServer = null; }
+  if (vodOrigin) { vodOrigin.close(); vodOrigin = null; }
   await stopEdge();
   if (tmpDir) { try { fs.rmSync(tmpDir, { recursive: true, force: true }); } catch (e) { /* best effort */ } }
 }
@@ -257,6 +377,13 @@ async function main() {
 
   const media = testMedia();
   tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'flvedge-browser-'));
+  const vod = vodSupported(tmpDir);
+  let vodResource = [];
+  if (vod.ok) {
+    const originPort = await startVodOrigin(vodMedia());
+    vodResource = [`    { name = "vod", prefix = "/videos/", type = "vod", origin = "http://127.0.0.1:${originPort}/media/", ` +
+      `cache_dir = ${luaString(path.join(tmpDir, 'vodcache'))}, slice_size = 1048576 },`];
+  }
   const config = path.join(tmpDir, 'flvedge.lua');
   fs.writeFileSync(config, [
     'return {',
@@ -265,6 +392,7 @@ async function main() {
     '  -- cors_origin left at its default ("*"): check 2 relies on it',
     '  resources = {',
     `    { name = "live", prefix = "/flv/", type = "live", origin = ${luaString('file:' + media)} },`,
+    ...vodResource,
     `    { name = "player", prefix = "/", type = "static", root = ${luaString(PLAYER_DIR)} },`,
     '  },',
     '}',
@@ -299,6 +427,14 @@ async function main() {
   await playbackCheck(`cross-origin playback (page from ${pageOrigin}, stream from ${edgeBase})`,
     `${pageOrigin}/index.html?autoplay=1&src=${encodeURIComponent(stream)}`,
     { requireCors: true, streamUrl: stream, pageOrigin });
+
+  if (!vod.ok) {
+    log(`SKIP vod seek: this flvedge has no vod resource yet (${vod.text})`);
+    return;
+  }
+  const file = `${edgeBase}/videos/test.flv`;
+  await vodSeekCheck('VOD playback and a seek to 30 s (mpegts.js isLive false, Range requests through the vod cache)',
+    `${edgeBase}/index.html?autoplay=1&vod=1&src=${encodeURIComponent(file)}`, 30);
 }
 
 const watchdog = setTimeout(() => {

@@ -10,13 +10,19 @@ fe_harness: what the flvedge integration tests share (Python 3 standard library 
 - HttpConn / Viewer / FlvReader: a client that de-chunks a response and checks the FLV in it
   (PreviousTagSize == 11 + DataSize), keeping a compact record of every tag.
 - Synth: a synthetic H.264+AAC-shaped FLV (no ffmpeg); every media tag carries a serial number.
-- ensure_media(): real H.264+AAC FLV made by ffmpeg once into $FE_MEDIA_DIR (/tmp/flvedge-media).
+- ensure_media(): real H.264+AAC FLV made by ffmpeg once into $FE_MEDIA_DIR (/tmp/flvedge-media);
+  ensure_vod_media() the same with a keyframe index (tests/media/make_vod_media.sh).
+- VodOrigin: a threaded HTTP/1.1 file server (ranges, ETag, Last-Modified, 304, keep-alive) that
+  logs every request and has faults switchable at run time; vod_config() / start_vod_edge() /
+  admin_request() for an edge with a vod resource and its admin listener; vod_supported() tells
+  whether the binary has the vod resource at all (the VOD tests exit 77, skipped, when not).
 
 Environment: FLVEDGE_BIN, FLVEDGE_SRC, FLVEDGE_BUILD (set by ctest); FE_TIME_SCALE overrides the
 automatic slow-down factor applied to timeouts (3 when the binary is built with sanitizers).
 """
 
 import atexit
+import email.utils
 import json
 import fcntl
 import os
@@ -27,10 +33,12 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import unittest
+import urllib.parse
 import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -1652,6 +1660,483 @@ class TestOrigin:
 
 
 # ---------------------------------------------------------------------------------------------
+# The VOD test origin: a file server with ranges, validators and switchable faults
+# ---------------------------------------------------------------------------------------------
+
+class VodOrigin:
+    """
+    A threaded HTTP/1.1 file server on 127.0.0.1 (port chosen by the kernel) serving the files of
+    `root` under the URL path `prefix`, the origin of the VOD tests and benchmark:
+      - keep-alive (HTTP/1.1 unless `Connection: close`), GET and HEAD;
+      - one range per request: `bytes=N-M`, `bytes=N-`, `bytes=-N` -> 206 with Content-Range, an
+        unsatisfiable one -> 416 `Content-Range: bytes */SIZE`; several ranges -> the whole file
+        (200, as RFC 9110 allows);
+      - a strong ETag "SIZE-MTIME_NS" and Last-Modified; If-None-Match / If-Modified-Since -> 304,
+        If-Range with another validator -> the whole file;
+      - every request logged before it is answered (self.log: dicts with method, target, path,
+        range, if_range, if_none_match, if_modified_since, headers, conn, time; status and sent
+        filled in once answered), and body bytes counted (body_bytes, per path in bytes_by_path).
+    Faults, switched at run time with set_fault(kind, path=None, times=None, ...):
+      "close"     send the head and `after` body bytes, then close;
+      "short"     announce the honest length but send `missing` bytes less, then close;
+      "status"    answer `status` (5xx) with a short body;
+      "no_ranges" ignore Range (and If-Range): always 200 with the whole file;
+      "stall"     send the head and `after` body bytes, then nothing until the fault is cleared
+                  or the origin stops (the connection stays open).
+    `path` limits the fault to one URL path; `times` to that many answers (None: until cleared).
+    `headers` (a dict) are added to every 200/206/304 answer, e.g. Cache-Control.
+    """
+
+    def __init__(self, root, prefix="/media/"):
+        self.root = os.path.abspath(root)
+        self.prefix = prefix
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(512)
+        self.port = self.sock.getsockname()[1]
+        self.log = []
+        self.headers = {}
+        self.body_bytes = 0
+        self.bytes_by_path = {}
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.unstall = threading.Event()
+        self._fault = None
+        self._conn_ids = 0
+        self._socks = set()
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread.start()
+
+    def url(self, path=""):
+        """The origin URL of the prefix (path appended)."""
+        return "http://127.0.0.1:%d%s%s" % (self.port, self.prefix, path.lstrip("/"))
+
+    def file_path(self, rel):
+        return os.path.join(self.root, rel.lstrip("/"))
+
+    # -- faults -----------------------------------------------------------------------------
+
+    def set_fault(self, kind, path=None, times=None, after=0, missing=1, status=503):
+        if kind not in ("close", "short", "status", "no_ranges", "stall"):
+            raise ValueError(kind)
+        with self.lock:
+            self.unstall.clear()
+            self._fault = {"kind": kind, "path": path, "times": times, "after": after,
+                           "missing": missing, "status": status}
+
+    def clear_fault(self):
+        with self.lock:
+            self._fault = None
+        self.unstall.set()
+
+    def _take_fault(self, path):
+        with self.lock:
+            f = self._fault
+            if f is None or (f["path"] is not None and f["path"] != path):
+                return None
+            if f["times"] is not None:
+                f["times"] -= 1
+                if f["times"] <= 0:
+                    self._fault = None
+            return dict(f)
+
+    # -- the log ----------------------------------------------------------------------------
+
+    def requests(self, path=None, method=None):
+        """Logged requests (for one origin path, e.g. "/media/a.flv", and/or method)."""
+        with self.lock:
+            return [r for r in self.log if (path is None or r["path"] == path)
+                    and (method is None or r["method"] == method)]
+
+    def ranges(self, path):
+        """The Range header of each GET of path, in order (None: no Range)."""
+        return [r["range"] for r in self.requests(path, "GET")]
+
+    def clear_log(self):
+        with self.lock:
+            self.log = []
+            self.body_bytes = 0
+            self.bytes_by_path = {}
+
+    def stop(self):
+        self.stopping.set()
+        self.unstall.set()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        with self.lock:
+            socks = list(self._socks)
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._thread.join(5)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _accept_loop(self):
+        while not self.stopping.is_set():
+            try:
+                r, _, _ = select.select([self.sock], [], [], 0.1)
+            except (OSError, ValueError):
+                return
+            if not r:
+                continue
+            try:
+                s, _ = self.sock.accept()
+            except OSError:
+                continue
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self.lock:
+                self._conn_ids += 1
+                cid = self._conn_ids
+                self._socks.add(s)
+            threading.Thread(target=self._serve, args=(s, cid), daemon=True).start()
+
+    def _read_head(self, s, buf):
+        while b"\r\n\r\n" not in buf:
+            if self.stopping.is_set():
+                return None
+            try:
+                d = s.recv(65536)
+            except OSError:
+                return None
+            if not d:
+                return None
+            buf += d
+            if len(buf) > 65536:
+                return None
+        head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+        buf[:] = rest
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3:
+            return None
+        headers = {}
+        for line in lines[1:]:
+            if ":" in line:
+                k, v = line.split(":", 1)
+                headers[k.strip().lower()] = v.strip()
+        method, target, version = parts
+        return {"method": method, "target": target, "path": target.split("?", 1)[0],
+                "version": version, "headers": headers, "range": headers.get("range"),
+                "if_range": headers.get("if-range"), "if_none_match": headers.get("if-none-match"),
+                "if_modified_since": headers.get("if-modified-since"),
+                "time": time.monotonic(), "status": None, "sent": 0}
+
+    def _serve(self, s, cid):
+        buf = bytearray()
+        s.settimeout(30)  # an idle keep-alive connection is closed after 30 s
+        try:
+            while not self.stopping.is_set():
+                req = self._read_head(s, buf)
+                if req is None:
+                    return
+                req["conn"] = cid
+                with self.lock:
+                    self.log.append(req)
+                keep = (req["version"] == "HTTP/1.1"
+                        and "close" not in req["headers"].get("connection", "").lower())
+                if not self._answer(s, req) or not keep:
+                    return
+        except OSError:
+            return
+        finally:
+            with self.lock:
+                self._socks.discard(s)
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def _send_head(self, s, status, headers):
+        head = "HTTP/1.1 %d %s\r\n" % (status, _VOD_REASONS.get(status, "Status"))
+        head += "".join("%s: %s\r\n" % kv for kv in headers)
+        s.sendall(head.encode("latin-1") + b"\r\n")
+
+    def _simple(self, s, req, status, body, extra=()):
+        headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+        headers += list(extra)
+        self._send_head(s, status, headers)
+        if req["method"] != "HEAD":
+            s.sendall(body)
+        req["status"] = status
+        return True
+
+    def _answer(self, s, req):
+        """Answers one request; False when the connection must close."""
+        path = req["path"]
+        if not path.startswith(self.prefix):
+            return self._simple(s, req, 404, b"not under the prefix\n")
+        rel = urllib.parse.unquote(path[len(self.prefix):])
+        if any(part in ("..", ".") for part in rel.replace("\\", "/").split("/")) or "\0" in rel:
+            return self._simple(s, req, 400, b"bad path\n")
+        fault = self._take_fault(path)
+        if fault and fault["kind"] == "status":
+            self._simple(s, req, fault["status"], b"origin fault\n")
+            return True
+        full = os.path.join(self.root, rel)
+        try:
+            st = os.stat(full)
+        except OSError:
+            return self._simple(s, req, 404, b"no such file\n")
+        if not os.path.isfile(full) or req["method"] not in ("GET", "HEAD"):
+            return self._simple(s, req, 405 if os.path.isfile(full) else 404, b"no\n")
+        size = st.st_size
+        etag = '"%x-%x"' % (size, st.st_mtime_ns)
+        last_mod = email.utils.formatdate(st.st_mtime, usegmt=True)
+        ctype = "video/x-flv" if full.endswith(".flv") else "application/octet-stream"
+        common = [("ETag", etag), ("Last-Modified", last_mod), ("Accept-Ranges", "bytes")]
+        common += list(self.headers.items())
+        h = req["headers"]
+        if _vod_not_modified(h, etag, int(st.st_mtime)):
+            self._send_head(s, 304, common)
+            req["status"] = 304
+            return True
+        start, end = 0, size - 1
+        status = 200
+        rng = h.get("range")
+        if fault and fault["kind"] == "no_ranges":
+            rng = None
+        if rng is not None and "if-range" in h:
+            ir = h["if-range"]
+            if ir.startswith('"') or ir.startswith("W/"):
+                ok = ir == etag
+            else:
+                ok = _vod_http_date(ir) == int(st.st_mtime)
+            if not ok:
+                rng = None
+        if rng is not None:
+            spec = _vod_parse_range(rng, size)
+            if spec == "unsatisfiable":
+                return self._simple(s, req, 416, b"range not satisfiable\n",
+                                    [("Content-Range", "bytes */%d" % size)] + common)
+            if spec is not None:
+                start, end = spec
+                status = 206
+        length = end - start + 1 if size else 0
+        headers = [("Content-Type", ctype), ("Content-Length", str(length))] + common
+        if status == 206:
+            headers.append(("Content-Range", "bytes %d-%d/%d" % (start, end, size)))
+        self._send_head(s, status, headers)
+        req["status"] = status
+        if req["method"] == "HEAD":
+            return True
+        todo = length
+        closing = False
+        if fault and fault["kind"] in ("close", "stall"):
+            todo = min(length, fault["after"])
+            closing = True
+        elif fault and fault["kind"] == "short":
+            todo = max(0, length - fault["missing"])
+            closing = True
+        with open(full, "rb") as f:
+            sent = 0
+            while sent < todo:
+                n = s.sendfile(f, start + sent, min(todo - sent, 1 << 20))
+                if n == 0:
+                    break  # the file shrank under us
+                sent += n
+                req["sent"] = sent
+                with self.lock:
+                    self.body_bytes += n
+                    self.bytes_by_path[path] = self.bytes_by_path.get(path, 0) + n
+        if fault and fault["kind"] == "stall":
+            while not self.unstall.wait(0.1):
+                if self.stopping.is_set():
+                    break
+        return not closing and sent == length
+
+
+_VOD_REASONS = {200: "OK", 206: "Partial Content", 304: "Not Modified", 400: "Bad Request",
+                404: "Not Found", 405: "Method Not Allowed", 416: "Range Not Satisfiable",
+                500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+                504: "Gateway Timeout"}
+
+
+def _vod_http_date(text):
+    """An HTTP date -> Unix seconds, None when it is not one."""
+    try:
+        return int(email.utils.parsedate_to_datetime(text).timestamp())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _vod_not_modified(h, etag, mtime):
+    inm = h.get("if-none-match")
+    if inm is not None:
+        tags = [t.strip() for t in inm.split(",")]
+        return "*" in tags or any(t.removeprefix("W/") == etag for t in tags)
+    ims = h.get("if-modified-since")
+    if ims is not None:
+        t = _vod_http_date(ims)
+        return t is not None and mtime <= t
+    return False
+
+
+def _vod_parse_range(value, size):
+    """(start, end) of a single `bytes=` range, "unsatisfiable", or None (ignore the header: not
+    bytes, malformed, or several ranges)."""
+    unit, _, spec = value.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    try:
+        if first == "":
+            n = int(last)
+            if n <= 0:
+                return "unsatisfiable"
+            return (max(0, size - n), size - 1) if size else "unsatisfiable"
+        a = int(first)
+        b = int(last) if last != "" else size - 1
+    except ValueError:
+        return None
+    if last != "" and b < a:
+        return None
+    if a >= size:
+        return "unsatisfiable"
+    return a, min(b, size - 1)
+
+
+def parse_multipart_byteranges(content_type, body):
+    """A multipart/byteranges body -> [(start, end, size, content_type, bytes)]; raises
+    ProtocolError when it is not one."""
+    m = re.search(r'boundary="?([^";]+)"?', content_type or "")
+    if not m or not (content_type or "").lower().startswith("multipart/byteranges"):
+        raise ProtocolError("not multipart/byteranges with a boundary: %r" % content_type)
+    delim = b"--" + m.group(1).encode("latin-1")
+    parts = []
+    pos = body.find(delim)
+    if pos < 0:
+        raise ProtocolError("no first boundary in the multipart body")
+    while True:
+        pos += len(delim)
+        if body[pos:pos + 2] == b"--":
+            return parts
+        if body[pos:pos + 2] != b"\r\n":
+            raise ProtocolError("boundary not followed by CRLF at %d" % pos)
+        head_end = body.find(b"\r\n\r\n", pos + 2)
+        if head_end < 0:
+            raise ProtocolError("a part without the end of its head")
+        headers = {}
+        for line in body[pos + 2:head_end].decode("latin-1").split("\r\n"):
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        cr = re.match(r"bytes (\d+)-(\d+)/(\d+)$", headers.get("content-range", ""))
+        if not cr:
+            raise ProtocolError("a part without a valid Content-Range: %r" % headers)
+        a, b, size = (int(x) for x in cr.groups())
+        data_start = head_end + 4
+        data = body[data_start:data_start + (b - a + 1)]
+        nxt = data_start + (b - a + 1)
+        if body[nxt:nxt + 2 + len(delim)] != b"\r\n" + delim:
+            raise ProtocolError("part %d-%d not followed by CRLF and the boundary" % (a, b))
+        parts.append((a, b, size, headers.get("content-type"), data))
+        pos = nxt + 2
+
+
+# ---------------------------------------------------------------------------------------------
+# The edge with a vod resource
+# ---------------------------------------------------------------------------------------------
+
+ADMIN_TOKEN = "it-admin-token"
+_vod_support = None
+
+
+def vod_supported():
+    """(True, "") when the binary takes a vod resource (`flvedge -t` on a vod config), else
+    (False, why). Only an unknown resource type counts as "not yet": any other refusal is
+    returned as supported, so the tests run and show it."""
+    global _vod_support
+    if _vod_support is None:
+        if not os.path.exists(BIN):
+            _vod_support = (False, "flvedge binary not found: %s" % BIN)
+            return _vod_support
+        d = tempfile.mkdtemp(prefix="flvedge-vodcheck-")
+        try:
+            cfg = vod_config("http://127.0.0.1:9/media/", os.path.join(d, "cache"))
+            cfg["listen"] = ["127.0.0.1:0"]
+            p = os.path.join(d, "vod.lua")
+            with open(p, "w") as f:
+                f.write("return " + to_lua(cfg) + "\n")
+            r = run([BIN, "-t", "-c", p], timeout=30)
+            text = (r.stdout + r.stderr).strip()
+            if r.returncode != 0 and re.search(r'"vod" is not a resource type|unknown .*type', text):
+                _vod_support = (False, "this flvedge has no vod resource yet (%s)" % text[-300:])
+            else:
+                _vod_support = (True, "")
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+    return _vod_support
+
+
+SKIP_RETURN_CODE = 77  # what ctest's SKIP_RETURN_CODE is set to for the integration tests
+
+
+def exit_skip_unless_vod():
+    """For a module's __main__: exit 77 (ctest: skipped) with the reason when there is no VOD."""
+    ok, why = vod_supported()
+    if not ok:
+        print("SKIP: %s" % why)
+        sys.stdout.flush()
+        sys.exit(SKIP_RETURN_CODE)
+
+
+def vod_config(origin, cache_dir, prefix="/videos/", slice_size=64 * 1024, name="vod",
+               admin=None, extra_resources=(), top=None, **resource):
+    """A config dict with one vod resource (64 KiB slices: the smallest allowed)."""
+    res = {"name": name, "prefix": prefix, "type": "vod", "origin": origin,
+           "cache_dir": cache_dir, "slice_size": slice_size}
+    res.update(resource)
+    cfg = {"log_level": "info", "resources": [res] + list(extra_resources)}
+    if admin:
+        cfg["admin"] = dict(admin)
+    if top:
+        cfg.update(top)
+    return cfg
+
+
+def admin_request(edge, method, path, body=None, token=ADMIN_TOKEN, timeout=None):
+    """A request to the edge's admin listener (edge.admin_port); a dict/list body goes as JSON.
+    Returns the HttpResponse with .body and .json (None when not JSON)."""
+    headers = {}
+    if token is not None:
+        headers["Authorization"] = "Bearer " + token
+    data = b""
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    r = http_request(edge.admin_port, method, path, headers=headers, body=data, timeout=timeout)
+    try:
+        r.json = json.loads(r.body.decode("utf-8")) if r.body else None
+    except ValueError:
+        r.json = None
+    return r
+
+
+def start_vod_edge(origin, cache_dir, admin=True, token=ADMIN_TOKEN, extra_args=(), **kw):
+    """An Edge with one vod resource for `origin` (a URL, or a VodOrigin: its prefix URL) and,
+    when admin, an admin listener on a free port (edge.admin_port; kept out of edge.ports).
+    kw: vod_config's (prefix, slice_size, policy, ...), plus Edge's env/files/start_timeout."""
+    edge_kw = {k: kw.pop(k) for k in ("env", "files", "start_timeout", "wait") if k in kw}
+    url = origin.url() if isinstance(origin, VodOrigin) else origin
+    admin_port = free_port() if admin else None
+    cfg = vod_config(url, cache_dir, admin={"listen": "127.0.0.1:%d" % admin_port,
+                                            "token": token} if admin else None, **kw)
+    e = Edge(cfg, args=extra_args, **edge_kw)
+    e.admin_port = admin_port
+    e.cache_dir = cache_dir
+    if admin_port is not None:
+        e.ports = [p for p in e.ports if p != admin_port]
+    return e
+
+
+# ---------------------------------------------------------------------------------------------
 # Real media (ffmpeg)
 # ---------------------------------------------------------------------------------------------
 
@@ -1724,6 +2209,19 @@ def ensure_media(seconds=10, size="640x360", fps=25, gop=50, vbitrate="800k"):
     return path
 
 
+def ensure_vod_media(seconds=60, size="640x360", kbit=500, fps=25, gop=50):
+    """An H.264 + AAC FLV with an onMetaData keyframe index, made once by
+    tests/media/make_vod_media.sh into MEDIA_DIR (same bytes every time); returns its path."""
+    os.makedirs(MEDIA_DIR, exist_ok=True)
+    path = os.path.join(MEDIA_DIR, "vod_%s_%ds_%dfps_g%d_%dk.flv" % (size, seconds, fps, gop, kbit))
+    if not os.path.exists(path):
+        r = run(["bash", os.path.join(SRC, "tests", "media", "make_vod_media.sh"), path,
+                 str(seconds), size, str(kbit), str(fps), str(gop)], timeout=600)
+        if r.returncode != 0 or not os.path.exists(path):
+            raise AssertionError("make_vod_media.sh failed: %s" % r.stderr[-2000:])
+    return path
+
+
 def ffprobe_streams(url, timeout=60):
     """-> (returncode, [{'codec_name':..., 'width':..., 'height':...}], stderr)"""
     r = run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height",
@@ -1782,6 +2280,20 @@ class EdgeTestCase(unittest.TestCase):
 
     def start_edge(self, config, **kw):
         e = Edge(config, **kw)
+        self.addCleanup(e.finish)
+        return e
+
+    def start_vod_origin(self, root, prefix="/media/"):
+        o = VodOrigin(root, prefix)
+        self.addCleanup(o.stop)
+        return o
+
+    def start_vod_edge(self, origin, cache_dir=None, **kw):
+        """start_vod_edge() with a fresh cache directory unless one is given (a restart)."""
+        if cache_dir is None:
+            cache_dir = tempfile.mkdtemp(prefix="flvedge-vodcache-")
+            self.addCleanup(shutil.rmtree, cache_dir, True)
+        e = start_vod_edge(origin, cache_dir, **kw)
         self.addCleanup(e.finish)
         return e
 

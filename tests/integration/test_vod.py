@@ -1,0 +1,569 @@
+"""
+FLV VOD (issue 9) end to end: the edge with a vod resource in front of VodOrigin, a file server that
+logs every request. Ranges and conditionals compared byte for byte with the origin's file, cache
+states (MISS, HIT, EXPIRED, BYPASS), slices in the origin's log, one origin fetch for concurrent
+misses, a restart keeping HITs, purge and prefetch on the admin listener, seeking (?start=, ?t=),
+ffprobe/ffmpeg through the edge, the cache hook, and the faults: path traversal, an origin that
+closes or sends less than announced, a full disk, a cache file changed behind the edge's back.
+
+Exits 77 (ctest: skipped) when the binary has no vod resource yet (`flvedge -t` refuses the type).
+"""
+
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import unittest
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+from fe_harness import (T, EdgeTestCase, HttpConn, admin_request, ensure_vod_media,
+                        exit_skip_unless_vod, have_ffmpeg, http_request, parse_flv_bytes,
+                        parse_multipart_byteranges, raw_exchange, run, status_of, vod_supported,
+                        wait_until)
+
+VOD, WHY = vod_supported()
+SLICE = 64 * 1024   # the smallest slice_size: many slices in a small file
+GOP_S = 2.0         # make_vod_media.sh: a keyframe every 50 frames at 25 fps
+
+# The cache hook of the hook tests: ttl 1 s under /videos/short/, bypass under /videos/nocache/,
+# and under /videos/q/ the query kept (sent to the origin, part of the key) minus `token`.
+HOOKS = r"""
+return {
+  cache = function(req, res)
+    local p = req.path
+    if res == nil then
+      if p:find("^/videos/nocache/") then return { bypass = true } end
+      if p:find("^/videos/q/") then
+        local kept = {}
+        for k, v in (req.query or ""):gmatch("([^&=]+)=?([^&]*)") do
+          if k ~= "token" then kept[#kept + 1] = k .. "=" .. v end
+        end
+        table.sort(kept)
+        return { keep_query = true, key = p .. "?" .. table.concat(kept, "&") }
+      end
+      return nil
+    end
+    if p:find("^/videos/short/") then return { ttl = 1 } end
+    return nil
+  end,
+}
+"""
+
+
+def flv_tags(data):
+    """[(offset, type, ts_ms, keyframe)] of every tag of an FLV file."""
+    out = []
+    pos = 13
+    while pos + 11 <= len(data):
+        t = data[pos] & 0x1F
+        size = int.from_bytes(data[pos + 1:pos + 4], "big")
+        ts = int.from_bytes(data[pos + 4:pos + 7], "big") | (data[pos + 7] << 24)
+        key = t == 9 and (data[pos + 11] >> 4) == 1 and data[pos + 12] == 1  # AVC NALU, not seq hdr
+        out.append((pos, t, ts, key))
+        pos += 11 + size + 4
+    return out
+
+
+def cache_status(r):
+    return r.header("X-Cache-Status")
+
+
+def dir_snapshot(d):
+    """{relative path: (size, mtime_ns)} of every file under d."""
+    out = {}
+    for base, _, files in os.walk(d):
+        for f in files:
+            p = os.path.join(base, f)
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            out[os.path.relpath(p, d)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def dir_bytes(d):
+    return sum(s for s, _ in dir_snapshot(d).values())
+
+
+class VodCase(EdgeTestCase):
+    """An origin root with a.flv (60 s, ~4.5 MB, a keyframe index), s.flv (its first 200 KB) and
+    copies of s.flv under short/, nocache/ and q/ for the hook tests."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.media = ensure_vod_media(seconds=60)
+        cls.root = tempfile.mkdtemp(prefix="flvedge-vodroot-")
+        shutil.copyfile(cls.media, os.path.join(cls.root, "a.flv"))
+        with open(cls.media, "rb") as f:
+            cls.data = f.read()
+        cls.small = cls.data[:200000]
+        for sub in ("", "short", "nocache", "q"):
+            os.makedirs(os.path.join(cls.root, sub), exist_ok=True)
+            with open(os.path.join(cls.root, sub, "s.flv"), "wb") as f:
+                f.write(cls.small)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.root, ignore_errors=True)
+
+    def setUp(self):
+        self.origin = self.start_vod_origin(self.root, "/media/")
+        self.edge = self.start_vod_edge(self.origin, slice_size=SLICE)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def get(self, path, headers=None, method="GET", edge=None):
+        return http_request((edge or self.edge).port, method, path, headers=headers, timeout=T(30))
+
+    def get_ok(self, path, want, status=200, headers=None, edge=None):
+        r = self.get(path, headers, edge=edge)
+        self.assertStatus(r, status)
+        self.assertTrue(r.clean_end, "the body ended early: %d of %s bytes"
+                        % (len(r.body), r.header("Content-Length")))
+        self.assertEqual(len(r.body), len(want))
+        self.assertTrue(r.body == want, "the body differs from the origin's bytes")
+        return r
+
+    def origin_gets(self, rel="a.flv"):
+        return self.origin.requests("/media/" + rel, "GET")
+
+    def wait_cached(self, path, edge=None):
+        """Until a HEAD of path says HIT (the store may end just after the body was sent)."""
+        wait_until(lambda: cache_status(self.get(path, method="HEAD", edge=edge)) == "HIT",
+                   T(10), "%s cached (HEAD -> HIT)" % path)
+
+    def fetch_whole(self, path="/videos/a.flv", want=None, edge=None):
+        r = self.get_ok(path, self.data if want is None else want, edge=edge)
+        self.wait_cached(path, edge)
+        return r
+
+
+@unittest.skipUnless(VOD, WHY)
+class VodBasicsTest(VodCase):
+    def test_miss_then_hit_with_validators_and_headers(self):
+        r = self.get_ok("/videos/a.flv", self.data)
+        self.assertEqual(cache_status(r), "MISS")
+        self.assertEqual(r.header("Accept-Ranges"), "bytes")
+        self.assertEqual(r.header("Content-Type"), "video/x-flv")
+        first = self.origin.requests("/media/a.flv")[0]
+        st = os.stat(os.path.join(self.root, "a.flv"))
+        self.assertEqual(r.header("ETag"), '"%x-%x"' % (st.st_size, st.st_mtime_ns))
+        self.assertIsNotNone(r.header("Last-Modified"))
+        self.assertIn("X-Cache-Status", r.header("Access-Control-Expose-Headers") or "")
+        self.assertIsNone(first["target"].partition("?")[2] or None)
+        self.wait_cached("/videos/a.flv")
+        n = len(self.origin_gets())
+        r2 = self.get_ok("/videos/a.flv", self.data)
+        self.assertEqual(cache_status(r2), "HIT")
+        self.assertEqual(r2.header("ETag"), r.header("ETag"))
+        self.assertEqual(len(self.origin_gets()), n, "a HIT asked the origin")
+
+    def test_origin_sees_only_aligned_slice_ranges(self):
+        self.fetch_whole()
+        size = len(self.data)
+        seen = set()
+        for rng in self.origin.ranges("/media/a.flv"):
+            m = re.match(r"^bytes=(\d+)-(\d+)$", rng or "")
+            self.assertTrue(m, "an origin request without an aligned slice range: %r" % rng)
+            a, b = int(m.group(1)), int(m.group(2))
+            self.assertEqual(a % SLICE, 0, rng)
+            self.assertIn(b, (a + SLICE - 1, size - 1), rng)
+            seen.add(a // SLICE)
+        self.assertEqual(seen, set(range((size + SLICE - 1) // SLICE)), "every slice once at least")
+
+    def test_range_inside_slice_11_fetches_slice_11_only(self):
+        a = 11 * SLICE + 1000
+        r = self.get_ok("/videos/a.flv", self.data[a:a + 5000], 206,
+                        {"Range": "bytes=%d-%d" % (a, a + 4999)})
+        self.assertEqual(r.header("Content-Range"), "bytes %d-%d/%d" % (a, a + 4999, len(self.data)))
+        reqs = self.origin.requests("/media/a.flv")
+        self.assertEqual([(q["method"], q["range"]) for q in reqs],
+                         [("GET", "bytes=%d-%d" % (11 * SLICE, 12 * SLICE - 1))])
+
+    def test_head(self):
+        r = self.get("/videos/a.flv", method="HEAD")
+        self.assertStatus(r, 200)
+        self.assertEqual(r.header("Content-Length"), str(len(self.data)))
+        self.assertEqual(r.body, b"")
+
+    def test_missing_file_is_404_from_the_origin(self):
+        r = self.get("/videos/none.flv")
+        self.assertStatus(r, 404)
+        self.assertEqual(len(self.origin.requests("/media/none.flv")), 1)
+        r = self.get("/videos/none.flv")
+        self.assertStatus(r, 404)
+        self.assertEqual(len(self.origin.requests("/media/none.flv")), 2, "a 404 was cached")
+
+
+@unittest.skipUnless(VOD, WHY)
+class VodRangeTest(VodCase):
+    def ranges(self):
+        size = len(self.data)
+        return [("bytes=0-99", 0, 99), ("bytes=100000-299999", 100000, 299999),
+                ("bytes=%d-%d" % (SLICE - 10, 3 * SLICE + 10), SLICE - 10, 3 * SLICE + 10),
+                ("bytes=4000000-", 4000000, size - 1), ("bytes=-5000", size - 5000, size - 1),
+                ("bytes=-%d" % (size * 2), 0, size - 1),
+                ("bytes=%d-%d" % (size - 10, size * 3), size - 10, size - 1)]
+
+    def check_ranges(self):
+        size = len(self.data)
+        for spec, a, b in self.ranges():
+            with self.subTest(range=spec):
+                r = self.get_ok("/videos/a.flv", self.data[a:b + 1], 206, {"Range": spec})
+                self.assertEqual(r.header("Content-Range"), "bytes %d-%d/%d" % (a, b, size))
+
+    def test_ranges_uncached_then_cached(self):
+        self.check_ranges()
+        self.fetch_whole()
+        n = len(self.origin_gets())
+        self.check_ranges()
+        self.assertEqual(len(self.origin_gets()), n, "cached ranges asked the origin")
+
+    def test_unsatisfiable_is_416(self):
+        size = len(self.data)
+        for spec in ("bytes=%d-" % size, "bytes=%d-%d" % (size + 5, size + 10)):
+            with self.subTest(range=spec):
+                r = self.get("/videos/a.flv", {"Range": spec})
+                self.assertStatus(r, 416)
+                self.assertEqual(r.header("Content-Range"), "bytes */%d" % size)
+
+    def test_multi_range_is_multipart(self):
+        size = len(self.data)
+        want = [(0, 9), (200000, 200099), (size - 10, size - 1)]
+        r = self.get("/videos/a.flv", {"Range": "bytes=0-9,200000-200099,-10"})
+        self.assertStatus(r, 206)
+        self.assertTrue(r.clean_end)
+        parts = parse_multipart_byteranges(r.header("Content-Type"), r.body)
+        self.assertEqual([(a, b, s) for a, b, s, _, _ in parts], [(a, b, size) for a, b in want])
+        for a, b, _, ctype, body in parts:
+            self.assertEqual(body, self.data[a:b + 1], "part %d-%d" % (a, b))
+            self.assertEqual(ctype, "video/x-flv")
+
+    def test_if_range(self):
+        etag = self.get("/videos/a.flv", method="HEAD").header("ETag")
+        self.get_ok("/videos/a.flv", self.data[1000:2000], 206,
+                    {"Range": "bytes=1000-1999", "If-Range": etag})
+        self.get_ok("/videos/a.flv", self.data, 200,
+                    {"Range": "bytes=1000-1999", "If-Range": '"stale-etag"'})
+
+    def test_if_none_match_and_if_modified_since(self):
+        for cached in (False, True):
+            head = self.get("/videos/a.flv", method="HEAD")
+            etag, lm = head.header("ETag"), head.header("Last-Modified")
+            with self.subTest(cached=cached):
+                r = self.get("/videos/a.flv", {"If-None-Match": etag})
+                self.assertStatus(r, 304)
+                self.assertEqual(r.body, b"")
+                self.assertEqual(r.header("ETag"), etag)
+                r = self.get("/videos/a.flv", {"If-None-Match": '"other"'})
+                self.assertStatus(r, 200)
+                self.assertEqual(r.body, self.data)
+                self.assertStatus(self.get("/videos/a.flv", {"If-Modified-Since": lm}), 304)
+                self.get_ok("/videos/a.flv", self.data, 200,
+                            {"If-Modified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"})
+            if not cached:
+                self.fetch_whole()
+
+
+@unittest.skipUnless(VOD, WHY)
+class VodSharingTest(VodCase):
+    def test_concurrent_misses_make_one_origin_request_and_are_fed_as_it_arrives(self):
+        # The origin sends the head and 2000 bytes of slice 5, then stalls: 8 viewers asking for
+        # bytes inside those 2000 each get a whole answer while that one request is all there is.
+        a = 5 * SLICE
+        self.origin.set_fault("stall", path="/media/a.flv", after=2000)
+        results = [None] * 8
+
+        def one(i):
+            try:
+                results[i] = self.get("/videos/a.flv", {"Range": "bytes=%d-%d" % (a + 100, a + 1099)})
+            except BaseException as e:  # reported below
+                results[i] = e
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(T(30))
+        for r in results:
+            self.assertNotIsInstance(r, BaseException, r)
+            self.assertStatus(r, 206)
+            self.assertEqual(r.body, self.data[a + 100:a + 1100])
+        gets = self.origin_gets()
+        self.assertEqual(len(gets), 1, [g["range"] for g in gets])
+        self.assertEqual(gets[0]["range"], "bytes=%d-%d" % (a, a + SLICE - 1))
+        self.origin.clear_fault()
+
+    def test_restart_keeps_hits(self):
+        self.fetch_whole()
+        cache_dir = self.edge.cache_dir
+        self.edge.finish()
+        self.origin.clear_log()
+        edge2 = self.start_vod_edge(self.origin, cache_dir=cache_dir, slice_size=SLICE)
+        r = self.get_ok("/videos/a.flv", self.data, edge=edge2)
+        self.assertEqual(cache_status(r), "HIT")
+        self.get_ok("/videos/a.flv", self.data[SLICE * 3:SLICE * 4], 206,
+                    {"Range": "bytes=%d-%d" % (SLICE * 3, SLICE * 4 - 1)}, edge=edge2)
+        self.assertEqual(self.origin.requests(), [], "the origin was asked after the restart")
+
+
+@unittest.skipUnless(VOD, WHY)
+class VodAdminTest(VodCase):
+    def test_admin_needs_the_token(self):
+        self.assertStatus(admin_request(self.edge, "POST", "/vod/purge", {"urls": ["/videos/a.flv"]},
+                                        token=None), 401)
+        self.assertStatus(admin_request(self.edge, "POST", "/vod/purge", {"urls": ["/videos/a.flv"]},
+                                        token="wrong"), 401)
+        r = admin_request(self.edge, "POST", "/vod/purge", b"{not json")
+        self.assertStatus(r, 400)
+
+    def test_purge_exact_then_pattern(self):
+        self.fetch_whole()
+        self.fetch_whole("/videos/s.flv", self.small)
+        r = admin_request(self.edge, "POST", "/vod/purge", {"urls": ["/videos/a.flv?x=1"]})
+        self.assertStatus(r, 200)
+        self.assertEqual(r.json, {"purged": 1})
+        self.assertEqual(cache_status(self.get_ok("/videos/a.flv", self.data)), "MISS")
+        self.assertEqual(cache_status(self.get_ok("/videos/s.flv", self.small)), "HIT")
+        self.wait_cached("/videos/a.flv")
+        r = admin_request(self.edge, "POST", "/vod/purge", {"pattern": "/videos/*"})
+        self.assertStatus(r, 200)
+        self.assertGreaterEqual(r.json["purged"], 2, r.json)
+        n = len(self.origin_gets("s.flv"))
+        self.assertEqual(cache_status(self.get_ok("/videos/s.flv", self.small)), "MISS")
+        self.assertEqual(cache_status(self.get_ok("/videos/a.flv", self.data)), "MISS")
+        self.assertGreater(len(self.origin_gets("s.flv")), n)
+
+    def test_prefetch_then_hit_without_the_origin(self):
+        r = admin_request(self.edge, "POST", "/vod/prefetch", {"urls": ["/videos/a.flv"]})
+        self.assertStatus(r, 202)
+        self.assertEqual(r.json, {"queued": 1})
+        size = len(self.data)
+        wait_until(lambda: self.origin.bytes_by_path.get("/media/a.flv", 0) >= size, T(30),
+                   "the prefetch to fetch the whole file")
+        self.wait_cached("/videos/a.flv")
+        self.origin.clear_log()
+        r = self.get_ok("/videos/a.flv", self.data)
+        self.assertEqual(cache_status(r), "HIT")
+        self.assertEqual(self.origin.requests(), [])
+
+
+@unittest.skipUnless(VOD, WHY)
+class VodSeekTest(VodCase):
+    def test_start_bytes(self):
+        tags = flv_tags(self.data)
+        off = [o for o, t, ts, k in tags if k and ts >= 20000][0]
+        r = self.get_ok("/videos/a.flv?start=%d" % off, self.data[:13] + self.data[off:])
+        self.assertEqual(r.header("Content-Length"), str(13 + len(self.data) - off))
+
+    @unittest.skipUnless(have_ffmpeg(), "ffmpeg/ffprobe not installed")
+    def test_t_seconds_starts_at_the_keyframe_before(self):
+        t = 29.5
+        tags = flv_tags(self.data)
+        key = [(o, ts) for o, ty, ts, k in tags if k and ts <= t * 1000][-1]
+        for cached in (False, True):
+            with self.subTest(cached=cached):
+                r = self.get("/videos/a.flv?t=%g" % t)
+                self.assertStatus(r, 200)
+                self.assertTrue(r.clean_end)
+                self.assertEqual(r.header("Content-Length"), str(len(r.body)))
+                body = r.body
+                self.assertEqual(body[:3], b"FLV")
+                self.assertTrue(body.endswith(self.data[key[0]:]), "not the file from the keyframe")
+                self.assertLess(len(body), len(self.data) - key[0] + 13 + 4096, "a prefix too big")
+                parsed = parse_flv_bytes(body)
+                media = [x for x in parsed if x.is_video() and not x.is_seq_header()]
+                self.assertTrue(media[0].is_keyframe(), "the first video frame is no keyframe")
+                self.assertTrue(any(x.is_seq_header() for x in parsed if x.is_video()))
+                with tempfile.NamedTemporaryFile(suffix=".flv") as f:
+                    f.write(body)
+                    f.flush()
+                    p = run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                             "packet=pts_time", "-read_intervals", "%+#1", "-of", "csv=p=0", f.name],
+                            timeout=T(30))
+                    self.assertEqual(p.returncode, 0, p.stderr)
+                    pts = float(p.stdout.split()[0].strip(","))
+                    self.assertLessEqual(pts, t)
+                    self.assertGreater(pts, t - GOP_S - 0.001)
+                    d = run(["ffmpeg", "-nostdin", "-v", "error", "-xerror", "-i", f.name,
+                             "-f", "null", "-"], timeout=T(60))
+                    self.assertEqual(d.returncode, 0, d.stderr[-2000:])
+            if not cached:
+                self.fetch_whole()
+
+
+@unittest.skipUnless(VOD, WHY)
+@unittest.skipUnless(have_ffmpeg(), "ffmpeg/ffprobe not installed")
+class VodFfmpegTest(VodCase):
+    def test_ffprobe_and_ffmpeg_uncached_then_cached(self):
+        url = self.edge.url("/videos/a.flv")
+        for cached in (False, True):
+            with self.subTest(cached=cached):
+                n = len(self.origin_gets())
+                p = run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name",
+                         "-of", "csv=p=0", url], timeout=T(60))
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assertEqual(sorted(p.stdout.split()), ["aac", "h264"])
+                d = run(["ffmpeg", "-nostdin", "-v", "error", "-xerror", "-i", url, "-f", "null", "-"],
+                        timeout=T(120))
+                self.assertEqual(d.returncode, 0, d.stderr[-2000:])
+                self.assertEqual(d.stderr.strip(), "")
+                if cached:
+                    self.assertEqual(len(self.origin_gets()), n, "a cached run asked the origin")
+                else:
+                    self.assertGreater(len(self.origin_gets()), n)
+            self.wait_cached("/videos/a.flv")
+
+
+@unittest.skipUnless(VOD, WHY)
+class VodBadInputTest(VodCase):
+    def test_path_traversal_is_400_and_fetches_nothing(self):
+        before = dir_snapshot(self.edge.cache_dir)
+        for path in ("/videos/../x", "/videos/../videos/a.flv", "/videos/%2e%2e/x",
+                     "/videos/%2E%2E/a.flv", "/videos/.%2e/a.flv", "/videos/a%2fb.flv",
+                     "/videos/..%2fa.flv", "/videos/a%5cb.flv", "/videos/a\\..\\b.flv",
+                     "/videos/a%00.flv"):
+            with self.subTest(path=path):
+                raw, _ = raw_exchange(self.edge.port, ("GET %s HTTP/1.1\r\nHost: x\r\n"
+                                                       "Connection: close\r\n\r\n" % path).encode())
+                self.assertEqual(status_of(raw), 400, raw[:200])
+        self.assertEqual(self.origin.requests(), [])
+        self.assertEqual(dir_snapshot(self.edge.cache_dir), before)
+
+    def check_fault_then_clean(self, kind, **fault):
+        self.origin.set_fault(kind, path="/media/a.flv", **fault)
+        c = HttpConn(self.edge.port, "/videos/a.flv", headers={"Connection": "close"})
+        self.addCleanup(c.close)
+        r = c.read_head(T(10))
+        if r.status == 200:
+            body = c.read_body_all(T(30))
+            self.assertLess(len(body), len(self.data))
+            self.assertFalse(c.clean_end, "a short body ended as if complete")
+            self.assertTrue(c.eof, "the connection was not closed")
+            self.assertEqual(body, self.data[:len(body)], "the bytes that came are wrong")
+        else:  # the fault came before the edge answered: an error status is fine too
+            self.assertGreaterEqual(r.status, 500)
+        self.origin.clear_fault()
+        r = self.get_ok("/videos/a.flv", self.data)
+        self.assertEqual(cache_status(r), "MISS", "a broken fetch was stored")
+        self.wait_cached("/videos/a.flv")
+        self.get_ok("/videos/a.flv", self.data)
+
+    def test_origin_closing_mid_file_stores_nothing(self):
+        self.check_fault_then_clean("close", after=30000, times=1)
+
+    def test_origin_sending_less_than_announced_stores_nothing(self):
+        self.check_fault_then_clean("short", missing=1, times=1)
+
+    def test_origin_5xx_is_passed_on_and_not_cached(self):
+        self.origin.set_fault("status", path="/media/a.flv", status=503)
+        self.assertStatus(self.get("/videos/a.flv"), 503)
+        self.origin.clear_fault()
+        self.assertEqual(cache_status(self.get_ok("/videos/a.flv", self.data)), "MISS")
+
+    def test_origin_without_ranges_is_served_right(self):
+        self.origin.set_fault("no_ranges", path="/media/a.flv")
+        a = 7 * SLICE + 123
+        self.get_ok("/videos/a.flv", self.data[a:a + 1000], 206,
+                    {"Range": "bytes=%d-%d" % (a, a + 999)})
+        self.get_ok("/videos/a.flv", self.data)
+
+    def corrupt_largest_cache_file(self, how):
+        files = sorted(dir_snapshot(self.edge.cache_dir).items(), key=lambda kv: -kv[1][0])
+        self.assertTrue(files, "nothing in the cache directory")
+        p = os.path.join(self.edge.cache_dir, files[0][0])
+        size = files[0][1][0]
+        if how == "truncate":
+            os.truncate(p, size // 2)
+        else:  # the same size, other bytes, a later mtime
+            with open(p, "r+b") as f:
+                f.write(b"\xAA" * size)
+            st = os.stat(p)
+            os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10**9))
+
+    def test_truncated_cache_file_is_refetched(self):
+        self.fetch_whole()
+        n = len(self.origin_gets())
+        self.corrupt_largest_cache_file("truncate")
+        self.get_ok("/videos/a.flv", self.data)
+        self.assertGreater(len(self.origin_gets()), n, "nothing was refetched")
+
+    def test_overwritten_cache_file_is_refetched(self):
+        self.fetch_whole()
+        n = len(self.origin_gets())
+        self.corrupt_largest_cache_file("overwrite")
+        self.get_ok("/videos/a.flv", self.data)
+        self.assertGreater(len(self.origin_gets()), n, "nothing was refetched")
+
+    def test_full_disk_stops_caching_not_serving(self):
+        d = tempfile.mkdtemp(prefix="flvedge-vodtmpfs-")
+        self.addCleanup(shutil.rmtree, d, True)
+        m = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", d],
+                           capture_output=True, text=True)
+        if m.returncode != 0:
+            self.skipTest("cannot mount a 2 MiB tmpfs for the cache (%s)" % m.stderr.strip())
+        self.addCleanup(subprocess.run, ["umount", "-l", d], capture_output=True)
+        edge = self.start_vod_edge(self.origin, cache_dir=d, slice_size=SLICE)
+        for _ in range(2):
+            self.get_ok("/videos/a.flv", self.data, edge=edge)  # 4.5 MB through a 2 MiB cache
+        st = os.statvfs(d)
+        self.assertLessEqual((st.f_blocks - st.f_bfree) * st.f_frsize, 2 * 2**20)
+        self.get_ok("/videos/s.flv", self.small, edge=edge)
+        self.assertTrue(edge.alive())
+
+
+@unittest.skipUnless(VOD, WHY)
+class VodHookTest(VodCase):
+    def setUp(self):
+        self.origin = self.start_vod_origin(self.root, "/media/")
+        self.edge = self.start_vod_edge(self.origin, slice_size=SLICE, policy="vodhooks.lua",
+                                        files={"vodhooks.lua": HOOKS})
+
+    def test_ttl_expires_and_revalidates_with_304(self):
+        path = "/videos/short/s.flv"
+        self.assertEqual(cache_status(self.get_ok(path, self.small)), "MISS")
+        self.origin.clear_log()
+        r = wait_until(lambda: (lambda r: r if cache_status(r) == "EXPIRED" else None)(
+            self.get(path, {"Range": "bytes=0-99"})), T(10), "EXPIRED after the 1 s ttl")
+        self.assertStatus(r, 206)
+        self.assertEqual(r.body, self.small[:100])
+        reval = [q for q in self.origin.requests("/media/short/s.flv")
+                 if q["if_none_match"] or q["if_modified_since"]]
+        self.assertTrue(reval, "no conditional request at the origin: %r"
+                        % [(q["method"], q["range"], q["headers"]) for q in self.origin.requests()])
+        self.assertEqual(reval[0]["status"], 304)
+        self.get_ok(path, self.small)
+
+    def test_bypass_asks_the_origin_every_time(self):
+        path = "/videos/nocache/s.flv"
+        for i in range(1, 4):
+            r = self.get_ok(path, self.small)
+            self.assertEqual(cache_status(r), "BYPASS")
+            self.assertGreaterEqual(len(self.origin_gets("nocache/s.flv")), i)
+            self.assertGreaterEqual(self.origin.bytes_by_path["/media/nocache/s.flv"], i * len(self.small))
+        self.assertEqual(dir_bytes(self.edge.cache_dir) < len(self.small), True,
+                         "a bypassed answer was stored")
+
+    def test_key_without_token_args(self):
+        r = self.get_ok("/videos/q/s.flv?token=aaa&v=1", self.small)
+        self.assertEqual(cache_status(r), "MISS")
+        self.wait_cached("/videos/q/s.flv?token=aaa&v=1")
+        n = len(self.origin_gets("q/s.flv"))
+        self.assertTrue(all("v=1" in q["target"] for q in self.origin_gets("q/s.flv")),
+                        "keep_query: the query goes to the origin")
+        r = self.get_ok("/videos/q/s.flv?token=bbb&v=1", self.small)
+        self.assertEqual(cache_status(r), "HIT", "another token made another key")
+        self.assertEqual(len(self.origin_gets("q/s.flv")), n)
+        r = self.get_ok("/videos/q/s.flv?token=aaa&v=2", self.small)
+        self.assertEqual(cache_status(r), "MISS", "v is part of the hook's key")
+        self.assertGreater(len(self.origin_gets("q/s.flv")), n)
+
+
+if __name__ == "__main__":
+    exit_skip_unless_vod()
+    unittest.main(verbosity=2)
