@@ -30,7 +30,14 @@ typedef struct fe_metrics {
   uint64_t relay_bytes_out;      /* tag bytes handed to other loops */
   uint64_t relay_bytes_in;       /* tag bytes received from other loops */
   uint64_t relay_dropped;        /* relay batches dropped because a loop fell behind */
+  uint64_t vod_requests[5];      /* VOD answers by cache status (FE_VOD_CS_*) */
+  uint64_t vod_bytes_sent;       /* VOD body bytes written to clients */
+  uint64_t vod_origin_bytes;     /* body bytes read from VOD origins */
+  uint64_t vod_origin_requests;  /* VOD origin requests made (slice fetches, revalidations) */
+  uint64_t vod_store_errors;     /* slices or metas that could not be written to the cache dir */
 } fe_metrics;
+
+enum { FE_VOD_CS_HIT, FE_VOD_CS_MISS, FE_VOD_CS_EXPIRED, FE_VOD_CS_STALE, FE_VOD_CS_BYPASS };
 
 /** Adds n to a counter of the calling loop's own metrics (n may be negative for gauges). */
 #define FE_METRIC_ADD(m, field, n) \
