@@ -92,6 +92,7 @@ struct fe_vod_fetch {
   int listed;
   double ttl;
   int cacheable;
+  int no_store;
   void (*on_answer)(void *, int, const fe_origin_head *, uint64_t, double *, int *);
   void *answer_ud;
   int state; /* atomic */
@@ -1037,8 +1038,8 @@ static void fe_vod_on_response(void *ud, int status, const char *ctype) {
     size = (uint64_t)h->content_length;
   }
   double ttl = f->ttl;
-  int cacheable = ok;
-  if (f->on_answer)
+  int cacheable = ok && !f->no_store;
+  if (f->on_answer && !f->no_store)
     f->on_answer(f->answer_ud, status, h, size, &ttl, &cacheable);
   double now = fe_now();
   if (status == 304) {
@@ -1210,6 +1211,7 @@ static fe_vod_fetch *fe_vod_fetch_new(fe_vod_cache *c, fe_vod_obj *o, uint32_t i
   snprintf(f->obj_path, sizeof(f->obj_path), "%s", o->path);
   f->idx = idx;
   f->ttl = opts->ttl;
+  f->no_store = opts->no_store;
   f->on_answer = opts->on_answer;
   f->answer_ud = opts->ud;
   f->gen = o->gen;

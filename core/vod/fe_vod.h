@@ -110,6 +110,7 @@ typedef struct fe_vod_fetch_opts {
   double ttl;                  /* freshness of what is stored, unless on_answer changes it */
   uint64_t slice_size;         /* the resource's; an object already stored keeps its own */
   int revalidate;              /* send If-None-Match / If-Modified-Since from the stored meta */
+  int no_store;                /* serve the waiters, store nothing (a bypassed request) */
   /** Called once on the fetching loop when the origin's head is in: may change ttl and cacheable
    * (the `cache` hook's answer call). NULL: defaults. `ud` must outlive the call or be cleared
    * with fe_vod_fetch_forget_answer. */
