@@ -466,6 +466,14 @@ static void fe_vreq_start_body(fe_vreq *v, int status, const char *ctype, uint64
                                const char *extra) {
   fe_conn *c = v->c;
   char val[1024], cors[256];
+  /* A known object whose first slice asked for is not stored is a MISS for this answer. */
+  for (int i = 0; i < v->nseg && v->cstatus == FE_VOD_CS_HIT; i++) {
+    if (!v->segs[i].mem && v->segs[i].len) {
+      if (!fe_vod_slice_stored(v->cache, v->key, (uint32_t)(v->segs[i].off / v->meta.slice_size)))
+        v->cstatus = FE_VOD_CS_MISS;
+      break;
+    }
+  }
   fe_vreq_validators(v, val, sizeof(val));
   fe_conn_cors(c, cors, sizeof(cors));
   size_t cap = 2048 + strlen(extra) + strlen(ctype);

@@ -727,6 +727,14 @@ int fe_vod_purge_all(fe_vod_node *nd, fe_loop *l, const char *path) {
   return n;
 }
 
+int fe_vod_slice_stored(fe_vod_cache *c, const char *key, uint32_t idx) {
+  uv_mutex_lock(&c->mu);
+  fe_vod_obj *o = fe_vod_find(c, key);
+  int stored = o && idx < o->nslices && o->slots[idx].stored;
+  uv_mutex_unlock(&c->mu);
+  return stored;
+}
+
 void fe_vod_slice_touch(fe_vod_cache *c, const char *key, uint32_t idx) {
   uv_mutex_lock(&c->mu);
   fe_vod_obj *o = fe_vod_find(c, key);

@@ -143,6 +143,8 @@ int fe_vod_slice_get(fe_vod_cache *c, const char *key, uint32_t idx, const fe_vo
 /** A stored slice file did not match the index (changed behind our back): forget it. */
 void fe_vod_slice_drop(fe_vod_cache *c, fe_loop *l, const char *key, uint32_t idx,
                        const fe_vod_file *file);
+/** 1 when slice idx of key is stored (for the answer's X-Cache-Status), else 0. */
+int fe_vod_slice_stored(fe_vod_cache *c, const char *key, uint32_t idx);
 /** Marks a stored slice used (LRU). */
 void fe_vod_slice_touch(fe_vod_cache *c, const char *key, uint32_t idx);
 /** Lets go of the fetch (and its bytes). On w's loop. Safe when not attached. */
