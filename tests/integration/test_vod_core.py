@@ -49,6 +49,10 @@ class FileOrigin:
 
     def stop(self):
         self.stopped = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept; close alone would not
+        except OSError:
+            pass
         self.sock.close()
 
     def _accept(self):
@@ -266,6 +270,83 @@ class VodCoreTest(EdgeTestCase):
                                capture_output=True, timeout=T(60))
             self.assertEqual(p.returncode, 0, p.stderr)
             self.assertIn(b"format_name=flv", p.stdout)
+
+    def test_expired_revalidated_then_stale(self):
+        e = self.edge(cache_ttl=0.5)
+        self.assertEqual(self.get(e, "/videos/a.flv", headers={"Range": "bytes=0-99"}).body, self.data[:100])
+        wait_until(lambda: len(self.slice_files()) == 1, T(10), "slice 0 stored")
+        time.sleep(0.6)
+        r = self.get(e, "/videos/a.flv", headers={"Range": "bytes=0-99"})
+        self.assertEqual(r.header("X-Cache-Status"), "EXPIRED")
+        self.assertEqual(r.body, self.data[:100])
+        self.assertIsNotNone(self.origin.requests()[-1][1])
+        self.assertEqual(len(self.origin.requests()), 2)
+        time.sleep(0.6)
+        self.origin.stop()
+        r = self.get(e, "/videos/a.flv", headers={"Range": "bytes=0-99"})
+        self.assertEqual(r.header("X-Cache-Status"), "STALE")
+        self.assertEqual(r.body, self.data[:100])
+
+    def test_changed_at_origin_refetched(self):
+        e = self.edge(cache_ttl=0.3)
+        self.assertEqual(self.get(e, "/videos/a.flv").body, self.data)
+        wait_until(lambda: len(self.slice_files()) == 6, T(10), "stored")
+        time.sleep(0.4)
+        new = sample(2 * SLICE + 7, seed=9)
+        self.origin.files["/media/a.flv"] = new
+        r = self.get(e, "/videos/a.flv")
+        self.assertEqual(r.header("X-Cache-Status"), "EXPIRED")
+        self.assertEqual(r.body, new)
+        wait_until(lambda: len(self.slice_files()) == 3, T(10), "old slices gone, new stored")
+
+    def test_multirange_and_conditionals(self):
+        e = self.edge()
+        r = self.get(e, "/videos/a.flv", headers={"Range": "bytes=0-9,%d-%d" % (2 * SLICE, 2 * SLICE + 9)})
+        self.assertStatus(r, 206)
+        ctype = r.header("Content-Type")
+        self.assertTrue(ctype.startswith("multipart/byteranges; boundary="), ctype)
+        self.assertIn(self.data[:10], r.body)
+        self.assertIn(self.data[2 * SLICE:2 * SLICE + 10], r.body)
+        self.assertIn(b"Content-Range: bytes 0-9/%d" % len(self.data), r.body)
+        self.assertEqual(len(r.body), int(r.header("Content-Length")))
+        etag = r.header("ETag")
+        r = self.get(e, "/videos/a.flv", headers={"If-None-Match": etag})
+        self.assertStatus(r, 304)
+        r = self.get(e, "/videos/a.flv", headers={"Range": "bytes=%d-" % (10 * SLICE)})
+        self.assertStatus(r, 416)
+        self.assertEqual(r.header("Content-Range"), "bytes */%d" % len(self.data))
+        r = self.get(e, "/videos/a.flv", headers={"Range": "bytes=-100"})
+        self.assertStatus(r, 206)
+        self.assertEqual(r.body, self.data[-100:])
+        r = self.get(e, "/videos/a.flv", method="HEAD")
+        self.assertStatus(r, 200)
+        self.assertEqual(r.header("Content-Length"), str(len(self.data)))
+        self.assertEqual(r.body, b"")
+
+    def test_seek_bytes(self):
+        e = self.edge()
+        r = self.get(e, "/videos/a.flv?start=%d" % (SLICE + 5))
+        self.assertStatus(r, 200)
+        self.assertEqual(r.body[:3], b"FLV")
+        self.assertEqual(r.body[13:], self.data[SLICE + 5:])
+
+    def test_origin_without_ranges(self):
+        self.origin.no_range = True
+        e = self.edge()
+        first = 2 * SLICE + 3
+        r = self.get(e, "/videos/a.flv", headers={"Range": "bytes=%d-%d" % (first, first + 99)})
+        self.assertStatus(r, 206)
+        self.assertEqual(r.body, self.data[first:first + 100])
+        r = self.get(e, "/videos/a.flv")
+        self.assertEqual(r.body, self.data)
+
+    def test_upstream_404_passed_on(self):
+        e = self.edge()
+        r = self.get(e, "/videos/none.flv")
+        self.assertStatus(r, 404)
+        r = self.get(e, "/videos/none.flv")
+        self.assertStatus(r, 404)
+        self.assertEqual(len(self.origin.requests("/media/none.flv")), 2)
 
 
 if __name__ == "__main__":
