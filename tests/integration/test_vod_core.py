@@ -330,6 +330,26 @@ class VodCoreTest(EdgeTestCase):
         self.assertEqual(r.body[:3], b"FLV")
         self.assertEqual(r.body[13:], self.data[SLICE + 5:])
 
+    def test_seek_time_keyframe(self):
+        src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "media", "keyframes.flv")
+        with open(src, "rb") as f:
+            flv = f.read()
+        self.origin.files["/media/k.flv"] = flv
+        e = self.edge()
+        whole = self.get(e, "/videos/k.flv").body
+        self.assertEqual(whole, flv)
+        r = self.get(e, "/videos/k.flv?t=2")
+        self.assertStatus(r, 200)
+        self.assertEqual(int(r.header("Content-Length")), len(r.body))
+        self.assertLess(len(r.body), len(flv))
+        self.assertEqual(r.body[:3], b"FLV")
+        # the tail is the file from a keyframe's tag on
+        self.assertTrue(flv.endswith(r.body[-1000:]))
+        if shutil.which("ffprobe"):
+            p = subprocess.run(["ffprobe", "-v", "error", "-show_format", e.url("/videos/k.flv?t=2")],
+                               capture_output=True, timeout=T(60))
+            self.assertEqual(p.returncode, 0, p.stderr)
+
     def test_origin_without_ranges(self):
         self.origin.no_range = True
         e = self.edge()
