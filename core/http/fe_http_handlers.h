@@ -12,6 +12,18 @@ void fe_live_serve(fe_conn *c, const fe_resource *res, const char *rest, size_t 
 int fe_vod_prepare(fe_conn *c, const fe_resource *res, const char *rest, size_t len);
 /** VOD: the file from the cache, or fetched into it (http/fe_http_vod.c). */
 void fe_vod_serve(fe_conn *c, const fe_resource *res, const char *rest, size_t len);
+/**
+ * VOD for the admin listener: purges the objects whose client path is `path` (exact, query
+ * ignored) or matches it ('*' any run of bytes), in every cache. Returns how many.
+ */
+int fe_vod_purge_path(fe_worker *w, const char *path);
+/**
+ * VOD for the admin listener: queues the whole file a client would get at `path` (routed by the
+ * worker's config as a request without Host would be) for background fetching, slice by slice,
+ * at most 4 files at a time per node. 0, or -1 when no vod resource serves the path or it is
+ * refused by the path checks.
+ */
+int fe_vod_prefetch_path(fe_worker *w, const char *path);
 /** Static: a file under the resource's root. */
 void fe_static_serve(fe_conn *c, const fe_resource *res, const char *rest, size_t len);
 

@@ -844,3 +844,36 @@ void fe_vod_serve(fe_conn *c, const fe_resource *res, const char *rest, size_t l
   v->w_idx = idx;
   fe_vreq_decide(v); /* a fetch already past its head decides now; otherwise its wake will */
 }
+
+/* ---- admin entries ------------------------------------------------------------------------- */
+
+int fe_vod_purge_path(fe_worker *w, const char *path) {
+  char p[1200];
+  snprintf(p, sizeof(p), "%.*s", (int)strcspn(path, "?"), path);
+  return w->loop.vod ? fe_vod_purge_all(w->loop.vod, &w->loop, p) : 0;
+}
+
+int fe_vod_prefetch_path(fe_worker *w, const char *path) {
+  const fe_config *cfg = w->gen->cfg;
+  size_t plen = strcspn(path, "?");
+  const fe_resource *res = fe_config_route(cfg, "", 0, path, plen);
+  if (!res || res->type != FE_RES_VOD || !w->loop.vod || fe_vod_path_bad(path, plen))
+    return -1;
+  fe_vod_cache *cache = fe_vod_node_cache(w->loop.vod, res->cache_dir);
+  size_t pre = strlen(res->prefix);
+  if (!cache || plen <= pre)
+    return -1;
+  size_t olen = strlen(res->origin);
+  char url[1200], cpath[600];
+  snprintf(url, sizeof(url), "%s%s%.*s", res->origin, olen && res->origin[olen - 1] == '/' ? "" : "/",
+           (int)(plen - pre), path + pre);
+  snprintf(cpath, sizeof(cpath), "%.*s", (int)plen, path);
+  if (fe_origin_check_url(url) < 0)
+    return -1;
+  /* The default key (the hook's lookup call needs a request; a prefetch has none). */
+  fe_vod_fetch_opts o = {.url = url, .client_path = cpath,
+                         .connect_timeout = res->origin_connect_timeout,
+                         .read_timeout = res->origin_read_timeout, .ttl = res->cache_ttl,
+                         .slice_size = res->slice_size};
+  return fe_vod_prefetch(cache, &w->loop, url, &o) < 0 ? -1 : 0;
+}
