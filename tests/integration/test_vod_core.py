@@ -17,7 +17,7 @@ import time
 import unittest
 
 sys.dont_write_bytecode = True
-from fe_harness import T, EdgeTestCase, HttpConn, ensure_media, http_request, wait_until
+from fe_harness import BIN, T, EdgeTestCase, HttpConn, ensure_media, http_request, run, to_lua, wait_until
 
 SLICE = 64 * 1024
 
@@ -367,6 +367,38 @@ class VodCoreTest(EdgeTestCase):
         r = self.get(e, "/videos/none.flv")
         self.assertStatus(r, 404)
         self.assertEqual(len(self.origin.requests("/media/none.flv")), 2)
+
+    def test_config_refusals(self):
+        cases = [({"slice_size": 1000}, "slice_size"),
+                 ({"cache_max_size": "12Q"}, "cache_max_size"),
+                 ({"cache_max_size": 2 ** 20, "slice_size": 2 ** 20}, "two slices"),
+                 ({"cache_dir": None}, "cache_dir: missing"),
+                 ({"origin": "file:/x"}, "origin"),
+                 ({"start_unit": "minutes"}, "start_unit")]
+        for change, want in cases:
+            cfg = self.config()
+            for k, v in change.items():
+                if v is None:
+                    del cfg["resources"][0][k]
+                else:
+                    cfg["resources"][0][k] = v
+            cfg["listen"] = ["127.0.0.1:0"]
+            path = os.path.join(self.cache, "bad.lua")
+            with open(path, "w") as f:
+                f.write("return " + to_lua(cfg) + "\n")
+            p = run([BIN, "-t", "-c", path], T(20))
+            self.assertNotEqual(p.returncode, 0, change)
+            self.assertIn(want, p.stderr, change)
+        p = run([BIN, "--listen", "127.0.0.1:0", "--origin", self.origin.url("/"), "--vod"], T(20))
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("--cache-dir", p.stderr)
+
+    def test_quick_mode(self):
+        e = self.start_quick_edge(self.origin.url("/media"), extra_args=["--vod", "--cache-dir", self.cache])
+        r = self.get(e, "/a.flv", headers={"Range": "bytes=5-9"})
+        self.assertStatus(r, 206)
+        self.assertEqual(r.body, self.data[5:10])
+        self.assertEqual(self.origin.requests(), [("/media/a.flv", "bytes=0-%d" % (10 * 2 ** 20 - 1))])
 
 
 if __name__ == "__main__":
