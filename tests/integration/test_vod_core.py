@@ -201,7 +201,7 @@ class VodCoreTest(EdgeTestCase):
     def slice_files(self):
         out = []
         for root, _, files in os.walk(self.cache):
-            out += [os.path.join(root, f) for f in files if not f.endswith(".meta")]
+            out += [os.path.join(root, f) for f in files if not f.endswith((".meta", ".tmp"))]
         return out
 
     def test_truncated_slice_refetched(self):
@@ -297,7 +297,10 @@ class VodCoreTest(EdgeTestCase):
         r = self.get(e, "/videos/a.flv")
         self.assertEqual(r.header("X-Cache-Status"), "EXPIRED")
         self.assertEqual(r.body, new)
-        wait_until(lambda: len(self.slice_files()) == 3, T(10), "old slices gone, new stored")
+        try:
+            wait_until(lambda: len(self.slice_files()) == 3, T(10), "old slices gone, new stored")
+        except AssertionError:
+            raise AssertionError("%r %r %s" % (sorted(self.slice_files()), self.origin.requests(), e.stderr_tail()))
 
     def test_multirange_and_conditionals(self):
         e = self.edge()
