@@ -988,7 +988,7 @@ static void fe_vod_store_done(uv_work_t *w, int status) {
       c->bytes += s->size;
       fe_vod_lru_front(c, s);
       fe_vod_evict(c, &t);
-    } else if (!current) {
+    } else if (!(current && f->idx < o->nslices && o->slots[f->idx].ino == f->file.ino)) {
       fe_vod_trash_add(&t, f->file.path); /* purged or replaced while it was written */
     }
   }
