@@ -23,6 +23,8 @@ typedef struct fe_main {
   /* what to load again on SIGHUP */
   const char *config_path, *listen, *origin, *policy;
   const char *admin, *admin_token; /* quick mode's admin listener */
+  int vod;               /* --vod: quick mode makes a vod resource */
+  const char *cache_dir; /* --cache-dir */
   int workers;           /* --workers, 0: the config's */
   int log_level_set;     /* --log-level wins over the config's, on reload too */
   char *pid_file;
@@ -46,7 +48,8 @@ static int fe_load(const fe_main *m, int nloops, fe_config *cfg, fe_lua ***luas,
                    size_t errlen) {
   *luas = NULL;
   int rc = m->config_path ? fe_config_load(cfg, m->config_path, err, errlen)
-                          : fe_config_quick(cfg, m->listen, m->origin, err, errlen);
+                          : fe_config_quick(cfg, m->listen, m->origin, m->vod ? m->cache_dir : NULL,
+                                            err, errlen);
   if (rc == 0 && m->admin && fe_config_admin(cfg, m->admin, m->admin_token, err, errlen) < 0) {
     fe_config_free(cfg);
     rc = -1;
@@ -100,8 +103,10 @@ static void fe_on_reload(uv_signal_t *sig, int signum) {
     return;
   }
   int level = cfg.log_level;
-  if (fe_server_reload(m->server, &cfg, luas) < 0) {
-    fe_error("reload failed: out of memory");
+  int rrc = fe_server_reload(m->server, &cfg, luas);
+  if (rrc < 0) {
+    if (rrc == UV_ENOMEM)
+      fe_error("reload failed: out of memory");
     fe_config_free(&cfg);
     fe_unref_all(luas, n);
     return;
@@ -170,10 +175,25 @@ static void fe_usage(FILE *out) {
           "       flvedge -s reload|stop -c CONFIG   signal the running instance (pid_file)\n"
           "       flvedge --listen HOST:PORT --origin URL [--policy FILE.lua]\n"
           "                                  quick live proxy, no config file\n"
+          "       flvedge --listen HOST:PORT --origin URL --vod --cache-dir DIR\n"
+          "                                  quick VOD caching proxy: /PATH from URL/PATH\n"
           "         [--admin HOST:PORT --admin-token TOKEN]   its admin API (metrics, health)\n"
           "       flvedge -v                 print the version\n"
           "options: --log-level debug|info|warn|error, --pid-file PATH,\n"
           "         --workers N|auto         loops (threads); default: the config's, else auto\n");
+}
+
+/* The VOD cache's disk work (open, fstat, read, write, rename, sendfile) runs in libuv's thread
+ * pool, shared by every loop: 4 threads (libuv's default) would let a few slow disks stall every
+ * loop's hits. max(8, 2 * loops), unless the environment already says; it must be set before the
+ * pool's first use, which is here, before any loop runs. */
+static void fe_threadpool_size(int nloops) {
+  const char *have = getenv("UV_THREADPOOL_SIZE");
+  if (have && *have)
+    return;
+  char v[16];
+  snprintf(v, sizeof(v), "%d", nloops * 2 > 8 ? nloops * 2 : 8);
+  setenv("UV_THREADPOOL_SIZE", v, 1);
 }
 
 static void fe_on_stopped(void *ud) {
@@ -226,6 +246,10 @@ int main(int argc, char **argv) {
       m.admin = argv[++i];
     } else if (strcmp(a, "--admin-token") == 0 && has_value) {
       m.admin_token = argv[++i];
+    } else if (strcmp(a, "--vod") == 0) {
+      m.vod = 1;
+    } else if (strcmp(a, "--cache-dir") == 0 && has_value) {
+      m.cache_dir = argv[++i];
     } else if (strcmp(a, "--policy") == 0 && has_value) {
       m.policy = argv[++i];
     } else if (strcmp(a, "--pid-file") == 0 && has_value) {
@@ -254,8 +278,12 @@ int main(int argc, char **argv) {
     fe_usage(stderr);
     return 1;
   }
-  if (m.config_path && (m.listen || m.origin || m.policy || m.admin || m.admin_token)) {
-    fprintf(stderr, "flvedge: -c and --listen/--origin/--policy/--admin exclude each other "
+  if (m.vod != (m.cache_dir != NULL)) {
+    fprintf(stderr, "flvedge: --vod needs --cache-dir DIR (and --cache-dir needs --vod)\n");
+    return 1;
+  }
+  if (m.config_path && (m.listen || m.origin || m.policy || m.vod || m.admin || m.admin_token)) {
+    fprintf(stderr, "flvedge: -c and --listen/--origin/--policy/--vod/--admin exclude each other "
                     "(the config's admin table sets the admin listener)\n");
     return 1;
   }
@@ -310,6 +338,7 @@ int main(int argc, char **argv) {
   if (pid_file || cfg.pid_file)
     m.pid_file = strdup(pid_file ? pid_file : cfg.pid_file);
 
+  fe_threadpool_size(nloops);
   m.loop = uv_default_loop();
   int rc = fe_server_start(m.loop, &cfg, luas, nloops, &m.server);
   free(luas);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log/fe_log.h"
 #include "str/fe_str.h"
@@ -119,6 +120,10 @@ static void fe_resource_defaults(fe_resource *res) {
   res->origin_read_timeout = 10;
   res->max_tag_size = 16u << 20;
   res->send_buffer = 256u << 10;
+  res->cache_max_size = 10ull << 30;
+  res->cache_ttl = 3600;
+  res->slice_size = 10u << 20;
+  res->start_unit = FE_START_BYTES;
 }
 
 static void fe_config_defaults(fe_config *cfg) {
@@ -162,6 +167,80 @@ static int fe_cfg_origin_ok(const char *o) {
   return strncmp(o, "http://", 7) == 0 && o[7] && fe_str_visible(o, strlen(o));
 }
 
+/* A size: a number of bytes, or a string "N", "NK", "NM", "NG" or "NT" (binary units). */
+static int fe_cfg_size(fe_cfg_reader *r, int idx, const char *where, const char *key, double min,
+                       double max, uint64_t *out) {
+  lua_getfield(r->L, idx, key);
+  int t = lua_type(r->L, -1);
+  double v = (double)*out;
+  int rc = 0;
+  if (t == LUA_TSTRING) {
+    const char *s = lua_tostring(r->L, -1);
+    char *end;
+    v = strtod(s, &end);
+    static const char units[] = "KMGT";
+    const char *u = *end ? strchr(units, *end == 'k' ? 'K' : *end) : NULL;
+    if (end == s || (*end && (!u || end[1])))
+      rc = fe_cfg_fail(r, "%s%s: \"%s\" is not a size (bytes, or a number with K, M, G or T)",
+                       where, key, s);
+    else if (u)
+      v *= (double)(1ull << (10 * (u - units + 1)));
+  } else if (t == LUA_TNUMBER) {
+    v = lua_tonumber(r->L, -1);
+  } else if (t != LUA_TNIL) {
+    rc = fe_cfg_fail(r, "%s%s: expected a number of bytes or a string like \"10G\"", where, key);
+  }
+  lua_pop(r->L, 1);
+  if (rc == 0 && t != LUA_TNIL) {
+    if (!(v >= min && v <= max))
+      return fe_cfg_fail(r, "%s%s: %.0f is out of range [%.0f, %.0f]", where, key, v, min, max);
+    *out = (uint64_t)v;
+  }
+  return rc;
+}
+
+/* A vod resource: an http:// origin (the client path under the prefix is appended to it), a
+ * cache directory, and the cache's sizes and times. */
+static int fe_cfg_vod(fe_cfg_reader *r, int idx, const char *where, fe_resource *res) {
+  char *unit = NULL, *dir = NULL;
+  if (fe_cfg_string(r, idx, where, "origin", 0, &res->origin) < 0 ||
+      fe_cfg_string(r, idx, where, "cache_dir", 0, &dir) < 0 ||
+      fe_cfg_string(r, idx, where, "start_unit", 0, &unit) < 0)
+    goto fail;
+  if (!res->origin || strncmp(res->origin, "http://", 7) != 0 || !fe_cfg_origin_ok(res->origin)) {
+    fe_cfg_fail(r, "%sorigin: expected \"http://host[:port]/path/\" (visible ASCII)", where);
+    goto fail;
+  }
+  if (!dir || !*dir) {
+    fe_cfg_fail(r, "%scache_dir: missing (the directory the cache keeps its files in)", where);
+    goto fail;
+  }
+  res->cache_dir = fe_cfg_path(r, dir);
+  if (unit && strcmp(unit, "bytes") != 0 && strcmp(unit, "seconds") != 0) {
+    fe_cfg_fail(r, "%sstart_unit: expected \"bytes\" or \"seconds\"", where);
+    goto fail;
+  }
+  res->start_unit = unit && strcmp(unit, "seconds") == 0 ? FE_START_SECONDS : FE_START_BYTES;
+  if (fe_cfg_size(r, idx, where, "cache_max_size", 1 << 20, 1125899906842624.0, &res->cache_max_size) < 0 ||
+      fe_cfg_size(r, idx, where, "slice_size", 65536, 1 << 30, &res->slice_size) < 0 ||
+      fe_cfg_number(r, idx, where, "cache_ttl", 0, 315360000, &res->cache_ttl) < 0 ||
+      fe_cfg_number(r, idx, where, "origin_connect_timeout", 0.1, 600, &res->origin_connect_timeout) < 0 ||
+      fe_cfg_number(r, idx, where, "origin_read_timeout", 0.1, 3600, &res->origin_read_timeout) < 0)
+    goto fail;
+  if (res->cache_max_size < 2 * res->slice_size) {
+    fe_cfg_fail(r, "%scache_max_size: must hold at least two slices (%llu bytes)", where,
+                (unsigned long long)(2 * res->slice_size));
+    goto fail;
+  }
+  free(dir);
+  free(unit);
+  return 0;
+fail:
+  free(dir);
+  free(unit);
+  return -1;
+}
+
 static int fe_cfg_resource(fe_cfg_reader *r, int i, fe_resource *res) {
   char where[64];
   int idx = lua_gettop(r->L);
@@ -197,7 +276,7 @@ static int fe_cfg_resource(fe_cfg_reader *r, int i, fe_resource *res) {
     goto fail;
   }
   if (!type) {
-    fe_cfg_fail(r, "%stype: missing (\"live\" or \"static\")", where);
+    fe_cfg_fail(r, "%stype: missing (\"live\", \"vod\" or \"static\")", where);
     goto fail;
   }
   if (strcmp(type, "live") == 0) {
@@ -245,8 +324,13 @@ static int fe_cfg_resource(fe_cfg_reader *r, int i, fe_resource *res) {
     }
     res->root = fe_cfg_path(r, root);
     free(root);
+  } else if (strcmp(type, "vod") == 0) {
+    res->type = FE_RES_VOD;
+    if (fe_cfg_vod(r, idx, where, res) < 0)
+      goto fail;
   } else {
-    fe_cfg_fail(r, "%stype: \"%s\" is not a resource type (\"live\" or \"static\")", where, type);
+    fe_cfg_fail(r, "%stype: \"%s\" is not a resource type (\"live\", \"vod\" or \"static\")",
+                where, type);
     goto fail;
   }
   free(type);
@@ -484,8 +568,14 @@ int fe_config_pid_file(const char *path, char **out, char *err, size_t errlen) {
   return rc;
 }
 
-int fe_config_quick(fe_config *cfg, const char *listen, const char *origin, char *err, size_t errlen) {
+int fe_config_quick(fe_config *cfg, const char *listen, const char *origin, const char *cache_dir,
+                    char *err, size_t errlen) {
   fe_config_defaults(cfg);
+  if (cache_dir && (strncmp(origin, "http://", 7) != 0 || !fe_cfg_origin_ok(origin))) {
+    snprintf(err, errlen, "--origin: a vod origin is \"http://host[:port][/path]\"");
+    fe_config_free(cfg);
+    return -1;
+  }
   if (!fe_cfg_origin_ok(origin)) {
     snprintf(err, errlen, "--origin: expected \"http://host[:port][/path]\" or \"file:PATH\"");
     fe_config_free(cfg);
@@ -499,6 +589,17 @@ int fe_config_quick(fe_config *cfg, const char *listen, const char *origin, char
   res->name = fe_strdup("quick");
   res->type = FE_RES_LIVE;
   res->origin = fe_strdup(origin);
+  if (cache_dir) {
+    res->type = FE_RES_VOD;
+    char cwd[4096];
+    if (cache_dir[0] != '/' && getcwd(cwd, sizeof(cwd))) {
+      size_t a = strlen(cwd), b = strlen(cache_dir);
+      res->cache_dir = malloc(a + b + 2);
+      snprintf(res->cache_dir, a + b + 2, "%s/%s", cwd, cache_dir);
+    } else {
+      res->cache_dir = fe_strdup(cache_dir);
+    }
+  }
   return 0;
 }
 
@@ -531,6 +632,7 @@ void fe_config_free(fe_config *cfg) {
     free(res->prefix);
     free(res->origin);
     free(res->root);
+    free(res->cache_dir);
   }
   free(cfg->resources);
   free(cfg->cors_origin);

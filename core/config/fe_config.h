@@ -8,7 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum fe_resource_type { FE_RES_LIVE, FE_RES_STATIC };
+enum fe_resource_type { FE_RES_LIVE, FE_RES_STATIC, FE_RES_VOD };
+
+enum { FE_START_BYTES, FE_START_SECONDS }; /* what ?start=N means for a vod resource */
 
 typedef struct fe_resource {
   char *name;
@@ -30,6 +32,12 @@ typedef struct fe_resource {
   uint32_t send_buffer;  /* SO_SNDBUF for viewers; 0 leaves the kernel's autotuning */
   /* static */
   char *root;   /* absolute directory */
+  /* vod (origin and the origin timeouts above too: origin is "http://host[:port]/base/") */
+  char *cache_dir;        /* absolute; resources with the same directory share one cache */
+  uint64_t cache_max_size; /* bytes */
+  double cache_ttl;       /* seconds a 200/206 stays fresh without a hook */
+  uint64_t slice_size;    /* bytes, >= 64 KiB */
+  int start_unit;         /* FE_START_* */
   int has_policy; /* `policy` is set: the Lua state resolves it */
 } fe_resource;
 
@@ -73,8 +81,12 @@ int fe_config_load(fe_config *cfg, const char *path, char *err, size_t errlen);
  * the file is wrong: what -s stop needs. -1 with a message when the file does not run.
  */
 int fe_config_pid_file(const char *path, char **out, char *err, size_t errlen);
-/** Quick mode: one live resource at "/" pulling `origin`, everything else at its default. */
-int fe_config_quick(fe_config *cfg, const char *listen, const char *origin, char *err, size_t errlen);
+/**
+ * Quick mode: one resource at "/" with `origin`, everything else at its default: live, or with
+ * `cache_dir` set a vod resource caching in that directory.
+ */
+int fe_config_quick(fe_config *cfg, const char *listen, const char *origin, const char *cache_dir,
+                    char *err, size_t errlen);
 /**
  * Quick mode's --admin ADDR --admin-token TOKEN: checks them as the config's `admin` table is
  * checked and sets them. -1 with a message in err.

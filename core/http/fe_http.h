@@ -27,7 +27,8 @@ int fe_server_workers(const fe_server *s);
 /**
  * Makes a new config and its policies (one Lua state per loop) the ones new requests use on every
  * loop, taking them over as start does. Requests already routed keep the generation they started
- * with until they end. Listeners and the number of loops stay.
+ * with until they end. Listeners and the number of loops stay. A new vod cache_dir is scanned
+ * here; UV_EINVAL (logged) when it cannot be opened, and nothing changes.
  */
 int fe_server_reload(fe_server *s, fe_config *cfg, fe_lua **luas);
 /**

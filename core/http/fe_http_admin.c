@@ -4,6 +4,7 @@
 #include <strings.h>
 
 #include "http/fe_http_admin.h"
+#include "http/fe_http_handlers.h"
 #include "http/fe_http_router.h"
 
 #define FE_ADMIN_MAX_NODES 4096 /* JSON values in one body */
@@ -12,28 +13,18 @@
 
 enum { FE_ADMIN_URLS = 1, FE_ADMIN_PATTERN = 2 }; /* what a POST body may hold */
 
-/* The POST endpoints: written before the loops start (fe_admin_set_post), read by loop 0. */
+/* The POST endpoints (their handlers live with their kind: vod). */
 typedef struct fe_admin_post {
   const char *path;
   int accepts; /* FE_ADMIN_URLS | FE_ADMIN_PATTERN */
   fe_admin_post_fn fn;
 } fe_admin_post;
 
-static fe_admin_post fe_admin_posts[] = {
-    {"/vod/purge", FE_ADMIN_URLS | FE_ADMIN_PATTERN, NULL},
-    {"/vod/prefetch", FE_ADMIN_URLS, NULL},
+static const fe_admin_post fe_admin_posts[] = {
+    {"/vod/purge", FE_ADMIN_URLS | FE_ADMIN_PATTERN, fe_vod_admin_purge},
+    {"/vod/prefetch", FE_ADMIN_URLS, fe_vod_admin_prefetch},
 };
 #define FE_ADMIN_NPOSTS (sizeof(fe_admin_posts) / sizeof(fe_admin_posts[0]))
-
-int fe_admin_set_post(const char *path, fe_admin_post_fn fn) {
-  for (size_t i = 0; i < FE_ADMIN_NPOSTS; i++) {
-    if (strcmp(fe_admin_posts[i].path, path) == 0) {
-      fe_admin_posts[i].fn = fn;
-      return 0;
-    }
-  }
-  return -1;
-}
 
 /* ---- answers ------------------------------------------------------------------------------- */
 
@@ -182,8 +173,6 @@ static int fe_admin_post_serve(fe_conn *c, const fe_admin_post *ep, int keep) {
     const char *bad = fe_admin_targets_read(&doc, ep->accepts, urls, &t, why, sizeof(why));
     if (bad) {
       rc = fe_admin_error(c, 400, NULL, bad, keep);
-    } else if (!ep->fn) {
-      rc = fe_admin_error(c, 501, NULL, "vod not available", keep);
     } else {
       char out[4096];
       fe_json_buf b;

@@ -34,11 +34,4 @@ typedef struct fe_admin_targets {
  */
 typedef int (*fe_admin_post_fn)(fe_conn *c, const fe_admin_targets *t, fe_json_buf *out);
 
-/**
- * Sets the handler of the POST endpoint `path` ("/vod/purge", "/vod/prefetch"): called once
- * before fe_server_start (loop 0 reads the table without a lock). Returns 0, or -1 for a path
- * the table does not have.
- */
-int fe_admin_set_post(const char *path, fe_admin_post_fn fn);
-
 #endif

@@ -121,6 +121,11 @@ static void fe_conn_end(fe_conn *c, int reset) {
   if (c->next)
     c->next->prev = c->prev;
   FE_METRIC_ADD(&w->loop.metrics, connections, -1);
+  if (c->on_close) {
+    void (*fn)(fe_conn *) = c->on_close;
+    c->on_close = NULL;
+    fn(c);
+  }
   /* After the close libuv writes nothing more, so the pinned buffers can be let go. */
   if (reset)
     fe_net_reset(&c->net, fe_conn_on_closed);
@@ -146,6 +151,19 @@ static void fe_conn_on_sent(fe_net_write *w, int status) {
   if (status == 0)
     FE_METRIC_ADD(&c->w->loop.metrics, bytes_sent, r->len);
   free(r);
+  c->sending--;
+  if (close)
+    fe_conn_close(c);
+  else if (c->sending == 0)
+    fe_conn_next(c);
+}
+
+void fe_conn_answer_begin(fe_conn *c) {
+  if (c->sending++ == 0)
+    c->send_progress = uv_now(&c->w->loop.uv);
+}
+
+void fe_conn_answer_end(fe_conn *c, int close) {
   c->sending--;
   if (close)
     fe_conn_close(c);

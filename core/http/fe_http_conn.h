@@ -123,6 +123,10 @@ typedef struct fe_conn {
   char server_ip[48];
   char host[128];
   const fe_resource *res;
+  /** Runs once when the connection closes while a handler's answer is in progress (VOD): the
+   * handler lets go of what it holds for c. Cleared by the handler when its answer ends. */
+  void (*on_close)(struct fe_conn *c);
+  void *kind_data;            /* the handler's state for the answer in progress */
   /** Swept every 250 ms while set (a live viewer's slowness check). Returns 1 if it closed c. */
   int (*on_sweep)(struct fe_conn *c, uint64_t now);
   /* live */
@@ -160,6 +164,13 @@ void fe_conn_close(fe_conn *c);
 void fe_conn_reset(fe_conn *c);
 /** Queues raw bytes (copied) on the connection; `close` closes once they are written. */
 void fe_conn_send(fe_conn *c, const void *data, size_t len, int close);
+/**
+ * A handler's answer written over time (VOD): counts as a write in flight, so the connection reads
+ * no further request and send_timeout applies, until fe_conn_answer_end. Then the next request is
+ * read (or the connection closes when `close`).
+ */
+void fe_conn_answer_begin(fe_conn *c);
+void fe_conn_answer_end(fe_conn *c, int close);
 /** The request is over: runs the log phase and writes the access log line, once. */
 void fe_conn_request_done(fe_conn *c);
 /** 1 when the request lets the connection stay open for the next one. */

@@ -3,6 +3,7 @@
 
 #include "http/fe_http_handlers.h"
 #include "http/fe_http_router.h"
+#include "vod/fe_vod.h"
 
 /* What each resource kind does; a new kind (VOD) is one more row. */
 typedef struct fe_kind {
@@ -15,6 +16,7 @@ typedef struct fe_kind {
 static const fe_kind fe_kinds[] = {
     [FE_RES_LIVE] = {fe_live_prepare, fe_live_serve, 1},
     [FE_RES_STATIC] = {NULL, fe_static_serve, 0},
+    [FE_RES_VOD] = {fe_vod_prepare, fe_vod_serve, 0},
 };
 
 static int fe_router_next(const fe_conn *c, int keep) {
@@ -35,7 +37,10 @@ static void fe_serve_options(fe_conn *c, int keep) {
 }
 
 size_t fe_router_metrics(const fe_worker *w, char *buf, size_t cap) {
-  return fe_metrics_render(w->all_metrics, w->nloops, buf, cap);
+  size_t n = fe_metrics_render(w->all_metrics, w->nloops, buf, cap);
+  if (w->loop.vod && n < cap)
+    n += fe_vod_metrics_render(w->loop.vod, buf + n, cap - n);
+  return n;
 }
 
 static void fe_serve_status(fe_conn *c, const char *what, size_t len, int keep) {

@@ -10,6 +10,7 @@
 #include "http/fe_http_router.h"
 #include "log/fe_log.h"
 #include "origin/fe_file.h"
+#include "vod/fe_vod.h"
 
 #define FE_SWEEP_MS 250
 
@@ -39,6 +40,7 @@ struct fe_server {
   const fe_metrics **metrics;
   fe_relay_node *node;
   fe_files *files;            /* FLV files of file: origins, loaded once for every loop */
+  fe_vod_node *vod;           /* the VOD caches, one per cache_dir, kept across reloads */
   fe_cfg_shared *cfg;         /* the control loop's reference to the newest config */
   uint64_t started;           /* uv_hrtime() at start */
   int finished;               /* atomic: loops whose thread is done */
@@ -95,6 +97,7 @@ static void fe_slot_drained(fe_worker *w) {
   uv_close((uv_handle_t *)&sl->grace, NULL);
   uv_close((uv_handle_t *)&sl->ctl, NULL);
   fe_relay_box_close(w->srv->node, w->id);
+  fe_vod_box_close(w->srv->vod, w->id);
 }
 
 static void fe_slot_on_grace(uv_timer_t *t) {
@@ -172,6 +175,8 @@ static int fe_slot_init(fe_server *s, int id, fe_lua *lua, int **fds, int nliste
     return UV_ENOMEM;
   if ((rc = fe_relay_box_open(s->node, id, &w->loop, &fe_hubs_relay_handlers, w->hubs)) < 0)
     return rc;
+  if ((rc = fe_vod_box_open(s->vod, &w->loop)) < 0)
+    return rc;
   for (int i = 0; i < nlisten; i++) {
     sl->listeners[i].data = sl;
     sl->nlisteners++;
@@ -222,10 +227,11 @@ int fe_server_start(uv_loop_t *main, fe_config *config, fe_lua **luas, int nwork
   s->metrics = calloc((size_t)nworkers, sizeof(*s->metrics));
   s->node = fe_relay_node_new(nworkers);
   s->files = fe_files_new();
+  s->vod = fe_vod_node_new(nworkers);
   s->cfg = fe_cfg_shared_new(config);
   uv_async_init(main, &s->done_async, fe_server_on_done);
   s->done_async.data = s;
-  if (!s->slots || !s->metrics || !s->node || !s->files || !s->cfg) {
+  if (!s->slots || !s->metrics || !s->node || !s->files || !s->vod || !s->cfg) {
     for (int i = 0; i < nworkers; i++)
       fe_lua_unref(luas[i]);
     free(s->slots);
@@ -235,6 +241,18 @@ int fe_server_start(uv_loop_t *main, fe_config *config, fe_lua **luas, int nwork
   for (int i = 0; i < nworkers; i++)
     uv_mutex_init(&s->slots[i].mu);
   const fe_config *cfg = &s->cfg->cfg;
+  char verr[512];
+  /* Cache directories are scanned here, blocking, before any loop serves. */
+  if (fe_vod_node_configure(s->vod, cfg, verr, sizeof(verr)) < 0) {
+    fe_error("vod: %s", verr);
+    for (int i = 0; i < nworkers; i++)
+      fe_lua_unref(luas[i]);
+    for (int i = 0; i < nworkers; i++)
+      uv_mutex_destroy(&s->slots[i].mu);
+    free(s->slots);
+    s->slots = NULL;
+    return UV_EINVAL;
+  }
   int nlisten = cfg->nlisten;
   int **fds = calloc((size_t)nlisten, sizeof(int *));
   char bound[nlisten > 0 ? nlisten : 1][80];
@@ -324,6 +342,17 @@ int fe_server_reload(fe_server *s, fe_config *cfg, fe_lua **luas) {
             was, now, *was && !*now ? "; until then the admin API refuses every request" : "");
   if (fe_config_workers(cfg) != s->nworkers)
     fe_warn("reload: workers changed; that takes effect at the next restart");
+  char verr[512];
+  /* A new cache directory is scanned here, on the control thread, before requests can use it. */
+  if (fe_vod_node_configure(s->vod, cfg, verr, sizeof(verr)) < 0) {
+    fe_error("reload: vod: %s", verr);
+    fe_config_free(cfg);
+    for (int i = 0; i < s->nworkers; i++) {
+      fe_lua_unref(luas[i]);
+      luas[i] = NULL;
+    }
+    return UV_EINVAL; /* logged; the running config stays */
+  }
   fe_cfg_shared *shared = fe_cfg_shared_new(cfg);
   fe_gen **gens = calloc((size_t)s->nworkers, sizeof(*gens));
   int ok = shared && gens;
@@ -397,6 +426,7 @@ void fe_server_free(fe_server *s) {
   }
   fe_relay_node_free(s->node);
   fe_files_free(s->files);
+  fe_vod_node_free(s->vod);
   fe_cfg_shared_unref(s->cfg);
   free(s->slots);
   free(s->metrics);

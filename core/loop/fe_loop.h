@@ -24,6 +24,7 @@
 
 struct fe_hubs;
 struct fe_files;
+struct fe_vod_node;
 
 /** A queued teardown: embedded in the object; `fn` frees it. */
 typedef struct fe_deferred {
@@ -46,6 +47,7 @@ typedef struct fe_loop {
   uint64_t next_request; /* request ids: (n << 8) | id, unique in the process */
   struct fe_hubs *hubs;  /* the live streams of this loop (hub/) */
   struct fe_files *files; /* the node's loaded FLV files (origin/fe_file), shared by every loop */
+  struct fe_vod_node *vod; /* the node's VOD caches (vod/), shared by every loop */
   uv_prepare_t defer_prepare;
   fe_deferred *deferred;
   uv_idle_t later_idle;  /* active while slices are queued: the loop polls without waiting */

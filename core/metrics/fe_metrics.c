@@ -88,6 +88,10 @@ size_t fe_metrics_render(const fe_metrics *const *loops, int n, char *buf, size_
       F("relay_bytes_out_total", "counter", relay_bytes_out, 1),
       F("relay_bytes_in_total", "counter", relay_bytes_in, 1),
       F("relay_dropped_total", "counter", relay_dropped, 0),
+      F("vod_bytes_sent_total", "counter", vod_bytes_sent, 0),
+      F("vod_origin_bytes_total", "counter", vod_origin_bytes, 0),
+      F("vod_origin_requests_total", "counter", vod_origin_requests, 0),
+      F("vod_store_errors_total", "counter", vod_store_errors, 0),
 #undef F
   };
   fe_metrics snap[64], sum;
@@ -114,6 +118,13 @@ size_t fe_metrics_render(const fe_metrics *const *loops, int n, char *buf, size_
   for (int cls = 1; cls <= 5; cls++)
     fe_put(&o, "flvedge_requests_total{status=\"%lluxx\"} %llu\n", (unsigned long long)cls,
            sum.requests[cls]);
+  static const char *const cs[] = {"hit", "miss", "expired", "stale", "bypass"};
+  fe_put(&o, "# TYPE flvedge_vod_requests_total counter\n", 0, 0);
+  for (int i = 0; i < 5; i++) {
+    char line[128];
+    snprintf(line, sizeof(line), "flvedge_vod_requests_total{cache_status=\"%s\"} %%llu\n", cs[i]);
+    fe_put(&o, line, sum.vod_requests[i], 0);
+  }
   fe_put(&o, "# TYPE flvedge_loops gauge\nflvedge_loops %llu\n", (unsigned long long)n, 0);
   for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
     if (!fields[f].per_loop)

@@ -30,10 +30,17 @@ typedef struct fe_metrics {
   uint64_t relay_bytes_out;      /* tag bytes handed to other loops */
   uint64_t relay_bytes_in;       /* tag bytes received from other loops */
   uint64_t relay_dropped;        /* relay batches dropped because a loop fell behind */
+  uint64_t vod_requests[5];      /* VOD answers by cache status (FE_VOD_CS_*) */
+  uint64_t vod_bytes_sent;       /* VOD body bytes written to clients */
+  uint64_t vod_origin_bytes;     /* body bytes read from VOD origins */
+  uint64_t vod_origin_requests;  /* VOD origin requests made (slice fetches, revalidations) */
+  uint64_t vod_store_errors;     /* slices or metas that could not be written to the cache dir */
   /* Loop lag: how late the loop's probe timer fired, a histogram (fe_metrics_lag_bounds_ms). */
   uint64_t lag[8];
   uint64_t lag_sum_us;
 } fe_metrics;
+
+enum { FE_VOD_CS_HIT, FE_VOD_CS_MISS, FE_VOD_CS_EXPIRED, FE_VOD_CS_STALE, FE_VOD_CS_BYPASS };
 
 /** The upper bounds (ms) of the lag buckets; the last bucket is everything above. */
 extern const uint32_t fe_metrics_lag_bounds_ms[7];

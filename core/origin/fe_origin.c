@@ -4,7 +4,9 @@
 #include <llhttp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
+#include <strings.h>
 
 #include "flv/fe_flv.h"
 #include "net/fe_net.h"
@@ -33,10 +35,12 @@ struct fe_origin {
   size_t request_len;
   llhttp_t parser;
   llhttp_settings_t settings;
-  size_t field_len; /* how much of "content-type" the header name now parsed matched; 13: none */
-  char ctype[128];
-  size_t ctype_len;
-  int in_ctype;
+  char hname[24];   /* the header name being parsed, lowercase; hname_len > 23: not one we keep */
+  size_t hname_len;
+  char *hval;       /* where the current header's value goes (a field of head), or NULL */
+  size_t hval_len;
+  fe_origin_head head;
+  char clen[24];    /* Content-Length as received */
   int interim;  /* the head parsed is a 1xx: its message ends, and the answer comes after it */
   /* file */
   char *file_path;
@@ -114,34 +118,76 @@ static void fe_origin_on_timeout(uv_timer_t *t) {
   fe_origin_finish(o, o->state == FE_OS_BODY ? FE_ORIGIN_ESTALL : FE_ORIGIN_ETIMEDOUT);
 }
 
-/* A header name may come in pieces, one per read: it is matched as it grows. */
+/* A header name may come in pieces, one per read: it is gathered (lowercase, bounded) and matched
+ * once complete. */
 static int fe_oh_on_header_field(llhttp_t *p, const char *at, size_t len) {
   fe_origin *o = p->data;
-  if (o->field_len + len <= 12 && strncasecmp(at, &"content-type"[o->field_len], len) == 0)
-    o->field_len += len;
-  else
-    o->field_len = 13;
+  for (size_t i = 0; i < len && o->hname_len < sizeof(o->hname); i++) {
+    char ch = at[i];
+    o->hname[o->hname_len++] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+  }
+  if (len > sizeof(o->hname))
+    o->hname_len = sizeof(o->hname);
   return 0;
 }
 
 static int fe_oh_on_header_field_complete(llhttp_t *p) {
   fe_origin *o = p->data;
-  o->in_ctype = o->field_len == 12;
-  o->field_len = 0;
+  static const struct {
+    const char *name;
+    size_t off;
+  } kept[] = {
+      {"content-type", offsetof(fe_origin_head, content_type)},
+      {"content-range", offsetof(fe_origin_head, content_range)},
+      {"content-length", 0}, /* parsed from a scratch copy in content_range's place below */
+      {"etag", offsetof(fe_origin_head, etag)},
+      {"last-modified", offsetof(fe_origin_head, last_modified)},
+      {"cache-control", offsetof(fe_origin_head, cache_control)},
+  };
+  o->hval = NULL;
+  for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
+    if (o->hname_len == strlen(kept[i].name) && memcmp(o->hname, kept[i].name, o->hname_len) == 0) {
+      o->hval = kept[i].off ? (char *)&o->head + kept[i].off : o->clen;
+      o->hval[0] = 0;
+      o->hval_len = 0;
+    }
+  }
+  o->hname_len = 0;
   return 0;
 }
 
 static int fe_oh_on_header_value(llhttp_t *p, const char *at, size_t len) {
   fe_origin *o = p->data;
-  if (o->in_ctype) {
-    size_t room = sizeof(o->ctype) - 1 - o->ctype_len;
+  if (o->hval) {
+    size_t cap = o->hval == o->clen ? sizeof(o->clen) : FE_ORIGIN_HVAL;
+    size_t room = cap - 1 - o->hval_len;
     if (len > room)
       len = room;
-    memcpy(o->ctype + o->ctype_len, at, len);
-    o->ctype_len += len;
-    o->ctype[o->ctype_len] = 0;
+    memcpy(o->hval + o->hval_len, at, len);
+    o->hval_len += len;
+    o->hval[o->hval_len] = 0;
   }
   return 0;
+}
+
+/* The head's Content-Length, from the value gathered: digits only, else unknown (-1). */
+static void fe_oh_content_length(fe_origin *o) {
+  const char *s = o->clen;
+  o->head.content_length = -1;
+  if (!*s || strspn(s, "0123456789") != strlen(s) || strlen(s) > 18)
+    return;
+  o->head.content_length = strtoll(s, NULL, 10);
+}
+
+static void fe_oh_reset_head(fe_origin *o) {
+  memset(&o->head, 0, sizeof(o->head));
+  o->head.content_length = -1;
+  o->clen[0] = 0;
+  o->hval = NULL;
+}
+
+const fe_origin_head *fe_origin_response_head(const fe_origin *o) {
+  return &o->head;
 }
 
 static int fe_oh_on_headers_complete(llhttp_t *p) {
@@ -152,13 +198,13 @@ static int fe_oh_on_headers_complete(llhttp_t *p) {
   /* 100 Continue, 103 Early Hints: not the answer; wait for it (the head timeout still runs). */
   if (p->status_code >= 100 && p->status_code < 200) {
     o->interim = 1;
-    o->ctype_len = 0;
-    o->ctype[0] = 0;
+    fe_oh_reset_head(o);
     return 0;
   }
+  fe_oh_content_length(o);
   o->state = FE_OS_BODY;
   uv_timer_start(&o->timer, fe_origin_on_timeout, fe_ms(o->opts.read_timeout), 0);
-  o->cbs.on_response(o->ud, p->status_code, o->ctype_len ? o->ctype : NULL);
+  o->cbs.on_response(o->ud, p->status_code, o->head.content_type[0] ? o->head.content_type : NULL);
   return o->closed ? HPE_USER : 0;
 }
 
@@ -314,21 +360,44 @@ int fe_origin_check_url(const char *url) {
 }
 
 /* The host, the port and the request, from a URL that fe_origin_split_url takes. */
-static int fe_origin_parse_url(fe_origin *o, const char *url) {
+/* Extra request headers: whole "Name: value\r\n" lines of visible ASCII and spaces, so that no
+ * byte from a caller can end the head or start another request. */
+static int fe_origin_headers_ok(const char *h) {
+  size_t n = strlen(h);
+  if (n > 1024)
+    return 0;
+  while (*h) {
+    const char *eol = strstr(h, "\r\n");
+    const char *colon = memchr(h, ':', eol ? (size_t)(eol - h) : 0);
+    if (!eol || !colon || colon == h)
+      return 0;
+    for (const char *q = h; q < eol; q++)
+      if ((unsigned char)*q < 0x20 || (unsigned char)*q >= 0x7f)
+        return 0;
+    for (const char *q = h; q < colon; q++)
+      if (*q == ' ')
+        return 0;
+    h = eol + 2;
+  }
+  return 1;
+}
+
+static int fe_origin_parse_url(fe_origin *o, const char *url, const char *extra) {
   fe_url_parts u;
-  if (fe_origin_split_url(url, &u) < 0)
+  extra = extra ? extra : "";
+  if (fe_origin_split_url(url, &u) < 0 || !fe_origin_headers_ok(extra))
     return -1;
   o->host = strndup(u.host, u.host_len);
   o->port = strndup(u.port, u.port_len);
   /* Host carries the authority as the URL wrote it, so virtual hosts at the origin match. */
   const char *fmt = "GET %s HTTP/1.1\r\nHost: %.*s\r\nUser-Agent: flvedge/" FE_VERSION
-                    "\r\nAccept: */*\r\nConnection: close\r\n\r\n";
-  int need = snprintf(NULL, 0, fmt, u.path, u.authority_len, url + 7);
+                    "\r\nAccept: */*\r\nConnection: close\r\n%s\r\n";
+  int need = snprintf(NULL, 0, fmt, u.path, u.authority_len, url + 7, extra);
   o->request = malloc((size_t)need + 1);
   if (!o->host || !o->port || !o->request)
     return -1;
   o->request_len =
-      (size_t)snprintf(o->request, (size_t)need + 1, fmt, u.path, u.authority_len, url + 7);
+      (size_t)snprintf(o->request, (size_t)need + 1, fmt, u.path, u.authority_len, url + 7, extra);
   return 0;
 }
 
@@ -463,6 +532,8 @@ fe_origin *fe_origin_open(fe_loop *loop, const char *url, const fe_origin_opts *
   o->cbs = *cbs;
   o->ud = ud;
   o->opts = *opts;
+  o->opts.extra_headers = NULL; /* the caller's: copied into the request below */
+  fe_oh_reset_head(o);
   uv_timer_init(&loop->uv, &o->timer);
   o->timer.data = o;
   o->handles = 1;
@@ -471,7 +542,7 @@ fe_origin *fe_origin_open(fe_loop *loop, const char *url, const fe_origin_opts *
     o->kind = FE_OK_FILE;
     o->file_path = strdup(url + 5);
     start = fe_origin_start_file;
-  } else if (fe_origin_parse_url(o, url) == 0) {
+  } else if (fe_origin_parse_url(o, url, opts->extra_headers) == 0) {
     o->kind = FE_OK_HTTP;
     llhttp_settings_init(&o->settings);
     o->settings.on_header_field = fe_oh_on_header_field;

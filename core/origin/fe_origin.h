@@ -45,7 +45,27 @@ typedef struct fe_origin_opts {
   double connect_timeout; /* seconds, up to the response head */
   double read_timeout;    /* seconds between reads once streaming */
   uint32_t max_tag_size;  /* file source: tags beyond this make the file invalid */
+  /** More request header lines ("Range: bytes=0-9\r\n..."), copied; NULL for none. Each line
+   * must be "Name: value\r\n" of visible ASCII and spaces: fe_origin_open refuses others (the
+   * origin ends with FE_ORIGIN_EURL). At most 1 KiB. */
+  const char *extra_headers;
 } fe_origin_opts;
+
+#define FE_ORIGIN_HVAL 256 /* captured response header values are cut to this (NUL included) */
+
+/**
+ * The response head's headers a cache needs, captured as they are (values longer than
+ * FE_ORIGIN_HVAL - 1 are cut; "" when absent). Content-Length is parsed: -1 when absent or not a
+ * number. Valid from on_response until the origin is closed.
+ */
+typedef struct fe_origin_head {
+  int64_t content_length;
+  char content_range[FE_ORIGIN_HVAL];
+  char etag[FE_ORIGIN_HVAL];
+  char last_modified[FE_ORIGIN_HVAL];
+  char cache_control[FE_ORIGIN_HVAL];
+  char content_type[FE_ORIGIN_HVAL];
+} fe_origin_head;
 
 /**
  * Starts pulling `url` ("http://host[:port]/path" or "file:PATH"). Callbacks come from the loop,
@@ -59,6 +79,8 @@ fe_origin *fe_origin_open(fe_loop *loop, const char *url, const fe_origin_opts *
  * as it is). FE_ORIGIN_EURL otherwise; fe_origin_open then ends with that error.
  */
 int fe_origin_check_url(const char *url);
+/** The captured response head (zeroed, content_length -1, before the head arrives). */
+const fe_origin_head *fe_origin_response_head(const fe_origin *o);
 /** Stops the pull; no callback runs after this. Safe from inside a callback. */
 void fe_origin_close(fe_origin *o);
 /** The HTTP status a viewer gets for a failure code (404, 502 or 504). */

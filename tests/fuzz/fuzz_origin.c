@@ -3,7 +3,8 @@
  * Content-Length or close-delimited body) parsed by fe_origin's llhttp callbacks, then the FLV in
  * it parsed by fe_pull, delivered to a sink that checks the order of fe_source.h: start before
  * tags, tags and flushes only while started, end or fail once and nothing after, each tag's bytes
- * consistent with its fields. No socket: the bytes enter through fe_origin_feed, where a read
+ * consistent with its fields, and the captured response head (fe_origin_response_head) within
+ * its bounds. No socket: the bytes enter through fe_origin_feed, where a read
  * would, in pieces whose sizes the input chooses, then the end of the connection.
  *
  * Input: [split seed] [options] [tag index] response [#next# response for the failover origin]...
@@ -53,6 +54,16 @@ typedef struct fuzz_sink {
 } fuzz_sink;
 
 static fe_loop fuzz_loop;
+
+/* The captured response head stays within its bounds whatever the headers were. */
+static void fuzz_check_head(const fe_origin *o) {
+  const fe_origin_head *h = fe_origin_response_head(o);
+  FUZZ_CHECK(h->content_length >= -1);
+  const char *fields[] = {h->content_range, h->etag, h->last_modified, h->cache_control,
+                          h->content_type};
+  for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+    FUZZ_CHECK(memchr(fields[i], 0, FE_ORIGIN_HVAL) != NULL);
+}
 static int fuzz_trace; /* FUZZ_TRACE=1: one line per input saying what the sink saw */
 
 /* The sink lets go of its source, as the hub does when it ends or its last viewer leaves. */
@@ -214,6 +225,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     } else if (eof_sent) {
       break; /* ended, and no failover took its place */
     }
+    fuzz_check_head(o);
     if (at < end) {
       size_t n = end - at;
       if (seed) {

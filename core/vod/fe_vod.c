@@ -1,0 +1,1408 @@
+#define _GNU_SOURCE
+#include "vod/fe_vod.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <mbedtls/sha1.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log/fe_log.h"
+
+#define FE_VOD_BUCKETS 4096
+#define FE_VOD_META_VERSION "flvedge-vod 1"
+
+/* A slice of an object as the index keeps it. */
+typedef struct fe_vod_slot {
+  struct fe_vod_slot *lprev, *lnext; /* the cache's LRU list of stored slices, newest first */
+  struct fe_vod_obj *obj;
+  uint32_t idx;
+  int stored;
+  uint64_t size, ino;
+  int64_t mtime_ns;
+} fe_vod_slot;
+
+typedef struct fe_vod_obj {
+  struct fe_vod_obj *hnext;
+  char *key, *path;
+  char hash[41];
+  int known;           /* meta known (an answer came, or it was read from disk) */
+  fe_vod_meta meta;
+  uint32_t nslices;
+  fe_vod_slot *slots;
+  uint32_t nstored;
+  fe_vod_fetch *fetches; /* in flight, by f->onext */
+  uint64_t gen;        /* bumped when the content changes: stores of the old one are dropped */
+} fe_vod_obj;
+
+typedef struct fe_vod_box {
+  uv_mutex_t mu;
+  uv_async_t async;
+  fe_vod_waiter *head, *tail;
+  int open;
+} fe_vod_box;
+
+struct fe_vod_cache {
+  fe_vod_node *node;
+  struct fe_vod_cache *next;
+  char *dir;
+  uint64_t max_size;
+  uv_mutex_t mu;
+  fe_vod_obj *buckets[FE_VOD_BUCKETS];
+  uint64_t bytes, objects; /* stored slice bytes; objects (atomic reads for metrics) */
+  fe_vod_slot lru;         /* sentinel */
+};
+
+/* A prefetch: one object's slices, one after another. */
+typedef struct fe_vod_pf {
+  struct fe_vod_pf *next;
+  fe_vod_cache *cache;
+  char *key, *url, *path;
+  double connect_timeout, read_timeout, ttl;
+  uint64_t slice_size;
+  uint32_t idx;
+  fe_vod_waiter w;
+} fe_vod_pf;
+
+struct fe_vod_node {
+  uv_mutex_t mu;
+  fe_vod_cache *caches;
+  int nloops;
+  fe_vod_box *boxes;
+  int fetches;        /* atomic: in flight, every cache */
+  fe_vod_pf *pf_queue; /* waiting prefetches; under mu */
+  int pf_running;
+};
+
+struct fe_vod_fetch {
+  int refs; /* atomic: the fetch's own run + one per waiter */
+  fe_vod_cache *cache;
+  fe_loop *loop;
+  fe_origin *origin;
+  char *key, *url, *path;
+  char hash[41];
+  uint32_t idx;
+  uint64_t gen;
+  struct fe_vod_fetch *onext; /* obj->fetches */
+  int listed;
+  double ttl;
+  int cacheable;
+  int no_store;
+  void (*on_answer)(void *, int, const fe_origin_head *, uint64_t, double *, int *);
+  void *answer_ud;
+  int state; /* atomic */
+  int err, status;
+  char ectype[128];
+  char ebody[512];
+  size_t elen;
+  fe_vod_meta meta;
+  uint64_t start, want, skip;
+  uint8_t *buf;
+  uint64_t len; /* atomic */
+  fe_vod_waiter *waiters;
+  uv_work_t work;
+  int store_rc;
+  fe_vod_file file;
+  char obj_path[512]; /* the client path for the meta file */
+};
+
+static double fe_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void fe_vod_hash(const char *key, char out[41]) {
+  unsigned char d[20];
+  mbedtls_sha1_ret((const unsigned char *)key, strlen(key), d);
+  for (int i = 0; i < 20; i++)
+    snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+static uint32_t fe_vod_bucket(const char *key) {
+  uint32_t h = 2166136261u;
+  for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+    h = (h ^ *p) * 16777619u;
+  return h % FE_VOD_BUCKETS;
+}
+
+static void fe_vod_file_path(const fe_vod_cache *c, const char *hash, const char *suffix, char *out,
+                             size_t cap) {
+  snprintf(out, cap, "%s/%.2s/%s.%s", c->dir, hash, hash, suffix);
+}
+
+static void fe_vod_slice_path(const fe_vod_cache *c, const char *hash, uint32_t idx, char *out,
+                              size_t cap) {
+  char sfx[16];
+  snprintf(sfx, sizeof(sfx), "%u", idx);
+  fe_vod_file_path(c, hash, sfx, out, cap);
+}
+
+/* ---- index (under c->mu) ------------------------------------------------------------------- */
+
+static fe_vod_obj *fe_vod_find(fe_vod_cache *c, const char *key) {
+  for (fe_vod_obj *o = c->buckets[fe_vod_bucket(key)]; o; o = o->hnext)
+    if (strcmp(o->key, key) == 0)
+      return o;
+  return NULL;
+}
+
+static fe_vod_obj *fe_vod_obj_new(fe_vod_cache *c, const char *key, const char *path) {
+  fe_vod_obj *o = calloc(1, sizeof(*o));
+  if (!o)
+    return NULL;
+  o->key = strdup(key);
+  o->path = strdup(path ? path : "");
+  if (!o->key || !o->path) {
+    free(o->key);
+    free(o->path);
+    free(o);
+    return NULL;
+  }
+  fe_vod_hash(key, o->hash);
+  uint32_t b = fe_vod_bucket(key);
+  o->hnext = c->buckets[b];
+  c->buckets[b] = o;
+  __atomic_add_fetch(&c->objects, 1, __ATOMIC_RELAXED);
+  return o;
+}
+
+static void fe_vod_lru_unlink(fe_vod_slot *s) {
+  s->lprev->lnext = s->lnext;
+  s->lnext->lprev = s->lprev;
+  s->lprev = s->lnext = NULL;
+}
+
+static void fe_vod_lru_front(fe_vod_cache *c, fe_vod_slot *s) {
+  if (s->lprev)
+    fe_vod_lru_unlink(s);
+  s->lnext = c->lru.lnext;
+  s->lprev = &c->lru;
+  c->lru.lnext->lprev = s;
+  c->lru.lnext = s;
+}
+
+/* Paths to delete once the mutex is let go. */
+typedef struct fe_vod_trash {
+  char **paths;
+  size_t n, cap;
+} fe_vod_trash;
+
+static void fe_vod_trash_add(fe_vod_trash *t, const char *path) {
+  if (t->n == t->cap) {
+    size_t ncap = t->cap ? t->cap * 2 : 16;
+    char **np = realloc(t->paths, ncap * sizeof(char *));
+    if (!np)
+      return;
+    t->paths = np;
+    t->cap = ncap;
+  }
+  char *p = strdup(path);
+  if (p)
+    t->paths[t->n++] = p;
+}
+
+static void fe_vod_on_unlinked(uv_fs_t *req) {
+  uv_fs_req_cleanup(req);
+  free(req);
+}
+
+/* Deletes the trash's files in the thread pool of loop l (synchronously when l is NULL: the
+ * control thread before loops run). */
+static void fe_vod_trash_empty(fe_vod_trash *t, fe_loop *l) {
+  for (size_t i = 0; i < t->n; i++) {
+    uv_fs_t *req = l ? malloc(sizeof(*req)) : NULL;
+    if (!req || uv_fs_unlink(&l->uv, req, t->paths[i], fe_vod_on_unlinked) < 0) {
+      free(req);
+      unlink(t->paths[i]);
+    }
+    free(t->paths[i]);
+  }
+  free(t->paths);
+  memset(t, 0, sizeof(*t));
+}
+
+static void fe_vod_slot_forget(fe_vod_cache *c, fe_vod_slot *s, fe_vod_trash *t) {
+  if (!s->stored)
+    return;
+  char path[512];
+  fe_vod_slice_path(c, s->obj->hash, s->idx, path, sizeof(path));
+  fe_vod_trash_add(t, path);
+  fe_vod_lru_unlink(s);
+  s->stored = 0;
+  c->bytes -= s->size;
+  s->obj->nstored--;
+}
+
+/* The object's stored content goes (its slices and its meta file); the object stays listed while
+ * fetches use it. */
+static void fe_vod_obj_clear(fe_vod_cache *c, fe_vod_obj *o, fe_vod_trash *t) {
+  for (uint32_t i = 0; i < o->nslices; i++)
+    fe_vod_slot_forget(c, &o->slots[i], t);
+  free(o->slots);
+  o->slots = NULL;
+  o->nslices = 0;
+  o->known = 0;
+  o->gen++;
+}
+
+static void fe_vod_obj_remove(fe_vod_cache *c, fe_vod_obj *o, fe_vod_trash *t) {
+  char path[512];
+  fe_vod_obj_clear(c, o, t);
+  fe_vod_file_path(c, o->hash, "meta", path, sizeof(path));
+  fe_vod_trash_add(t, path);
+  for (fe_vod_fetch *f = o->fetches; f; f = f->onext)
+    f->listed = 0; /* its store finds no object and is dropped */
+  fe_vod_obj **pp = &c->buckets[fe_vod_bucket(o->key)];
+  while (*pp != o)
+    pp = &(*pp)->hnext;
+  *pp = o->hnext;
+  __atomic_sub_fetch(&c->objects, 1, __ATOMIC_RELAXED);
+  free(o->key);
+  free(o->path);
+  free(o);
+}
+
+/* Sizes the slots for a known size. 0 or -1 (out of memory). */
+static int fe_vod_obj_size(fe_vod_obj *o, uint64_t size, uint64_t slice) {
+  uint32_t n = (uint32_t)((size + slice - 1) / slice);
+  if (o->slots && o->nslices == n)
+    return 0;
+  free(o->slots);
+  o->slots = calloc(n ? n : 1, sizeof(fe_vod_slot));
+  o->nslices = o->slots ? n : 0;
+  for (uint32_t i = 0; i < o->nslices; i++) {
+    o->slots[i].obj = o;
+    o->slots[i].idx = i;
+  }
+  return o->slots ? 0 : -1;
+}
+
+static uint64_t fe_vod_slice_len(const fe_vod_meta *m, uint32_t idx) {
+  uint64_t start = (uint64_t)idx * m->slice_size;
+  if (start >= m->size)
+    return 0;
+  return m->size - start < m->slice_size ? m->size - start : m->slice_size;
+}
+
+/* LRU eviction down to the limit; objects left with nothing stored go too. */
+static void fe_vod_evict(fe_vod_cache *c, fe_vod_trash *t) {
+  while (c->bytes > c->max_size && c->lru.lprev != &c->lru) {
+    fe_vod_slot *s = c->lru.lprev;
+    fe_vod_obj *o = s->obj;
+    fe_vod_slot_forget(c, s, t);
+    if (o->nstored == 0 && !o->fetches)
+      fe_vod_obj_remove(c, o, t);
+  }
+}
+
+/* ---- the node ------------------------------------------------------------------------------ */
+
+fe_vod_node *fe_vod_node_new(int nloops) {
+  fe_vod_node *n = calloc(1, sizeof(*n));
+  if (!n)
+    return NULL;
+  n->nloops = nloops;
+  n->boxes = calloc((size_t)nloops, sizeof(fe_vod_box));
+  if (!n->boxes) {
+    free(n);
+    return NULL;
+  }
+  uv_mutex_init(&n->mu);
+  for (int i = 0; i < nloops; i++)
+    uv_mutex_init(&n->boxes[i].mu);
+  return n;
+}
+
+static void fe_vod_cache_free(fe_vod_cache *c) {
+  fe_vod_trash t = {0};
+  for (int b = 0; b < FE_VOD_BUCKETS; b++) {
+    fe_vod_obj *o = c->buckets[b];
+    while (o) {
+      fe_vod_obj *next = o->hnext;
+      free(o->slots);
+      free(o->key);
+      free(o->path);
+      free(o);
+      o = next;
+    }
+  }
+  free(t.paths);
+  uv_mutex_destroy(&c->mu);
+  free(c->dir);
+  free(c);
+}
+
+void fe_vod_node_free(fe_vod_node *n) {
+  if (!n)
+    return;
+  while (n->caches) {
+    fe_vod_cache *c = n->caches;
+    n->caches = c->next;
+    fe_vod_cache_free(c);
+  }
+  for (int i = 0; i < n->nloops; i++)
+    uv_mutex_destroy(&n->boxes[i].mu);
+  free(n->boxes);
+  uv_mutex_destroy(&n->mu);
+  free(n);
+}
+
+/* One waiter at a time, so a wake that detaches another waiter never leaves it in a taken list. */
+static void fe_vod_box_on_async(uv_async_t *a) {
+  fe_vod_box *b = a->data;
+  for (int i = 0; i < 4096; i++) {
+    uv_mutex_lock(&b->mu);
+    fe_vod_waiter *w = b->head;
+    if (w) {
+      b->head = w->box_next;
+      if (!b->head)
+        b->tail = NULL;
+      w->box_next = NULL;
+      w->queued = 0;
+    }
+    uv_mutex_unlock(&b->mu);
+    if (!w)
+      return;
+    w->wake(w);
+  }
+  uv_async_send(a); /* bounded work per wakeup: the rest next time */
+}
+
+int fe_vod_box_open(fe_vod_node *n, fe_loop *l) {
+  fe_vod_box *b = &n->boxes[l->id];
+  int rc = uv_async_init(&l->uv, &b->async, fe_vod_box_on_async);
+  if (rc < 0)
+    return rc;
+  b->async.data = b;
+  b->open = 1;
+  l->vod = n;
+  return 0;
+}
+
+void fe_vod_box_close(fe_vod_node *n, int loop_id) {
+  fe_vod_box *b = &n->boxes[loop_id];
+  if (!b->open)
+    return;
+  uv_mutex_lock(&b->mu);
+  b->open = 0;
+  uv_mutex_unlock(&b->mu);
+  uv_close((uv_handle_t *)&b->async, NULL);
+}
+
+static void fe_vod_box_push(fe_vod_node *n, fe_vod_waiter *w) {
+  fe_vod_box *b = &n->boxes[w->loop->id];
+  uv_mutex_lock(&b->mu);
+  if (!w->queued && b->open) {
+    w->queued = 1;
+    w->box_next = NULL;
+    if (b->tail)
+      b->tail->box_next = w;
+    else
+      b->head = w;
+    b->tail = w;
+    uv_async_send(&b->async);
+  }
+  uv_mutex_unlock(&b->mu);
+}
+
+static void fe_vod_box_remove(fe_vod_node *n, fe_vod_waiter *w) {
+  fe_vod_box *b = &n->boxes[w->loop->id];
+  uv_mutex_lock(&b->mu);
+  if (w->queued) {
+    fe_vod_waiter **pp = &b->head, *prev = NULL;
+    while (*pp && *pp != w) {
+      prev = *pp;
+      pp = &(*pp)->box_next;
+    }
+    if (*pp) {
+      *pp = w->box_next;
+      if (b->tail == w)
+        b->tail = prev;
+    }
+    w->queued = 0;
+    w->box_next = NULL;
+  }
+  uv_mutex_unlock(&b->mu);
+}
+
+/* ---- scanning a directory at startup ------------------------------------------------------- */
+
+static int fe_vod_meta_read(const char *file, char **key, char **path, fe_vod_meta *m) {
+  FILE *f = fopen(file, "r");
+  if (!f)
+    return -1;
+  char line[2048];
+  int ok = fgets(line, sizeof(line), f) && strncmp(line, FE_VOD_META_VERSION "\n", 14) == 0;
+  memset(m, 0, sizeof(*m));
+  *key = *path = NULL;
+  while (ok && fgets(line, sizeof(line), f)) {
+    size_t n = strlen(line);
+    if (n && line[n - 1] == '\n')
+      line[--n] = 0;
+    char *sp = strchr(line, ' ');
+    const char *v = sp ? sp + 1 : "";
+    if (sp)
+      *sp = 0;
+    if (strcmp(line, "key") == 0)
+      *key = strdup(v);
+    else if (strcmp(line, "path") == 0)
+      *path = strdup(v);
+    else if (strcmp(line, "size") == 0)
+      m->size = strtoull(v, NULL, 10);
+    else if (strcmp(line, "slice") == 0)
+      m->slice_size = strtoull(v, NULL, 10);
+    else if (strcmp(line, "stored") == 0)
+      m->stored = strtod(v, NULL);
+    else if (strcmp(line, "expires") == 0)
+      m->expires = strtod(v, NULL);
+    else if (strcmp(line, "etag") == 0)
+      snprintf(m->etag, sizeof(m->etag), "%s", v);
+    else if (strcmp(line, "last_modified") == 0)
+      snprintf(m->last_modified, sizeof(m->last_modified), "%s", v);
+    else if (strcmp(line, "content_type") == 0)
+      snprintf(m->content_type, sizeof(m->content_type), "%s", v);
+  }
+  fclose(f);
+  if (!ok || !*key || !*path || m->slice_size < 65536 || m->size == 0) {
+    free(*key);
+    free(*path);
+    return -1;
+  }
+  return 0;
+}
+
+/* One 2-hex subdirectory: metas first, then the slices they own. Anything else goes. */
+static void fe_vod_scan_sub(fe_vod_cache *c, const char *sub, fe_vod_trash *t) {
+  DIR *d = opendir(sub);
+  if (!d)
+    return;
+  char file[1400];
+  struct dirent *e;
+  for (int pass = 0; pass < 2; pass++) {
+    rewinddir(d);
+    while ((e = readdir(d))) {
+      if (e->d_name[0] == '.')
+        continue;
+      snprintf(file, sizeof(file), "%s/%s", sub, e->d_name);
+      const char *dot = strchr(e->d_name, '.');
+      int tmp = strstr(e->d_name, ".tmp") != NULL;
+      int meta = dot && strcmp(dot, ".meta") == 0;
+      if (pass == 0 && tmp) {
+        unlink(file);
+        continue;
+      }
+      if (tmp || (pass == 0) != meta)
+        continue;
+      if (meta) {
+        char *key, *path;
+        fe_vod_meta m;
+        char hash[41];
+        if (fe_vod_meta_read(file, &key, &path, &m) < 0) {
+          unlink(file);
+          continue;
+        }
+        fe_vod_hash(key, hash);
+        fe_vod_obj *o = NULL;
+        if ((size_t)(dot - e->d_name) == 40 && memcmp(hash, e->d_name, 40) == 0 &&
+            !fe_vod_find(c, key))
+          o = fe_vod_obj_new(c, key, path);
+        if (o && fe_vod_obj_size(o, m.size, m.slice_size) == 0) {
+          o->meta = m;
+          o->known = 1;
+        } else if (!o) {
+          unlink(file);
+        }
+        free(key);
+        free(path);
+        continue;
+      }
+      /* A slice: <hash>.<n>, owned by a meta of this directory, of the length it must have. */
+      struct stat st;
+      fe_vod_obj *owner = NULL;
+      char *end = NULL;
+      unsigned long idx = dot ? strtoul(dot + 1, &end, 10) : 0;
+      if (dot && end && !*end && dot[1] && (size_t)(dot - e->d_name) == 40) {
+        for (int b = 0; b < FE_VOD_BUCKETS && !owner; b++)
+          for (fe_vod_obj *o = c->buckets[b]; o && !owner; o = o->hnext)
+            if (memcmp(o->hash, e->d_name, 40) == 0)
+              owner = o;
+      }
+      if (!owner || idx >= owner->nslices || stat(file, &st) < 0 ||
+          (uint64_t)st.st_size != fe_vod_slice_len(&owner->meta, (uint32_t)idx) ||
+          owner->slots[idx].stored) {
+        unlink(file);
+        continue;
+      }
+      fe_vod_slot *s = &owner->slots[idx];
+      s->stored = 1;
+      s->size = (uint64_t)st.st_size;
+      s->ino = (uint64_t)st.st_ino;
+      s->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+      owner->nstored++;
+      c->bytes += s->size;
+      fe_vod_lru_front(c, s);
+    }
+  }
+  closedir(d);
+  (void)t;
+}
+
+/* Objects whose meta was read but no slice survived stay: their meta is still worth a
+ * revalidation. The owner search above is linear per slice; fine at startup for a cache of
+ * thousands of objects, and it runs once. */
+static int fe_vod_scan(fe_vod_cache *c, char *err, size_t errlen) {
+  if (mkdir(c->dir, 0755) < 0 && errno != EEXIST) {
+    snprintf(err, errlen, "cache_dir %s: %s", c->dir, strerror(errno));
+    return -1;
+  }
+  DIR *d = opendir(c->dir);
+  if (!d) {
+    snprintf(err, errlen, "cache_dir %s: %s", c->dir, strerror(errno));
+    return -1;
+  }
+  if (access(c->dir, W_OK) < 0) {
+    snprintf(err, errlen, "cache_dir %s: not writable: %s", c->dir, strerror(errno));
+    closedir(d);
+    return -1;
+  }
+  fe_vod_trash t = {0};
+  struct dirent *e;
+  char sub[1024];
+  while ((e = readdir(d))) {
+    if (strlen(e->d_name) != 2 || strspn(e->d_name, "0123456789abcdef") != 2)
+      continue;
+    snprintf(sub, sizeof(sub), "%s/%s", c->dir, e->d_name);
+    fe_vod_scan_sub(c, sub, &t);
+  }
+  closedir(d);
+  fe_vod_evict(c, &t);
+  fe_vod_trash_empty(&t, NULL);
+  fe_info("vod cache %s: %llu objects, %llu bytes", c->dir, (unsigned long long)c->objects,
+          (unsigned long long)c->bytes);
+  return 0;
+}
+
+int fe_vod_node_configure(fe_vod_node *n, const fe_config *cfg, char *err, size_t errlen) {
+  for (int i = 0; i < cfg->nresources; i++) {
+    const fe_resource *res = &cfg->resources[i];
+    if (res->type != FE_RES_VOD)
+      continue;
+    fe_vod_cache *c = fe_vod_node_cache(n, res->cache_dir);
+    if (c) {
+      uv_mutex_lock(&c->mu);
+      if (res->cache_max_size > c->max_size)
+        c->max_size = res->cache_max_size;
+      uv_mutex_unlock(&c->mu);
+      continue;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c || !(c->dir = strdup(res->cache_dir))) {
+      free(c);
+      snprintf(err, errlen, "out of memory");
+      return -1;
+    }
+    c->node = n;
+    c->max_size = res->cache_max_size;
+    c->lru.lnext = c->lru.lprev = &c->lru;
+    uv_mutex_init(&c->mu);
+    if (fe_vod_scan(c, err, errlen) < 0) {
+      fe_vod_cache_free(c);
+      return -1;
+    }
+    uv_mutex_lock(&n->mu);
+    c->next = n->caches;
+    n->caches = c;
+    uv_mutex_unlock(&n->mu);
+  }
+  return 0;
+}
+
+fe_vod_cache *fe_vod_node_cache(fe_vod_node *n, const char *dir) {
+  uv_mutex_lock(&n->mu);
+  fe_vod_cache *c = n->caches;
+  while (c && strcmp(c->dir, dir) != 0)
+    c = c->next;
+  uv_mutex_unlock(&n->mu);
+  return c;
+}
+
+size_t fe_vod_metrics_render(fe_vod_node *n, char *buf, size_t cap) {
+  uint64_t bytes = 0, objects = 0;
+  uv_mutex_lock(&n->mu);
+  for (fe_vod_cache *c = n->caches; c; c = c->next) {
+    uv_mutex_lock(&c->mu);
+    bytes += c->bytes;
+    objects += c->objects;
+    uv_mutex_unlock(&c->mu);
+  }
+  uv_mutex_unlock(&n->mu);
+  int w = snprintf(buf, cap,
+                   "# TYPE flvedge_vod_cache_bytes gauge\nflvedge_vod_cache_bytes %llu\n"
+                   "# TYPE flvedge_vod_cache_objects gauge\nflvedge_vod_cache_objects %llu\n"
+                   "# TYPE flvedge_vod_fetches gauge\nflvedge_vod_fetches %d\n",
+                   (unsigned long long)bytes, (unsigned long long)objects,
+                   __atomic_load_n(&n->fetches, __ATOMIC_RELAXED));
+  return w < 0 ? 0 : (size_t)w < cap ? (size_t)w : cap ? cap - 1 : 0;
+}
+
+/* ---- lookups ------------------------------------------------------------------------------- */
+
+int fe_vod_lookup(fe_vod_cache *c, const char *key, double now, fe_vod_meta *out) {
+  uv_mutex_lock(&c->mu);
+  fe_vod_obj *o = fe_vod_find(c, key);
+  int rc = FE_VOD_ABSENT;
+  if (o && o->known) {
+    *out = o->meta;
+    rc = now < o->meta.expires ? FE_VOD_FRESH : FE_VOD_EXPIRED;
+  }
+  uv_mutex_unlock(&c->mu);
+  return rc;
+}
+
+static int fe_vod_match(const char *pat, const char *s) {
+  if (!strchr(pat, '*'))
+    return strcmp(pat, s) == 0;
+  /* '*' matches any run of bytes: the classic backtracking walk, linear in practice. */
+  const char *star = NULL, *resume = NULL;
+  while (*s) {
+    if (*pat == '*') {
+      star = pat++;
+      resume = s;
+    } else if (*pat == *s) {
+      pat++;
+      s++;
+    } else if (star) {
+      pat = star + 1;
+      s = ++resume;
+    } else {
+      return 0;
+    }
+  }
+  while (*pat == '*')
+    pat++;
+  return *pat == 0;
+}
+
+int fe_vod_purge(fe_vod_cache *c, fe_loop *l, const char *path) {
+  fe_vod_trash t = {0};
+  int n = 0;
+  uv_mutex_lock(&c->mu);
+  for (int b = 0; b < FE_VOD_BUCKETS; b++) {
+    fe_vod_obj *o = c->buckets[b];
+    while (o) {
+      fe_vod_obj *next = o->hnext;
+      if (fe_vod_match(path, o->path) && (o->known || o->nstored)) {
+        if (o->fetches) {
+          fe_vod_obj_clear(c, o, &t); /* its fetches still use it; their stores are dropped */
+          char mp[512];
+          fe_vod_file_path(c, o->hash, "meta", mp, sizeof(mp));
+          fe_vod_trash_add(&t, mp);
+        } else {
+          fe_vod_obj_remove(c, o, &t);
+        }
+        n++;
+      }
+      o = next;
+    }
+  }
+  uv_mutex_unlock(&c->mu);
+  fe_vod_trash_empty(&t, l);
+  return n;
+}
+
+int fe_vod_purge_all(fe_vod_node *nd, fe_loop *l, const char *path) {
+  int n = 0;
+  uv_mutex_lock(&nd->mu);
+  fe_vod_cache *c = nd->caches;
+  uv_mutex_unlock(&nd->mu);
+  /* Caches are only ever added at the head, never removed while loops run. */
+  for (; c; c = c->next)
+    n += fe_vod_purge(c, l, path);
+  return n;
+}
+
+int fe_vod_slice_stored(fe_vod_cache *c, const char *key, uint32_t idx) {
+  uv_mutex_lock(&c->mu);
+  fe_vod_obj *o = fe_vod_find(c, key);
+  int stored = o && idx < o->nslices && o->slots[idx].stored;
+  uv_mutex_unlock(&c->mu);
+  return stored;
+}
+
+void fe_vod_slice_touch(fe_vod_cache *c, const char *key, uint32_t idx) {
+  uv_mutex_lock(&c->mu);
+  fe_vod_obj *o = fe_vod_find(c, key);
+  if (o && idx < o->nslices && o->slots[idx].stored)
+    fe_vod_lru_front(c, &o->slots[idx]);
+  uv_mutex_unlock(&c->mu);
+}
+
+void fe_vod_slice_drop(fe_vod_cache *c, fe_loop *l, const char *key, uint32_t idx,
+                       const fe_vod_file *file) {
+  fe_vod_trash t = {0};
+  uv_mutex_lock(&c->mu);
+  fe_vod_obj *o = fe_vod_find(c, key);
+  if (o && idx < o->nslices && o->slots[idx].stored && o->slots[idx].ino == file->ino &&
+      o->slots[idx].mtime_ns == file->mtime_ns && o->slots[idx].size == file->size) {
+    fe_vod_slot_forget(c, &o->slots[idx], &t);
+    fe_warn("vod cache %s: %s slice %u changed on disk: dropped, fetched again", c->dir, o->path,
+            idx);
+  }
+  uv_mutex_unlock(&c->mu);
+  fe_vod_trash_empty(&t, l);
+}
+
+/* ---- fetches ------------------------------------------------------------------------------- */
+
+static void fe_vod_fetch_unref(fe_vod_fetch *f) {
+  if (__atomic_sub_fetch(&f->refs, 1, __ATOMIC_ACQ_REL) > 0)
+    return;
+  free(f->buf);
+  free(f->key);
+  free(f->url);
+  free(f->path);
+  free(f);
+}
+
+int fe_vod_fetch_state(const fe_vod_fetch *f) {
+  return __atomic_load_n(&f->state, __ATOMIC_ACQUIRE);
+}
+
+const fe_vod_meta *fe_vod_fetch_meta(const fe_vod_fetch *f) {
+  return &f->meta;
+}
+
+void fe_vod_fetch_range(const fe_vod_fetch *f, uint64_t *start, uint64_t *len) {
+  *start = f->start;
+  *len = f->want;
+}
+
+const uint8_t *fe_vod_fetch_bytes(const fe_vod_fetch *f, uint64_t *avail) {
+  *avail = __atomic_load_n(&f->len, __ATOMIC_ACQUIRE);
+  return f->buf;
+}
+
+int fe_vod_fetch_error(const fe_vod_fetch *f, int *status, const char **ctype, const char **body,
+                       size_t *len) {
+  if (status)
+    *status = f->status;
+  if (ctype)
+    *ctype = f->ectype[0] ? f->ectype : NULL;
+  if (body)
+    *body = f->ebody;
+  if (len)
+    *len = f->elen;
+  return f->err;
+}
+
+int fe_vod_fetch_cacheable(const fe_vod_fetch *f) {
+  return f->cacheable;
+}
+
+void fe_vod_fetch_forget_answer(fe_vod_fetch *f, void *ud) {
+  if (f->answer_ud == ud) {
+    f->on_answer = NULL;
+    f->answer_ud = NULL;
+  }
+}
+
+static void fe_vod_fetch_wake(fe_vod_fetch *f) {
+  fe_vod_cache *c = f->cache;
+  uv_mutex_lock(&c->mu);
+  for (fe_vod_waiter *w = f->waiters; w; w = w->next)
+    fe_vod_box_push(c->node, w);
+  uv_mutex_unlock(&c->mu);
+}
+
+static void fe_vod_attach(fe_vod_fetch *f, fe_vod_waiter *w) {
+  __atomic_add_fetch(&f->refs, 1, __ATOMIC_RELAXED);
+  w->fetch = f;
+  w->prev = NULL;
+  w->next = f->waiters;
+  if (f->waiters)
+    f->waiters->prev = w;
+  f->waiters = w;
+  w->queued = 0;
+  w->box_next = NULL;
+}
+
+void fe_vod_waiter_detach(fe_vod_waiter *w) {
+  fe_vod_fetch *f = w->fetch;
+  if (!f)
+    return;
+  fe_vod_cache *c = f->cache;
+  uv_mutex_lock(&c->mu);
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    f->waiters = w->next;
+  if (w->next)
+    w->next->prev = w->prev;
+  fe_vod_box_remove(c->node, w);
+  uv_mutex_unlock(&c->mu);
+  w->fetch = NULL;
+  w->prev = w->next = NULL;
+  fe_vod_fetch_unref(f);
+}
+
+/* Off the object's list (under c->mu); an object that never got its meta goes with its last
+ * fetch. */
+static void fe_vod_fetch_unlist(fe_vod_fetch *f, fe_vod_trash *t) {
+  fe_vod_cache *c = f->cache;
+  if (!f->listed)
+    return;
+  f->listed = 0;
+  fe_vod_obj *o = fe_vod_find(c, f->key);
+  if (!o)
+    return;
+  fe_vod_fetch **pp = &o->fetches;
+  while (*pp && *pp != f)
+    pp = &(*pp)->onext;
+  if (*pp)
+    *pp = f->onext;
+  if (!o->known && !o->fetches && !o->nstored)
+    fe_vod_obj_remove(c, o, t);
+}
+
+/* The fetch is over (stored, not stored or failed): its run lets go. */
+static void fe_vod_fetch_end(fe_vod_fetch *f) {
+  fe_vod_trash t = {0};
+  uv_mutex_lock(&f->cache->mu);
+  fe_vod_fetch_unlist(f, &t);
+  uv_mutex_unlock(&f->cache->mu);
+  fe_vod_trash_empty(&t, f->loop);
+  if (f->origin) {
+    fe_origin_close(f->origin);
+    f->origin = NULL;
+  }
+  __atomic_sub_fetch(&f->cache->node->fetches, 1, __ATOMIC_RELAXED);
+  fe_vod_fetch_unref(f);
+}
+
+static void fe_vod_fetch_fail(fe_vod_fetch *f, int err) {
+  f->err = err;
+  if (f->buf && err == FE_VOD_ESHORT)
+    fe_debug("vod: %s slice %u: origin sent %llu of %llu bytes", f->path, f->idx,
+             (unsigned long long)f->len, (unsigned long long)f->want);
+  __atomic_store_n(&f->state, FE_VOD_F_FAILED, __ATOMIC_RELEASE);
+  fe_vod_fetch_wake(f);
+  fe_vod_fetch_end(f);
+}
+
+static int fe_vod_write_all(int fd, const uint8_t *p, uint64_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n > (1u << 30) ? (1u << 30) : (size_t)n);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      return w < 0 ? -errno : -ENOSPC;
+    p += w;
+    n -= (uint64_t)w;
+  }
+  return 0;
+}
+
+/* A file written whole as .tmp, then renamed: a reader never sees a part of it. */
+static int fe_vod_write_file(const char *path, const uint8_t *data, uint64_t len, struct stat *st) {
+  char tmp[600];
+  snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return -errno;
+  int rc = fe_vod_write_all(fd, data, len);
+  if (rc == 0 && fstat(fd, st) < 0)
+    rc = -errno;
+  if (rc == 0 && (uint64_t)st->st_size != len)
+    rc = -EIO;
+  if (close(fd) < 0 && rc == 0)
+    rc = -errno;
+  if (rc == 0 && rename(tmp, path) < 0)
+    rc = -errno;
+  if (rc < 0)
+    unlink(tmp);
+  return rc;
+}
+
+static size_t fe_vod_meta_text(const fe_vod_meta *m, const char *key, const char *path, char *buf,
+                               size_t cap) {
+  int n = snprintf(buf, cap,
+                   FE_VOD_META_VERSION "\nkey %s\npath %s\nsize %llu\nslice %llu\nstored %.3f\n"
+                                       "expires %.3f\netag %s\nlast_modified %s\ncontent_type %s\n",
+                   key, path, (unsigned long long)m->size, (unsigned long long)m->slice_size,
+                   m->stored, m->expires, m->etag, m->last_modified, m->content_type);
+  return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
+/* Thread pool: the slice (when it has bytes) and the object's meta. */
+static void fe_vod_store_work(uv_work_t *w) {
+  fe_vod_fetch *f = w->data;
+  fe_vod_cache *c = f->cache;
+  char dir[600], path[600];
+  snprintf(dir, sizeof(dir), "%s/%.2s", c->dir, f->hash);
+  if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+    f->store_rc = -errno;
+    return;
+  }
+  struct stat st;
+  f->store_rc = 0;
+  if (f->buf) {
+    fe_vod_slice_path(c, f->hash, f->idx, path, sizeof(path));
+    f->store_rc = fe_vod_write_file(path, f->buf, f->want, &st);
+    if (f->store_rc == 0) {
+      snprintf(f->file.path, sizeof(f->file.path), "%s", path);
+      f->file.size = (uint64_t)st.st_size;
+      f->file.ino = (uint64_t)st.st_ino;
+      f->file.mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    }
+  }
+  if (f->store_rc == 0) {
+    char text[2048];
+    size_t n = fe_vod_meta_text(&f->meta, f->key, f->obj_path, text, sizeof(text));
+    fe_vod_file_path(c, f->hash, "meta", path, sizeof(path));
+    f->store_rc = fe_vod_write_file(path, (const uint8_t *)text, n, &st);
+  }
+}
+
+static void fe_vod_store_done(uv_work_t *w, int status) {
+  fe_vod_fetch *f = w->data;
+  fe_vod_cache *c = f->cache;
+  fe_vod_trash t = {0};
+  int rc = status < 0 ? status : f->store_rc;
+  uv_mutex_lock(&c->mu);
+  fe_vod_obj *o = f->listed ? fe_vod_find(c, f->key) : NULL;
+  int current = o && o->gen == f->gen && o->known;
+  if (rc == 0 && f->buf) {
+    if (current && f->idx < o->nslices && !o->slots[f->idx].stored) {
+      fe_vod_slot *s = &o->slots[f->idx];
+      s->stored = 1;
+      s->size = f->file.size;
+      s->ino = f->file.ino;
+      s->mtime_ns = f->file.mtime_ns;
+      o->nstored++;
+      c->bytes += s->size;
+      fe_vod_lru_front(c, s);
+      fe_vod_evict(c, &t);
+    } else if (!(current && f->idx < o->nslices && o->slots[f->idx].ino == f->file.ino)) {
+      fe_vod_trash_add(&t, f->file.path); /* purged or replaced while it was written */
+    }
+  }
+  uv_mutex_unlock(&c->mu);
+  if (rc < 0) {
+    FE_METRIC_INC(&f->loop->metrics, vod_store_errors);
+    fe_warn("vod cache %s: storing %s slice %u: %s (served, not stored)", c->dir, f->path, f->idx,
+            uv_strerror(rc));
+  }
+  fe_vod_trash_empty(&t, f->loop);
+  fe_vod_fetch_end(f);
+}
+
+static void fe_vod_fetch_store(fe_vod_fetch *f) {
+  f->work.data = f;
+  if (uv_queue_work(&f->loop->uv, &f->work, fe_vod_store_work, fe_vod_store_done) < 0)
+    fe_vod_fetch_end(f);
+}
+
+/* "bytes F-L/T": 0 with the three numbers, -1 otherwise. */
+static int fe_vod_content_range(const char *s, uint64_t *first, uint64_t *last, uint64_t *total) {
+  char *end;
+  if (strncasecmp(s, "bytes ", 6) != 0)
+    return -1;
+  s += 6;
+  *first = strtoull(s, &end, 10);
+  if (end == s || *end != '-')
+    return -1;
+  s = end + 1;
+  *last = strtoull(s, &end, 10);
+  if (end == s || *end != '/')
+    return -1;
+  s = end + 1;
+  *total = strtoull(s, &end, 10);
+  if (end == s || *end || *first > *last || *last >= *total)
+    return -1;
+  return 0;
+}
+
+static void fe_vod_on_response(void *ud, int status, const char *ctype) {
+  fe_vod_fetch *f = ud;
+  fe_vod_cache *c = f->cache;
+  const fe_origin_head *h = fe_origin_response_head(f->origin);
+  uint64_t size = 0, first = 0, last = 0;
+  int ok = status == 200 || status == 206;
+  if (status == 206 && fe_vod_content_range(h->content_range, &first, &last, &size) < 0) {
+    fe_vod_fetch_fail(f, FE_VOD_EPROTO);
+    return;
+  }
+  if (status == 200) {
+    if (h->content_length < 0) {
+      fe_vod_fetch_fail(f, FE_VOD_ENOSIZE);
+      return;
+    }
+    size = (uint64_t)h->content_length;
+  }
+  double ttl = f->ttl;
+  int cacheable = ok && !f->no_store;
+  if (f->on_answer && !f->no_store)
+    f->on_answer(f->answer_ud, status, h, size, &ttl, &cacheable);
+  double now = fe_now();
+  if (status == 304) {
+    fe_vod_trash t = {0};
+    uv_mutex_lock(&c->mu);
+    fe_vod_obj *o = f->listed ? fe_vod_find(c, f->key) : NULL;
+    int known = o && o->known;
+    if (known) {
+      o->meta.expires = now + ttl;
+      f->meta = o->meta;
+      f->gen = o->gen;
+    }
+    uv_mutex_unlock(&c->mu);
+    fe_vod_trash_empty(&t, f->loop);
+    if (!known) {
+      fe_vod_fetch_fail(f, FE_VOD_EPROTO); /* a 304 to a request that had no validators */
+      return;
+    }
+    __atomic_store_n(&f->state, FE_VOD_F_NOT_MODIFIED, __ATOMIC_RELEASE);
+    fe_vod_fetch_wake(f);
+    /* The new expiry goes to the meta file; no slice. */
+    fe_origin_close(f->origin);
+    f->origin = NULL;
+    fe_vod_fetch_store(f);
+    return;
+  }
+  if (!ok) {
+    f->status = status;
+    snprintf(f->ectype, sizeof(f->ectype), "%s", ctype ? ctype : "");
+    f->err = FE_VOD_ESTATUS;
+    return; /* the short body is gathered, then the fetch fails with it */
+  }
+  f->meta.size = size;
+  f->meta.stored = now;
+  f->meta.expires = now + ttl;
+  snprintf(f->meta.etag, sizeof(f->meta.etag), "%s", h->etag);
+  snprintf(f->meta.last_modified, sizeof(f->meta.last_modified), "%s", h->last_modified);
+  snprintf(f->meta.content_type, sizeof(f->meta.content_type), "%s", h->content_type);
+  f->start = (uint64_t)f->idx * f->meta.slice_size;
+  if (f->start >= size && !(size == 0 && f->idx == 0)) {
+    fe_vod_fetch_fail(f, FE_VOD_EPROTO);
+    return;
+  }
+  f->want = fe_vod_slice_len(&f->meta, f->idx);
+  if (status == 206 && (first != f->start || last != f->start + f->want - 1)) {
+    fe_vod_fetch_fail(f, FE_VOD_EPROTO);
+    return;
+  }
+  f->skip = status == 200 ? f->start : 0;
+  f->cacheable = cacheable;
+  /* The index learns the object's meta; a different one means the object changed at the origin:
+   * its old slices go. */
+  fe_vod_trash t = {0};
+  uv_mutex_lock(&c->mu);
+  fe_vod_obj *o = f->listed ? fe_vod_find(c, f->key) : NULL;
+  if (o && cacheable) {
+    fe_vod_meta *m = &o->meta;
+    if (o->known && (m->size != size || strcmp(m->etag, f->meta.etag) != 0 ||
+                     strcmp(m->last_modified, f->meta.last_modified) != 0 ||
+                     m->slice_size != f->meta.slice_size))
+      fe_vod_obj_clear(c, o, &t);
+    if (fe_vod_obj_size(o, size, f->meta.slice_size) == 0) {
+      o->meta = f->meta;
+      o->known = 1;
+    }
+    f->gen = o->gen;
+  } else {
+    f->cacheable = 0;
+  }
+  uv_mutex_unlock(&c->mu);
+  fe_vod_trash_empty(&t, f->loop);
+  f->buf = malloc(f->want ? f->want : 1);
+  if (!f->buf) {
+    fe_vod_fetch_fail(f, UV_ENOMEM);
+    return;
+  }
+  __atomic_store_n(&f->state, FE_VOD_F_BODY, __ATOMIC_RELEASE);
+  fe_vod_fetch_wake(f);
+  if (f->want == 0) {
+    __atomic_store_n(&f->state, FE_VOD_F_DONE, __ATOMIC_RELEASE);
+    fe_vod_fetch_end(f);
+  }
+}
+
+static void fe_vod_on_body(void *ud, const uint8_t *data, size_t len) {
+  fe_vod_fetch *f = ud;
+  FE_METRIC_ADD(&f->loop->metrics, vod_origin_bytes, len);
+  if (f->err == FE_VOD_ESTATUS) {
+    size_t room = sizeof(f->ebody) - f->elen;
+    memcpy(f->ebody + f->elen, data, len < room ? len : room);
+    f->elen += len < room ? len : room;
+    return;
+  }
+  int state = __atomic_load_n(&f->state, __ATOMIC_RELAXED);
+  if (state != FE_VOD_F_BODY)
+    return;
+  if (f->skip) {
+    size_t n = len < f->skip ? len : (size_t)f->skip;
+    f->skip -= n;
+    data += n;
+    len -= n;
+  }
+  uint64_t have = f->len;
+  if (len > f->want - have)
+    len = (size_t)(f->want - have);
+  if (len == 0)
+    return;
+  memcpy(f->buf + have, data, len);
+  __atomic_store_n(&f->len, have + len, __ATOMIC_RELEASE);
+  if (have + len < f->want)
+    return;
+  /* Every byte of the slice is in: a 200 may go on with the rest of the file, not needed here. */
+  fe_origin_close(f->origin);
+  f->origin = NULL;
+  __atomic_store_n(&f->state, FE_VOD_F_DONE, __ATOMIC_RELEASE);
+  fe_vod_fetch_wake(f);
+  if (f->cacheable)
+    fe_vod_fetch_store(f);
+  else
+    fe_vod_fetch_end(f);
+}
+
+static void fe_vod_on_flush(void *ud) {
+  fe_vod_fetch_wake(ud);
+}
+
+static void fe_vod_on_end(void *ud, int err) {
+  fe_vod_fetch *f = ud;
+  if (f->err == FE_VOD_ESTATUS) {
+    fe_vod_fetch_fail(f, FE_VOD_ESTATUS);
+    return;
+  }
+  int state = __atomic_load_n(&f->state, __ATOMIC_RELAXED);
+  if (state == FE_VOD_F_HEAD) {
+    f->status = fe_origin_status(err);
+    fe_vod_fetch_fail(f, err ? err : FE_VOD_EPROTO);
+  } else if (state == FE_VOD_F_BODY) {
+    FE_METRIC_INC(&f->loop->metrics, origin_failures);
+    fe_vod_fetch_fail(f, FE_VOD_ESHORT);
+  }
+}
+
+static const fe_origin_cbs fe_vod_origin_cbs = {
+    .on_response = fe_vod_on_response,
+    .on_body = fe_vod_on_body,
+    .on_flush = fe_vod_on_flush,
+    .on_end = fe_vod_on_end,
+};
+
+static fe_vod_fetch *fe_vod_fetch_new(fe_vod_cache *c, fe_vod_obj *o, uint32_t idx,
+                                      const fe_vod_fetch_opts *opts, fe_loop *l) {
+  fe_vod_fetch *f = calloc(1, sizeof(*f));
+  if (!f)
+    return NULL;
+  f->refs = 1;
+  f->cache = c;
+  f->loop = l;
+  f->key = strdup(o->key);
+  f->url = strdup(opts->url);
+  f->path = strdup(o->path);
+  if (!f->key || !f->url || !f->path) {
+    free(f->key);
+    free(f->url);
+    free(f->path);
+    free(f);
+    return NULL;
+  }
+  memcpy(f->hash, o->hash, sizeof(f->hash));
+  snprintf(f->obj_path, sizeof(f->obj_path), "%s", o->path);
+  f->idx = idx;
+  f->ttl = opts->ttl;
+  f->no_store = opts->no_store;
+  f->on_answer = opts->on_answer;
+  f->answer_ud = opts->ud;
+  f->gen = o->gen;
+  f->onext = o->fetches;
+  o->fetches = f;
+  f->listed = 1;
+  return f;
+}
+
+int fe_vod_slice_get(fe_vod_cache *c, const char *key, uint32_t idx, const fe_vod_fetch_opts *opts,
+                     fe_vod_waiter *w, fe_vod_file *file) {
+  fe_vod_node *n = c->node;
+  uint64_t slice_size = 0;
+  char cond[512] = "";
+  uv_mutex_lock(&c->mu);
+  fe_vod_obj *o = fe_vod_find(c, key);
+  if (o && o->known && idx < o->nslices && o->slots[idx].stored && !opts->revalidate) {
+    fe_vod_slot *s = &o->slots[idx];
+    fe_vod_slice_path(c, o->hash, idx, file->path, sizeof(file->path));
+    file->size = s->size;
+    file->ino = s->ino;
+    file->mtime_ns = s->mtime_ns;
+    fe_vod_lru_front(c, s);
+    uv_mutex_unlock(&c->mu);
+    return FE_VOD_SLICE_FILE;
+  }
+  for (fe_vod_fetch *f = o ? o->fetches : NULL; f; f = f->onext) {
+    if (f->idx == idx && __atomic_load_n(&f->state, __ATOMIC_ACQUIRE) != FE_VOD_F_FAILED) {
+      fe_vod_attach(f, w);
+      uv_mutex_unlock(&c->mu);
+      return FE_VOD_SLICE_FETCH;
+    }
+  }
+  if (__atomic_add_fetch(&n->fetches, 1, __ATOMIC_RELAXED) > FE_VOD_MAX_FETCHES) {
+    __atomic_sub_fetch(&n->fetches, 1, __ATOMIC_RELAXED);
+    uv_mutex_unlock(&c->mu);
+    return FE_VOD_EFULL;
+  }
+  int made = !o;
+  if (!o)
+    o = fe_vod_obj_new(c, key, opts->client_path);
+  fe_vod_fetch *f = o ? fe_vod_fetch_new(c, o, idx, opts, w->loop) : NULL;
+  if (!f) {
+    fe_vod_trash t = {0};
+    if (o && made)
+      fe_vod_obj_remove(c, o, &t); /* new and empty: nothing on disk */
+    __atomic_sub_fetch(&n->fetches, 1, __ATOMIC_RELAXED);
+    uv_mutex_unlock(&c->mu);
+    for (size_t i = 0; i < t.n; i++)
+      free(t.paths[i]);
+    free(t.paths);
+    return UV_ENOMEM;
+  }
+  /* The slice size of what is stored wins, so the object's slices stay aligned. */
+  slice_size = o->known ? o->meta.slice_size : 0;
+  if (opts->revalidate && o->known) {
+    size_t k = 0;
+    if (o->meta.etag[0])
+      k += (size_t)snprintf(cond + k, sizeof(cond) - k, "If-None-Match: %s\r\n", o->meta.etag);
+    if (o->meta.last_modified[0] && k < sizeof(cond))
+      snprintf(cond + k, sizeof(cond) - k, "If-Modified-Since: %s\r\n", o->meta.last_modified);
+  }
+  uint64_t size = o->known ? o->meta.size : 0;
+  fe_vod_attach(f, w);
+  uv_mutex_unlock(&c->mu);
+
+  f->meta.slice_size = slice_size ? slice_size : opts->slice_size;
+  uint64_t first = (uint64_t)idx * f->meta.slice_size;
+  uint64_t last = first + f->meta.slice_size - 1;
+  if (size && last >= size)
+    last = size - 1;
+  char headers[700];
+  snprintf(headers, sizeof(headers), "Range: bytes=%llu-%llu\r\n%s", (unsigned long long)first,
+           (unsigned long long)last, cond);
+  fe_origin_opts oo = {.connect_timeout = opts->connect_timeout,
+                       .read_timeout = opts->read_timeout,
+                       .max_tag_size = 1u << 20,
+                       .extra_headers = headers};
+  FE_METRIC_INC(&w->loop->metrics, vod_origin_requests);
+  FE_METRIC_INC(&w->loop->metrics, origin_connects);
+  f->origin = fe_origin_open(w->loop, f->url, &oo, &fe_vod_origin_cbs, f);
+  if (!f->origin)
+    fe_vod_fetch_fail(f, UV_ENOMEM);
+  return FE_VOD_SLICE_FETCH;
+}
+
+/* ---- prefetch ------------------------------------------------------------------------------ */
+
+/* A prefetch lives on its loop; it is started and stepped through its waiter in that loop's
+ * mailbox, so any loop may hand it the turn. */
+static void fe_vod_pf_next(fe_vod_node *n);
+
+static void fe_vod_pf_finish(fe_vod_pf *p) {
+  fe_vod_node *n = p->cache->node;
+  fe_vod_waiter_detach(&p->w);
+  free(p->key);
+  free(p->url);
+  free(p->path);
+  free(p);
+  uv_mutex_lock(&n->mu);
+  n->pf_running--;
+  uv_mutex_unlock(&n->mu);
+  fe_vod_pf_next(n);
+}
+
+/* Slices one after another: stored ones are skipped, a missing one is fetched and waited for. */
+static void fe_vod_pf_wake(fe_vod_waiter *w) {
+  fe_vod_pf *p = (fe_vod_pf *)((char *)w - offsetof(fe_vod_pf, w));
+  if (w->fetch) {
+    int st = fe_vod_fetch_state(w->fetch);
+    if (st == FE_VOD_F_HEAD || st == FE_VOD_F_BODY)
+      return;
+    fe_vod_waiter_detach(w);
+    if (st == FE_VOD_F_FAILED) {
+      fe_vod_pf_finish(p);
+      return;
+    }
+    p->idx += st == FE_VOD_F_DONE;
+  }
+  for (;;) {
+    fe_vod_meta m;
+    int known = fe_vod_lookup(p->cache, p->key, fe_now(), &m) != FE_VOD_ABSENT;
+    if (known && (uint64_t)p->idx * m.slice_size >= m.size) {
+      fe_vod_pf_finish(p);
+      return;
+    }
+    fe_vod_fetch_opts o = {.url = p->url, .client_path = p->path,
+                           .connect_timeout = p->connect_timeout, .read_timeout = p->read_timeout,
+                           .ttl = p->ttl, .slice_size = p->slice_size};
+    fe_vod_file file;
+    int rc = fe_vod_slice_get(p->cache, p->key, p->idx, &o, &p->w, &file);
+    if (rc != FE_VOD_SLICE_FILE) {
+      if (rc < 0)
+        fe_vod_pf_finish(p);
+      return;
+    }
+    p->idx++;
+  }
+}
+
+static void fe_vod_pf_next(fe_vod_node *n) {
+  for (;;) {
+    uv_mutex_lock(&n->mu);
+    fe_vod_pf *p = n->pf_running < FE_VOD_PREFETCH_CONCURRENCY ? n->pf_queue : NULL;
+    if (p) {
+      n->pf_queue = p->next;
+      n->pf_running++;
+    }
+    uv_mutex_unlock(&n->mu);
+    if (!p)
+      return;
+    fe_vod_box_push(n, &p->w);
+  }
+}
+
+int fe_vod_prefetch(fe_vod_cache *c, fe_loop *l, const char *key, const fe_vod_fetch_opts *o) {
+  fe_vod_pf *p = calloc(1, sizeof(*p));
+  if (!p)
+    return UV_ENOMEM;
+  p->cache = c;
+  p->key = strdup(key);
+  p->url = strdup(o->url);
+  p->path = strdup(o->client_path ? o->client_path : "");
+  p->connect_timeout = o->connect_timeout;
+  p->read_timeout = o->read_timeout;
+  p->ttl = o->ttl;
+  p->slice_size = o->slice_size;
+  p->w.loop = l;
+  p->w.wake = fe_vod_pf_wake;
+  if (!p->key || !p->url || !p->path) {
+    free(p->key);
+    free(p->url);
+    free(p->path);
+    free(p);
+    return UV_ENOMEM;
+  }
+  fe_vod_node *n = c->node;
+  uv_mutex_lock(&n->mu);
+  fe_vod_pf **pp = &n->pf_queue;
+  while (*pp)
+    pp = &(*pp)->next;
+  *pp = p;
+  uv_mutex_unlock(&n->mu);
+  fe_vod_pf_next(n);
+  return 0;
+}
