@@ -70,6 +70,7 @@ struct fe_hub {
   fe_viewer *pass_next;
   int in_pass;                /* a slice is running now (a wake inside it only marks pending) */
   uint32_t tick;              /* merge ticks so far */
+  double tick_due;            /* loop ms of the next tick: fractional, so a group's period is merge_ms */
   int had_viewer;             /* the first join is the MISS */
   /* other loops fed from here */
   fe_relay_ch *subs;
@@ -356,6 +357,19 @@ static unsigned fe_hub_ticks(const fe_hub *h, uint32_t merge) {
   return n;
 }
 
+static void fe_hub_on_merge(uv_timer_t *t);
+
+/* Schedules the next tick merge/ticks after the last one (not after now: a late tick does not
+ * stretch every group's period), never in the past. */
+static void fe_hub_tick_next(fe_hub *h, uint32_t merge, unsigned ticks) {
+  double now = (double)uv_now(&h->loop->uv);
+  h->tick_due += (double)merge / ticks;
+  if (h->tick_due < now)
+    h->tick_due = now;
+  uint64_t wait = (uint64_t)(h->tick_due - now + 0.999);
+  uv_timer_start(&h->merge_timer, fe_hub_on_merge, wait, 0);
+}
+
 static void fe_hub_on_merge(uv_timer_t *t) {
   fe_hub *h = t->data;
   uint32_t merge = fe_hub_merge_ms(h);
@@ -371,10 +385,8 @@ static void fe_hub_on_merge(uv_timer_t *t) {
     groups |= 1u << g;
   if (h->dirty & groups)
     fe_hub_wake(h, h->dirty & groups);
-  if (!h->dirty)
-    uv_timer_stop(t);
-  else
-    uv_timer_set_repeat(t, merge / ticks);
+  if (h->dirty && !h->closing)
+    fe_hub_tick_next(h, merge, ticks);
 }
 
 /* The merge window now: fixed, or for "auto" by the loop's viewers (its own gauge, no atomics). */
@@ -548,8 +560,8 @@ static void fe_hub_on_flush(void *sink) {
   if (merge == 0)
     fe_hub_wake_all(h);
   else if (!uv_is_active((uv_handle_t *)&h->merge_timer)) {
-    unsigned ticks = fe_hub_ticks(h, merge);
-    uv_timer_start(&h->merge_timer, fe_hub_on_merge, merge / ticks, merge / ticks);
+    h->tick_due = (double)uv_now(&h->loop->uv);
+    fe_hub_tick_next(h, merge, fe_hub_ticks(h, merge));
   }
 }
 

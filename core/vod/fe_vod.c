@@ -908,10 +908,13 @@ static int fe_vod_write_all(int fd, const uint8_t *p, uint64_t n) {
   return 0;
 }
 
-/* A file written whole as .tmp, then renamed: a reader never sees a part of it. */
+/* A file written whole as .tmp, then renamed: a reader never sees a part of it. The tmp name is
+ * unique: stores of two slices of one object write its meta at the same time. */
 static int fe_vod_write_file(const char *path, const uint8_t *data, uint64_t len, struct stat *st) {
-  char tmp[600];
-  snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+  static uint64_t seq;
+  char tmp[640];
+  snprintf(tmp, sizeof(tmp), "%s.%llu.tmp", path,
+           (unsigned long long)__atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0)
     return -errno;

@@ -2044,7 +2044,7 @@ def parse_multipart_byteranges(content_type, body):
 # The edge with a vod resource
 # ---------------------------------------------------------------------------------------------
 
-ADMIN_TOKEN = "it-admin-token"
+ADMIN_TOKEN = "it-admin-token-0123456789"
 _vod_support = None
 
 

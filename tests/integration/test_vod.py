@@ -376,10 +376,10 @@ class VodSeekTest(VodCase):
                 self.assertEqual(body[:3], b"FLV")
                 self.assertTrue(body.endswith(self.data[key[0]:]), "not the file from the keyframe")
                 self.assertLess(len(body), len(self.data) - key[0] + 13 + 4096, "a prefix too big")
-                parsed = parse_flv_bytes(body)
-                media = [x for x in parsed if x.is_video() and not x.is_seq_header()]
-                self.assertTrue(media[0].is_keyframe(), "the first video frame is no keyframe")
-                self.assertTrue(any(x.is_seq_header() for x in parsed if x.is_video()))
+                parsed = parse_flv_bytes(body).tags
+                media = [x for x in parsed if x.is_video and not x.is_seq_header]
+                self.assertTrue(media[0].is_keyframe, "the first video frame is no keyframe")
+                self.assertTrue(any(x.is_seq_header for x in parsed if x.is_video))
                 with tempfile.NamedTemporaryFile(suffix=".flv") as f:
                     f.write(body)
                     f.flush()
@@ -545,7 +545,9 @@ class VodHookTest(VodCase):
             r = self.get_ok(path, self.small)
             self.assertEqual(cache_status(r), "BYPASS")
             self.assertGreaterEqual(len(self.origin_gets("nocache/s.flv")), i)
-            self.assertGreaterEqual(self.origin.bytes_by_path["/media/nocache/s.flv"], i * len(self.small))
+            # the origin counts a write once it returned, which may be just after the edge answered
+            wait_until(lambda: self.origin.bytes_by_path["/media/nocache/s.flv"] >= i * len(self.small),
+                       T(5), "the origin sending the whole file %d times" % i)
         self.assertEqual(dir_bytes(self.edge.cache_dir) < len(self.small), True,
                          "a bypassed answer was stored")
 
