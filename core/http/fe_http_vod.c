@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <errno.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,6 +26,7 @@
 #include "vod/fe_vod.h"
 
 #define FE_VOD_READ (256u << 10)   /* one read of a stored slice */
+#define FE_VOD_SENDFILE (1u << 20) /* the most one sendfile in the thread pool sends */
 #define FE_VOD_SEEK_HEAD (4u << 20) /* the most of a file's head read to find its keyframes */
 #define FE_VOD_BOUNDARY "flvedge-byteranges-7d1c0e"
 #define FE_VOD_MAX_SEGS (2 * FE_RANGE_MAX + 4)
@@ -70,6 +73,14 @@ typedef struct fe_vreq {
   int seek;            /* 1: bytes, 2: time */
   fe_net_write wreq;
   uint64_t wlen;
+  /* sendfile: in the thread pool to the socket (non-blocking); when the socket is full, a poll
+   * on a dup of it waits until it takes more */
+  int sock;            /* the socket for sendfile, -1: read and write instead (TLS) */
+  int pfd;             /* the dup polled, -1 until the first wait */
+  uv_poll_t poll;
+  uint64_t wait_since; /* loop ms when the wait for writability began; 0: not waiting */
+  uint64_t sf_off, sf_len;
+  ssize_t sf_rc;       /* what the pool's sendfile returned (bytes, or a libuv error) */
   int io;              /* a write, read, open or close in flight */
   int closed;
   uint64_t body_sent;
@@ -125,7 +136,26 @@ int fe_vod_prepare(fe_conn *c, const fe_resource *res, const char *rest, size_t 
 
 /* ---- the end of an answer ------------------------------------------------------------------ */
 
+static void fe_vreq_release(fe_vreq *v);
+
+static void fe_vreq_on_poll_closed(uv_handle_t *h) {
+  fe_vreq *v = h->data;
+  close(v->pfd);
+  v->pfd = -1;
+  fe_vreq_release(v);
+}
+
+/* The poll handle (when there is one) goes through libuv's close first. */
 static void fe_vreq_free(fe_vreq *v) {
+  if (v->pfd >= 0) {
+    v->poll.data = v;
+    uv_close((uv_handle_t *)&v->poll, fe_vreq_on_poll_closed);
+    return;
+  }
+  fe_vreq_release(v);
+}
+
+static void fe_vreq_release(fe_vreq *v) {
   fe_vod_waiter_detach(&v->w);
   if (v->fd >= 0) {
     uv_fs_t req;
@@ -143,8 +173,14 @@ static void fe_vreq_free(fe_vreq *v) {
 static void fe_vreq_on_conn_close(fe_conn *c) {
   fe_vreq *v = c->kind_data;
   c->kind_data = NULL;
+  c->on_sweep = NULL;
   v->c = NULL;
   v->closed = 1;
+  if (v->wait_since) { /* no callback comes for a poll that is stopped */
+    uv_poll_stop(&v->poll);
+    v->wait_since = 0;
+    v->io = 0;
+  }
   if (v->w.fetch)
     fe_vod_fetch_forget_answer(v->w.fetch, v);
   if (!v->io)
@@ -157,6 +193,7 @@ static void fe_vreq_finish(fe_vreq *v) {
   if (v->w.fetch)
     fe_vod_fetch_forget_answer(v->w.fetch, v);
   c->on_close = NULL;
+  c->on_sweep = NULL;
   c->kind_data = NULL;
   fe_conn_request_done(c);
   int keep = v->keep;
@@ -175,6 +212,7 @@ static void fe_vreq_respond(fe_vreq *v, int status, const char *ctype, const cha
                             const char *body, size_t len) {
   fe_conn *c = v->c;
   c->on_close = NULL;
+  c->on_sweep = NULL;
   c->kind_data = NULL;
   if (v->w.fetch)
     fe_vod_fetch_forget_answer(v->w.fetch, v);
@@ -280,6 +318,111 @@ static void fe_vreq_on_read(uv_fs_t *req) {
     fe_vreq_pump(v);
 }
 
+/* ---- sendfile ------------------------------------------------------------------------------ */
+
+static void fe_vreq_sendfile(fe_vreq *v, uint64_t in, uint64_t n);
+
+static void fe_vreq_on_writable(uv_poll_t *p, int status, int events) {
+  fe_vreq *v = p->data;
+  uv_poll_stop(p);
+  v->io = 0;
+  v->wait_since = 0;
+  if (v->closed) {
+    fe_vreq_free(v);
+    return;
+  }
+  if (status < 0) {
+    fe_conn_close(v->c);
+    return;
+  }
+  fe_vreq_pump(v);
+}
+
+/* The socket took nothing: wait until it takes more (the sweep cuts a wait past send_timeout). */
+static void fe_vreq_wait_writable(fe_vreq *v) {
+  v->io = 1;
+  v->wait_since = uv_now(&v->c->w->loop.uv);
+  if (uv_poll_start(&v->poll, UV_WRITABLE, fe_vreq_on_writable) < 0) {
+    v->io = 0;
+    fe_vreq_abort(v, "cannot wait for the socket");
+  }
+}
+
+/* In the thread pool: the kernel sends from the page cache, and a cold page blocks a pool thread,
+ * never the loop. The socket is non-blocking: a full one gives EAGAIN at once. (libuv's own
+ * uv_fs_sendfile is not used: before 1.45 it falls back to 8 KiB reads and writes on Linux when
+ * copy_file_range refuses a socket.) */
+static void fe_vreq_sendfile_work(uv_work_t *w) {
+  fe_vreq *v = w->data;
+  off_t off = (off_t)v->sf_off;
+  ssize_t r;
+  do
+    r = sendfile(v->pfd, v->fd, &off, (size_t)v->sf_len);
+  while (r < 0 && errno == EINTR);
+  v->sf_rc = r < 0 ? uv_translate_sys_error(errno) : r;
+}
+
+static void fe_vreq_on_sendfile(uv_work_t *w, int status) {
+  fe_vreq *v = w->data;
+  ssize_t n = status < 0 ? status : v->sf_rc;
+  v->io = 0;
+  if (v->closed) {
+    fe_vreq_free(v);
+    return;
+  }
+  if (n == UV_EAGAIN || n == 0) {
+    fe_vreq_wait_writable(v);
+    return;
+  }
+  if (n < 0) {
+    fe_conn_close(v->c); /* the client went away (EPIPE, ECONNRESET) */
+    return;
+  }
+  fe_conn *c = v->c;
+  FE_METRIC_ADD(&c->w->loop.metrics, bytes_sent, n);
+  FE_METRIC_ADD(&c->w->loop.metrics, vod_bytes_sent, n);
+  c->bytes += (uint64_t)n;
+  c->send_progress = uv_now(&c->w->loop.uv);
+  v->body_sent += (uint64_t)n;
+  v->seg_done += (uint64_t)n;
+  fe_vreq_pump(v);
+}
+
+static void fe_vreq_sendfile(fe_vreq *v, uint64_t in, uint64_t n) {
+  /* Our own descriptor of the socket: the connection may close while the pool thread sends, and
+   * its number could then name another client's socket. The same one is polled for writability. */
+  if (v->pfd < 0) {
+    v->pfd = dup(v->sock);
+    if (v->pfd < 0 || uv_poll_init(&v->c->w->loop.uv, &v->poll, v->pfd) < 0) {
+      if (v->pfd >= 0)
+        close(v->pfd);
+      v->pfd = -1;
+      fe_vreq_abort(v, "cannot send the file");
+      return;
+    }
+    v->poll.data = v;
+  }
+  v->sf_off = in;
+  v->sf_len = n;
+  v->work.data = v;
+  v->io = 1;
+  if (uv_queue_work(&v->c->w->loop.uv, &v->work, fe_vreq_sendfile_work, fe_vreq_on_sendfile) < 0) {
+    v->io = 0;
+    fe_vreq_abort(v, "sendfile failed");
+  }
+}
+
+/* Swept: a sendfile answer waiting for a client that takes nothing is cut after send_timeout. */
+static int fe_vreq_check_slow(fe_conn *c, uint64_t now) {
+  fe_vreq *v = c->kind_data;
+  double limit = (c->gen ? c->gen : c->w->gen)->cfg->send_timeout;
+  if (!v || !v->wait_since || now - v->wait_since < (uint64_t)(limit * 1000.0))
+    return 0;
+  fe_debug("vod %s: the client took nothing for %.1f s", v->path, limit);
+  fe_conn_reset(c);
+  return 1;
+}
+
 /* ---- the pump ------------------------------------------------------------------------------ */
 
 static void fe_vreq_close_fd(fe_vreq *v) {
@@ -352,7 +495,14 @@ static void fe_vreq_pump(fe_vreq *v) {
       fe_vreq_write(v, buf + in, n);
       continue;
     }
-    /* From the slice's file, when it is open. */
+    /* From the slice's file, when it is open: sendfile to a plain socket. */
+    if (v->fd >= 0 && v->fd_idx == idx && v->sock >= 0 && v->phase == FE_VP_BODY) {
+      uint64_t n = left < FE_VOD_SENDFILE ? left : FE_VOD_SENDFILE;
+      if (n > S - in)
+        n = S - in;
+      fe_vreq_sendfile(v, in, n);
+      return;
+    }
     if (v->fd >= 0 && v->fd_idx == idx) {
       uint64_t n = left < FE_VOD_READ ? left : FE_VOD_READ;
       if (n > S - in)
@@ -758,6 +908,8 @@ void fe_vod_serve(fe_conn *c, const fe_resource *res, const char *rest, size_t l
   v->keep = keep;
   v->head_only = c->parser.method == HTTP_HEAD;
   v->fd = -1;
+  v->pfd = -1;
+  v->sock = fe_net_sendfile_fd(&c->net);
   v->w_idx = UINT32_MAX;
   v->w.loop = &c->w->loop;
   v->w.wake = fe_vreq_wake;
@@ -769,6 +921,7 @@ void fe_vod_serve(fe_conn *c, const fe_resource *res, const char *rest, size_t l
   snprintf(v->key, sizeof(v->key), "%s", v->url);
   fe_conn_answer_begin(c);
   c->on_close = fe_vreq_on_conn_close;
+  c->on_sweep = fe_vreq_check_slow;
   c->kind_data = v;
 
   /* The hook's lookup call: the key, the query kept, or no cache at all. */

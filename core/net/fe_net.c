@@ -47,6 +47,11 @@ int fe_net_writev(fe_net *n, fe_net_write *w, const uv_buf_t *bufs, unsigned nbu
   return uv_write(&w->req, (uv_stream_t *)&n->tcp, bufs, nbufs, fe_net_on_written);
 }
 
+int fe_net_sendfile_fd(const fe_net *n) {
+  uv_os_fd_t fd;
+  return uv_fileno((const uv_handle_t *)&n->tcp, &fd) == 0 ? fd : -1;
+}
+
 size_t fe_net_queued(const fe_net *n) {
   return uv_stream_get_write_queue_size((const uv_stream_t *)&n->tcp);
 }

@@ -52,6 +52,11 @@ int fe_net_try_writev(fe_net *n, const uv_buf_t *bufs, unsigned nbufs);
 /** Queues the buffers (kept by the caller until cb). Returns 0 or an error (then cb never runs). */
 int fe_net_writev(fe_net *n, fe_net_write *w, const uv_buf_t *bufs, unsigned nbufs,
                   void (*cb)(fe_net_write *w, int status));
+/**
+ * The socket a file may be sent to with sendfile(2): the kernel copies straight from the page
+ * cache. -1 when the stream transforms its bytes (TLS): then read and write them instead.
+ */
+int fe_net_sendfile_fd(const fe_net *n);
 /** Bytes of queued writes the kernel has not taken yet: it shrinks as the peer reads. */
 size_t fe_net_queued(const fe_net *n);
 /** Closes; queued writes end with UV_ECANCELED; cb runs from the loop, after which n may be freed. */

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
@@ -515,6 +516,49 @@ class VodBadInputTest(VodCase):
         self.assertLessEqual((st.f_blocks - st.f_bfree) * st.f_frsize, 2 * 2**20)
         self.get_ok("/videos/s.flv", self.small, edge=edge)
         self.assertTrue(edge.alive())
+
+
+@unittest.skipUnless(VOD, WHY)
+class VodSlowClientTest(VodCase):
+    """Hits go out with sendfile from the thread pool; a full socket is waited for with a poll.
+    A client that stops reading is cut after send_timeout; a slow steady one gets everything."""
+
+    def setUp(self):
+        self.origin = self.start_vod_origin(self.root, "/media/")
+        self.edge = self.start_vod_edge(self.origin, slice_size=SLICE,
+                                        top={"limits": {"request_timeout": 1, "send_timeout": 1}})
+        self.fetch_whole()
+
+    def test_a_slow_steady_reader_gets_the_hit_whole(self):
+        c = HttpConn(self.edge.port, "/videos/a.flv", rcvbuf=65536)
+        self.addCleanup(c.close)
+        self.assertEqual(c.read_head(T(10)).status, 200)
+        rate = 2 * 1024 * 1024  # bytes per second: about 2 s, past request_timeout
+        body, t0 = bytearray(), time.monotonic()
+        while True:
+            data = c.read_body_some(T(10), max_recv=65536)
+            if not data:
+                break
+            body += data
+            ahead = len(body) / rate - (time.monotonic() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+        self.assertTrue(c.clean_end, "cut at %d bytes" % len(body))
+        self.assertTrue(bytes(body) == self.data, "the body differs from the origin's bytes")
+        self.assertGreater(time.monotonic() - t0, 1.5)
+
+    def test_a_reader_that_stops_is_cut_after_send_timeout(self):
+        c = HttpConn(self.edge.port, "/videos/a.flv", rcvbuf=65536)
+        self.addCleanup(c.close)
+        self.assertEqual(c.read_head(T(10)).status, 200)
+        got = 0
+        while got < 256 * 1024:
+            got += len(c.read_body_some(T(10)))
+        t0 = time.monotonic()
+        self.assertTrue(c.wait_closed(1 + T(5)), "the stuck reader is still connected")
+        self.assertGreater(time.monotonic() - t0, 0.7, "cut before send_timeout")
+        # The edge still serves others, and the hit is whole.
+        self.get_ok("/videos/a.flv", self.data)
 
 
 @unittest.skipUnless(VOD, WHY)
