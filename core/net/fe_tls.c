@@ -106,7 +106,8 @@ typedef struct fe_tls_conn {
   char *out;                 /* records the socket has not taken yet */
   size_t out_len;
   int direct;                /* records go to the socket first (try_writev, handshake) */
-  int flushing;              /* out is being written */
+  int flushing;              /* out[0..flush_len) is being written */
+  size_t flush_len;
   uv_write_t flush;
   int werr;                  /* a write failed: everything after fails with it */
   fe_net_write *qhead, *qtail;
@@ -393,10 +394,12 @@ static void fe_tls_start_flush(fe_net *n) {
   uv_buf_t b = uv_buf_init(t->out, (unsigned)t->out_len);
   t->flush.data = n;
   int rc = uv_write(&t->flush, (uv_stream_t *)&n->tcp, &b, 1, fe_tls_on_flushed);
-  if (rc < 0)
+  if (rc < 0) {
     t->werr = rc;
-  else
+  } else {
     t->flushing = 1;
+    t->flush_len = t->out_len;
+  }
 }
 
 /* One record of plaintext (the socket or the record buffer takes it whole). */
@@ -519,12 +522,15 @@ static void fe_tls_on_flushed(uv_write_t *req, int status) {
   fe_net *n = req->data;
   fe_tls_conn *t = n->tls;
   t->flushing = 0;
-  t->out_len = 0;
+  /* Records made while it was written (a handshake message, an alert) follow it. */
+  t->out_len -= t->flush_len;
+  memmove(t->out, t->out + t->flush_len, t->out_len);
   if (status < 0) {
     t->werr = status;
     fe_tls_fail_writes(n, status);
     return;
   }
+  fe_tls_start_flush(n);
   fe_tls_complete_writes(n);
   if (uv_is_closing((uv_handle_t *)&n->tcp))
     return;
