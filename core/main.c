@@ -11,6 +11,7 @@
 #include "config/fe_config.h"
 #include "http/fe_http.h"
 #include "log/fe_log.h"
+#include "net/fe_tls.h"
 #include "lua/fe_lua.h"
 
 #define FE_STOP_GRACE 5.0
@@ -23,6 +24,7 @@ typedef struct fe_main {
   /* what to load again on SIGHUP */
   const char *config_path, *listen, *origin, *policy;
   const char *admin, *admin_token; /* quick mode's admin listener */
+  const char *tls_cert, *tls_key;  /* quick mode's listener speaks HTTPS (read again on SIGHUP) */
   int vod;               /* --vod: quick mode makes a vod resource */
   const char *cache_dir; /* --cache-dir */
   int workers;           /* --workers, 0: the config's */
@@ -51,6 +53,10 @@ static int fe_load(const fe_main *m, int nloops, fe_config *cfg, fe_lua ***luas,
                           : fe_config_quick(cfg, m->listen, m->origin, m->vod ? m->cache_dir : NULL,
                                             err, errlen);
   if (rc == 0 && m->admin && fe_config_admin(cfg, m->admin, m->admin_token, err, errlen) < 0) {
+    fe_config_free(cfg);
+    rc = -1;
+  }
+  if (rc == 0 && m->tls_cert && fe_config_tls(cfg, m->tls_cert, m->tls_key, err, errlen) < 0) {
     fe_config_free(cfg);
     rc = -1;
   }
@@ -178,6 +184,7 @@ static void fe_usage(FILE *out) {
           "       flvedge --listen HOST:PORT --origin URL --vod --cache-dir DIR\n"
           "                                  quick VOD caching proxy: /PATH from URL/PATH\n"
           "         [--admin HOST:PORT --admin-token TOKEN]   its admin API (metrics, health)\n"
+          "         [--tls-cert FILE --tls-key FILE]          the listener speaks HTTPS\n"
           "       flvedge -v                 print the version\n"
           "options: --log-level debug|info|warn|error, --pid-file PATH,\n"
           "         --workers N|auto         loops (threads); default: the config's, else auto\n");
@@ -244,6 +251,10 @@ int main(int argc, char **argv) {
       m.origin = argv[++i];
     } else if (strcmp(a, "--admin") == 0 && has_value) {
       m.admin = argv[++i];
+    } else if (strcmp(a, "--tls-cert") == 0 && has_value) {
+      m.tls_cert = argv[++i];
+    } else if (strcmp(a, "--tls-key") == 0 && has_value) {
+      m.tls_key = argv[++i];
     } else if (strcmp(a, "--admin-token") == 0 && has_value) {
       m.admin_token = argv[++i];
     } else if (strcmp(a, "--vod") == 0) {
@@ -287,6 +298,15 @@ int main(int argc, char **argv) {
                     "(the config's admin table sets the admin listener)\n");
     return 1;
   }
+  if (!m.tls_cert != !m.tls_key) {
+    fprintf(stderr, "flvedge: --tls-cert FILE and --tls-key FILE go together\n");
+    return 1;
+  }
+  if (m.config_path && m.tls_cert) {
+    fprintf(stderr, "flvedge: -c and --tls-cert exclude each other (the config's listen entries "
+                    "set certificates)\n");
+    return 1;
+  }
   if (m.admin && !m.admin_token) {
     fprintf(stderr, "flvedge: --admin needs --admin-token TOKEN (at least %d characters): the "
                     "admin API never runs without a token\n", FE_ADMIN_TOKEN_MIN);
@@ -304,6 +324,7 @@ int main(int argc, char **argv) {
   fe_config cfg;
   fe_lua **luas = NULL;
   char err[1024];
+  atexit(fe_tls_clients_free); /* origins' TLS contexts live as long as the process */
   if (signal_what && !m.config_path)
     return fe_signal_running(signal_what, pid_file);
   if (signal_what && strcmp(signal_what, "stop") == 0)

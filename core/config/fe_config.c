@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "log/fe_log.h"
+#include "net/fe_tls.h"
 #include "str/fe_str.h"
 
 #define FE_STR_(x) #x
@@ -159,12 +160,42 @@ static int fe_cfg_merge(fe_cfg_reader *r, int idx, const char *where, fe_resourc
   return 0;
 }
 
-/* An http:// origin goes into request lines as it is: visible ASCII only (origin/ checks the
- * whole URL again before any request). */
+/* An http:// or https:// origin goes into request lines as it is: visible ASCII only (origin/
+ * checks the whole URL again before any request). */
+static int fe_cfg_http_origin(const char *o) {
+  size_t s = strncmp(o, "http://", 7) == 0 ? 7 : strncmp(o, "https://", 8) == 0 ? 8 : 0;
+  return s && o[s] && fe_str_visible(o, strlen(o));
+}
+
 static int fe_cfg_origin_ok(const char *o) {
-  if (strncmp(o, "file:", 5) == 0)
-    return 1;
-  return strncmp(o, "http://", 7) == 0 && o[7] && fe_str_visible(o, strlen(o));
+  return strncmp(o, "file:", 5) == 0 || fe_cfg_http_origin(o);
+}
+
+/* An https origin's client context: the resource's ca_file (else the global one, else the
+ * system's), or none verified with tls_verify = false. */
+static int fe_cfg_origin_tls(fe_cfg_reader *r, int idx, const char *where, const char *global_ca,
+                             fe_resource *res) {
+  char *ca = NULL;
+  int verify = 1;
+  lua_getfield(r->L, idx, "tls_verify");
+  int t = lua_type(r->L, -1);
+  if (t == LUA_TBOOLEAN)
+    verify = lua_toboolean(r->L, -1);
+  lua_pop(r->L, 1);
+  if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+    return fe_cfg_fail(r, "%stls_verify: expected true or false", where);
+  if (fe_cfg_string(r, idx, where, "ca_file", 0, &ca) < 0)
+    return -1;
+  if (!res->origin || strncmp(res->origin, "https://", 8) != 0) {
+    free(ca);
+    return 0;
+  }
+  char *abs = ca ? fe_cfg_path(r, ca) : NULL;
+  char err[256];
+  res->origin_tls = fe_tls_client_get(abs ? abs : global_ca, verify, err, sizeof(err));
+  free(abs);
+  free(ca);
+  return res->origin_tls ? 0 : fe_cfg_fail(r, "%s%s", where, err);
 }
 
 /* A size: a number of bytes, or a string "N", "NK", "NM", "NG" or "NT" (binary units). */
@@ -207,8 +238,8 @@ static int fe_cfg_vod(fe_cfg_reader *r, int idx, const char *where, fe_resource 
       fe_cfg_string(r, idx, where, "cache_dir", 0, &dir) < 0 ||
       fe_cfg_string(r, idx, where, "start_unit", 0, &unit) < 0)
     goto fail;
-  if (!res->origin || strncmp(res->origin, "http://", 7) != 0 || !fe_cfg_origin_ok(res->origin)) {
-    fe_cfg_fail(r, "%sorigin: expected \"http://host[:port]/path/\" (visible ASCII)", where);
+  if (!res->origin || !fe_cfg_http_origin(res->origin)) {
+    fe_cfg_fail(r, "%sorigin: expected \"http[s]://host[:port]/path/\" (visible ASCII)", where);
     goto fail;
   }
   if (!dir || !*dir) {
@@ -241,7 +272,7 @@ fail:
   return -1;
 }
 
-static int fe_cfg_resource(fe_cfg_reader *r, int i, fe_resource *res) {
+static int fe_cfg_resource(fe_cfg_reader *r, int i, fe_resource *res, const char *global_ca) {
   char where[64];
   int idx = lua_gettop(r->L);
   char *type = NULL;
@@ -287,7 +318,7 @@ static int fe_cfg_resource(fe_cfg_reader *r, int i, fe_resource *res) {
       goto fail;
     if (!origin || !fe_cfg_origin_ok(origin)) {
       free(origin);
-      fe_cfg_fail(r, "%sorigin: expected \"http://host[:port]/path\" or \"file:PATH\"", where);
+      fe_cfg_fail(r, "%sorigin: expected \"http[s]://host[:port]/path\" or \"file:PATH\"", where);
       goto fail;
     }
     if (strncmp(origin, "file:", 5) == 0) {
@@ -333,6 +364,8 @@ static int fe_cfg_resource(fe_cfg_reader *r, int i, fe_resource *res) {
                 where, type);
     goto fail;
   }
+  if (fe_cfg_origin_tls(r, idx, where, global_ca, res) < 0)
+    goto fail;
   free(type);
   return 0;
 fail:
@@ -376,6 +409,112 @@ static int fe_cfg_admin(fe_cfg_reader *r, fe_config *cfg, int idx) {
   return fe_admin_check(cfg->admin_listen, cfg->admin_token, "admin.", r->err, r->errlen);
 }
 
+/* tls = { cert = "a.pem", key = "a.key", sni = { ["b.example"] = { cert = ..., key = ... } } }:
+ * the certificates are loaded now, so a file that does not load fails the (re)load. */
+static int fe_cfg_tls(fe_cfg_reader *r, int idx, const char *where, struct fe_tls_server **out) {
+  enum { FE_MAX_SNI = 64 };
+  fe_tls_cert_spec specs[FE_MAX_SNI + 1];
+  char *strs[3 * (FE_MAX_SNI + 1)];
+  int nstr = 0, n = 0, rc = -1;
+  char w[160];
+  memset(specs, 0, sizeof(specs));
+  lua_pushnil(r->L);
+  while (lua_next(r->L, idx)) {
+    const char *k = lua_type(r->L, -2) == LUA_TSTRING ? lua_tostring(r->L, -2) : "";
+    int known = strcmp(k, "cert") == 0 || strcmp(k, "key") == 0 || strcmp(k, "sni") == 0;
+    lua_pop(r->L, 1);
+    if (!known) {
+      lua_pop(r->L, 1);
+      return fe_cfg_fail(r, "%sunknown key (expected cert, key and sni)", where);
+    }
+  }
+  /* specs[0]: the default certificate; then one per SNI name */
+  for (int pass = 0; pass < 2; pass++) {
+    int ti = idx;
+    if (pass == 1) {
+      lua_getfield(r->L, idx, "sni");
+      if (lua_isnil(r->L, -1)) {
+        lua_pop(r->L, 1);
+        break;
+      }
+      if (lua_type(r->L, -1) != LUA_TTABLE) {
+        lua_pop(r->L, 1);
+        fe_cfg_fail(r, "%ssni: expected a table of name = { cert = ..., key = ... }", where);
+        goto done;
+      }
+      ti = lua_gettop(r->L);
+      lua_pushnil(r->L);
+    }
+    while (pass == 0 || lua_next(r->L, ti)) {
+      int ci = pass == 0 ? idx : lua_gettop(r->L);
+      const char *name = pass == 0 ? NULL : lua_type(r->L, -2) == LUA_TSTRING ? lua_tostring(r->L, -2) : "";
+      snprintf(w, sizeof(w), pass == 0 ? "%s" : "%ssni[\"%s\"].", where, name ? name : "");
+      if (pass == 1 && (!*name || lua_type(r->L, -1) != LUA_TTABLE || n > FE_MAX_SNI)) {
+        lua_pop(r->L, 3);
+        fe_cfg_fail(r, n > FE_MAX_SNI ? "%stoo many names" : "%s: expected name = { cert = ..., key = ... }", w);
+        goto done;
+      }
+      char *cert = NULL, *key = NULL;
+      if (fe_cfg_string(r, ci, w, "cert", 0, &cert) < 0 || fe_cfg_string(r, ci, w, "key", 0, &key) < 0 ||
+          ((!cert || !key) && fe_cfg_fail(r, "%s%s: missing", w, !cert ? "cert" : "key"))) {
+        free(cert);
+        free(key);
+        if (pass == 1)
+          lua_pop(r->L, 3);
+        goto done;
+      }
+      specs[n].cert = strs[nstr++] = fe_cfg_path(r, cert);
+      specs[n].key = strs[nstr++] = fe_cfg_path(r, key);
+      specs[n].name = name ? (strs[nstr++] = fe_strdup(name)) : NULL;
+      n++;
+      free(cert);
+      free(key);
+      if (pass == 0)
+        break;
+      lua_pop(r->L, 1);
+    }
+    if (pass == 1)
+      lua_pop(r->L, 1);
+  }
+  char err[300];
+  *out = fe_tls_server_new(specs, n, err, sizeof(err));
+  rc = *out ? 0 : fe_cfg_fail(r, "%s%s", where, err);
+done:
+  for (int i = 0; i < nstr; i++)
+    free(strs[i]);
+  return rc;
+}
+
+/* A listen entry (on the stack top): "host:port", or { "host:port", tls = { ... } }. */
+static int fe_cfg_listen_entry(fe_cfg_reader *r, fe_config *cfg, int i) {
+  lua_State *L = r->L;
+  int t = lua_type(L, -1);
+  if (t == LUA_TSTRING) {
+    cfg->listen[cfg->nlisten++] = fe_strdup(lua_tostring(L, -1));
+    return 0;
+  }
+  if (t != LUA_TTABLE)
+    return fe_cfg_fail(r, "listen[%d]: expected a \"host:port\" string or { \"host:port\", tls = { ... } }", i);
+  int idx = lua_gettop(L);
+  lua_rawgeti(L, idx, 1);
+  if (lua_type(L, -1) != LUA_TSTRING) {
+    lua_pop(L, 1);
+    return fe_cfg_fail(r, "listen[%d][1]: expected the \"host:port\" string", i);
+  }
+  cfg->listen[cfg->nlisten++] = fe_strdup(lua_tostring(L, -1));
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "tls");
+  int rc = 0;
+  char where[48];
+  snprintf(where, sizeof(where), "listen[%d].tls.", i);
+  if (lua_type(L, -1) == LUA_TTABLE)
+    rc = fe_cfg_tls(r, lua_gettop(L), where, &cfg->listen_tls[cfg->nlisten - 1]);
+  else if (!lua_isnil(L, -1))
+    rc = fe_cfg_fail(r, "listen[%d].tls: expected a table { cert = ..., key = ..., sni = { ... } }", i);
+  lua_pop(L, 1);
+  return rc;
+}
+
 static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
   lua_State *L = r->L;
   int top = lua_gettop(L);
@@ -384,15 +523,27 @@ static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
   lua_getfield(L, top, "listen");
   if (lua_type(L, -1) == LUA_TSTRING) {
     cfg->listen = calloc(1, sizeof(char *));
+    cfg->listen_tls = calloc(1, sizeof(*cfg->listen_tls));
     cfg->listen[cfg->nlisten++] = fe_strdup(lua_tostring(L, -1));
   } else if (lua_type(L, -1) == LUA_TTABLE) {
     int n = (int)lua_objlen(L, -1);
+    int li = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, li)) {
+      int bad = lua_type(L, -2) != LUA_TNUMBER;
+      lua_pop(L, 1);
+      if (bad) {
+        lua_pop(L, 1);
+        return fe_cfg_fail(r, "listen: expected a list of \"host:port\" strings or "
+                              "{ \"host:port\", tls = { ... } } tables");
+      }
+    }
     cfg->listen = calloc((size_t)n + 1, sizeof(char *));
+    cfg->listen_tls = calloc((size_t)n + 1, sizeof(*cfg->listen_tls));
     for (int i = 1; i <= n; i++) {
       lua_rawgeti(L, -1, i);
-      if (lua_type(L, -1) != LUA_TSTRING)
-        return fe_cfg_fail(r, "listen[%d]: expected a \"host:port\" string", i);
-      cfg->listen[cfg->nlisten++] = fe_strdup(lua_tostring(L, -1));
+      if (fe_cfg_listen_entry(r, cfg, i) < 0)
+        return -1;
       lua_pop(L, 1);
     }
   } else {
@@ -451,6 +602,12 @@ static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
     cfg->pid_file = fe_cfg_path(r, pid);
   free(geo);
   free(pid);
+  char *ca = NULL;
+  if (fe_cfg_string(r, top, "", "ca_file", 0, &ca) < 0)
+    return -1;
+  if (ca)
+    cfg->ca_file = fe_cfg_path(r, ca);
+  free(ca);
   if (cfg->access_log && strcmp(cfg->access_log, "stderr") != 0) {
     char *abs = fe_cfg_path(r, cfg->access_log);
     free(cfg->access_log);
@@ -498,7 +655,7 @@ static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
     lua_rawgeti(L, -1, i);
     if (lua_type(L, -1) != LUA_TTABLE)
       return fe_cfg_fail(r, "resources[%d]: expected a table", i);
-    if (fe_cfg_resource(r, i, res) < 0)
+    if (fe_cfg_resource(r, i, res, cfg->ca_file) < 0)
       return -1;
     cfg->has_policies |= res->has_policy;
     lua_pop(L, 1);
@@ -571,17 +728,18 @@ int fe_config_pid_file(const char *path, char **out, char *err, size_t errlen) {
 int fe_config_quick(fe_config *cfg, const char *listen, const char *origin, const char *cache_dir,
                     char *err, size_t errlen) {
   fe_config_defaults(cfg);
-  if (cache_dir && (strncmp(origin, "http://", 7) != 0 || !fe_cfg_origin_ok(origin))) {
-    snprintf(err, errlen, "--origin: a vod origin is \"http://host[:port][/path]\"");
+  if (cache_dir && !fe_cfg_http_origin(origin)) {
+    snprintf(err, errlen, "--origin: a vod origin is \"http[s]://host[:port][/path]\"");
     fe_config_free(cfg);
     return -1;
   }
   if (!fe_cfg_origin_ok(origin)) {
-    snprintf(err, errlen, "--origin: expected \"http://host[:port][/path]\" or \"file:PATH\"");
+    snprintf(err, errlen, "--origin: expected \"http[s]://host[:port][/path]\" or \"file:PATH\"");
     fe_config_free(cfg);
     return -1;
   }
   cfg->listen = calloc(1, sizeof(char *));
+  cfg->listen_tls = calloc(1, sizeof(*cfg->listen_tls));
   cfg->listen[cfg->nlisten++] = fe_strdup(listen);
   cfg->resources = calloc(1, sizeof(fe_resource));
   fe_resource *res = &cfg->resources[cfg->nresources++];
@@ -599,6 +757,28 @@ int fe_config_quick(fe_config *cfg, const char *listen, const char *origin, cons
     } else {
       res->cache_dir = fe_strdup(cache_dir);
     }
+  }
+  if (strncmp(origin, "https://", 8) == 0 &&
+      !(res->origin_tls = fe_tls_client_get(NULL, 1, err, errlen))) {
+    fe_config_free(cfg);
+    return -1;
+  }
+  return 0;
+}
+
+int fe_config_tls(fe_config *cfg, const char *cert, const char *key, char *err, size_t errlen) {
+  fe_tls_cert_spec spec = {.cert = cert, .key = key};
+  char why[300];
+  fe_tls_server *s = fe_tls_server_new(&spec, 1, why, sizeof(why));
+  if (!s) {
+    snprintf(err, errlen, "--tls-cert/--tls-key: %s", why);
+    return -1;
+  }
+  for (int i = 0; i < cfg->nlisten; i++) {
+    if (i > 0)
+      fe_tls_server_ref(s);
+    fe_tls_server_unref(cfg->listen_tls[i]);
+    cfg->listen_tls[i] = s;
   }
   return 0;
 }
@@ -622,9 +802,14 @@ int fe_config_workers(const fe_config *cfg) {
 }
 
 void fe_config_free(fe_config *cfg) {
-  for (int i = 0; i < cfg->nlisten; i++)
+  for (int i = 0; i < cfg->nlisten; i++) {
     free(cfg->listen[i]);
+    if (cfg->listen_tls)
+      fe_tls_server_unref(cfg->listen_tls[i]);
+  }
   free(cfg->listen);
+  free(cfg->listen_tls);
+  free(cfg->ca_file);
   for (int i = 0; i < cfg->nresources; i++) {
     fe_resource *res = &cfg->resources[i];
     free(res->name);

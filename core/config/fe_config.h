@@ -8,6 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct fe_tls_server;
+struct fe_tls_client;
+
 enum fe_resource_type { FE_RES_LIVE, FE_RES_STATIC, FE_RES_VOD };
 
 enum { FE_START_BYTES, FE_START_SECONDS }; /* what ?start=N means for a vod resource */
@@ -18,7 +21,8 @@ typedef struct fe_resource {
   char *prefix; /* path prefix, starts with '/' */
   int type;     /* enum fe_resource_type */
   /* live */
-  char *origin; /* "http://host:port/base/" or "file:PATH" (made absolute) */
+  char *origin; /* "http[s]://host:port/base/" or "file:PATH" (made absolute) */
+  struct fe_tls_client *origin_tls; /* an https origin's TLS client context (node-wide, net/fe_tls.h) */
   uint32_t max_viewers_per_stream;
   double window_seconds;
   size_t window_bytes;
@@ -48,7 +52,9 @@ typedef struct fe_config {
   int workers;       /* loops (threads); 0: "auto", the CPUs this process may run on */
   int listen_mode;   /* FE_LISTEN_* */
   char **listen;     /* "host:port" */
+  struct fe_tls_server **listen_tls; /* per listen address: its TLS context (a reference), NULL: plain */
   int nlisten;
+  char *ca_file;     /* the CA bundle https origins are verified against; NULL: the system's */
   int log_level;
   char *cors_origin; /* NULL: send no CORS headers */
   char *status_prefix;
@@ -92,6 +98,11 @@ int fe_config_quick(fe_config *cfg, const char *listen, const char *origin, cons
  * checked and sets them. -1 with a message in err.
  */
 int fe_config_admin(fe_config *cfg, const char *listen, const char *token, char *err, size_t errlen);
+/**
+ * Quick mode's --tls-cert FILE --tls-key FILE: the listener speaks HTTPS with that certificate.
+ * -1 with a message in err when they do not load.
+ */
+int fe_config_tls(fe_config *cfg, const char *cert, const char *key, char *err, size_t errlen);
 /** The loops to run: `workers`, or for "auto" the CPUs in this process's affinity mask. */
 int fe_config_workers(const fe_config *cfg);
 void fe_config_free(fe_config *cfg);

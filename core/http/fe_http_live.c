@@ -377,6 +377,7 @@ static fe_source *fe_live_open_pull(void *ud, fe_loop *l, const char *key, const
       .connect_timeout = res->origin_connect_timeout,
       .read_timeout = res->origin_read_timeout,
       .max_tag_size = res->max_tag_size,
+      .tls = res->origin_tls,
       .next_origin = policy_origin ? fe_origin_ctx_next : NULL,
       .ud = x,
   };

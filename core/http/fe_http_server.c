@@ -137,6 +137,11 @@ static void fe_slot_on_ctl(uv_async_t *a) {
   if (g) {
     fe_gen_unref(sl->w.gen);
     sl->w.gen = g;
+    /* New handshakes use the reloaded certificates; open connections keep theirs. Listeners
+     * are bound once: with a different number of them the TLS contexts stay as they were. */
+    if (g->cfg->nlisten == sl->nlisteners)
+      for (int i = 0; i < sl->nlisteners; i++)
+        fe_net_listener_tls(&sl->listeners[i], g->cfg->listen_tls[i]);
   }
   if (stop)
     fe_slot_stop(sl, grace);
@@ -183,6 +188,7 @@ static int fe_slot_init(fe_server *s, int id, fe_lua *lua, int **fds, int nliste
     if ((rc = fe_net_listen(&w->loop, &sl->listeners[i], fds[i][id], fe_slot_on_accept)) < 0)
       return rc;
     fds[i][id] = -1;
+    fe_net_listener_tls(&sl->listeners[i], w->gen->cfg->listen_tls[i]);
   }
   /* Admin traffic is tiny: one loop serves it. */
   if (id == 0 && *admin_fd >= 0) {
@@ -321,7 +327,7 @@ int fe_server_start(uv_loop_t *main, fe_config *config, fe_lua **luas, int nwork
     s->slots[i].started = 1;
   }
   for (int i = 0; i < nlisten; i++)
-    fe_info("listening on http://%s", bound[i]);
+    fe_info("listening on %s://%s", cfg->listen_tls[i] ? "https" : "http", bound[i]);
   if (cfg->admin_listen)
     fe_info("admin API on http://%s", admin_bound);
   fe_info("%d loop(s), connections spread by %s", nworkers,

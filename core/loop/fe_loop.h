@@ -57,6 +57,10 @@ typedef struct fe_loop {
   uint64_t lag_last_ns;
   /* Every read of this loop lands here and is consumed before the next read. */
   char rbuf[FE_LOOP_RBUF_SIZE];
+  /* TLS streams (net/fe_tls): a record's plaintext for the reader, and small pieces of a write
+   * gathered into one record. Each is consumed before the loop does anything else. */
+  char tls_in[16384];
+  char tls_stage[16384];
 } fe_loop;
 
 /** The context of a loop made by fe_loop_init(). */

@@ -1,4 +1,5 @@
 #include "net/fe_net.h"
+#include "net/fe_tls.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -8,43 +9,96 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-void fe_net_init(fe_loop *l, fe_net *n, void *data) {
-  uv_tcp_init(&l->uv, &n->tcp);
-  n->tcp.data = n;
-  n->data = data;
-  n->open = 1;
-}
+/* ---- plain TCP ----------------------------------------------------------------------------- */
 
-static void fe_net_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+static void fe_tcp_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   fe_net *n = s->data;
   if (nread != 0)
     n->on_read(n, nread, buf->base);
 }
 
-int fe_net_read_start(fe_net *n, fe_net_read_cb cb) {
-  n->on_read = cb;
-  return uv_read_start((uv_stream_t *)&n->tcp, fe_loop_alloc, fe_net_on_read);
+static int fe_tcp_read_start(fe_net *n) {
+  return uv_read_start((uv_stream_t *)&n->tcp, fe_loop_alloc, fe_tcp_on_read);
 }
 
-void fe_net_read_stop(fe_net *n) {
+static void fe_tcp_read_stop(fe_net *n) {
   uv_read_stop((uv_stream_t *)&n->tcp);
 }
 
-int fe_net_try_writev(fe_net *n, const uv_buf_t *bufs, unsigned nbufs) {
+static int fe_tcp_try_writev(fe_net *n, const uv_buf_t *bufs, unsigned nbufs) {
   int w = uv_try_write((uv_stream_t *)&n->tcp, bufs, nbufs);
   return w == UV_EAGAIN ? 0 : w;
 }
 
-static void fe_net_on_written(uv_write_t *req, int status) {
+static void fe_tcp_on_written(uv_write_t *req, int status) {
   fe_net_write *w = (fe_net_write *)req;
   w->cb(w, status);
+}
+
+static int fe_tcp_writev(fe_net *n, fe_net_write *w, const uv_buf_t *bufs, unsigned nbufs) {
+  return uv_write(&w->req, (uv_stream_t *)&n->tcp, bufs, nbufs, fe_tcp_on_written);
+}
+
+static size_t fe_tcp_queued(const fe_net *n) {
+  return uv_stream_get_write_queue_size((const uv_stream_t *)&n->tcp);
+}
+
+static void fe_tcp_on_closed(uv_handle_t *h) {
+  fe_net *n = h->data;
+  if (n->on_close)
+    n->on_close(n);
+}
+
+static void fe_tcp_close(fe_net *n, int reset) {
+  uv_close((uv_handle_t *)&n->tcp, fe_tcp_on_closed);
+}
+
+static void fe_tcp_connected(fe_net *n) {
+  n->connecting = 0;
+  n->on_connect(n, 0);
+}
+
+const fe_net_type fe_net_tcp = {
+    .name = "tcp",
+    .read_start = fe_tcp_read_start,
+    .read_stop = fe_tcp_read_stop,
+    .try_writev = fe_tcp_try_writev,
+    .writev = fe_tcp_writev,
+    .queued = fe_tcp_queued,
+    .close = fe_tcp_close,
+    .connected = fe_tcp_connected,
+};
+
+/* ---- the interface: every call goes through the stream's type ------------------------------- */
+
+void fe_net_init(fe_loop *l, fe_net *n, void *data) {
+  uv_tcp_init(&l->uv, &n->tcp);
+  n->tcp.data = n;
+  n->type = &fe_net_tcp;
+  n->tls = NULL;
+  n->connecting = 0;
+  n->data = data;
+  n->open = 1;
+}
+
+int fe_net_read_start(fe_net *n, fe_net_read_cb cb) {
+  n->on_read = cb;
+  return n->type->read_start(n);
+}
+
+void fe_net_read_stop(fe_net *n) {
+  n->type->read_stop(n);
+}
+
+int fe_net_try_writev(fe_net *n, const uv_buf_t *bufs, unsigned nbufs) {
+  return n->type->try_writev(n, bufs, nbufs);
 }
 
 int fe_net_writev(fe_net *n, fe_net_write *w, const uv_buf_t *bufs, unsigned nbufs,
                   void (*cb)(fe_net_write *w, int status)) {
   w->net = n;
   w->cb = cb;
-  return uv_write(&w->req, (uv_stream_t *)&n->tcp, bufs, nbufs, fe_net_on_written);
+  return n->type->writev(n, w, bufs, nbufs);
 }
 
 int fe_net_sendfile_fd(const fe_net *n) {
@@ -53,28 +107,25 @@ int fe_net_sendfile_fd(const fe_net *n) {
 }
 
 size_t fe_net_queued(const fe_net *n) {
-  return uv_stream_get_write_queue_size((const uv_stream_t *)&n->tcp);
-}
-
-static void fe_net_on_closed(uv_handle_t *h) {
-  fe_net *n = h->data;
-  if (n->on_close)
-    n->on_close(n);
+  return n->type->queued(n);
 }
 
 void fe_net_close(fe_net *n, fe_net_close_cb cb) {
   if (!n->open || uv_is_closing((uv_handle_t *)&n->tcp))
     return;
   n->on_close = cb;
-  uv_close((uv_handle_t *)&n->tcp, fe_net_on_closed);
+  n->type->close(n, 0);
 }
 
 void fe_net_reset(fe_net *n, fe_net_close_cb cb) {
   uv_os_fd_t fd;
   struct linger lg = {.l_onoff = 1, .l_linger = 0};
-  if (n->open && uv_fileno((uv_handle_t *)&n->tcp, &fd) == 0)
+  if (!n->open || uv_is_closing((uv_handle_t *)&n->tcp))
+    return;
+  if (uv_fileno((uv_handle_t *)&n->tcp, &fd) == 0)
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-  fe_net_close(n, cb);
+  n->on_close = cb;
+  n->type->close(n, 1);
 }
 
 void fe_net_send_buffer(fe_net *n, int bytes) {
@@ -105,13 +156,20 @@ int fe_net_open(fe_net *n, int fd) {
 
 static void fe_net_on_connect(uv_connect_t *req, int status) {
   fe_net *n = req->data;
-  n->on_connect(n, status);
+  if (status < 0) {
+    n->connecting = 0;
+    n->on_connect(n, status);
+  } else {
+    n->type->connected(n);
+  }
 }
 
 int fe_net_connect(fe_net *n, const struct sockaddr *addr, fe_net_connect_cb cb) {
   n->on_connect = cb;
   n->connect.data = n;
-  return uv_tcp_connect(&n->connect, &n->tcp, addr, fe_net_on_connect);
+  int rc = uv_tcp_connect(&n->connect, &n->tcp, addr, fe_net_on_connect);
+  n->connecting = rc == 0;
+  return rc;
 }
 
 /* ---- listening ----------------------------------------------------------------------------- */
@@ -220,10 +278,22 @@ int fe_net_listen(fe_loop *l, fe_net_listener *ls, int fd, void (*on_accept)(fe_
 }
 
 int fe_net_accept(fe_net_listener *ls, fe_net *n) {
-  return uv_accept((uv_stream_t *)&ls->tcp, (uv_stream_t *)&n->tcp);
+  int rc = uv_accept((uv_stream_t *)&ls->tcp, (uv_stream_t *)&n->tcp);
+  if (rc == 0 && ls->tls)
+    rc = fe_tls_accept(n, ls->tls);
+  return rc;
+}
+
+void fe_net_listener_tls(fe_net_listener *ls, struct fe_tls_server *tls) {
+  if (tls)
+    fe_tls_server_ref(tls);
+  fe_tls_server_unref(ls->tls);
+  ls->tls = tls;
 }
 
 void fe_net_listener_close(fe_net_listener *ls, uv_close_cb cb) {
-  if (!uv_is_closing((uv_handle_t *)&ls->tcp))
+  if (!uv_is_closing((uv_handle_t *)&ls->tcp)) {
+    fe_net_listener_tls(ls, NULL);
     uv_close((uv_handle_t *)&ls->tcp, cb);
+  }
 }

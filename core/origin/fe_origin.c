@@ -10,6 +10,7 @@
 
 #include "flv/fe_flv.h"
 #include "net/fe_net.h"
+#include "net/fe_tls.h"
 #include "origin/fe_file.h"
 #include "str/fe_str.h"
 
@@ -33,6 +34,8 @@ struct fe_origin {
   fe_net_write write;
   char *host, *port, *request;
   size_t request_len;
+  int https;
+  struct fe_tls_client *tls;
   llhttp_t parser;
   llhttp_settings_t settings;
   char hname[24];   /* the header name being parsed, lowercase; hname_len > 23: not one we keep */
@@ -103,6 +106,8 @@ const char *fe_origin_strerror(int err) {
   case FE_ORIGIN_EFILE: return "file source unreadable or not FLV";
   case FE_ORIGIN_EURL: return "origin URL not understood";
   case FE_ORIGIN_ENOTFOUND: return "no such file";
+  case FE_ORIGIN_ETLS: return "TLS handshake with the origin failed";
+  case FE_ORIGIN_ETLSVERIFY: return "origin certificate not verified";
   default: return err <= -1000 ? fe_flv_strerror(err) : uv_strerror(err);
   }
 }
@@ -248,7 +253,8 @@ static void fe_origin_on_read(fe_net *n, ssize_t nread, const char *data) {
         return;
       fe_origin_finish(o, e == HPE_OK && o->state == FE_OS_BODY ? 0 : FE_ORIGIN_EPROTO);
     } else {
-      fe_origin_finish(o, o->state == FE_OS_BODY ? (int)nread : FE_ORIGIN_EUNREACH);
+      int err = nread == FE_NET_ETLS ? FE_ORIGIN_ETLS : (int)nread;
+      fe_origin_finish(o, o->state == FE_OS_BODY ? err : FE_ORIGIN_EUNREACH);
     }
   }
 }
@@ -269,7 +275,10 @@ static void fe_origin_on_connect(fe_net *n, int status) {
     return;
   }
   if (status < 0) {
-    fe_origin_finish(o, status == UV_ETIMEDOUT ? FE_ORIGIN_ETIMEDOUT : FE_ORIGIN_EUNREACH);
+    fe_origin_finish(o, status == UV_ETIMEDOUT      ? FE_ORIGIN_ETIMEDOUT
+                        : status == FE_NET_ETLSVERIFY ? FE_ORIGIN_ETLSVERIFY
+                        : status == FE_NET_ETLS       ? FE_ORIGIN_ETLS
+                                                      : FE_ORIGIN_EUNREACH);
     return;
   }
   o->state = FE_OS_HEAD;
@@ -284,7 +293,9 @@ static void fe_origin_connect_addr(fe_origin *o, const struct sockaddr *addr) {
   fe_net_init(o->loop, &o->net, o);
   o->handles++;
   o->state = FE_OS_CONNECTING;
-  int rc = fe_net_connect(&o->net, addr, fe_origin_on_connect);
+  int rc = !o->https ? 0 : o->tls ? fe_net_use_tls(&o->net, o->tls, o->host) : FE_ORIGIN_ETLS;
+  if (rc == 0)
+    rc = fe_net_connect(&o->net, addr, fe_origin_on_connect);
   if (rc < 0) {
     fe_origin_finish(o, FE_ORIGIN_EUNREACH);
     return;
@@ -311,6 +322,8 @@ typedef struct fe_url_parts {
   const char *host, *port, *path; /* path: "/" when the URL has none */
   size_t host_len, port_len;
   int authority_len;              /* host[:port] as the URL wrote it */
+  int https;
+  const char *authority;
 } fe_url_parts;
 
 /* Splits "http://host[:port][/path]". -1 when it is not one: the URL goes into the request line
@@ -318,9 +331,12 @@ typedef struct fe_url_parts {
  * header, a space would end the target) makes it invalid, wherever it came from. */
 static int fe_origin_split_url(const char *url, fe_url_parts *u) {
   size_t n = strlen(url);
-  if (n < 8 || strncmp(url, "http://", 7) != 0 || !fe_str_visible(url, n))
+  u->https = strncmp(url, "https://", 8) == 0;
+  size_t scheme = u->https ? 8 : 7;
+  if (n < scheme + 1 || (!u->https && strncmp(url, "http://", 7) != 0) || !fe_str_visible(url, n))
     return -1;
-  const char *p = url + 7;
+  const char *p = url + scheme;
+  u->authority = p;
   const char *host_end;
   u->host = p;
   if (*p == '[') {
@@ -336,8 +352,8 @@ static int fe_origin_split_url(const char *url, fe_url_parts *u) {
   if (host_end == u->host)
     return -1;
   u->host_len = (size_t)(host_end - u->host);
-  u->port = "80";
-  u->port_len = 2;
+  u->port = u->https ? "443" : "80";
+  u->port_len = u->https ? 3 : 2;
   if (*p == ':') {
     u->port = p + 1;
     u->port_len = strcspn(u->port, "/");
@@ -348,7 +364,7 @@ static int fe_origin_split_url(const char *url, fe_url_parts *u) {
   if (*p && *p != '/')
     return -1;
   u->path = *p ? p : "/";
-  u->authority_len = (int)(p - (url + 7));
+  u->authority_len = (int)(p - u->authority);
   return 0;
 }
 
@@ -392,12 +408,13 @@ static int fe_origin_parse_url(fe_origin *o, const char *url, const char *extra)
   /* Host carries the authority as the URL wrote it, so virtual hosts at the origin match. */
   const char *fmt = "GET %s HTTP/1.1\r\nHost: %.*s\r\nUser-Agent: flvedge/" FE_VERSION
                     "\r\nAccept: */*\r\nConnection: close\r\n%s\r\n";
-  int need = snprintf(NULL, 0, fmt, u.path, u.authority_len, url + 7, extra);
+  o->https = u.https;
+  int need = snprintf(NULL, 0, fmt, u.path, u.authority_len, u.authority, extra);
   o->request = malloc((size_t)need + 1);
   if (!o->host || !o->port || !o->request)
     return -1;
   o->request_len =
-      (size_t)snprintf(o->request, (size_t)need + 1, fmt, u.path, u.authority_len, url + 7, extra);
+      (size_t)snprintf(o->request, (size_t)need + 1, fmt, u.path, u.authority_len, u.authority, extra);
   return 0;
 }
 
@@ -533,6 +550,7 @@ fe_origin *fe_origin_open(fe_loop *loop, const char *url, const fe_origin_opts *
   o->ud = ud;
   o->opts = *opts;
   o->opts.extra_headers = NULL; /* the caller's: copied into the request below */
+  o->tls = opts->tls;
   fe_oh_reset_head(o);
   uv_timer_init(&loop->uv, &o->timer);
   o->timer.data = o;
@@ -544,6 +562,10 @@ fe_origin *fe_origin_open(fe_loop *loop, const char *url, const fe_origin_opts *
     start = fe_origin_start_file;
   } else if (fe_origin_parse_url(o, url, opts->extra_headers) == 0) {
     o->kind = FE_OK_HTTP;
+    if (o->https && !o->tls) {
+      char err[256];
+      o->tls = fe_tls_client_get(NULL, 1, err, sizeof(err)); /* NULL: it fails at connect */
+    }
     llhttp_settings_init(&o->settings);
     o->settings.on_header_field = fe_oh_on_header_field;
     o->settings.on_header_field_complete = fe_oh_on_header_field_complete;

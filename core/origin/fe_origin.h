@@ -26,7 +26,11 @@ enum {
   FE_ORIGIN_EFILE = -2005,     /* file source unreadable or not FLV */
   FE_ORIGIN_EURL = -2006,      /* origin URL not understood (fe_origin_check_url) */
   FE_ORIGIN_ENOTFOUND = -2007, /* file source: no such file: 404 */
+  FE_ORIGIN_ETLS = -2008,      /* https: the TLS handshake failed: 502 */
+  FE_ORIGIN_ETLSVERIFY = -2009, /* https: the origin's certificate was not verified: 502 */
 };
+
+struct fe_tls_client;
 
 typedef struct fe_origin fe_origin;
 
@@ -49,6 +53,9 @@ typedef struct fe_origin_opts {
    * must be "Name: value\r\n" of visible ASCII and spaces: fe_origin_open refuses others (the
    * origin ends with FE_ORIGIN_EURL). At most 1 KiB. */
   const char *extra_headers;
+  /** https:// URLs: the TLS client context (node-wide, net/fe_tls.h; the resource's ca_file and
+   * tls_verify). NULL: verified against the system's CA bundle. */
+  struct fe_tls_client *tls;
 } fe_origin_opts;
 
 #define FE_ORIGIN_HVAL 256 /* captured response header values are cut to this (NUL included) */
@@ -68,13 +75,13 @@ typedef struct fe_origin_head {
 } fe_origin_head;
 
 /**
- * Starts pulling `url` ("http://host[:port]/path" or "file:PATH"). Callbacks come from the loop,
+ * Starts pulling `url` ("http[s]://host[:port]/path" or "file:PATH"). Callbacks come from the loop,
  * never from inside this call. Returns NULL only when out of memory.
  */
 fe_origin *fe_origin_open(fe_loop *loop, const char *url, const fe_origin_opts *opts,
                           const fe_origin_cbs *cbs, void *ud);
 /**
- * 0 when fe_origin_open can pull `url`: "file:PATH", or "http://host[:port][/path]" made only of
+ * 0 when fe_origin_open can pull `url`: "file:PATH", or "http[s]://host[:port][/path]" made only of
  * visible ASCII (no control byte, space, DEL or byte >= 0x80: the URL goes into the request line
  * as it is). FE_ORIGIN_EURL otherwise; fe_origin_open then ends with that error.
  */

@@ -60,7 +60,8 @@ static void fe_pull_close(fe_source *s) {
 static int fe_pull_connect(fe_pull *p, const char *url) {
   fe_origin_opts oo = {.connect_timeout = p->opts.connect_timeout,
                        .read_timeout = p->opts.read_timeout,
-                       .max_tag_size = p->opts.max_tag_size};
+                       .max_tag_size = p->opts.max_tag_size,
+                       .tls = p->opts.tls};
   p->origin = fe_origin_open(p->loop, url, &oo, &fe_pull_origin_cbs, p);
   FE_METRIC_INC(&p->loop->metrics, origin_connects);
   return p->origin ? 0 : -1;

@@ -17,6 +17,7 @@ typedef struct fe_pull_opts {
   double connect_timeout;  /* seconds, up to the response head */
   double read_timeout;     /* seconds between reads once streaming */
   uint32_t max_tag_size;
+  struct fe_tls_client *tls; /* https origins: the TLS client context (node-wide); NULL: system CAs */
   /**
    * Optional: another origin after one failed before the stream started. `attempt` is 2, 3, ...;
    * `last_error` says what failed ("unreachable", "timeout", "status 503"). Returns 1 with a URL

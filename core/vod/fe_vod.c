@@ -64,6 +64,7 @@ typedef struct fe_vod_pf {
   fe_vod_cache *cache;
   char *key, *url, *path;
   double connect_timeout, read_timeout, ttl;
+  struct fe_tls_client *tls;
   uint64_t slice_size;
   uint32_t idx;
   fe_vod_waiter w;
@@ -1300,7 +1301,8 @@ int fe_vod_slice_get(fe_vod_cache *c, const char *key, uint32_t idx, const fe_vo
   fe_origin_opts oo = {.connect_timeout = opts->connect_timeout,
                        .read_timeout = opts->read_timeout,
                        .max_tag_size = 1u << 20,
-                       .extra_headers = headers};
+                       .extra_headers = headers,
+                       .tls = opts->tls};
   FE_METRIC_INC(&w->loop->metrics, vod_origin_requests);
   FE_METRIC_INC(&w->loop->metrics, origin_connects);
   f->origin = fe_origin_open(w->loop, f->url, &oo, &fe_vod_origin_cbs, f);
@@ -1351,7 +1353,7 @@ static void fe_vod_pf_wake(fe_vod_waiter *w) {
     }
     fe_vod_fetch_opts o = {.url = p->url, .client_path = p->path,
                            .connect_timeout = p->connect_timeout, .read_timeout = p->read_timeout,
-                           .ttl = p->ttl, .slice_size = p->slice_size};
+                           .tls = p->tls, .ttl = p->ttl, .slice_size = p->slice_size};
     fe_vod_file file;
     int rc = fe_vod_slice_get(p->cache, p->key, p->idx, &o, &p->w, &file);
     if (rc != FE_VOD_SLICE_FILE) {
@@ -1388,6 +1390,7 @@ int fe_vod_prefetch(fe_vod_cache *c, fe_loop *l, const char *key, const fe_vod_f
   p->path = strdup(o->client_path ? o->client_path : "");
   p->connect_timeout = o->connect_timeout;
   p->read_timeout = o->read_timeout;
+  p->tls = o->tls;
   p->ttl = o->ttl;
   p->slice_size = o->slice_size;
   p->w.loop = l;

@@ -107,6 +107,7 @@ typedef struct fe_vod_fetch_opts {
   const char *url;             /* the origin URL (query included when the key keeps it) */
   const char *client_path;     /* for purge patterns */
   double connect_timeout, read_timeout;
+  struct fe_tls_client *tls;   /* https origins: the TLS client context (node-wide) */
   double ttl;                  /* freshness of what is stored, unless on_answer changes it */
   uint64_t slice_size;         /* the resource's; an object already stored keeps its own */
   int revalidate;              /* send If-None-Match / If-Modified-Since from the stored meta */

@@ -49,7 +49,7 @@ MEDIA_DIR = os.environ.get("FE_MEDIA_DIR", "/tmp/flvedge-media")
 # Every test runs the edge with this many loops unless it sets its own (FE_WORKERS=1 for one).
 WORKERS = int(os.environ.get("FE_WORKERS", "2"))
 
-LISTEN_RE = re.compile(r"flvedge: listening on http://([0-9.]+|\[[0-9a-fA-F:]+\]):(\d+)")
+LISTEN_RE = re.compile(r"flvedge: listening on https?://([0-9.]+|\[[0-9a-fA-F:]+\]):(\d+)")
 SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "ThreadSanitizer",
                      "MemorySanitizer")
 
