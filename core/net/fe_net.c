@@ -103,6 +103,8 @@ int fe_net_writev(fe_net *n, fe_net_write *w, const uv_buf_t *bufs, unsigned nbu
 
 int fe_net_sendfile_fd(const fe_net *n) {
   uv_os_fd_t fd;
+  if (fe_net_is_tls(n))
+    return -1;
   return uv_fileno((const uv_handle_t *)&n->tcp, &fd) == 0 ? fd : -1;
 }
 

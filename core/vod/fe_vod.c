@@ -15,7 +15,7 @@
 #include "log/fe_log.h"
 
 #define FE_VOD_BUCKETS 4096
-#define FE_VOD_META_VERSION "flvedge-vod 1"
+#define FE_VOD_META_VERSION "flvedge-vod 2"
 
 /* A slice of an object as the index keeps it. */
 typedef struct fe_vod_slot {
@@ -132,15 +132,27 @@ static uint32_t fe_vod_bucket(const char *key) {
   return h % FE_VOD_BUCKETS;
 }
 
+/* A version other than `old`, unlikely to repeat one of its past values. */
+static uint32_t fe_vod_new_version(uint32_t old) {
+  static uint32_t seq;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  uint32_t v = (uint32_t)ts.tv_nsec ^ (uint32_t)ts.tv_sec * 2654435761u ^
+               __atomic_add_fetch(&seq, 0x9e3779b9u, __ATOMIC_RELAXED);
+  return v == old ? v + 1 : v;
+}
+
 static void fe_vod_file_path(const fe_vod_cache *c, const char *hash, const char *suffix, char *out,
                              size_t cap) {
   snprintf(out, cap, "%s/%.2s/%s.%s", c->dir, hash, hash, suffix);
 }
 
-static void fe_vod_slice_path(const fe_vod_cache *c, const char *hash, uint32_t idx, char *out,
-                              size_t cap) {
-  char sfx[16];
-  snprintf(sfx, sizeof(sfx), "%u", idx);
+/* <hash>.<version>.<n>: the slices of a replaced content have other names than the new one's, so
+ * a late unlink of an old slice can never remove a new one stored at the same index. */
+static void fe_vod_slice_path(const fe_vod_cache *c, const char *hash, uint32_t version,
+                              uint32_t idx, char *out, size_t cap) {
+  char sfx[32];
+  snprintf(sfx, sizeof(sfx), "%08x.%u", version, idx);
   fe_vod_file_path(c, hash, sfx, out, cap);
 }
 
@@ -232,7 +244,7 @@ static void fe_vod_slot_forget(fe_vod_cache *c, fe_vod_slot *s, fe_vod_trash *t)
   if (!s->stored)
     return;
   char path[512];
-  fe_vod_slice_path(c, s->obj->hash, s->idx, path, sizeof(path));
+  fe_vod_slice_path(c, s->obj->hash, s->obj->meta.version, s->idx, path, sizeof(path));
   fe_vod_trash_add(t, path);
   fe_vod_lru_unlink(s);
   s->stored = 0;
@@ -468,6 +480,8 @@ static int fe_vod_meta_read(const char *file, char **key, char **path, fe_vod_me
       snprintf(m->last_modified, sizeof(m->last_modified), "%s", v);
     else if (strcmp(line, "content_type") == 0)
       snprintf(m->content_type, sizeof(m->content_type), "%s", v);
+    else if (strcmp(line, "version") == 0)
+      m->version = (uint32_t)strtoul(v, NULL, 16);
   }
   fclose(f);
   if (!ok || !*key || !*path || m->slice_size < 65536 || m->size == 0) {
@@ -523,18 +537,20 @@ static void fe_vod_scan_sub(fe_vod_cache *c, const char *sub, fe_vod_trash *t) {
         free(path);
         continue;
       }
-      /* A slice: <hash>.<n>, owned by a meta of this directory, of the length it must have. */
+      /* A slice: <hash>.<version>.<n>, owned by a meta of this directory with that version, of
+       * the length it must have. */
       struct stat st;
       fe_vod_obj *owner = NULL;
-      char *end = NULL;
-      unsigned long idx = dot ? strtoul(dot + 1, &end, 10) : 0;
-      if (dot && end && !*end && dot[1] && (size_t)(dot - e->d_name) == 40) {
+      char *end = NULL, *vend = NULL;
+      unsigned long ver = dot ? strtoul(dot + 1, &vend, 16) : 0;
+      unsigned long idx = vend && *vend == '.' ? strtoul(vend + 1, &end, 10) : 0;
+      if (dot && end && !*end && vend - dot == 9 && vend[1] && (size_t)(dot - e->d_name) == 40) {
         for (int b = 0; b < FE_VOD_BUCKETS && !owner; b++)
           for (fe_vod_obj *o = c->buckets[b]; o && !owner; o = o->hnext)
             if (memcmp(o->hash, e->d_name, 40) == 0)
               owner = o;
       }
-      if (!owner || idx >= owner->nslices || stat(file, &st) < 0 ||
+      if (!owner || ver != owner->meta.version || idx >= owner->nslices || stat(file, &st) < 0 ||
           (uint64_t)st.st_size != fe_vod_slice_len(&owner->meta, (uint32_t)idx) ||
           owner->slots[idx].stored) {
         unlink(file);
@@ -937,9 +953,10 @@ static size_t fe_vod_meta_text(const fe_vod_meta *m, const char *key, const char
                                size_t cap) {
   int n = snprintf(buf, cap,
                    FE_VOD_META_VERSION "\nkey %s\npath %s\nsize %llu\nslice %llu\nstored %.3f\n"
-                                       "expires %.3f\netag %s\nlast_modified %s\ncontent_type %s\n",
+                                       "expires %.3f\netag %s\nlast_modified %s\ncontent_type %s\n"
+                                       "version %08x\n",
                    key, path, (unsigned long long)m->size, (unsigned long long)m->slice_size,
-                   m->stored, m->expires, m->etag, m->last_modified, m->content_type);
+                   m->stored, m->expires, m->etag, m->last_modified, m->content_type, m->version);
   return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
@@ -956,7 +973,7 @@ static void fe_vod_store_work(uv_work_t *w) {
   struct stat st;
   f->store_rc = 0;
   if (f->buf) {
-    fe_vod_slice_path(c, f->hash, f->idx, path, sizeof(path));
+    fe_vod_slice_path(c, f->hash, f->meta.version, f->idx, path, sizeof(path));
     f->store_rc = fe_vod_write_file(path, f->buf, f->want, &st);
     if (f->store_rc == 0) {
       snprintf(f->file.path, sizeof(f->file.path), "%s", path);
@@ -1113,6 +1130,8 @@ static void fe_vod_on_response(void *ud, int status, const char *ctype) {
                      strcmp(m->last_modified, f->meta.last_modified) != 0 ||
                      m->slice_size != f->meta.slice_size))
       fe_vod_obj_clear(c, o, &t);
+    /* The same content keeps its version (its slices' names); a new one takes a new version. */
+    f->meta.version = o->known ? m->version : fe_vod_new_version(m->version);
     if (fe_vod_obj_size(o, size, f->meta.slice_size) == 0) {
       o->meta = f->meta;
       o->known = 1;
@@ -1242,7 +1261,7 @@ int fe_vod_slice_get(fe_vod_cache *c, const char *key, uint32_t idx, const fe_vo
   fe_vod_obj *o = fe_vod_find(c, key);
   if (o && o->known && idx < o->nslices && o->slots[idx].stored && !opts->revalidate) {
     fe_vod_slot *s = &o->slots[idx];
-    fe_vod_slice_path(c, o->hash, idx, file->path, sizeof(file->path));
+    fe_vod_slice_path(c, o->hash, o->meta.version, idx, file->path, sizeof(file->path));
     file->size = s->size;
     file->ino = s->ino;
     file->mtime_ns = s->mtime_ns;

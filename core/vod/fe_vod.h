@@ -49,6 +49,7 @@ typedef struct fe_vod_meta {
   char etag[FE_ORIGIN_HVAL];
   char last_modified[FE_ORIGIN_HVAL];
   char content_type[FE_ORIGIN_HVAL];
+  uint32_t version;       /* in the slice files' names: a new content never reuses an old name */
 } fe_vod_meta;
 
 enum {

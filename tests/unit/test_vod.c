@@ -24,6 +24,9 @@ static void put(const char *path, size_t len) {
   free(buf);
 }
 
+#define VER "0000002a" /* the version of the objects these tests write */
+#define VER_CHARS '0', '0', '0', '0', '0', '0', '2', 'a'
+
 /* An object as a previous run left it: its meta and the given slices (len -1: absent). */
 static void object(const char *key, const char *path, uint64_t size, const long *slices, int n) {
   char hash[41], sub[400], file[600];
@@ -32,15 +35,15 @@ static void object(const char *key, const char *path, uint64_t size, const long 
   mkdir(sub, 0755);
   snprintf(file, sizeof(file), "%s/%s.meta", sub, hash);
   FILE *f = fopen(file, "w");
-  fprintf(f, "flvedge-vod 1\nkey %s\npath %s\nsize %llu\nslice %d\nstored %.0f\nexpires %.0f\n"
-             "etag \"x\"\nlast_modified \ncontent_type video/x-flv\n",
+  fprintf(f, "flvedge-vod 2\nkey %s\npath %s\nsize %llu\nslice %d\nstored %.0f\nexpires %.0f\n"
+             "etag \"x\"\nlast_modified \ncontent_type video/x-flv\nversion " VER "\n",
           key, path, (unsigned long long)size, SLICE, (double)time(NULL),
           (double)time(NULL) + 3600);
   fclose(f);
   for (int i = 0; i < n; i++) {
     if (slices[i] < 0)
       continue;
-    snprintf(file, sizeof(file), "%s/%s.%d", sub, hash, i);
+    snprintf(file, sizeof(file), "%s/%s." VER ".%d", sub, hash, i);
     put(file, (size_t)slices[i]);
   }
 }
@@ -77,12 +80,15 @@ static void test_scan_rebuilds_the_index(void) {
   object("http://o/b.flv", "/v/b.flv", 2 * SLICE + 100, b, 3);
   char hash[41], stray[600];
   fe_vod_hash("http://o/a.flv", hash);
-  snprintf(stray, sizeof(stray), "%s/%.2s/%s.7", dir, hash, hash); /* beyond the object */
+  snprintf(stray, sizeof(stray), "%s/%.2s/%s." VER ".7", dir, hash, hash); /* beyond the object */
   put(stray, SLICE);
   snprintf(stray, sizeof(stray), "%s/%.2s/%s.2.tmp", dir, hash, hash);
   put(stray, 10);
   snprintf(stray, sizeof(stray), "%s/%.2s/0123456789012345678901234567890123456789.0", dir, hash);
   put(stray, SLICE); /* an orphan: no meta */
+  char old[600];
+  snprintf(old, sizeof(old), "%s/%.2s/%s.00000001.0", dir, hash, hash);
+  put(old, SLICE); /* slice 0 of a content the object had before (another version) */
 
   fe_vod_node *n = fe_vod_node_new(1);
   fe_config cfg = config(1ull << 30);
@@ -97,10 +103,11 @@ static void test_scan_rebuilds_the_index(void) {
   FE_CHECK(fe_vod_slice_stored(c, "http://o/a.flv", 2));
   FE_CHECK(fe_vod_slice_stored(c, "http://o/b.flv", 0));
   FE_CHECK(!fe_vod_slice_stored(c, "http://o/b.flv", 1));
-  FE_CHECK(!exists("http://o/b.flv", "1"));
-  FE_CHECK(!exists("http://o/a.flv", "7"));
+  FE_CHECK(!exists("http://o/b.flv", VER "." "1"));
+  FE_CHECK(!exists("http://o/a.flv", VER "." "7"));
   FE_CHECK(!exists("http://o/a.flv", "2.tmp"));
   FE_CHECK(access(stray, F_OK) != 0);
+  FE_CHECK(access(old, F_OK) != 0);
   char metrics[512];
   fe_vod_metrics_render(n, metrics, sizeof(metrics));
   FE_CHECK(strstr(metrics, "flvedge_vod_cache_objects 2\n") != NULL);
@@ -126,8 +133,8 @@ static void test_scan_rebuilds_the_index(void) {
   run_loop();
   FE_CHECK_EQ(fe_vod_lookup(c, "http://o/a.flv", (double)time(NULL), &m), FE_VOD_ABSENT);
   FE_CHECK(!exists("http://o/a.flv", "meta"));
-  FE_CHECK(!exists("http://o/a.flv", "1"));
-  FE_CHECK(!exists("http://o/b.flv", "0"));
+  FE_CHECK(!exists("http://o/a.flv", VER "." "1"));
+  FE_CHECK(!exists("http://o/b.flv", VER "." "0"));
   fe_vod_node_free(n);
 }
 
@@ -151,8 +158,8 @@ static void test_scan_evicts_to_the_limit(void) {
   FE_CHECK(bytes > 0);
   int files = 0;
   for (int i = 0; i < 4; i++)
-    files += exists("http://o/c.flv", (char[]){(char)('0' + i), 0}) +
-             exists("http://o/d.flv", (char[]){(char)('0' + i), 0});
+    files += exists("http://o/c.flv", (char[]){VER_CHARS, '.', (char)('0' + i), 0}) +
+             exists("http://o/d.flv", (char[]){VER_CHARS, '.', (char)('0' + i), 0});
   FE_CHECK_EQ((unsigned long long)files * SLICE, bytes);
   (void)c;
   fe_vod_node_free(n);
