@@ -98,10 +98,8 @@ class AdminTest(EdgeTestCase):
         self.assertEqual(body["version"], run([BIN, "-v"], timeout=T(10)).stdout.split()[-1])
         r, data = self.ask("HEAD", "/health")
         self.assertEqual((r.status, data), (200, b""))
-        # The public metrics stay where they were.
-        pub = self.get(edge, "/_flvedge/metrics")
-        self.assertStatus(pub, 200)
-        self.assertIn(b"flvedge_connections", pub.body)
+        # The public listener has no metrics unless the config sets status_prefix.
+        self.assertStatus(self.get(edge, "/_flvedge/metrics"), 404)
 
     def test_unknown_path_404_and_wrong_method_405(self):
         self.start()

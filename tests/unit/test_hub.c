@@ -158,7 +158,7 @@ static void fe_tv_wake(fe_viewer *v) {
     fe_hub_leave(v);
 }
 
-static const fe_viewer_ops fe_tv_ops = {fe_tv_start, fe_tv_fail, fe_tv_wake};
+static const fe_viewer_ops fe_tv_ops = {.start = fe_tv_start, .fail = fe_tv_fail, .wake = fe_tv_wake};
 
 /* Drains what the hub has for the viewer, as a transport that writes everything at once. */
 static size_t fe_tv_drain(fe_tview *t) {
