@@ -131,6 +131,7 @@ static void fe_config_defaults(fe_config *cfg) {
   cfg->log_level = FE_LOG_INFO;
   cfg->cors_origin = fe_strdup("*");
   cfg->max_stream_series = 1000;
+  cfg->access_log_buffer = 8u << 20;
   cfg->max_viewers = 20000;
   cfg->max_connections = 30000;
   cfg->max_streams = 1000;
@@ -464,7 +465,8 @@ static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
     return fe_cfg_fail(r, "status_prefix: expected a path starting with '/' (visible ASCII)");
   }
   char *format = NULL;
-  if (fe_cfg_string(r, top, "", "access_log_format", 0, &format) < 0) {
+  if (fe_cfg_size(r, top, "", "access_log_buffer", 65536, 1 << 30, &cfg->access_log_buffer) < 0 ||
+      fe_cfg_string(r, top, "", "access_log_format", 0, &format) < 0) {
     free(geo);
     free(pid);
     return -1;

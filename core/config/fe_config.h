@@ -66,6 +66,7 @@ typedef struct fe_config {
   int nresources;
   char *access_log;  /* path, "stderr", or NULL for none */
   int access_log_format; /* FE_ALOG_JSON or FE_ALOG_COMBINED */
+  uint64_t access_log_buffer; /* bytes waiting for the log's writer; beyond, lines are dropped */
   uint32_t max_stream_series; /* streams with their own /metrics series; the rest are "_other" */
   char *pid_file;    /* NULL: none */
   char *geoip_db;    /* MaxMind DB for req.country; NULL: none */

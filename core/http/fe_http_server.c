@@ -74,7 +74,7 @@ static fe_cfg_shared *fe_cfg_shared_new(fe_server *srv, fe_config *cfg) {
   if (path && running && strcmp(fe_alog_path(running), path) == 0) {
     fe_alog_ref(running);
     s->access_log = running;
-  } else if (path && !(s->access_log = fe_alog_open(path, srv->nworkers))) {
+  } else if (path && !(s->access_log = fe_alog_open(path, srv->nworkers, (size_t)s->cfg.access_log_buffer))) {
     fe_error("access_log \"%s\": cannot start its writer", path);
   }
   return s;

@@ -21,6 +21,7 @@ struct fe_alog {
   char *path;
   int refs;                  /* atomic */
   int nloops;
+  size_t queue_max;
   fe_alog_chunk **cur;       /* cur[i]: loop i's chunk, touched by that loop only */
   pthread_mutex_t mu;
   pthread_cond_t wake;       /* the writer: work, reopen or stop */
@@ -128,13 +129,14 @@ static void *fe_alog_run(void *arg) {
   return NULL;
 }
 
-fe_alog *fe_alog_open(const char *path, int nloops) {
+fe_alog *fe_alog_open(const char *path, int nloops, size_t queue_max) {
   fe_alog *a = calloc(1, sizeof(*a));
   if (!a)
     return NULL;
   a->path = strdup(path);
   a->cur = calloc((size_t)nloops, sizeof(*a->cur));
   a->nloops = nloops;
+  a->queue_max = queue_max;
   a->refs = 1;
   pthread_mutex_init(&a->mu, NULL);
   pthread_cond_init(&a->wake, NULL);
@@ -226,7 +228,7 @@ uint32_t fe_alog_flush(fe_alog *a, int loop) {
     return 0;
   uint32_t dropped = 0;
   pthread_mutex_lock(&a->mu);
-  if (a->queued + c->len > FE_ALOG_QUEUE_MAX) {
+  if (a->queued + c->len > a->queue_max) {
     dropped = c->lines; /* the chunk stays the loop's, emptied */
   } else {
     if (a->tail)

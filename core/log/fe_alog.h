@@ -21,14 +21,15 @@
 typedef struct fe_alog fe_alog;
 
 #define FE_ALOG_CHUNK (64u << 10)     /* a loop's chunk: handed over when this full */
-#define FE_ALOG_QUEUE_MAX (8u << 20)  /* bytes handed over and not written yet; beyond: dropped */
+#define FE_ALOG_QUEUE_MAX (8u << 20)  /* default bound of what is handed over and not written yet */
 
 /**
- * Starts the writer of `path` ("stderr": the process's standard error) for `nloops` loops.
+ * Starts the writer of `path` ("stderr": the process's standard error) for `nloops` loops; at most
+ * `queue_max` bytes wait for it (beyond, chunks are dropped).
  * The file is opened by the writer thread; failures are logged there (lines are then dropped).
  * NULL when out of memory or the thread cannot start.
  */
-fe_alog *fe_alog_open(const char *path, int nloops);
+fe_alog *fe_alog_open(const char *path, int nloops, size_t queue_max);
 void fe_alog_ref(fe_alog *a);
 /** Drops a reference; at zero the writer writes what is queued and ends (not waited for). */
 void fe_alog_unref(fe_alog *a);
