@@ -747,4 +747,5 @@ const fe_conn_kind fe_admin_kind = {
     .route = fe_admin_route,
     .body_max = FE_ADMIN_BODY_MAX,
     .json_errors = 1,
+    .unlimited = 1,
 };

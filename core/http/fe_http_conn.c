@@ -906,7 +906,7 @@ void fe_conn_accept(fe_worker *w, fe_net_listener *ls, const fe_conn_kind *kind)
   c->w = w;
   c->kind = kind;
   if (fe_net_accept(ls, &c->net) < 0 || w->stopping ||
-      fe_worker_sum(w, offsetof(fe_metrics, connections)) >= w->gen->cfg->max_connections) {
+      (!kind->unlimited && fe_worker_sum(w, offsetof(fe_metrics, connections)) >= w->gen->cfg->max_connections)) {
     /* Shed load: accept and close rather than leave the kernel queue full. */
     c->state = FE_CS_CLOSING;
     fe_net_close(&c->net, fe_conn_on_shed);

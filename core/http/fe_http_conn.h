@@ -64,6 +64,7 @@ typedef struct fe_conn_kind {
    * 413 and the connection closed. 0: bodies are parsed past and never kept (public listeners). */
   uint32_t body_max;
   int json_errors; /* the connection layer's own refusals (400, 413, 431 ...) answer JSON */
+  int unlimited;   /* not shed by max_connections: the admin API stays reachable on a full node */
 } fe_conn_kind;
 
 /** One loop's share of the server; lives on that loop's thread. */
