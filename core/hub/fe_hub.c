@@ -522,11 +522,7 @@ static int fe_hub_on_tag(void *sink, const fe_flv_tag *tag) {
   fe_hub *h = sink;
   if (h->closing || h->state != FE_HS_LIVE)
     return FE_HUB_ENDED;
-  if (h->opts.stamp_time && !h->relayed && !h->stamping && uv_now(&h->loop->uv) >= h->stamp_next) {
-    int rc = fe_hub_stamp(h, tag->timestamp);
-    if (rc < 0)
-      return rc;
-  }
+
   uint32_t len = FE_FLV_TAG_OVERHEAD + tag->size;
   uint32_t ts = fe_hub_timestamp(h, tag->timestamp);
   int key = tag->type == FE_FLV_VIDEO && (tag->flags & FE_FLV_KEYFRAME);
@@ -571,6 +567,9 @@ static int fe_hub_on_tag(void *sink, const fe_flv_tag *tag) {
   h->bytes += len;
   h->dirty = FE_HUB_ALL_GROUPS;
   fe_hub_trim(h);
+  /* After the tag, not before: a stamp due at a keyframe is then inside the GOP viewers join. */
+  if (h->opts.stamp_time && !h->relayed && !h->stamping && uv_now(&h->loop->uv) >= h->stamp_next)
+    return fe_hub_stamp(h, tag->timestamp);
   return 0;
 }
 
