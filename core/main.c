@@ -19,7 +19,7 @@
 typedef struct fe_main {
   uv_loop_t *loop;
   fe_server *server;
-  uv_signal_t sigterm, sigint, sighup;
+  uv_signal_t sigterm, sigint, sighup, sigusr1;
   int stopping;
   /* what to load again on SIGHUP */
   const char *config_path, *listen, *origin, *policy;
@@ -95,32 +95,51 @@ static int fe_load(const fe_main *m, int nloops, fe_config *cfg, fe_lua ***luas,
   return nloops;
 }
 
-static void fe_on_reload(uv_signal_t *sig, int signum) {
-  fe_main *m = sig->data;
-  if (m->stopping)
-    return;
+/* Loads the config again and hands it to every loop: SIGHUP and the admin API's POST /reload.
+ * Returns 0, or -1 with the reason in err (logged here). */
+static int fe_reload(void *ud, char *err, size_t cap) {
+  fe_main *m = ud;
+  if (m->stopping) {
+    snprintf(err, cap, "the server is stopping");
+    return -1;
+  }
   fe_config cfg;
   fe_lua **luas;
-  char err[1024];
-  int n = fe_load(m, fe_server_workers(m->server), &cfg, &luas, err, sizeof(err));
+  int n = fe_load(m, fe_server_workers(m->server), &cfg, &luas, err, cap);
   if (n < 0) {
     fe_error("reload failed, the running config and policies stay in force: %s: %s",
              m->config_path ? m->config_path : "quick mode", err);
-    return;
+    return -1;
   }
   int level = cfg.log_level;
   int rrc = fe_server_reload(m->server, &cfg, luas);
   if (rrc < 0) {
     if (rrc == UV_ENOMEM)
       fe_error("reload failed: out of memory");
+    snprintf(err, cap, "%s", rrc == UV_ENOMEM ? "out of memory" : "the new config was refused (see the log)");
     fe_config_free(&cfg);
     fe_unref_all(luas, n);
-    return;
+    return -1;
   }
   free(luas);
   if (!m->log_level_set)
     fe_log_set_level(level);
   fe_info("reloaded %s", m->config_path ? m->config_path : "the policy");
+  return 0;
+}
+
+static void fe_on_reload(uv_signal_t *sig, int signum) {
+  char err[1024];
+  fe_reload(sig->data, err, sizeof(err));
+}
+
+/* logrotate moved the access log: the writer opens the path again. */
+static void fe_on_reopen(uv_signal_t *sig, int signum) {
+  fe_main *m = sig->data;
+  if (!m->stopping) {
+    fe_info("SIGUSR1: reopening the access log");
+    fe_server_reopen_logs(m->server);
+  }
 }
 
 static int fe_write_pid(const char *path) {
@@ -209,11 +228,13 @@ static void fe_on_stopped(void *ud) {
   uv_close((uv_handle_t *)&m->sigterm, NULL);
   uv_close((uv_handle_t *)&m->sigint, NULL);
   uv_close((uv_handle_t *)&m->sighup, NULL);
+  uv_close((uv_handle_t *)&m->sigusr1, NULL);
   /* Closing the handles restored the default actions: a signal in the last moments of the stop
    * (a second SIGTERM, a SIGHUP) must not kill the process and leave the pid file behind. */
   signal(SIGTERM, SIG_IGN);
   signal(SIGINT, SIG_IGN);
   signal(SIGHUP, SIG_IGN);
+  signal(SIGUSR1, SIG_IGN);
   fe_server_free(m->server);
 }
 
@@ -374,10 +395,13 @@ int main(int argc, char **argv) {
   uv_signal_init(m.loop, &m.sigterm);
   uv_signal_init(m.loop, &m.sigint);
   uv_signal_init(m.loop, &m.sighup);
-  m.sigterm.data = m.sigint.data = m.sighup.data = &m;
+  uv_signal_init(m.loop, &m.sigusr1);
+  m.sigterm.data = m.sigint.data = m.sighup.data = m.sigusr1.data = &m;
+  fe_server_on_reload(m.server, fe_reload, &m);
   uv_signal_start(&m.sigterm, fe_on_signal, SIGTERM);
   uv_signal_start(&m.sigint, fe_on_signal, SIGINT);
   uv_signal_start(&m.sighup, fe_on_reload, SIGHUP);
+  uv_signal_start(&m.sigusr1, fe_on_reopen, SIGUSR1);
   uv_run(m.loop, UV_RUN_DEFAULT);
   uv_loop_close(m.loop);
   if (m.pid_file)

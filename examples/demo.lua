@@ -10,6 +10,8 @@ return {
   listen = { "127.0.0.1:8080" },
   log_level = "info",
   cors_origin = "*",                     -- lets a page on another origin play the live stream
+  status_prefix = "/_flvedge/",          -- metrics on the public port: fine for a demo, not for
+                                         -- production (docs/operations.md: the admin listener)
 
   resources = {
     {
@@ -18,6 +20,7 @@ return {
       type = "live",
       origin = "file:media/demo.flv",   -- made by demo.sh with ffmpeg
       linger = 10,
+      stamp_time = true,                -- the edge's clock in the stream: the player shows the latency
     },
     { name = "media", prefix = "/media/", type = "static", root = "media" },
     { name = "player", prefix = "/", type = "static", root = "player" },

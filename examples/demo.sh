@@ -106,7 +106,7 @@ flvedge demo ($CONFIG, made from examples/demo.lua)
   live stream (HTTP-FLV):  $BASE/flv/demo.flv
   player page:             $BASE/index.html
   the file, VOD style:     $BASE/media/demo.flv
-  metrics:                 $BASE/_flvedge/metrics
+  metrics:                 $BASE/_flvedge/metrics (status_prefix in demo.lua)
 Try:
   ffplay -fflags nobuffer $BASE/flv/demo.flv
   curl -sN --max-time 5 -o live.flv $BASE/flv/demo.flv   # 5 s of the live stream

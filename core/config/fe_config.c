@@ -131,7 +131,8 @@ static void fe_config_defaults(fe_config *cfg) {
   memset(cfg, 0, sizeof(*cfg));
   cfg->log_level = FE_LOG_INFO;
   cfg->cors_origin = fe_strdup("*");
-  cfg->status_prefix = fe_strdup("/_flvedge/");
+  cfg->max_stream_series = 1000;
+  cfg->access_log_buffer = 8u << 20;
   cfg->max_viewers = 20000;
   cfg->max_connections = 30000;
   cfg->max_streams = 1000;
@@ -227,6 +228,18 @@ static int fe_cfg_size(fe_cfg_reader *r, int idx, const char *where, const char 
       return fe_cfg_fail(r, "%s%s: %.0f is out of range [%.0f, %.0f]", where, key, v, min, max);
     *out = (uint64_t)v;
   }
+  return rc;
+}
+
+/* A boolean; absent leaves *out as it is. */
+static int fe_cfg_bool(fe_cfg_reader *r, int idx, const char *where, const char *key, int *out) {
+  lua_getfield(r->L, idx, key);
+  int t = lua_type(r->L, -1), rc = 0;
+  if (t == LUA_TBOOLEAN)
+    *out = lua_toboolean(r->L, -1);
+  else if (t != LUA_TNIL)
+    rc = fe_cfg_fail(r, "%s%s: expected true or false", where, key);
+  lua_pop(r->L, 1);
   return rc;
 }
 
@@ -341,7 +354,8 @@ static int fe_cfg_resource(fe_cfg_reader *r, int i, fe_resource *res, const char
         fe_cfg_number(r, idx, where, "origin_connect_timeout", 0.1, 600, &res->origin_connect_timeout) < 0 ||
         fe_cfg_number(r, idx, where, "origin_read_timeout", 0.1, 3600, &res->origin_read_timeout) < 0 ||
         fe_cfg_u32(r, idx, where, "max_tag_size", 1024, 1 << 30, &res->max_tag_size) < 0 ||
-        fe_cfg_u32(r, idx, where, "send_buffer", 0, 1 << 30, &res->send_buffer) < 0)
+        fe_cfg_u32(r, idx, where, "send_buffer", 0, 1 << 30, &res->send_buffer) < 0 ||
+        fe_cfg_bool(r, idx, where, "stamp_time", &res->stamp_time) < 0)
       goto fail;
     res->window_bytes = (size_t)bytes;
   } else if (strcmp(type, "static") == 0) {
@@ -596,6 +610,28 @@ static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
     return -1;
   }
   cfg->lua_memory_limit = (uint64_t)lua_mem;
+  if (cfg->status_prefix && (cfg->status_prefix[0] != '/' || !fe_str_visible(cfg->status_prefix, strlen(cfg->status_prefix)))) {
+    free(geo);
+    free(pid);
+    return fe_cfg_fail(r, "status_prefix: expected a path starting with '/' (visible ASCII)");
+  }
+  char *format = NULL;
+  if (fe_cfg_size(r, top, "", "access_log_buffer", 65536, 1 << 30, &cfg->access_log_buffer) < 0 ||
+      fe_cfg_string(r, top, "", "access_log_format", 0, &format) < 0) {
+    free(geo);
+    free(pid);
+    return -1;
+  }
+  if (format) {
+    int ok = strcmp(format, "json") == 0 || strcmp(format, "combined") == 0;
+    cfg->access_log_format = strcmp(format, "combined") == 0 ? FE_ALOG_COMBINED : FE_ALOG_JSON;
+    free(format);
+    if (!ok) {
+      free(geo);
+      free(pid);
+      return fe_cfg_fail(r, "access_log_format: expected \"json\" or \"combined\"");
+    }
+  }
   if (geo)
     cfg->geoip_db = fe_cfg_path(r, geo);
   if (pid)
@@ -630,6 +666,15 @@ static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
     cfg->max_window_memory = (uint64_t)window_memory;
   } else if (!lua_isnil(L, -1)) {
     return fe_cfg_fail(r, "limits: expected a table");
+  }
+  lua_pop(L, 1);
+
+  lua_getfield(L, top, "metrics");
+  if (lua_type(L, -1) == LUA_TTABLE) {
+    if (fe_cfg_u32(r, lua_gettop(L), "metrics.", "max_stream_series", 0, 1e6, &cfg->max_stream_series) < 0)
+      return -1;
+  } else if (!lua_isnil(L, -1)) {
+    return fe_cfg_fail(r, "metrics: expected a table { max_stream_series = N }");
   }
   lua_pop(L, 1);
 

@@ -34,6 +34,7 @@ typedef struct fe_resource {
   double origin_read_timeout;
   uint32_t max_tag_size;
   uint32_t send_buffer;  /* SO_SNDBUF for viewers; 0 leaves the kernel's autotuning */
+  int stamp_time;        /* insert an onFI tag with the edge's wall clock once a second */
   /* static */
   char *root;   /* absolute directory */
   /* vod (origin and the origin timeouts above too: origin is "http://host[:port]/base/") */
@@ -43,9 +44,11 @@ typedef struct fe_resource {
   uint64_t slice_size;    /* bytes, >= 64 KiB */
   int start_unit;         /* FE_START_* */
   int has_policy; /* `policy` is set: the Lua state resolves it */
+  int metrics_slot; /* its slot of fe_metrics.res (set by the server when the config is taken) */
 } fe_resource;
 
 enum { FE_LISTEN_REUSEPORT, FE_LISTEN_SHARED }; /* how connections reach the loops */
+enum { FE_ALOG_JSON, FE_ALOG_COMBINED };           /* access_log_format */
 
 typedef struct fe_config {
   char *path;        /* the file it came from, or NULL in quick mode */
@@ -57,7 +60,7 @@ typedef struct fe_config {
   char *ca_file;     /* the CA bundle https origins are verified against; NULL: the system's */
   int log_level;
   char *cors_origin; /* NULL: send no CORS headers */
-  char *status_prefix;
+  char *status_prefix; /* NULL (default): no metrics on the public listeners; the admin API has them */
   uint32_t max_viewers;
   uint32_t max_connections;
   uint32_t max_streams;      /* live streams (hubs) on every loop together; beyond: 503 */
@@ -68,6 +71,9 @@ typedef struct fe_config {
   fe_resource *resources;
   int nresources;
   char *access_log;  /* path, "stderr", or NULL for none */
+  int access_log_format; /* FE_ALOG_JSON or FE_ALOG_COMBINED */
+  uint64_t access_log_buffer; /* bytes waiting for the log's writer; beyond, lines are dropped */
+  uint32_t max_stream_series; /* streams with their own /metrics series; the rest are "_other" */
   char *pid_file;    /* NULL: none */
   char *geoip_db;    /* MaxMind DB for req.country; NULL: none */
   uint32_t lua_budget;

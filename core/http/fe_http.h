@@ -37,6 +37,13 @@ int fe_server_reload(fe_server *s, fe_config *cfg, fe_lua **luas);
  * most `grace` seconds later).
  */
 void fe_server_stop(fe_server *s, double grace, void (*done)(void *ud), void *ud);
+/** Asks the access log's writer to reopen its file (SIGUSR1, after logrotate moved it). */
+void fe_server_reopen_logs(fe_server *s);
+/**
+ * What POST /reload of the admin API runs, on the caller's (control) loop: loads and applies the
+ * config as SIGHUP does; returns 0, or -1 with the reason in err. Set once after start.
+ */
+void fe_server_on_reload(fe_server *s, int (*fn)(void *ud, char *err, size_t cap), void *ud);
 /** Joins the loops' threads and frees the server (after `done`, or after a failed start). */
 void fe_server_free(fe_server *s);
 

@@ -7,8 +7,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+
 #include "http/fe_http_conn.h"
 #include "log/fe_log.h"
+#include "str/fe_json.h"
 
 typedef struct fe_send_req {
   fe_net_write w;
@@ -57,8 +60,7 @@ void fe_cfg_shared_ref(fe_cfg_shared *s) {
 void fe_cfg_shared_unref(fe_cfg_shared *s) {
   if (!s || __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) > 0)
     return;
-  if (s->access_log)
-    fclose(s->access_log);
+  fe_alog_unref(s->access_log);
   fe_config_free(&s->cfg);
   free(s);
 }
@@ -102,6 +104,7 @@ static void fe_conn_on_closed(fe_net *n) {
   free(c->body);
   free(c->head);
   free(c->pending);
+  free(c->origin);
   free(c);
   if (--w->conn_handles == 0 && w->stopping && w->drained)
     w->drained(w);
@@ -258,6 +261,7 @@ void fe_conn_respond(fe_conn *c, int status, const char *ctype, const char *extr
   size_t body_len = head || fe_status_bodiless(status) ? 0 : len;
   c->status = status;
   c->bytes += n + body_len;
+  fe_conn_first_byte(c);
   fe_conn_request_done(c);
   fe_send_req *r = fe_send_req_new(c, n + 1 + body_len, close);
   if (!r) {
@@ -302,7 +306,7 @@ static void fe_line_cstr(fe_line *l, const char *s) {
 /* One line per answer, for requests that failed to parse too: what is not known is "-" (the
  * request field is "-" when not even the method was read). Every string field is escaped, so no
  * byte a client sent can end a field or forge the next one. */
-static void fe_access_log_write(fe_conn *c, FILE *f, const char *extra) {
+static size_t fe_access_log_combined(fe_conn *c, const char *extra, char **out) {
   const fe_span *ref = fe_conn_header(c, "Referer");
   const fe_span *ua = fe_conn_header(c, "User-Agent");
   const char *url = c->buf && c->url.len ? c->buf + c->url.off : NULL;
@@ -316,8 +320,9 @@ static void fe_access_log_write(fe_conn *c, FILE *f, const char *extra) {
                    (res ? strlen(res) : 0) + 16;
   fe_line l = {.cap = 256 + 4 * escaped + strlen(extra)};
   l.p = malloc(l.cap);
+  *out = l.p;
   if (!l.p)
-    return;
+    return 0;
   fe_line_cstr(&l, c->client_ip);
   fe_line_raw(&l, " - - [");
   fe_line_raw(&l, when);
@@ -347,14 +352,188 @@ static void fe_access_log_write(fe_conn *c, FILE *f, const char *extra) {
   fe_line_cstr(&l, res);
   fe_line_raw(&l, extra); /* ` key="value"` pairs, escaped by boot.lua */
   fe_line_raw(&l, "\n");
-  fwrite(l.p, 1, l.len, f); /* one call: stdio locks the stream for it, so lines never mix */
-  free(l.p);
+  return l.len;
+}
+
+void fe_conn_tls(const fe_conn *c, const char **version, const char **cipher) {
+  const char *v = fe_net_tls_version(&c->net), *ci = fe_net_tls_cipher(&c->net);
+  *version = v ? v : "";
+  *cipher = ci ? ci : "";
+}
+
+static void fe_json_key(fe_json_buf *b, const char *key) {
+  fe_json_raw(b, ",\"");
+  fe_json_raw(b, key);
+  fe_json_raw(b, "\":");
+}
+
+static void fe_json_field(fe_json_buf *b, const char *key, const char *s, size_t len) {
+  fe_json_key(b, key);
+  fe_json_str(b, s ? s : "", s ? len : 0);
+}
+
+static void fe_json_cfield(fe_json_buf *b, const char *key, const char *s) {
+  fe_json_field(b, key, s, s ? strlen(s) : 0);
+}
+
+static void fe_json_span(fe_json_buf *b, const char *key, const fe_conn *c, const fe_span *sp) {
+  fe_json_field(b, key, sp ? c->buf + sp->off : NULL, sp ? sp->len : 0);
+}
+
+static void fe_json_num(fe_json_buf *b, const char *key, const char *fmt, double v) {
+  char num[48];
+  snprintf(num, sizeof(num), fmt, v);
+  fe_json_key(b, key);
+  fe_json_raw(b, num);
+}
+
+/* The log hook's ` key="value"` pairs (boot.lua escaped `"`, `\`, control and non-ASCII bytes as
+ * \xHH) as members of an object: each decoded back to its bytes, then escaped as JSON. */
+static void fe_json_extra(fe_json_buf *b, const char *extra) {
+  fe_json_raw(b, ",\"fields\":{");
+  int first = 1;
+  const char *p = extra;
+  char tmp[1024];
+  while (*p == ' ') {
+    const char *k = p + 1, *eq = strstr(k, "=\"");
+    if (!eq)
+      break;
+    const char *v = eq + 2, *end = strchr(v, '"');
+    if (!end)
+      break;
+    for (int part = 0; part < 2; part++) {
+      const char *s = part ? v : k, *e = part ? end : eq;
+      size_t n = 0;
+      while (s < e && n < sizeof(tmp)) {
+        unsigned hi, lo;
+        if (s[0] == '\\' && e - s >= 4 && s[1] == 'x' && sscanf(s + 2, "%1x%1x", &hi, &lo) == 2) {
+          tmp[n++] = (char)(hi << 4 | lo);
+          s += 4;
+        } else {
+          tmp[n++] = *s++;
+        }
+      }
+      if (part == 0)
+        fe_json_raw(b, first ? "" : ",");
+      fe_json_str(b, tmp, n);
+      if (part == 0)
+        fe_json_raw(b, ":");
+    }
+    first = 0;
+    p = end + 1;
+  }
+  fe_json_raw(b, "}");
+}
+
+/* One JSON object per line. Every string goes through fe_json_str: a quote, a backslash or a
+ * control byte a client sent is escaped, so it can neither end the line nor add a member. */
+static size_t fe_access_log_json(fe_conn *c, const char *extra, char **out) {
+  const fe_span *ref = fe_conn_header(c, "Referer");
+  const fe_span *ua = fe_conn_header(c, "User-Agent");
+  size_t cap = 1024 + 6 * ((size_t)c->len + strlen(extra) + (c->origin ? strlen(c->origin) : 0));
+  char *p = malloc(cap);
+  *out = p;
+  if (!p)
+    return 0;
+  fe_json_buf b;
+  fe_json_init(&b, p, cap);
+  char when[64];
+  time_t t = (time_t)c->start;
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  size_t wl = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(when + wl, sizeof(when) - wl, ".%03dZ", (int)((c->start - (double)t) * 1000.0) % 1000);
+  fe_json_raw(&b, "{\"time\":\"");
+  fe_json_raw(&b, when);
+  fe_json_raw(&b, "\"");
+  char id[32];
+  snprintf(id, sizeof(id), "%llx", (unsigned long long)c->id);
+  fe_json_cfield(&b, "request_id", id);
+  fe_json_cfield(&b, "client", c->client_ip);
+  fe_json_num(&b, "client_port", "%.0f", c->client_port);
+  fe_json_cfield(&b, "method", c->have_method ? llhttp_method_name((llhttp_method_t)c->parser.method) : "");
+  fe_json_field(&b, "uri", c->buf ? c->buf + c->url.off : NULL, c->buf ? c->url.len : 0);
+  char proto[16] = "";
+  if (c->have_version)
+    snprintf(proto, sizeof(proto), "HTTP/%d.%d", c->parser.http_major, c->parser.http_minor);
+  fe_json_cfield(&b, "protocol", proto);
+  fe_json_cfield(&b, "host", c->host);
+  fe_json_num(&b, "status", "%.0f", c->status);
+  fe_json_num(&b, "bytes", "%.0f", (double)c->bytes);
+  fe_json_num(&b, "duration", "%.3f", fe_wall_time() - c->start);
+  if (c->first_byte_ns)
+    fe_json_num(&b, "first_byte", "%.4f", (double)(c->first_byte_ns - c->start_ns) / 1e9);
+  else
+    fe_json_raw(&b, ",\"first_byte\":null");
+  fe_json_span(&b, "referer", c, ref);
+  fe_json_span(&b, "user_agent", c, ua);
+  fe_json_cfield(&b, "cache_status", c->cache_status);
+  fe_json_cfield(&b, "resource", c->res ? c->res->name : NULL);
+  fe_json_field(&b, "stream", c->res ? c->view.stream.p : NULL, c->res ? c->view.stream.len : 0);
+  fe_json_cfield(&b, "origin", c->origin);
+  fe_json_num(&b, "origin_status", "%.0f", c->origin_status);
+  const char *country = "";
+  if (c->res && c->view.geo && fe_lua_req_country(&c->view) == 1)
+    country = c->view.country;
+  fe_json_cfield(&b, "country", country);
+  const char *tls_version, *tls_cipher;
+  fe_conn_tls(c, &tls_version, &tls_cipher);
+  fe_json_cfield(&b, "tls_version", tls_version);
+  fe_json_cfield(&b, "tls_cipher", tls_cipher);
+  fe_json_extra(&b, extra);
+  fe_json_raw(&b, "}\n");
+  if (b.overflow) { /* cannot happen with the room above; a cut line would not be JSON */
+    free(p);
+    *out = NULL;
+    return 0;
+  }
+  return b.len;
+}
+
+static void fe_access_log_write(fe_conn *c, fe_alog *a, const char *extra) {
+  char *line;
+  size_t n = c->gen->cfg->access_log_format == FE_ALOG_COMBINED ? fe_access_log_combined(c, extra, &line)
+                                                                 : fe_access_log_json(c, extra, &line);
+  fe_worker *w = c->w;
+  fe_metrics *m = &w->loop.metrics;
+  uint32_t dropped = n ? fe_alog_append(a, w->id, line, n) : 1;
+  free(line);
+  /* A generation replaced by a reload: its log may be another file; nothing else flushes it. */
+  if (a != w->gen->shared->access_log)
+    dropped += fe_alog_flush(a, w->id);
+  FE_METRIC_INC(m, access_log_lines);
+  if (dropped)
+    FE_METRIC_ADD(m, access_log_dropped, dropped);
+}
+
+void fe_conn_first_byte(fe_conn *c) {
+  if (c->first_byte_ns || !c->start_ns)
+    return;
+  c->first_byte_ns = uv_hrtime();
+  fe_metrics *m = &c->w->loop.metrics;
+  fe_metrics_latency(m->first_byte, &m->first_byte_sum_us, (c->first_byte_ns - c->start_ns) / 1000);
+}
+
+/* The resource's counters: by status class and cache status; its bytes, except live viewers'
+ * (counted as written). */
+static void fe_conn_count_resource(fe_conn *c) {
+  if (!c->res)
+    return;
+  fe_res_metrics *r = &c->w->loop.metrics.res[c->res->metrics_slot];
+  int cls = c->status / 100;
+  if (cls >= 1 && cls <= 5)
+    __atomic_store_n(&r->requests[cls], r->requests[cls] + 1, __ATOMIC_RELAXED);
+  int cs = fe_metrics_cache_status(c->cache_status);
+  __atomic_store_n(&r->cache[cs], r->cache[cs] + 1, __ATOMIC_RELAXED);
+  if (c->res->type != FE_RES_LIVE || c->status != 200)
+    __atomic_store_n(&r->bytes_sent, r->bytes_sent + c->bytes, __ATOMIC_RELAXED);
 }
 
 void fe_conn_request_done(fe_conn *c) {
   if (c->logged || !c->id)
     return;
   c->logged = 1;
+  fe_conn_count_resource(c);
   char extra[1024] = "";
   fe_lua *lua = c->gen ? c->gen->lua : NULL;
   if (lua && c->res) {
@@ -363,9 +542,12 @@ void fe_conn_request_done(fe_conn *c) {
                       .duration = fe_wall_time() - c->start, .cache_status = c->cache_status};
     fe_lua_log(lua, idx, c->id, &c->view, &res, extra, sizeof(extra));
   }
-  FILE *f = c->gen ? c->gen->shared->access_log : NULL;
-  if (f)
-    fe_access_log_write(c, f, extra);
+  fe_alog *a = c->gen ? c->gen->shared->access_log : NULL;
+  if (a)
+    fe_access_log_write(c, a, extra);
+  free(c->origin);
+  c->origin = NULL;
+  c->origin_status = 0;
 }
 
 const fe_span *fe_conn_header(const fe_conn *c, const char *name) {
@@ -555,6 +737,9 @@ static void fe_conn_request_begin(fe_conn *c) {
   c->status = 0;
   c->bytes = 0;
   c->start = fe_wall_time();
+  c->start_ns = uv_hrtime();
+  c->first_byte_ns = 0;
+  c->keyframe_counted = 0;
   c->cache_status = NULL;
   c->res = NULL;
 }
@@ -696,6 +881,11 @@ static void fe_conn_start(fe_worker *w, fe_conn *c) {
   FE_METRIC_INC(&w->loop.metrics, accepted);
   w->conn_handles++;
   fe_net_peer_ip(&c->net, c->client_ip, sizeof(c->client_ip));
+  struct sockaddr_storage peer;
+  int plen = sizeof(peer);
+  if (uv_tcp_getpeername(&c->net.tcp, (struct sockaddr *)&peer, &plen) == 0)
+    c->client_port = ntohs(peer.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&peer)->sin6_port
+                                                      : ((struct sockaddr_in *)&peer)->sin_port);
   fe_net_local_ip(&c->net, c->server_ip, sizeof(c->server_ip));
   c->next = w->conns;
   if (w->conns)
@@ -716,7 +906,7 @@ void fe_conn_accept(fe_worker *w, fe_net_listener *ls, const fe_conn_kind *kind)
   c->w = w;
   c->kind = kind;
   if (fe_net_accept(ls, &c->net) < 0 || w->stopping ||
-      fe_worker_sum(w, offsetof(fe_metrics, connections)) >= w->gen->cfg->max_connections) {
+      (!kind->unlimited && fe_worker_sum(w, offsetof(fe_metrics, connections)) >= w->gen->cfg->max_connections)) {
     /* Shed load: accept and close rather than leave the kernel queue full. */
     c->state = FE_CS_CLOSING;
     fe_net_close(&c->net, fe_conn_on_shed);

@@ -15,6 +15,7 @@
 #include "config/fe_config.h"
 #include "hub/fe_hub.h"
 #include "loop/fe_loop.h"
+#include "log/fe_alog.h"
 #include "lua/fe_lua.h"
 #include "net/fe_net.h"
 #include "str/fe_str.h"
@@ -26,7 +27,7 @@ enum { FE_CS_READING, FE_CS_WAITING, FE_CS_LIVE, FE_CS_CLOSING };
 /** A config as loaded, shared read-only by every loop's generation of it. */
 typedef struct fe_cfg_shared {
   fe_config cfg;
-  FILE *access_log; /* NULL: none; stdio locks it per line, so loops may share it */
+  fe_alog *access_log; /* NULL: none; shared with the generations before it when the path is the same */
   int refs;         /* atomic: one per loop generation */
 } fe_cfg_shared;
 
@@ -63,6 +64,7 @@ typedef struct fe_conn_kind {
    * 413 and the connection closed. 0: bodies are parsed past and never kept (public listeners). */
   uint32_t body_max;
   int json_errors; /* the connection layer's own refusals (400, 413, 431 ...) answer JSON */
+  int unlimited;   /* not shed by max_connections: the admin API stays reachable on a full node */
 } fe_conn_kind;
 
 /** One loop's share of the server; lives on that loop's thread. */
@@ -73,6 +75,7 @@ typedef struct fe_worker {
   fe_gen *gen;                /* the generation new requests use */
   fe_hubs *hubs;
   const fe_metrics *const *all_metrics; /* every loop's counters, for node-wide limits and /metrics */
+  fe_loop *const *all_loops;  /* every loop, for tasks posted to each (the admin API) */
   int nloops;
   uint64_t started;           /* uv_hrtime() when the server started (for uptime) */
   struct fe_conn *conns;      /* every open connection */
@@ -117,7 +120,13 @@ typedef struct fe_conn {
   int status;
   uint64_t bytes;             /* bytes sent for this request */
   double start;               /* Unix seconds */
+  uint64_t start_ns;          /* uv_hrtime() when the request began */
+  uint64_t first_byte_ns;     /* uv_hrtime() when its answer's first byte went out (0: not yet) */
   const char *cache_status;
+  char *origin;               /* live: the origin URL the stream came from (owned; NULL: none) */
+  int origin_status;          /* its status (0: unknown) */
+  uint16_t client_port;
+  int keyframe_counted;       /* live: the first keyframe's wait is in the histogram */
   fe_req_view view;
   char client_ip[48];
   char server_ip[48];
@@ -140,6 +149,17 @@ typedef struct fe_conn {
   int head_only;
   char chunk_line[24];
 } fe_conn;
+
+/** The server's resource names by metrics slot (any thread). */
+const fe_metrics_names *fe_server_names(const struct fe_server *s);
+/** Configs taken by reload, and reloads that failed, since the start. */
+void fe_server_counts(const struct fe_server *s, uint64_t *reloads, uint64_t *failures);
+/**
+ * Reloads the config on the control loop as SIGHUP does; cb(ud, rc, err) runs later on `home`
+ * (0, or -1 with the reason; also -1 when the server stops first). 0, or UV_ENOMEM.
+ */
+int fe_server_reload_async(struct fe_server *s, fe_loop *home, void (*cb)(void *ud, int rc, const char *err),
+                           void *ud);
 
 /** A node-wide gauge: the sum of one fe_metrics field (by offset) over every loop. */
 uint64_t fe_worker_sum(const fe_worker *w, size_t field);
@@ -171,6 +191,13 @@ void fe_conn_send(fe_conn *c, const void *data, size_t len, int close);
  */
 void fe_conn_answer_begin(fe_conn *c);
 void fe_conn_answer_end(fe_conn *c, int close);
+/** The answer's first byte is being written now: its time counts once per request. */
+void fe_conn_first_byte(fe_conn *c);
+/**
+ * The connection's TLS version and cipher suite for the access log, "" for plain TCP. A seam for
+ * net/'s TLS streams: the only place the log asks about TLS.
+ */
+void fe_conn_tls(const fe_conn *c, const char **version, const char **cipher);
 /** The request is over: runs the log phase and writes the access log line, once. */
 void fe_conn_request_done(fe_conn *c);
 /** 1 when the request lets the connection stay open for the next one. */

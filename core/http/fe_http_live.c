@@ -46,6 +46,15 @@ static void fe_live_on_written(fe_net_write *w, int status) {
   fe_live_write(c);
 }
 
+/* The first keyframe handed to the viewer: how long its wait for a picture was, once. */
+static void fe_live_keyframe(fe_conn *c) {
+  if (!c->viewer.keyframe_sent || c->keyframe_counted)
+    return;
+  c->keyframe_counted = 1;
+  fe_metrics *m = &c->w->loop.metrics;
+  fe_metrics_latency(m->first_keyframe, &m->first_keyframe_sum_us, (uv_hrtime() - c->start_ns) / 1000);
+}
+
 /* "{size in hex}\r\n" into out (room for 16 digits + 2): per viewer and write, so no printf. */
 static int fe_chunk_line(char *out, size_t size) {
   static const char digits[] = "0123456789abcdef";
@@ -95,12 +104,19 @@ static void fe_live_write(fe_conn *c) {
       total += c->head_len;
     }
     c->bytes += total - c->head_len; /* the head was counted when it was made */
+    if (c->head)
+      fe_conn_first_byte(c);
+    fe_live_keyframe(c);
     int w = fe_net_try_writev(&c->net, bufs, cnt);
     if (w < 0) {
       fe_conn_close(c);
       return;
     }
-    FE_METRIC_ADD(&c->w->loop.metrics, bytes_sent, total);
+    fe_metrics *m = &c->w->loop.metrics;
+    FE_METRIC_ADD(m, bytes_sent, total);
+    FE_METRIC_ADD(m, res[c->res->metrics_slot].bytes_sent, total);
+    if (c->viewer.stats)
+      c->viewer.stats->bytes_out += total;
     if (w == (int)total) {
       fe_live_head_sent(c);
       fe_hub_viewer_release(&c->viewer);
@@ -143,6 +159,13 @@ static void fe_live_start(fe_viewer *v, int hit) {
   fe_metrics_count_status(&c->w->loop.metrics, 200);
   c->status = 200;
   c->cache_status = hit ? "HIT" : "MISS";
+  if (v->hub) {
+    int ostatus;
+    const char *origin = fe_hub_origin(v->hub, &ostatus);
+    free(c->origin);
+    c->origin = origin ? strdup(origin) : NULL;
+    c->origin_status = ostatus;
+  }
   c->bytes += (size_t)n;
   if (c->head_only) {
     fe_hub_leave(v);
@@ -180,10 +203,18 @@ static void fe_live_wake(fe_viewer *v) {
   }
 }
 
+/* The admin API cuts the stream's viewers: a reset, as for a slow viewer. */
+static void fe_live_kick(fe_viewer *v) {
+  fe_conn *c = fe_conn_of(v);
+  FE_METRIC_INC(&c->w->loop.metrics, viewers_kicked);
+  fe_conn_reset(c);
+}
+
 static const fe_viewer_ops fe_live_ops = {
     .start = fe_live_start,
     .fail = fe_live_fail,
     .wake = fe_live_wake,
+    .kick = fe_live_kick,
 };
 
 /* Swept: cuts a viewer that takes nothing, or stayed behind the window, for too long. */
@@ -200,6 +231,8 @@ static int fe_live_check_slow(fe_conn *c, uint64_t now) {
           v->hub ? fe_hub_key(v->hub) : "?", stuck ? "that takes nothing" : "that stayed behind",
           c->res->slow_viewer_timeout, (unsigned long long)v->frames_dropped);
   FE_METRIC_INC(&c->w->loop.metrics, viewers_kicked);
+  if (c->viewer.stats)
+    c->viewer.stats->viewers_kicked++;
   fe_conn_reset(c);
   return 1;
 }
@@ -360,7 +393,7 @@ static int fe_origin_ctx_next(void *ud, int attempt, const char *last_error, cha
 
 /* This loop owns the stream: the first origin is the policy's answer or the resource's. */
 static fe_source *fe_live_open_pull(void *ud, fe_loop *l, const char *key, const fe_sink_ops *ops,
-                                    void *sink) {
+                                    void *sink, fe_stream_stats *stats) {
   fe_origin_ctx *x = ud;
   const fe_resource *res = &x->gen->cfg->resources[x->resource];
   int policy_origin = (fe_lua_phases(x->gen->lua, x->resource) & FE_LUA_ORIGIN) != 0;
@@ -378,6 +411,7 @@ static fe_source *fe_live_open_pull(void *ud, fe_loop *l, const char *key, const
       .read_timeout = res->origin_read_timeout,
       .max_tag_size = res->max_tag_size,
       .tls = res->origin_tls,
+      .stats = stats,
       .next_origin = policy_origin ? fe_origin_ctx_next : NULL,
       .ud = x,
   };
@@ -426,6 +460,8 @@ void fe_live_serve(fe_conn *c, const fe_resource *res, const char *rest, size_t 
         .merge_auto = res->merge_auto,
         .linger = res->linger,
         .max_viewers = res->max_viewers_per_stream,
+        .stats_slot = (uint32_t)res->metrics_slot,
+        .stamp_time = res->stamp_time,
         .open_pull = fe_live_open_pull,
         .pull_ud = fe_origin_ctx_new(c, (int)(res - c->gen->cfg->resources)),
         .free_pull_ud = fe_origin_ctx_free,

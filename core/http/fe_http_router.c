@@ -138,8 +138,8 @@ int fe_router_route(fe_conn *c) {
     fe_conn_respond(c, 400, NULL, NULL, "400 bad request target\n", 23, 1);
     return HPE_PAUSED;
   }
-  size_t splen = strlen(cfg->status_prefix);
-  if (plen > splen && memcmp(url, cfg->status_prefix, splen) == 0) {
+  size_t splen = cfg->status_prefix ? strlen(cfg->status_prefix) : 0;
+  if (splen && plen > splen && memcmp(url, cfg->status_prefix, splen) == 0) {
     fe_serve_status(c, url + splen, plen - splen, keep);
     return fe_router_next(c, keep);
   }

@@ -42,6 +42,15 @@ struct fe_server {
   fe_files *files;            /* FLV files of file: origins, loaded once for every loop */
   fe_vod_node *vod;           /* the VOD caches, one per cache_dir, kept across reloads */
   fe_cfg_shared *cfg;         /* the control loop's reference to the newest config */
+  fe_metrics_names names;     /* resource names -> metrics slots, append-only */
+  fe_loop **loops;            /* every loop, for tasks posted to all of them */
+  uint64_t reloads;           /* atomic: configs taken by reload */
+  uint64_t reload_failures;   /* atomic */
+  int (*reload_fn)(void *ud, char *err, size_t cap); /* the admin API's POST /reload */
+  void *reload_ud;
+  uv_async_t ctl_async;       /* on the control loop: reload requests from the loops */
+  uv_mutex_t ctl_mu;
+  struct fe_reload_req *reload_reqs; /* under ctl_mu */
   uint64_t started;           /* uv_hrtime() at start */
   int finished;               /* atomic: loops whose thread is done */
   void (*done)(void *ud);
@@ -49,30 +58,41 @@ struct fe_server {
   int stopping;
 };
 
-static fe_cfg_shared *fe_cfg_shared_new(fe_config *cfg) {
+/* The config as every loop will share it: its resources get their metrics slots, and its access
+ * log is the running one's when the path is the same (one writer per file, kept across reloads). */
+static fe_cfg_shared *fe_cfg_shared_new(fe_server *srv, fe_config *cfg) {
   fe_cfg_shared *s = calloc(1, sizeof(*s));
   if (!s)
     return NULL;
   s->cfg = *cfg; /* moved: the shared config owns the strings now */
   memset(cfg, 0, sizeof(*cfg));
   s->refs = 1;
+  for (int i = 0; i < s->cfg.nresources; i++)
+    s->cfg.resources[i].metrics_slot = fe_metrics_names_slot(&srv->names, s->cfg.resources[i].name);
   const char *path = s->cfg.access_log;
-  if (path) {
-    s->access_log = strcmp(path, "stderr") == 0 ? fdopen(dup(2), "a") : fopen(path, "a");
-    if (s->access_log)
-      setvbuf(s->access_log, NULL, _IOFBF, 1 << 16);
-    else
-      fe_error("access_log \"%s\": cannot open: %s", path, strerror(errno));
+  fe_alog *running = srv->cfg ? srv->cfg->access_log : NULL;
+  if (path && running && strcmp(fe_alog_path(running), path) == 0) {
+    fe_alog_ref(running);
+    s->access_log = running;
+  } else if (path && !(s->access_log = fe_alog_open(path, srv->nworkers, (size_t)s->cfg.access_log_buffer))) {
+    fe_error("access_log \"%s\": cannot start its writer", path);
   }
   return s;
 }
 
 /* ---- a loop's life ------------------------------------------------------------------------- */
 
+/* This loop's access log lines go to the writer at least every FE_SWEEP_MS. */
+static void fe_slot_flush_log(fe_loop_slot *sl) {
+  fe_alog *a = sl->w.gen->shared->access_log;
+  uint32_t dropped = a ? fe_alog_flush(a, sl->w.id) : 0;
+  if (dropped)
+    FE_METRIC_ADD(&sl->w.loop.metrics, access_log_dropped, dropped);
+}
+
 static void fe_slot_on_sweep(uv_timer_t *t) {
   fe_loop_slot *sl = t->data;
-  if (sl->w.gen->shared->access_log)
-    fflush(sl->w.gen->shared->access_log);
+  fe_slot_flush_log(sl);
   fe_conn_sweep(&sl->w, uv_now(&sl->w.loop.uv));
 }
 
@@ -92,6 +112,7 @@ static void fe_slot_on_admin_accept(fe_net_listener *ls) {
 /* Every connection is gone: the loop lets go of its handles and its thread ends. */
 static void fe_slot_drained(fe_worker *w) {
   fe_loop_slot *sl = (fe_loop_slot *)w;
+  fe_slot_flush_log(sl);
   uv_timer_stop(&sl->grace);
   uv_close((uv_handle_t *)&sl->sweep, NULL);
   uv_close((uv_handle_t *)&sl->grace, NULL);
@@ -135,6 +156,7 @@ static void fe_slot_on_ctl(uv_async_t *a) {
   double grace = sl->grace_s;
   uv_mutex_unlock(&sl->mu);
   if (g) {
+    fe_slot_flush_log(sl); /* the lines of the old generation go to its file */
     fe_gen_unref(sl->w.gen);
     sl->w.gen = g;
     /* New handshakes use the reloaded certificates; open connections keep theirs. Listeners
@@ -168,8 +190,10 @@ static int fe_slot_init(fe_server *s, int id, fe_lua *lua, int **fds, int nliste
   w->started = s->started;
   w->drained = fe_slot_drained;
   w->all_metrics = s->metrics;
+  w->all_loops = s->loops;
   w->nloops = s->nworkers;
   s->metrics[id] = &w->loop.metrics;
+  s->loops[id] = &w->loop;
   fe_cfg_shared_ref(s->cfg);
   w->gen = fe_gen_new(s->cfg, lua);
   w->hubs = fe_hubs_new(&w->loop, s->node);
@@ -208,6 +232,8 @@ static int fe_slot_init(fe_server *s, int id, fe_lua *lua, int **fds, int nliste
 
 /* ---- the control side ---------------------------------------------------------------------- */
 
+static void fe_server_on_ctl(uv_async_t *a);
+
 static void fe_server_on_done(uv_async_t *a) {
   fe_server *s = a->data;
   if (__atomic_load_n(&s->finished, __ATOMIC_ACQUIRE) < s->nworkers || !s->done)
@@ -231,13 +257,17 @@ int fe_server_start(uv_loop_t *main, fe_config *config, fe_lua **luas, int nwork
   s->started = uv_hrtime();
   s->slots = calloc((size_t)nworkers, sizeof(*s->slots));
   s->metrics = calloc((size_t)nworkers, sizeof(*s->metrics));
+  s->loops = calloc((size_t)nworkers, sizeof(*s->loops));
   s->node = fe_relay_node_new(nworkers);
   s->files = fe_files_new();
   s->vod = fe_vod_node_new(nworkers);
-  s->cfg = fe_cfg_shared_new(config);
+  s->cfg = fe_cfg_shared_new(s, config);
   uv_async_init(main, &s->done_async, fe_server_on_done);
   s->done_async.data = s;
-  if (!s->slots || !s->metrics || !s->node || !s->files || !s->vod || !s->cfg) {
+  uv_async_init(main, &s->ctl_async, fe_server_on_ctl);
+  s->ctl_async.data = s;
+  uv_mutex_init(&s->ctl_mu);
+  if (!s->slots || !s->metrics || !s->loops || !s->node || !s->files || !s->vod || !s->cfg) {
     for (int i = 0; i < nworkers; i++)
       fe_lua_unref(luas[i]);
     free(s->slots);
@@ -359,7 +389,7 @@ int fe_server_reload(fe_server *s, fe_config *cfg, fe_lua **luas) {
     }
     return UV_EINVAL; /* logged; the running config stays */
   }
-  fe_cfg_shared *shared = fe_cfg_shared_new(cfg);
+  fe_cfg_shared *shared = fe_cfg_shared_new(s, cfg);
   fe_gen **gens = calloc((size_t)s->nworkers, sizeof(*gens));
   int ok = shared && gens;
   for (int i = 0; ok && i < s->nworkers; i++) {
@@ -395,6 +425,89 @@ int fe_server_reload(fe_server *s, fe_config *cfg, fe_lua **luas) {
   free(gens);
   fe_cfg_shared_unref(s->cfg);
   s->cfg = shared;
+  __atomic_add_fetch(&s->reloads, 1, __ATOMIC_RELAXED);
+  return 0;
+}
+
+void fe_server_reopen_logs(fe_server *s) {
+  if (s->cfg && s->cfg->access_log)
+    fe_alog_reopen(s->cfg->access_log);
+}
+
+void fe_server_on_reload(fe_server *s, int (*fn)(void *ud, char *err, size_t cap), void *ud) {
+  s->reload_fn = fn;
+  s->reload_ud = ud;
+}
+
+/* ---- what the admin API asks of the control side -------------------------------------------- */
+
+const fe_metrics_names *fe_server_names(const fe_server *s) {
+  return &s->names;
+}
+
+void fe_server_counts(const fe_server *s, uint64_t *reloads, uint64_t *failures) {
+  *reloads = __atomic_load_n(&s->reloads, __ATOMIC_RELAXED);
+  *failures = __atomic_load_n(&s->reload_failures, __ATOMIC_RELAXED);
+}
+
+/* A reload asked by the admin API: run on the control loop (where SIGHUP's runs), answered on the
+ * asking loop through its task mailbox. */
+typedef struct fe_reload_req {
+  struct fe_reload_req *next;
+  fe_task done;               /* back on the asking loop */
+  fe_loop *home;
+  void (*cb)(void *ud, int rc, const char *err);
+  void *ud;
+  int rc;
+  char err[1024];
+} fe_reload_req;
+
+static void fe_reload_req_done(fe_task *t) {
+  fe_reload_req *r = (fe_reload_req *)((char *)t - offsetof(fe_reload_req, done));
+  r->cb(r->ud, t->cancelled ? -1 : r->rc, t->cancelled ? "the server is stopping" : r->err);
+  free(r);
+}
+
+/* On the control loop: every waiting request is answered by one reload. */
+static void fe_server_on_ctl(uv_async_t *a) {
+  fe_server *s = a->data;
+  uv_mutex_lock(&s->ctl_mu);
+  fe_reload_req *list = s->reload_reqs;
+  s->reload_reqs = NULL;
+  uv_mutex_unlock(&s->ctl_mu);
+  if (!list)
+    return;
+  char err[1024] = "";
+  int rc = -1;
+  if (s->stopping || !s->reload_fn)
+    snprintf(err, sizeof(err), "%s", s->stopping ? "the server is stopping" : "reload is not available");
+  else
+    rc = s->reload_fn(s->reload_ud, err, sizeof(err));
+  if (rc < 0)
+    __atomic_add_fetch(&s->reload_failures, 1, __ATOMIC_RELAXED);
+  while (list) {
+    fe_reload_req *r = list;
+    list = r->next;
+    r->rc = rc;
+    snprintf(r->err, sizeof(r->err), "%s", err);
+    if (fe_loop_post(r->home, &r->done, fe_reload_req_done) < 0)
+      free(r); /* the asking loop has closed: nobody waits */
+  }
+}
+
+int fe_server_reload_async(fe_server *s, fe_loop *home, void (*cb)(void *ud, int rc, const char *err),
+                           void *ud) {
+  fe_reload_req *r = calloc(1, sizeof(*r));
+  if (!r)
+    return UV_ENOMEM;
+  r->home = home;
+  r->cb = cb;
+  r->ud = ud;
+  uv_mutex_lock(&s->ctl_mu);
+  r->next = s->reload_reqs;
+  s->reload_reqs = r;
+  uv_async_send(&s->ctl_async);
+  uv_mutex_unlock(&s->ctl_mu);
   return 0;
 }
 
@@ -433,8 +546,23 @@ void fe_server_free(fe_server *s) {
   fe_relay_node_free(s->node);
   fe_files_free(s->files);
   fe_vod_node_free(s->vod);
+  /* The last lines written before the exit, unless the log's device is stuck. */
+  fe_alog *log = s->cfg ? s->cfg->access_log : NULL;
+  if (log)
+    fe_alog_ref(log);
   fe_cfg_shared_unref(s->cfg);
+  fe_alog_close(log, 2.0);
+  fe_metrics_names_free(&s->names);
   free(s->slots);
   free(s->metrics);
+  free(s->loops);
+  /* Requests still waiting are dropped: their loops have closed. */
+  while (s->reload_reqs) {
+    struct fe_reload_req *r = s->reload_reqs;
+    s->reload_reqs = r->next;
+    free(r);
+  }
+  uv_mutex_destroy(&s->ctl_mu);
+  uv_close((uv_handle_t *)&s->ctl_async, NULL);
   uv_close((uv_handle_t *)&s->done_async, fe_server_on_closed);
 }

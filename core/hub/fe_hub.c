@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "flv/fe_flv.h"
 #include "log/fe_log.h"
@@ -93,6 +94,13 @@ struct fe_hub {
   int64_t ts_offset;
   uint32_t last_ts;
   int have_ts;
+  /* what the admin API and the metrics show */
+  fe_stream_stats stats;
+  uint64_t opened_ms;         /* loop ms */
+  char *origin;               /* the origin read now (its owner's, relayed) */
+  int origin_status;
+  uint64_t stamp_next;        /* loop ms of the next onFI stamp */
+  int stamping;               /* the stamp tag is being appended */
 };
 
 static void fe_hub_relay_flush(fe_hub *h);
@@ -169,6 +177,11 @@ const char *fe_hub_key(const fe_hub *h) {
   return h->key;
 }
 
+const char *fe_hub_origin(const fe_hub *h, int *status) {
+  *status = h->origin_status;
+  return h->origin;
+}
+
 /* ---- lifecycle ----------------------------------------------------------------------------- */
 
 static void fe_hub_on_handle_closed(uv_handle_t *handle) {
@@ -179,6 +192,7 @@ static void fe_hub_on_handle_closed(uv_handle_t *handle) {
     h->opts.free_pull_ud(h->opts.pull_ud);
   if (h->count != &h->own_count)
     fe_relay_count_unref(h->count);
+  free(h->origin);
   free(h->key);
   free(h->tags);
   free(h);
@@ -187,6 +201,9 @@ static void fe_hub_on_handle_closed(uv_handle_t *handle) {
 /* The loop's safe point: nobody up the stack uses the hub any more. */
 static void fe_hub_free(fe_deferred *d) {
   fe_hub *h = (fe_hub *)((char *)d - offsetof(fe_hub, defer));
+  /* Its counters stay in the loop's per-resource totals: they never go down. */
+  uint32_t slot = h->opts.stats_slot < FE_METRICS_RES_SLOTS ? h->opts.stats_slot : FE_METRICS_RES_SLOTS - 1;
+  fe_stream_stats_add(&h->loop->retired[slot], &h->stats);
   for (uint64_t s = h->head; s < h->tail; s++)
     fe_block_release(h->tags[s & h->mask].blk);
   fe_block **kept[] = {&h->cur, &h->meta, &h->vseq, &h->aseq};
@@ -325,6 +342,7 @@ static void fe_hub_detach(fe_hub *h, fe_viewer *v) {
     v->next->prev = v->prev;
   v->prev = v->next = NULL;
   v->hub = NULL;
+  v->stats = NULL;
   h->nviewers--;
   __atomic_sub_fetch(&h->count->viewers, 1, __ATOMIC_RELAXED);
   FE_METRIC_ADD(&h->loop->metrics, viewers, -1);
@@ -498,10 +516,13 @@ static void fe_hub_on_start(void *sink, uint8_t flv_flags) {
     fe_hub_idle(h);
 }
 
+static int fe_hub_stamp(fe_hub *h, uint32_t ts);
+
 static int fe_hub_on_tag(void *sink, const fe_flv_tag *tag) {
   fe_hub *h = sink;
   if (h->closing || h->state != FE_HS_LIVE)
     return FE_HUB_ENDED;
+
   uint32_t len = FE_FLV_TAG_OVERHEAD + tag->size;
   uint32_t ts = fe_hub_timestamp(h, tag->timestamp);
   int key = tag->type == FE_FLV_VIDEO && (tag->flags & FE_FLV_KEYFRAME);
@@ -546,6 +567,9 @@ static int fe_hub_on_tag(void *sink, const fe_flv_tag *tag) {
   h->bytes += len;
   h->dirty = FE_HUB_ALL_GROUPS;
   fe_hub_trim(h);
+  /* After the tag, not before: a stamp due at a keyframe is then inside the GOP viewers join. */
+  if (h->opts.stamp_time && !h->relayed && !h->stamping && uv_now(&h->loop->uv) >= h->stamp_next)
+    return fe_hub_stamp(h, tag->timestamp);
   return 0;
 }
 
@@ -607,13 +631,97 @@ static void fe_hub_on_end(void *sink, int err) {
   fe_hub_end(h, err);
 }
 
+static void fe_hub_on_origin(void *sink, const char *url, int status) {
+  fe_hub *h = sink;
+  if (!h->origin || strcmp(h->origin, url) != 0) {
+    char *copy = strdup(url);
+    if (!copy)
+      return;
+    free(h->origin);
+    h->origin = copy;
+  }
+  h->origin_status = status;
+  for (fe_relay_ch *ch = h->subs; ch; ch = ch->pub_next)
+    fe_relay_send_origin(ch, h->origin, status);
+}
+
 const fe_sink_ops fe_hub_sink = {
     .start = fe_hub_on_start,
     .tag = fe_hub_on_tag,
     .flush = fe_hub_on_flush,
     .fail = fe_hub_on_fail,
     .end = fe_hub_on_end,
+    .origin = fe_hub_on_origin,
 };
+
+/* ---- the edge's clock in the stream -------------------------------------------------------- */
+
+/* AMF0: a string without its marker (u16 length, bytes). */
+static uint8_t *fe_amf_key(uint8_t *p, const char *s) {
+  size_t n = strlen(s);
+  *p++ = (uint8_t)(n >> 8);
+  *p++ = (uint8_t)n;
+  memcpy(p, s, n);
+  return p + n;
+}
+
+static uint8_t *fe_amf_number(uint8_t *p, double v) {
+  uint64_t bits;
+  memcpy(&bits, &v, 8);
+  *p++ = 0; /* number marker */
+  for (int i = 7; i >= 0; i--)
+    *p++ = (uint8_t)(bits >> (8 * i));
+  return p;
+}
+
+static uint8_t *fe_amf_string(uint8_t *p, const char *s) {
+  *p++ = 2; /* string marker */
+  return fe_amf_key(p, s);
+}
+
+/*
+ * Inserts `onFI {sd, st, edge_ms}` at stream time ts (the origin's, before rebasing, as the tag it
+ * precedes): the edge's wall clock, once a second, in the window like any tag, so every viewer on
+ * every loop gets the same bytes and a player can tell how old what it plays is. sd/st are the
+ * date and time strings encoders write into onFI; edge_ms is Unix milliseconds.
+ */
+static int fe_hub_stamp(fe_hub *h, uint32_t ts) {
+  h->stamp_next = uv_now(&h->loop->uv) + 1000;
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  double ms = (double)now.tv_sec * 1000.0 + (double)(now.tv_nsec / 1000000);
+  struct tm tm;
+  time_t secs = now.tv_sec;
+  gmtime_r(&secs, &tm);
+  char sd[16], st[24];
+  strftime(sd, sizeof(sd), "%d-%m-%Y", &tm);
+  snprintf(st, sizeof(st), "%02d:%02d:%02d.%03ld", tm.tm_hour, tm.tm_min, tm.tm_sec,
+           now.tv_nsec / 1000000);
+  uint8_t buf[160], *p = buf + FE_FLV_TAG_HEADER_SIZE;
+  p = fe_amf_string(p, "onFI");
+  *p++ = 3; /* object */
+  p = fe_amf_key(p, "sd");
+  p = fe_amf_string(p, sd);
+  p = fe_amf_key(p, "st");
+  p = fe_amf_string(p, st);
+  p = fe_amf_key(p, "edge_ms");
+  p = fe_amf_number(p, ms);
+  *p++ = 0;
+  *p++ = 0;
+  *p++ = 9; /* object end */
+  uint32_t size = (uint32_t)(p - buf - FE_FLV_TAG_HEADER_SIZE);
+  buf[0] = FE_FLV_SCRIPT;
+  buf[1] = (uint8_t)(size >> 16);
+  buf[2] = (uint8_t)(size >> 8);
+  buf[3] = (uint8_t)size;
+  memset(buf + 4, 0, 7); /* timestamp and stream id: the timestamp is set when appended */
+  p += FE_FLV_PREV_SIZE;  /* PreviousTagSize: set when appended */
+  fe_flv_tag tag = {.data = buf, .type = FE_FLV_SCRIPT, .size = size, .timestamp = ts};
+  h->stamping = 1;
+  int rc = fe_hub_on_tag(h, &tag);
+  h->stamping = 0;
+  return rc;
+}
 
 /* ---- other loops fed from here ------------------------------------------------------------- */
 
@@ -692,6 +800,8 @@ static void fe_hubs_on_subscribe(void *ud, const char *key, fe_relay_ch *ch) {
   ch->pub = h;
   ch->pub_next = h->subs;
   h->subs = ch;
+  if (h->origin)
+    fe_relay_send_origin(ch, h->origin, h->origin_status);
   h->nsubs++;
   FE_METRIC_INC(&t->loop->metrics, relay_subscribers);
   uv_timer_stop(&h->linger_timer);
@@ -747,7 +857,7 @@ static int fe_hub_attach_source(fe_hub *h) {
   h->relayed = 0;
   if (!h->opts.open_pull)
     return 0; /* fed by the caller through fe_hub_sink */
-  h->src = h->opts.open_pull(h->opts.pull_ud, h->loop, h->key, &fe_hub_sink, h);
+  h->src = h->opts.open_pull(h->opts.pull_ud, h->loop, h->key, &fe_hub_sink, h, &h->stats);
   return h->src ? 0 : UV_ENOMEM;
 }
 
@@ -788,6 +898,7 @@ fe_hub *fe_hub_open(fe_hubs *t, const char *key, const fe_hub_opts *opts) {
   h->tags = malloc((h->mask + 1) * sizeof(*h->tags));
   h->gop_start = FE_NO_SEQ;
   h->count = &h->own_count;
+  h->opened_ms = uv_now(&t->loop->uv);
   if (!h->key || !h->tags) {
     free(h->key);
     free(h->tags);
@@ -836,6 +947,9 @@ int fe_hub_join(fe_hub *h, fe_viewer *v, const fe_viewer_ops *ops, uint8_t want)
   v->want = want;
   v->npins = 0;
   v->frames_dropped = 0;
+  v->keyframe_sent = 0;
+  v->stats = &h->stats;
+  h->stats.joins++;
   /* behind_since doubles as the MISS mark until the stream starts. */
   v->behind_since = h->had_viewer ? 0 : 1;
   h->had_viewer = 1;
@@ -969,6 +1083,8 @@ int fe_hub_viewer_fill(fe_viewer *v, uv_buf_t *iov, int max_iov, size_t max_byte
     v->frames_dropped += v->cursor - from;
     FE_METRIC_ADD(&h->loop->metrics, frames_dropped, v->cursor - from);
     FE_METRIC_INC(&h->loop->metrics, viewer_jumps);
+    h->stats.frames_dropped += v->cursor - from;
+    h->stats.viewer_jumps++;
     if (!v->behind_since)
       v->behind_since = uv_now(&h->loop->uv);
   }
@@ -987,10 +1103,110 @@ int fe_hub_viewer_fill(fe_viewer *v, uv_buf_t *iov, int max_iov, size_t max_byte
                (t->type == FE_FLV_SCRIPT && v->want != FE_HUB_WANT_ALL);
     if (!skip && fe_fill_add(&f, t->blk, t->blk->data + t->off, t->len) < 0)
       break;
+    if (!skip && t->type == FE_FLV_VIDEO && (t->flags & FE_FLV_KEYFRAME))
+      v->keyframe_sent = 1;
     v->cursor++;
   }
   if (v->cursor == h->tail)
     v->behind_since = 0;
   *bytes = f.bytes;
   return f.n;
+}
+
+/* ---- what the admin API sees --------------------------------------------------------------- */
+
+/* The codec of a sequence header tag, by the FLV (or enhanced-RTMP FourCC) codec id. */
+static void fe_hub_codec(const fe_block *b, int video, char *out) {
+  out[0] = 0;
+  if (!b || b->len <= FE_FLV_TAG_HEADER_SIZE)
+    return;
+  const uint8_t *d = b->data + FE_FLV_TAG_HEADER_SIZE;
+  size_t n = b->len - FE_FLV_TAG_OVERHEAD;
+  if (video && (d[0] & 0x80) && n >= 5) { /* enhanced: a FourCC */
+    for (int i = 0; i < 4; i++)
+      out[i] = (char)((d[1 + i] >= 0x20 && d[1 + i] < 0x7f) ? d[1 + i] : '?');
+    out[4] = 0;
+    return;
+  }
+  static const char *const vnames[16] = {[2] = "h263", [4] = "vp6", [7] = "avc", [12] = "hevc"};
+  static const char *const anames[16] = {[2] = "mp3", [10] = "aac", [11] = "speex", [13] = "opus"};
+  const char *name = video ? vnames[d[0] & 0x0f] : anames[d[0] >> 4];
+  snprintf(out, 8, "%s", name ? name : "other");
+}
+
+static int fe_hub_info_fill(const fe_hub *h, fe_hub_info *i) {
+  memset(i, 0, sizeof(*i));
+  i->key = strdup(h->key);
+  i->origin = h->origin ? strdup(h->origin) : NULL;
+  if (!i->key || (h->origin && !i->origin))
+    return -1;
+  i->origin_status = h->origin_status;
+  i->owner = h->owner;
+  i->live = h->state == FE_HS_LIVE;
+  i->viewers = h->nviewers;
+  i->stats_slot = h->opts.stats_slot;
+  i->uptime = (double)(uv_now(&h->loop->uv) - h->opened_ms) / 1000.0;
+  i->window_bytes = h->bytes;
+  if (h->tail > h->head) {
+    uint32_t span = h->last_ts - h->tags[h->head & h->mask].ts;
+    if (span >= 500)
+      i->bitrate = (uint64_t)h->bytes * 8000u / span;
+  }
+  fe_hub_codec(h->vseq, 1, i->vcodec);
+  fe_hub_codec(h->aseq, 0, i->acodec);
+  i->stats = h->stats;
+  return 0;
+}
+
+void fe_hub_info_free(fe_hub_info *info, int n) {
+  for (int k = 0; info && k < n; k++) {
+    free(info[k].key);
+    free(info[k].origin);
+  }
+  free(info);
+}
+
+int fe_hubs_snapshot(fe_hubs *t, const char *key, fe_hub_info **out) {
+  *out = NULL;
+  int n = 0, cap = 0;
+  fe_hub_info *arr = NULL;
+  for (int b = 0; b < FE_HUB_BUCKETS; b++)
+    for (const fe_hub *h = t->table[b]; h; h = h->hnext) {
+      if (h->closing || (key && strcmp(h->key, key) != 0))
+        continue;
+      if (n == cap) {
+        int ncap = cap ? cap * 2 : 16;
+        fe_hub_info *na = realloc(arr, (size_t)ncap * sizeof(*na));
+        if (!na) {
+          fe_hub_info_free(arr, n);
+          return -1;
+        }
+        arr = na;
+        cap = ncap;
+      }
+      if (fe_hub_info_fill(h, &arr[n++]) < 0) {
+        fe_hub_info_free(arr, n);
+        return -1;
+      }
+    }
+  *out = arr;
+  return n;
+}
+
+int fe_hubs_kick(fe_hubs *t, const char *key) {
+  fe_hub *h = fe_hub_find(t, key);
+  if (!h)
+    return 0;
+  int n = 0;
+  for (int g = 0; g < FE_HUB_GROUPS; g++)
+    while (h->groups[g]) {
+      fe_viewer *v = h->groups[g];
+      h->stats.viewers_kicked++;
+      n++;
+      if (v->ops->kick)
+        v->ops->kick(v);
+      if (h->groups[g] == v) /* a transport that could not let go: off the hub anyway */
+        fe_hub_leave(v);
+    }
+  return n;
 }

@@ -50,6 +50,8 @@ typedef struct fe_viewer_ops {
   void (*fail)(fe_viewer *v, int status, const char *content_type, const uint8_t *body, size_t len);
   /** There may be something to send (or the stream ended): call fe_hub_viewer_fill when writable. */
   void (*wake)(fe_viewer *v);
+  /** Optional: cut the viewer off now (fe_hubs_kick); it must leave the hub before returning. */
+  void (*kick)(fe_viewer *v);
 } fe_viewer_ops;
 
 #define FE_VIEWER_MAX_PINS 8
@@ -66,6 +68,9 @@ struct fe_viewer {
   uint8_t state;         /* internal */
   uint8_t npins;
   uint8_t group;         /* internal: its flush group */
+  uint8_t keyframe_sent; /* a fill has handed it a video keyframe */
+  fe_stream_stats *stats; /* its stream's counters on this loop, while joined (bytes_out is the
+                             transport's to count) */
   fe_block *pins[FE_VIEWER_MAX_PINS];
 };
 
@@ -77,12 +82,15 @@ typedef struct fe_hub_opts {
   int merge_auto;          /* merge_ms is the most: the window grows with the loop's viewers */
   double linger;           /* seconds the pull stays after the last viewer on any loop */
   uint32_t max_viewers;
+  uint32_t stats_slot;     /* where the stream's counters go when the hub ends (fe_loop.retired) */
+  int stamp_time;          /* the owner inserts an onFI script tag with its wall clock every second */
   /**
    * Makes the origin pull when this loop becomes the stream's owner (at open, or later when the
    * owner it subscribed to went away). NULL: the hub has no source of its own (tests feed it).
    * `pull_ud` is the hub's once fe_hub_open succeeded; free_pull_ud releases it with the hub.
    */
-  fe_source *(*open_pull)(void *ud, fe_loop *l, const char *key, const fe_sink_ops *ops, void *sink);
+  fe_source *(*open_pull)(void *ud, fe_loop *l, const char *key, const fe_sink_ops *ops, void *sink,
+                          fe_stream_stats *stats);
   void *pull_ud;
   void (*free_pull_ud)(void *ud);
 } fe_hub_opts;
@@ -128,5 +136,33 @@ void fe_hub_viewer_release(fe_viewer *v);
 int fe_hub_viewer_done(const fe_viewer *v);
 /** The hub's key ("resource/stream"), for logs. */
 const char *fe_hub_key(const fe_hub *h);
+/** The origin URL its pull (on whichever loop owns it) reads now and the status it answered;
+ * NULL and 0 while unknown. Borrowed until the hub's next callback. */
+const char *fe_hub_origin(const fe_hub *h, int *status);
+
+/** What the admin API and the metrics see of one stream on one loop: a copy, owned by the caller. */
+typedef struct fe_hub_info {
+  char *key;                /* "resource/stream" (malloc'd) */
+  char *origin;             /* may be NULL (malloc'd) */
+  int origin_status;
+  int owner;                /* this loop pulls it */
+  int live;                 /* started (not connecting, not ended) */
+  uint32_t viewers;
+  uint32_t stats_slot;
+  uint64_t bitrate;         /* bits/s of the media in the window */
+  double uptime;            /* seconds since the hub opened */
+  size_t window_bytes;      /* tag bytes in the window */
+  char vcodec[8], acodec[8]; /* from the sequence headers ("avc", "hevc", "aac" ...; "" unknown) */
+  fe_stream_stats stats;
+} fe_hub_info;
+
+/**
+ * Copies every running hub of the loop (on its thread) into a malloc'd array (*out, NULL when
+ * none); `key` non-NULL: only that stream. Returns the count, or -1 when out of memory.
+ */
+int fe_hubs_snapshot(fe_hubs *t, const char *key, fe_hub_info **out);
+void fe_hub_info_free(fe_hub_info *info, int n);
+/** Cuts off every viewer of `key` on this loop (ops->kick); returns how many. */
+int fe_hubs_kick(fe_hubs *t, const char *key);
 
 #endif

@@ -5,7 +5,7 @@
 
 #include "log/fe_log.h"
 
-enum { FE_RM_START, FE_RM_TAGS, FE_RM_FAIL, FE_RM_END };
+enum { FE_RM_START, FE_RM_TAGS, FE_RM_FAIL, FE_RM_END, FE_RM_ORIGIN };
 enum { FE_RQ_SUB, FE_RQ_UNSUB };
 
 struct fe_relay_msg {
@@ -133,6 +133,17 @@ void fe_relay_send_fail(fe_relay_ch *ch, int status, const char *ctype, const ui
   fe_relay_send_msg(ch, m);
 }
 
+void fe_relay_send_origin(fe_relay_ch *ch, const char *url, int status) {
+  size_t n = strlen(url);
+  fe_relay_msg *m = fe_relay_msg_new(FE_RM_ORIGIN, status, n);
+  if (!m)
+    return;
+  memcpy(m->data, url, n);
+  m->len = 0; /* not media: a slow loop's queue counts tag bytes only */
+  m->ctype_len = n;
+  fe_relay_send_msg(ch, m);
+}
+
 void fe_relay_send_end(fe_relay_ch *ch, int err) {
   fe_relay_msg *m = fe_relay_msg_new(FE_RM_END, err, 0);
   if (m)
@@ -231,6 +242,15 @@ static void fe_relay_deliver(fe_relay_ch *ch, fe_relay_msg *m) {
     case FE_RM_END:
       ch->ops->end(ch->sink, m->value);
       return;
+    case FE_RM_ORIGIN:
+      if (ch->ops->origin) {
+        char url[2048];
+        size_t n = m->ctype_len < sizeof(url) - 1 ? m->ctype_len : sizeof(url) - 1;
+        memcpy(url, m->data, n);
+        url[n] = 0;
+        ch->ops->origin(ch->sink, url, m->value);
+      }
+      break;
     }
   }
 }

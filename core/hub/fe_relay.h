@@ -95,6 +95,8 @@ fe_relay_msg *fe_relay_tags_new(size_t len, uint8_t **data);
 void fe_relay_send_msg(fe_relay_ch *ch, fe_relay_msg *m);
 /** Owner: the stream never started. */
 void fe_relay_send_fail(fe_relay_ch *ch, int status, const char *ctype, const uint8_t *body, size_t len);
+/** Owner: the origin its pull reads now and the status it answered. */
+void fe_relay_send_origin(fe_relay_ch *ch, const char *url, int status);
 /** Owner: the stream ended (err 0 or negative), or FE_SOURCE_ERETRY when it is not here any more. */
 void fe_relay_send_end(fe_relay_ch *ch, int err);
 /** Owner: bytes still queued for the subscriber (a slow loop shows here). */

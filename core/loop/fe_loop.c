@@ -79,6 +79,52 @@ static void fe_loop_on_lag_probe(uv_timer_t *t) {
   l->lag_last_ns = now;
 }
 
+/* Takes the queued tasks; `close` also shuts the mailbox. */
+static fe_task *fe_loop_take_tasks(fe_loop *l, int close) {
+  uv_mutex_lock(&l->tasks_mu);
+  fe_task *t = l->tasks;
+  l->tasks = l->tasks_tail = NULL;
+  if (close)
+    l->tasks_open = 0;
+  uv_mutex_unlock(&l->tasks_mu);
+  return t;
+}
+
+static void fe_loop_run_tasks(fe_task *t, int cancelled) {
+  while (t) {
+    fe_task *next = t->next;
+    t->next = NULL;
+    t->cancelled = cancelled;
+    t->fn(t); /* may free t */
+    t = next;
+  }
+}
+
+static void fe_loop_on_tasks(uv_async_t *a) {
+  fe_loop *l = a->data;
+  fe_loop_run_tasks(fe_loop_take_tasks(l, 0), 0);
+}
+
+int fe_loop_post(fe_loop *l, fe_task *t, void (*fn)(fe_task *t)) {
+  t->fn = fn;
+  t->next = NULL;
+  t->cancelled = 0;
+  uv_mutex_lock(&l->tasks_mu);
+  if (!l->tasks_open) {
+    uv_mutex_unlock(&l->tasks_mu);
+    return UV_ECANCELED;
+  }
+  if (l->tasks_tail)
+    l->tasks_tail->next = t;
+  else
+    l->tasks = t;
+  l->tasks_tail = t;
+  /* Under the lock: the handle is not closing while tasks_open is set. */
+  uv_async_send(&l->tasks_async);
+  uv_mutex_unlock(&l->tasks_mu);
+  return 0;
+}
+
 int fe_loop_init(fe_loop *l, int id) {
   memset(l, 0, sizeof(*l));
   int rc = uv_loop_init(&l->uv);
@@ -94,10 +140,17 @@ int fe_loop_init(fe_loop *l, int id) {
   l->lag_last_ns = uv_hrtime();
   uv_timer_start(&l->lag_probe, fe_loop_on_lag_probe, FE_LOOP_LAG_PROBE_MS, FE_LOOP_LAG_PROBE_MS);
   uv_unref((uv_handle_t *)&l->lag_probe); /* never what keeps a loop running */
+  uv_mutex_init(&l->tasks_mu);
+  uv_async_init(&l->uv, &l->tasks_async, fe_loop_on_tasks);
+  l->tasks_async.data = l;
+  uv_unref((uv_handle_t *)&l->tasks_async);
+  l->tasks_open = 1;
   return 0;
 }
 
 void fe_loop_close(fe_loop *l) {
+  fe_loop_run_tasks(fe_loop_take_tasks(l, 1), 1);
+  uv_close((uv_handle_t *)&l->tasks_async, NULL);
   fe_loop_run_deferred(l);
   uv_close((uv_handle_t *)&l->defer_prepare, NULL);
   uv_close((uv_handle_t *)&l->later_idle, NULL);
@@ -105,6 +158,7 @@ void fe_loop_close(fe_loop *l) {
   uv_run(&l->uv, UV_RUN_DEFAULT);
   fe_loop_run_deferred(l);
   uv_loop_close(&l->uv);
+  uv_mutex_destroy(&l->tasks_mu);
 }
 
 void fe_loop_defer(fe_loop *l, fe_deferred *d, void (*fn)(fe_deferred *d)) {

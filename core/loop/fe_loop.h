@@ -40,6 +40,17 @@ typedef struct fe_later {
   int queued;
 } fe_later;
 
+/**
+ * Work posted to a loop from any thread (fe_loop_post): `fn` runs once on that loop's thread, or
+ * with `cancelled` set when the loop closed first (then it must only let go of what it holds).
+ * Embedded in its object; the poster owns the memory.
+ */
+typedef struct fe_task {
+  struct fe_task *next;
+  void (*fn)(struct fe_task *t);
+  int cancelled;
+} fe_task;
+
 typedef struct fe_loop {
   uv_loop_t uv;          /* first: fe_loop_of() recovers the context from its libuv loop */
   int id;                /* 0 .. workers-1 */
@@ -55,6 +66,13 @@ typedef struct fe_loop {
   uint32_t nlater;
   uv_timer_t lag_probe;  /* fires every FE_LOOP_LAG_PROBE_MS: how late it fires is the loop lag */
   uint64_t lag_last_ns;
+  /* tasks from other threads: under tasks_mu */
+  uv_mutex_t tasks_mu;
+  uv_async_t tasks_async;
+  fe_task *tasks, *tasks_tail;
+  int tasks_open;
+  /* stream counters of the hubs this loop freed, by resource slot: read on this loop only */
+  fe_stream_stats retired[FE_METRICS_RES_SLOTS];
   /* Every read of this loop lands here and is consumed before the next read. */
   char rbuf[FE_LOOP_RBUF_SIZE];
   /* TLS streams (net/fe_tls): a record's plaintext for the reader, and small pieces of a write
@@ -78,6 +96,11 @@ void fe_loop_defer(fe_loop *l, fe_deferred *d, void (*fn)(fe_deferred *d));
 void fe_loop_later(fe_loop *l, fe_later *t, void (*fn)(fe_later *t));
 /** Takes t off the queue if it is there (its object is going away). */
 void fe_loop_later_cancel(fe_loop *l, fe_later *t);
+/**
+ * Runs t->fn(t) on loop `l`'s thread (any thread may call this). Returns 0, or UV_ECANCELED when
+ * the loop has closed its mailbox (t is then untouched and the caller's again).
+ */
+int fe_loop_post(fe_loop *l, fe_task *t, void (*fn)(fe_task *t));
 /** A new request id, unique across loops. */
 uint64_t fe_loop_request_id(fe_loop *l);
 /** libuv's alloc callback for every read: the loop's shared read buffer. */

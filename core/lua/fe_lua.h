@@ -140,6 +140,9 @@ typedef struct fe_lua_cache_res {
 int fe_lua_cache(fe_lua *L, int resource, uint64_t id, fe_req_view *req,
                  const fe_lua_cache_res *res, fe_lua_cache_out *out);
 
+/** Hook failures (errors, budget, refused answers) of every state since the start: any thread. */
+uint64_t fe_lua_errors_total(void);
+
 /* FFI entry points, called from lua/flvedge/request.lua: exported, not for C callers. */
 int fe_lua_req_country(fe_req_view *r);
 int fe_lua_req_header(const fe_req_view *r, const char *name, size_t nlen, const char **out, size_t *len);

@@ -24,6 +24,7 @@ typedef struct fe_pull {
   fe_deferred defer;
   uv_timer_t timer;           /* an error answer's body: read_timeout from its head at most */
   int attempt;
+  char *url;                  /* the origin read now */
   /* an origin's error answer, passed on as it is */
   int err_status;
   char err_ctype[128];
@@ -32,6 +33,12 @@ typedef struct fe_pull {
 } fe_pull;
 
 static const fe_origin_cbs fe_pull_origin_cbs;
+
+static void fe_pull_count_error(fe_pull *p) {
+  FE_METRIC_INC(&p->loop->metrics, origin_failures);
+  if (p->opts.stats)
+    p->opts.stats->origin_errors++;
+}
 
 static void fe_pull_on_timer_closed(uv_handle_t *h) {
   free(h->data);
@@ -42,6 +49,7 @@ static void fe_pull_free(fe_deferred *d) {
   fe_flv_parser_free(&p->parser);
   free(p->err_body);
   free(p->key);
+  free(p->url);
   uv_close((uv_handle_t *)&p->timer, fe_pull_on_timer_closed);
 }
 
@@ -64,6 +72,15 @@ static int fe_pull_connect(fe_pull *p, const char *url) {
                        .tls = p->opts.tls};
   p->origin = fe_origin_open(p->loop, url, &oo, &fe_pull_origin_cbs, p);
   FE_METRIC_INC(&p->loop->metrics, origin_connects);
+  if (p->opts.stats)
+    p->opts.stats->origin_connects++;
+  char *copy = strdup(url);
+  if (copy) {
+    free(p->url);
+    p->url = copy;
+  }
+  if (p->ops->origin)
+    p->ops->origin(p->sink, p->url, 0);
   return p->origin ? 0 : -1;
 }
 
@@ -87,11 +104,13 @@ static void fe_pull_on_error_timeout(uv_timer_t *t) {
 
 static void fe_pull_on_response(void *ud, int status, const char *ctype) {
   fe_pull *p = ud;
+  if (p->ops->origin && p->url)
+    p->ops->origin(p->sink, p->url, status);
   /* A status HTTP does not have is no answer to pass on (and 000 would read as "no error"). */
   if (status < 100 || status > 599) {
     static const char msg[] = "502 the origin sent an invalid status\n";
     fe_error("stream %s: origin answered status %d; answering 502", p->key, status);
-    FE_METRIC_INC(&p->loop->metrics, origin_failures);
+    fe_pull_count_error(p);
     fe_origin_close(p->origin);
     p->origin = NULL;
     p->ops->fail(p->sink, 502, "text/plain", (const uint8_t *)msg, sizeof(msg) - 1);
@@ -119,6 +138,8 @@ static int fe_pull_on_tag(void *ud, const fe_flv_tag *tag) {
 static void fe_pull_on_body(void *ud, const uint8_t *data, size_t len) {
   fe_pull *p = ud;
   FE_METRIC_ADD(&p->loop->metrics, bytes_received, len);
+  if (p->opts.stats)
+    p->opts.stats->bytes_in += len;
   if (p->err_status) {
     size_t room = FE_ERROR_BODY_MAX - p->err_len;
     if (len > room)
@@ -138,7 +159,7 @@ static void fe_pull_on_body(void *ud, const uint8_t *data, size_t len) {
   if (rc < 0 && !p->closed) {
     fe_error("stream %s: malformed FLV from the origin: %s; ending the stream", p->key,
              fe_flv_strerror(rc));
-    FE_METRIC_INC(&p->loop->metrics, origin_failures);
+    fe_pull_count_error(p);
     fe_origin_close(p->origin);
     p->origin = NULL;
     if (p->parser.tags > 0) {
@@ -170,6 +191,8 @@ static int fe_pull_failover(fe_pull *p, int err) {
   if (rc != 1)
     return rc;
   p->attempt++;
+  if (p->opts.stats)
+    p->opts.stats->origin_failovers++;
   fe_warn("stream %s: origin failed (%s); trying %s (attempt %d)", p->key, what, url, p->attempt);
   if (p->origin)
     fe_origin_close(p->origin);
@@ -190,7 +213,7 @@ static void fe_pull_on_end(void *ud, int err) {
     return;
   if (next < 0) {
     static const char msg[] = "500 policy error\n";
-    FE_METRIC_INC(&p->loop->metrics, origin_failures);
+    fe_pull_count_error(p);
     p->ops->fail(p->sink, 500, "text/plain", (const uint8_t *)msg, sizeof(msg) - 1);
     return;
   }
@@ -204,7 +227,7 @@ static void fe_pull_on_end(void *ud, int err) {
       err = FE_ORIGIN_EPROTO;
     int status = fe_origin_status(err);
     fe_error("stream %s: %s; answering %d", p->key, fe_origin_strerror(err), status);
-    FE_METRIC_INC(&p->loop->metrics, origin_failures);
+    fe_pull_count_error(p);
     const char *msg = status == 504   ? "504 origin timed out\n"
                       : status == 404 ? "404 no such stream\n"
                                       : "502 origin unreachable\n";
@@ -215,7 +238,7 @@ static void fe_pull_on_end(void *ud, int err) {
     err = FE_FLV_ETRUNC;
   if (err) {
     fe_error("stream %s: %s; ending the stream", p->key, fe_origin_strerror(err));
-    FE_METRIC_INC(&p->loop->metrics, origin_failures);
+    fe_pull_count_error(p);
   } else {
     fe_info("stream %s: origin ended the stream", p->key);
   }
@@ -247,6 +270,7 @@ fe_source *fe_pull_open(fe_loop *l, const char *url, const fe_pull_opts *opts,
   if (!p->key || fe_pull_connect(p, url) < 0) {
     fe_flv_parser_free(&p->parser);
     free(p->key);
+    free(p->url);
     free(p);
     return NULL;
   }

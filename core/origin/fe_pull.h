@@ -18,6 +18,8 @@ typedef struct fe_pull_opts {
   double read_timeout;     /* seconds between reads once streaming */
   uint32_t max_tag_size;
   struct fe_tls_client *tls; /* https origins: the TLS client context (node-wide); NULL: system CAs */
+  fe_stream_stats *stats;  /* the stream's counters (the sink's; may be NULL): origin connects,
+                              failovers, errors and bytes are counted there too */
   /**
    * Optional: another origin after one failed before the stream started. `attempt` is 2, 3, ...;
    * `last_error` says what failed ("unreachable", "timeout", "status 503"). Returns 1 with a URL

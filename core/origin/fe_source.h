@@ -31,6 +31,9 @@ typedef struct fe_sink_ops {
   void (*fail)(void *sink, int status, const char *ctype, const uint8_t *body, size_t len);
   /** The stream is over after start: 0 for a clean end, or a negative error. */
   void (*end)(void *sink, int err);
+  /** Optional, any time (also from inside the call that opens the source): the origin now read
+   * (borrowed) and the status it answered (0: not yet). */
+  void (*origin)(void *sink, const char *url, int status);
 } fe_sink_ops;
 
 /** A source as its sink holds it: closing it stops every callback at once. */

@@ -21,7 +21,7 @@
   var player = null;
   var timer = null;
   var state = 'idle';
-  var info = { url: '', speedKBps: null, mediaInfo: null, startedAt: null };
+  var info = { url: '', speedKBps: null, mediaInfo: null, startedAt: null, stamp: null };
   var errors = [];
   var events = [];
 
@@ -69,6 +69,24 @@
     return b && b.length ? b.end(b.length - 1) : null;
   }
 
+  // End-to-end latency from the edge's clock: a resource with stamp_time = true inserts an
+  // onFI script tag {edge_ms} once a second. When one arrives, the media just before it ends
+  // about where the buffer ends; media plays in real time, so what plays now left the edge
+  // (currentTime - that position) after edge_ms. Assumes the viewer's clock and the edge's
+  // agree (NTP); the origin's own delay before the edge is not in it.
+  function onScriptData(data) {
+    var fi = data && data.onFI;
+    if (!fi || typeof fi.edge_ms !== 'number') return;
+    var end = bufferedEnd();
+    info.stamp = { edgeMs: fi.edge_ms, at: Date.now(), mediaPos: end === null ? video.currentTime : end };
+  }
+
+  function edgeLatency() {
+    var st = info.stamp;
+    if (!st || video.readyState < 2) return null;
+    return (Date.now() - st.edgeMs) / 1000 - (video.currentTime - st.mediaPos);
+  }
+
   function snapshot() {
     var q = typeof video.getVideoPlaybackQuality === 'function' ? video.getVideoPlaybackQuality() : null;
     var end = bufferedEnd();
@@ -79,6 +97,9 @@
       currentTime: video.currentTime,
       bufferedEnd: end,
       latency: end === null ? null : end - video.currentTime,
+      edgeLatency: edgeLatency(),
+      stamps: info.stamp ? 1 : 0,
+      bitrateKbps: info.speedKBps === null ? null : info.speedKBps * 8,
       paused: video.paused,
       muted: video.muted,
       readyState: video.readyState,
@@ -101,6 +122,9 @@
     var s = snapshot();
     $('s-time').textContent = fmt(s.currentTime, 2, ' s');
     $('s-latency').textContent = fmt(s.latency, 2, ' s');
+    $('s-e2e').textContent = s.edgeLatency === null ? (info.url ? 'no edge clock in this stream (stamp_time)' : '–')
+      : fmt(s.edgeLatency, 2, ' s');
+    $('s-bitrate').textContent = s.bitrateKbps === null ? '–' : fmt(s.bitrateKbps, 0, ' kbit/s');
     $('s-decoded').textContent = s.totalVideoFrames === null ? '–' : String(s.totalVideoFrames);
     $('s-dropped').textContent = s.droppedVideoFrames === null ? '–' : String(s.droppedVideoFrames);
     $('s-speed').textContent = s.speedKBps === null ? '–'
@@ -154,7 +178,7 @@
       return;
     }
     errors.length = 0;
-    info = { url: url, speedKBps: null, mediaInfo: null, startedAt: Date.now() };
+    info = { url: url, speedKBps: null, mediaInfo: null, startedAt: Date.now(), stamp: null };
     video.muted = mutedBox.checked;
 
     var source = { type: 'flv', isLive: !vod, url: url };
@@ -195,6 +219,7 @@
         mi.videoCodec, mi.audioCodec].filter(Boolean).join(' '));
     });
     player.on(mpegts.Events.STATISTICS_INFO, function (st) { info.speedKBps = st.speed; });
+    player.on(mpegts.Events.SCRIPTDATA_ARRIVED, function (data) { if (current === player) onScriptData(data); });
     player.on(mpegts.Events.LOADING_COMPLETE, function () {
       if (vod) log('info', 'the whole file is loaded'); else log('warn', 'the server ended the stream');
     });

@@ -79,7 +79,7 @@ class Edge:
         conf = os.path.join(workdir, f"bench-{merge_ms}.lua")
         with open(conf, "w") as f:
             f.write(f"""return {{
-  listen = {{ "127.0.0.1:{self.port}" }}, workers = 1,
+  listen = {{ "127.0.0.1:{self.port}" }}, workers = 1, status_prefix = "/_flvedge/",
   log_level = "warn",
   limits = {{ max_viewers = 20000, max_connections = 30000 }},
   resources = {{

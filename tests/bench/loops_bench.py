@@ -44,6 +44,7 @@ class Edge:
         with open(conf, "w") as f:
             f.write(f"""return {{
   listen = {{ "127.0.0.1:{self.port}" }}, workers = {workers}, listen_mode = "{listen_mode}",
+  status_prefix = "/_flvedge/",  -- the metrics this bench reads, on the public listener
   log_level = "warn",
   limits = {{ max_viewers = 40000, max_connections = 50000 }},
   resources = {{

@@ -8,14 +8,16 @@
 //      plays a 60 s FLV (keyframe index) through the edge's vod resource from a small Range-capable
 //      origin here, then seeks to 30 s: playback must resume and currentTime land within 3 s of it.
 // Each passes when video.currentTime goes past 2 s and getVideoPlaybackQuality().totalVideoFrames
-// grows, polled within a bounded wait. Prints PASS/FAIL lines and "N passed, N failed"; exits 0 or 1.
+// grows, polled within a bounded wait; check 1 also needs the page to show a bitrate and an
+// end-to-end latency (from the onFI edge clock of stamp_time) in a plausible range. Prints PASS/FAIL lines and "N passed, N failed"; exits 0 or 1.
 //
 // Environment:
 //   FLVEDGE_BIN            the binary (default: build/flvedge of this checkout)
 //   FE_MEDIA_DIR           cache for the generated test FLV (default: /tmp/flvedge-media)
 //   FE_CHROMIUM            the browser (default: /usr/bin/chromium)
 //   FE_BROWSER_TIMEOUT_MS  the wait of each check (default: 30000)
-//   FE_SCREENSHOT          where the screenshot of a passing page goes (default: /tmp/flvedge-player.png)
+//   FE_SCREENSHOT          where the screenshot of a passing page goes (default: the binary's build
+//                          directory, player-screenshot.png)
 // Prerequisites: tests/browser/setup.sh (chromium, ffmpeg, npm install here and in examples/player).
 'use strict';
 
@@ -30,7 +32,8 @@ const BIN = path.resolve(process.env.FLVEDGE_BIN || path.join(ROOT, 'build', 'fl
 const MEDIA_DIR = path.resolve(process.env.FE_MEDIA_DIR || '/tmp/flvedge-media');
 const CHROMIUM = process.env.FE_CHROMIUM || '/usr/bin/chromium';
 const CHECK_TIMEOUT_MS = Number(process.env.FE_BROWSER_TIMEOUT_MS || 30000);
-const SCREENSHOT = process.env.FE_SCREENSHOT || '/tmp/flvedge-player.png';
+const SCREENSHOT = process.env.FE_SCREENSHOT ||
+  (fs.existsSync(path.dirname(BIN)) ? path.join(path.dirname(BIN), 'player-screenshot.png') : '/tmp/flvedge-player.png');
 const PLAYER_DIR = path.join(ROOT, 'examples', 'player');
 const TOTAL_TIMEOUT_MS = 4 * CHECK_TIMEOUT_MS + 90000;
 
@@ -313,12 +316,24 @@ async function playbackCheck(name, pageUrl, opts) {
       last = await page.evaluate(() => (window.fePlayer ? window.fePlayer.stats() : null));
       if (last && last.state === 'error') { reason = `the player reports an error: ${last.errors.join(' | ')}`; break; }
       if (last && last.currentTime > 0.5 && firstFrames === null) firstFrames = last.totalVideoFrames;
-      if (last && last.currentTime > 2 && firstFrames !== null && last.totalVideoFrames > firstFrames) break;
+      if (last && last.currentTime > 2 && firstFrames !== null && last.totalVideoFrames > firstFrames &&
+          (!opts.latency || (last.edgeLatency !== null && last.bitrateKbps !== null))) break;
       if (Date.now() > deadline) {
         reason = `within ${CHECK_TIMEOUT_MS / 1000} s, currentTime did not pass 2 s with decoded frames growing`;
         break;
       }
       await sleep(200);
+    }
+    // The stream is 800 kbit/s video + 128 kbit/s audio, the edge on this host: the bitrate the
+    // page shows is the stream's, and the end-to-end latency is about the player's buffer.
+    if (!reason && opts.latency) {
+      if (!(last.bitrateKbps > 200 && last.bitrateKbps < 5000)) reason = `bitrate ${last.bitrateKbps} kbit/s out of 200..5000`;
+      else if (!(last.edgeLatency > -0.3 && last.edgeLatency < 5)) reason = `end-to-end latency ${last.edgeLatency} s out of -0.3..5`;
+      else {
+        const shown = await page.evaluate(() => [document.getElementById('s-bitrate').textContent,
+          document.getElementById('s-e2e').textContent]);
+        if (!/kbit\/s$/.test(shown[0]) || !/ s$/.test(shown[1])) reason = `the page shows "${shown[0]}" and "${shown[1]}"`;
+      }
     }
     if (!reason && opts.requireCors) {
       const flv = responses.find((r) => r.url.startsWith(opts.streamUrl));
@@ -336,7 +351,9 @@ async function playbackCheck(name, pageUrl, opts) {
     const secs = ((Date.now() - started) / 1000).toFixed(1);
     pass(name, `currentTime ${last.currentTime.toFixed(2)} s, ${last.totalVideoFrames} frames decoded ` +
       `(${firstFrames} at 0.5 s), ${last.droppedVideoFrames} dropped, buffered latency ` +
-      `${last.latency === null ? '?' : last.latency.toFixed(2)} s, ${last.width}x${last.height}, after ${secs} s`);
+      `${last.latency === null ? '?' : last.latency.toFixed(2)} s, end-to-end latency ` +
+      `${last.edgeLatency === null ? '?' : last.edgeLatency.toFixed(2)} s, bitrate ` +
+      `${last.bitrateKbps === null ? '?' : last.bitrateKbps.toFixed(0)} kbit/s, ${last.width}x${last.height}, after ${secs} s`);
     if (opts.screenshot) {
       await sleep(300); // one more stats refresh on the page
       await page.screenshot({ path: opts.screenshot, fullPage: true });
@@ -391,7 +408,7 @@ async function main() {
     '  log_level = "info",',
     '  -- cors_origin left at its default ("*"): check 2 relies on it',
     '  resources = {',
-    `    { name = "live", prefix = "/flv/", type = "live", origin = ${luaString('file:' + media)} },`,
+    `    { name = "live", prefix = "/flv/", type = "live", stamp_time = true, origin = ${luaString('file:' + media)} },`,
     ...vodResource,
     `    { name = "player", prefix = "/", type = "static", root = ${luaString(PLAYER_DIR)} },`,
     '  },',
@@ -420,7 +437,7 @@ async function main() {
   const stream = `${edgeBase}/flv/test.flv`;
   await playbackCheck('same-origin playback (page and stream from flvedge)',
     `${edgeBase}/index.html?autoplay=1&src=${encodeURIComponent(stream)}`,
-    { screenshot: SCREENSHOT, streamUrl: stream });
+    { screenshot: SCREENSHOT, streamUrl: stream, latency: true });
 
   const pagePort = await startPageServer(PLAYER_DIR);
   const pageOrigin = `http://127.0.0.1:${pagePort}`;

@@ -92,7 +92,7 @@ static void fuzz_check_config(const fe_config *cfg) {
   for (int i = 0; i < cfg->nlisten; i++)
     FUZZ_CHECK(cfg->listen[i] != NULL);
   FUZZ_CHECK(cfg->log_level >= 0 && cfg->log_level <= 3);
-  FUZZ_CHECK(cfg->status_prefix != NULL);
+  FUZZ_CHECK(!cfg->status_prefix || cfg->status_prefix[0] == '/');
   FUZZ_CHECK(fuzz_in(cfg->max_viewers, 1, 1e7) && fuzz_in(cfg->max_connections, 1, 1e7));
   FUZZ_CHECK(fuzz_in(cfg->request_timeout, 0.1, 3600));
   FUZZ_CHECK(fuzz_in(cfg->max_header_size, 1024, 1 << 20));

@@ -50,6 +50,7 @@ MEDIA_DIR = os.environ.get("FE_MEDIA_DIR", "/tmp/flvedge-media")
 WORKERS = int(os.environ.get("FE_WORKERS", "2"))
 
 LISTEN_RE = re.compile(r"flvedge: listening on https?://([0-9.]+|\[[0-9a-fA-F:]+\]):(\d+)")
+ADMIN_RE = re.compile(r"flvedge: admin API on http://([0-9.]+|\[[0-9a-fA-F:]+\]):(\d+)")
 SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "ThreadSanitizer",
                      "MemorySanitizer")
 
@@ -239,7 +240,7 @@ class Edge:
     """
 
     def __init__(self, config=None, args=(), env=None, wait=True, start_timeout=None,
-                 config_name="edge.lua", files=None):
+                 config_name="edge.lua", files=None, auto_admin=True):
         self.dir = tempfile.mkdtemp(prefix="flvedge-it-")
         self.config_path = None
         if files:
@@ -251,13 +252,20 @@ class Edge:
                     f.write(data)
         cmd = [BIN]
         if config is not None:
+            # Metrics are on the admin listener only (unless a config sets status_prefix): every
+            # config the tests make gets one, on a port of its own, unless it has its own.
             if isinstance(config, dict):
                 cfg = dict(config)
                 cfg.setdefault("listen", ["127.0.0.1:0"])
                 cfg.setdefault("workers", WORKERS)
+                if auto_admin:
+                    cfg.setdefault("admin", {"listen": "127.0.0.1:0", "token": ADMIN_TOKEN})
                 text = "return " + to_lua(cfg) + "\n"
             else:
                 text = config
+                if auto_admin and "admin" not in text and re.match(r"\s*return\s*\{", text):
+                    text = re.sub(r"^\s*return\s*\{", 'return { admin = { listen = "127.0.0.1:0", '
+                                  'token = "%s" },' % ADMIN_TOKEN, text, count=1)
             self.config_text = text
             self.config_path = os.path.join(self.dir, config_name)
             with open(self.config_path, "w") as f:
@@ -268,6 +276,7 @@ class Edge:
         self.stderr_path = os.path.join(self.dir, "stderr.log")
         self.stdout_path = os.path.join(self.dir, "stdout.log")
         self.ports = []
+        self.admin_port = None
         self.returncode = None
         self._finished = False
         if not os.path.exists(BIN):
@@ -347,6 +356,9 @@ class Edge:
             return None
         found = wait_until(ready, timeout, "the 'flvedge: listening on' line")
         self.ports = [int(p) for _, p in found]
+        admin = ADMIN_RE.findall(self.stderr_text())
+        if admin:
+            self.admin_port = int(admin[0][1])
         return self.ports
 
     def rss_kb(self):
@@ -356,22 +368,38 @@ class Edge:
                     return int(line.split()[1])
         raise AssertionError("no VmRSS for pid %d" % self.pid)
 
-    def metrics(self, path="/_flvedge/metrics"):
-        r = http_request(self.port, "GET", path)
+    def metrics_text(self, path=None):
+        """/metrics of the admin listener (path None), or `path` on the public listener."""
+        if path is None and self.admin_port:
+            r = http_request(self.admin_port, "GET", "/metrics",
+                             headers={"Authorization": "Bearer " + ADMIN_TOKEN})
+            path = "/metrics (admin)"
+        else:
+            path = path or "/_flvedge/metrics"
+            r = http_request(self.port, "GET", path)
         if r.status != 200:
             raise AssertionError("GET %s -> %d %r" % (path, r.status, r.body[:200]))
-        return parse_metrics(r.body.decode("utf-8", "replace"))
+        return r.body.decode("utf-8", "replace")
 
-    def metric(self, name, path="/_flvedge/metrics"):
+    def metrics(self, path=None):
+        return parse_metrics(self.metrics_text(path))
+
+    def metric(self, name, path=None):
         """The sum of every series of `name` (labels ignored); None if absent."""
         return self.metrics(path).get(name)
 
-    def loop_metric(self, name, path="/_flvedge/metrics"):
+    def series(self, name, path=None):
+        """Every series of `name`: {label text: value}."""
+        out = {}
+        for m in re.finditer(r'^%s(\{[^}]*\})? (\S+)$' % re.escape(name), self.metrics_text(path), re.M):
+            out[m.group(1) or ""] = float(m.group(2))
+        return out
+
+    def loop_metric(self, name, path=None):
         """A per-loop series, flvedge_loop_NAME{loop="i"}: a list indexed by loop."""
-        r = http_request(self.port, "GET", path)
         out = {}
         for m in re.finditer(r'^flvedge_loop_%s\{loop="(\d+)"\} (\S+)$' % re.escape(name),
-                             r.body.decode(), re.M):
+                             self.metrics_text(path), re.M):
             out[int(m.group(1))] = float(m.group(2))
         return [out[i] for i in sorted(out)]
 

@@ -14,7 +14,8 @@ import tempfile
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-from fe_harness import BIN, WORKERS, T, EdgeTestCase, HttpConn, run, to_lua, wait_until
+from fe_harness import (ADMIN_TOKEN, BIN, WORKERS, T, EdgeTestCase, HttpConn, Synth, admin_request,
+                        live_config, run, to_lua, wait_until)
 
 TOKEN = "tok-0123456789abcdef"
 ADMIN_RE = re.compile(r"flvedge: admin API on http://127\.0\.0\.1:(\d+)")
@@ -98,10 +99,8 @@ class AdminTest(EdgeTestCase):
         self.assertEqual(body["version"], run([BIN, "-v"], timeout=T(10)).stdout.split()[-1])
         r, data = self.ask("HEAD", "/health")
         self.assertEqual((r.status, data), (200, b""))
-        # The public metrics stay where they were.
-        pub = self.get(edge, "/_flvedge/metrics")
-        self.assertStatus(pub, 200)
-        self.assertIn(b"flvedge_connections", pub.body)
+        # The public listener has no metrics unless the config sets status_prefix.
+        self.assertStatus(self.get(edge, "/_flvedge/metrics"), 404)
 
     def test_unknown_path_404_and_wrong_method_405(self):
         self.start()
@@ -298,6 +297,91 @@ class AdminQuickModeTest(EdgeTestCase):
         c.request("GET", "/health", headers={"Authorization": "Bearer " + TOKEN})
         r = c.getresponse()
         self.assertEqual((r.status, json.loads(r.read())["status"]), (200, "ok"))
+
+
+class StreamsApiTest(EdgeTestCase):
+    """GET /streams, GET /streams/<key>, POST /streams/<key>/kick, POST /reload."""
+
+    def start(self):
+        self.origin = self.start_origin()
+        for name in ("a", "b"):
+            self.origin.route("/live/%s.flv" % name, Synth())
+        self.edge = self.start_edge(live_config(self.origin.url("/live/")))
+        return self.edge
+
+    def test_streams_list_and_detail(self):
+        edge = self.start()
+        r = admin_request(edge, "GET", "/streams")
+        self.assertEqual((r.status, r.json), (200, {"streams": []}))
+        va = [self.viewer(edge, "/flv/a.flv") for _ in range(4)]
+        vb = self.viewer(edge, "/flv/b.flv")
+        for v in va + [vb]:
+            v.read_media_ms(1200)
+        r = admin_request(edge, "GET", "/streams")
+        self.assertEqual(r.status, 200, r.body)
+        streams = {s["key"]: s for s in r.json["streams"]}
+        self.assertEqual(set(streams), {"live/a", "live/b"})
+        a = streams["live/a"]
+        self.assertEqual((a["resource"], a["stream"], a["viewers"]), ("live", "a", 4))
+        self.assertEqual(len(a["viewers_per_loop"]), WORKERS)
+        self.assertEqual(sum(a["viewers_per_loop"]), 4)
+        self.assertEqual((a["origin"], a["origin_status"]), (self.origin.url("/live/a.flv"), 200))
+        self.assertEqual((a["video_codec"], a["audio_codec"]), ("avc", "aac"))
+        self.assertTrue(a["live"])
+        self.assertTrue(100e3 < a["bitrate"] < 1e6, a["bitrate"])
+        self.assertGreater(a["window_bytes"], 0)
+        self.assertTrue(1.0 <= a["uptime"] < T(30), a["uptime"])
+        # Sorted by viewers, busiest first.
+        self.assertEqual([s["key"] for s in r.json["streams"]], ["live/a", "live/b"])
+        r = admin_request(edge, "GET", "/streams/live/b")
+        self.assertEqual(r.status, 200)
+        self.assertEqual((r.json["key"], r.json["viewers"]), ("live/b", 1))
+        r = admin_request(edge, "GET", "/streams/live/nope")
+        self.assertEqual((r.status, r.json), (404, {"error": "no such stream on any loop"}))
+        for path in ("/streams", "/streams/live/a"):
+            self.assertEqual(admin_request(edge, "GET", path, token=None).status, 401)
+
+    def test_kick_cuts_every_viewer_of_the_stream_on_every_loop(self):
+        edge = self.start()
+        va = [self.viewer(edge, "/flv/a.flv") for _ in range(4)]
+        vb = self.viewer(edge, "/flv/b.flv")
+        for v in va + [vb]:
+            v.read_media_ms(300)
+        self.assertEqual(admin_request(edge, "POST", "/streams/live/a/kick", token=None).status, 401)
+        r = admin_request(edge, "POST", "/streams/live/a/kick")
+        self.assertEqual((r.status, r.json), (200, {"kicked": 4}))
+        for v in va:
+            v.conn.wait_closed(T(5))
+        # The other stream plays on.
+        start = max(t.ts for t in vb.tags if t.is_media)
+        vb.read_until(lambda v: max(t.ts for t in v.tags if t.is_media) >= start + 500, T(5), "b plays on")
+        self.assertEqual(edge.metric("flvedge_viewers_kicked_total"), 4)
+        # A loop left without viewers lets its copy of the stream go at once: the resource's counter
+        # keeps what that copy counted.
+        self.assertEqual(edge.series("flvedge_resource_viewers_kicked_total")['{resource="live"}'], 4)
+        r = admin_request(edge, "POST", "/streams/live/zzz/kick")
+        self.assertEqual((r.status, r.json), (200, {"kicked": 0}))
+        self.assertEqual(admin_request(edge, "GET", "/streams/live/a/kick").status, 404)
+
+    def test_reload_applies_a_good_config_and_refuses_a_broken_one(self):
+        edge = self.start()
+        with open(edge.config_path) as f:
+            good = f.read()
+        self.assertEqual(admin_request(edge, "POST", "/reload", token=None).status, 401)
+        self.assertEqual(admin_request(edge, "GET", "/reload").status, 405)
+        r = admin_request(edge, "POST", "/reload")
+        self.assertEqual((r.status, r.json), (200, {"reloaded": True}))
+        edge.wait_log("reloaded")
+        self.assertEqual(edge.metric("flvedge_reloads_total"), 1)
+        with open(edge.config_path, "w") as f:
+            f.write(good.replace('type = "live"', 'type = "nonsense"'))
+        r = admin_request(edge, "POST", "/reload")
+        self.assertEqual(r.status, 500)
+        self.assertIn("nonsense", r.json["error"])
+        self.assertEqual(edge.metric("flvedge_reload_failures_total"), 1)
+        # The running config stays: streams are still served.
+        v = self.viewer(edge, "/flv/a.flv")
+        v.read_media_ms(300)
 
 
 if __name__ == "__main__":

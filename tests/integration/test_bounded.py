@@ -125,8 +125,8 @@ class PipelineTest(EdgeTestCase):
         self.assertLess(growth, RSS_BOUND_KB, "RSS +%d KB while answering" % growth)
 
     def test_pipelined_metrics_requests_for_five_seconds(self):
-        edge = self.start_edge(live_config("http://127.0.0.1:9/live/",
-                                           limits={"request_timeout": 1}), env=EDGE_ENV)
+        edge = self.start_edge(live_config("http://127.0.0.1:9/live/", limits={"request_timeout": 1},
+                                           top={"status_prefix": "/_flvedge/"}), env=EDGE_ENV)
         req = b"GET /_flvedge/metrics HTTP/1.1\r\nHost: x\r\n\r\n"
         batch = req * 2000
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -167,7 +167,7 @@ class PipelineTest(EdgeTestCase):
     def test_a_stream_pipelined_after_an_answer_plays(self):
         origin = self.start_origin()
         origin.route("/live/p.flv", Synth())
-        edge = self.start_edge(live_config(origin.url("/live/")))
+        edge = self.start_edge(live_config(origin.url("/live/"), top={"status_prefix": "/_flvedge/"}))
         c = HttpConn(edge.port, raw=b"GET /_flvedge/metrics HTTP/1.1\r\nHost: x\r\n\r\n"
                                     b"GET /flv/p.flv HTTP/1.1\r\nHost: x\r\n\r\n")
         self.addCleanup(c.close)

@@ -5,6 +5,7 @@ take the process down; the origin phase picks and fails over origins; log adds a
 and shares req.ctx with access; quick mode's --policy; -t rejects a broken policy.
 """
 
+import json
 import os
 import sys
 import tempfile
@@ -195,19 +196,19 @@ class AccessAndLogTest(EdgeTestCase):
         self.get(self.edge, "/flv/s.flv?deny=403")
         log = os.path.join(self.edge.dir, "access.log")
 
-        def lines():
+        def records():
             try:
                 with open(log) as fh:
-                    return fh.read()
+                    return [json.loads(ln)["fields"] for ln in fh.read().splitlines()]
             except OSError:
-                return ""
-        wait_until(lambda: 'tag="abc"' in lines() and 'st="403"' in lines(), T(15), "access log lines")
-        text = lines()
-        viewer_line = [ln for ln in text.splitlines() if 'tag="abc"' in ln][0]
-        self.assertIn('st="200"', viewer_line)
-        self.assertIn('cs="MISS"', viewer_line)
-        denied = [ln for ln in text.splitlines() if 'st="403"' in ln][0]
-        self.assertIn('tag="none"', denied)
+                return []
+        # The hook's fields are the JSON line's "fields" (access_log_format "json", the default).
+        wait_until(lambda: any(f.get("tag") == "abc" for f in records()) and
+                   any(f.get("st") == "403" for f in records()), T(15), "access log lines")
+        viewer = [f for f in records() if f.get("tag") == "abc"][0]
+        self.assertEqual((viewer["st"], viewer["cs"]), ("200", "MISS"))
+        denied = [f for f in records() if f.get("st") == "403"][0]
+        self.assertEqual(denied["tag"], "none")
 
 
 class OriginPhaseTest(EdgeTestCase):

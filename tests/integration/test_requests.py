@@ -21,7 +21,7 @@ class RequestTest(EdgeTestCase):
             self.origin.route("/live/%s.flv" % s, Synth())
         self.edge = self.start_edge(live_config(
             self.origin.url("/live/"), max_viewers_per_stream=2,
-            limits={"request_timeout": 1, "max_header_size": 1024}))
+            limits={"request_timeout": 1, "max_header_size": 1024}, top={"status_prefix": "/_flvedge/"}))
 
     def tearDown(self):
         # Whatever the test did, the edge still serves a stream and its metrics.
@@ -151,7 +151,8 @@ class GlobalLimitTest(EdgeTestCase):
         origin = self.start_origin()
         for s in ("a", "b", "c", "d"):
             origin.route("/live/%s.flv" % s, Synth())
-        edge = self.start_edge(live_config(origin.url("/live/"), limits={"max_viewers": 3}))
+        edge = self.start_edge(live_config(origin.url("/live/"), limits={"max_viewers": 3},
+                                           top={"status_prefix": "/_flvedge/"}))
         vs = [self.viewer(edge, "/flv/%s.flv" % s) for s in ("a", "b", "c")]
         for v in vs:
             self.assertEqual(v.status, 200, v.response)
@@ -176,7 +177,8 @@ class GlobalLimitTest(EdgeTestCase):
         origin = self.start_origin()
         origin.route("/live/a.flv", Synth())
         edge = self.start_edge(live_config(origin.url("/live/"),
-                                           limits={"max_connections": 4, "request_timeout": 30}))
+                                           limits={"max_connections": 4, "request_timeout": 30},
+                                           top={"status_prefix": "/_flvedge/"}))
         # Four viewers that got their answer: each loop has accepted and counted its own.
         held = [self.viewer(edge, "/flv/a.flv") for _ in range(4)]
         self.assertEqual([v.status for v in held], [200] * 4)

@@ -1,6 +1,8 @@
 /* The live window without a socket: a fake viewer transport collects what fe_hub_viewer_fill gives. */
+#define _GNU_SOURCE /* memmem */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <uv.h>
 
 #include "fe_test.h"
@@ -158,7 +160,7 @@ static void fe_tv_wake(fe_viewer *v) {
     fe_hub_leave(v);
 }
 
-static const fe_viewer_ops fe_tv_ops = {fe_tv_start, fe_tv_fail, fe_tv_wake};
+static const fe_viewer_ops fe_tv_ops = {.start = fe_tv_start, .fail = fe_tv_fail, .wake = fe_tv_wake};
 
 /* Drains what the hub has for the viewer, as a transport that writes everything at once. */
 static size_t fe_tv_drain(fe_tview *t) {
@@ -703,6 +705,103 @@ static void test_a_source_that_fails_answers_every_waiting_viewer(void) {
   FE_CHECK(fe_hub_find(fe_T, "t/fail") == NULL);
 }
 
+/* stamp_time: the hub writes its own onFI tag (the edge's clock) into the window, once a second. */
+static void test_stamp_time_puts_the_edge_clock_in_the_window(void) {
+  for (int stamp = 0; stamp <= 1; stamp++) {
+    fe_hub_opts o = fe_opts();
+    o.stamp_time = stamp;
+    fe_hub *h = fe_hub_create(stamp ? "t/stamped" : "t/plain", &o);
+    fe_tview a = {0};
+    fe_hub_join(h, &a.v, &fe_tv_ops, FE_HUB_WANT_ALL);
+    fe_gen g = {0};
+    uint32_t ts = 0;
+    fe_gen_start(&g);
+    fe_gen_gop(&g, &ts, 10, 500);
+    fe_hub_ingest(h, g.buf, g.len);
+    fe_tv_drain(&a);
+    /* A second later the next GOP: its keyframe is followed by a stamp. */
+    uv_sleep(1010);
+    uv_update_time(&fe_L.uv);
+    size_t first = g.len;
+    fe_gen_gop(&g, &ts, 10, 500);
+    fe_hub_ingest(h, g.buf + first, g.len - first);
+    fe_tv_drain(&a);
+    const uint8_t *at = memmem(a.got.buf, a.got.len, "\x02\x00\x04" "onFI", 7);
+    FE_CHECK_EQ(at != NULL, stamp);
+    if (at) {
+      const uint8_t *ms = memmem(at, a.got.len - (size_t)(at - a.got.buf), "\x00\x07" "edge_ms" "\x00", 10);
+      FE_CHECK(ms != NULL);
+      uint64_t bits = 0;
+      for (int i = 0; i < 8; i++)
+        bits = bits << 8 | ms[10 + i];
+      double v;
+      memcpy(&v, &bits, 8);
+      struct timespec now;
+      clock_gettime(CLOCK_REALTIME, &now);
+      double now_ms = (double)now.tv_sec * 1000.0 + (double)now.tv_nsec / 1e6;
+      FE_CHECK(v > now_ms - 5000 && v <= now_ms + 1);
+      /* A script tag of its own, whole: the tag header right before the AMF name. */
+      FE_CHECK_EQ(at[-11], FE_FLV_SCRIPT);
+    }
+    fe_hub_leave(&a.v);
+    free(a.got.buf);
+    free(g.buf);
+  }
+}
+
+static void fe_tv_kick(fe_viewer *v) {
+  ((fe_tview *)v)->failed = -1;
+  fe_hub_leave(v);
+}
+
+static const fe_viewer_ops fe_tv_kick_ops = {
+    .start = fe_tv_start, .fail = fe_tv_fail, .wake = fe_tv_wake, .kick = fe_tv_kick};
+
+/* What the admin API sees: a snapshot of the loop's hubs, and kicking one stream's viewers. */
+static void test_snapshot_and_kick(void) {
+  fe_hub_opts o = fe_opts();
+  o.linger = 30;
+  fe_hub *h = fe_hub_create("t/snap", &o);
+  fe_hub *other = fe_hub_create("t/other", &o);
+  fe_tview v[3], w;
+  memset(v, 0, sizeof(v));
+  memset(&w, 0, sizeof(w));
+  for (int i = 0; i < 3; i++)
+    fe_hub_join(h, &v[i].v, &fe_tv_kick_ops, FE_HUB_WANT_ALL);
+  fe_hub_join(other, &w.v, &fe_tv_kick_ops, FE_HUB_WANT_ALL);
+  fe_gen g = {0};
+  uint32_t ts = 0;
+  fe_gen_start(&g);
+  fe_gen_gop(&g, &ts, 50, 1000); /* 2 s of 1000 + 200 bytes per 40 ms: about 240 kbit/s */
+  fe_hub_ingest(h, g.buf, g.len);
+  fe_hub_info *info;
+  int n = fe_hubs_snapshot(fe_T, "t/snap", &info);
+  FE_CHECK_EQ(n, 1);
+  FE_CHECK(strcmp(info[0].key, "t/snap") == 0);
+  FE_CHECK_EQ(info[0].viewers, 3);
+  FE_CHECK_EQ(info[0].stats.joins, 3);
+  FE_CHECK(strcmp(info[0].vcodec, "avc") == 0 && strcmp(info[0].acodec, "aac") == 0);
+  FE_CHECK(info[0].bitrate > 200000 && info[0].bitrate < 300000);
+  FE_CHECK(info[0].live && info[0].window_bytes > 50000);
+  fe_hub_info_free(info, n);
+  FE_CHECK_EQ(fe_hubs_snapshot(fe_T, NULL, &info), 2);
+  fe_hub_info_free(info, 2);
+  FE_CHECK_EQ(fe_hubs_kick(fe_T, "t/snap"), 3);
+  for (int i = 0; i < 3; i++)
+    FE_CHECK(v[i].failed == -1 && v[i].v.hub == NULL);
+  FE_CHECK(w.failed == 0 && w.v.hub == other); /* another stream's viewer stays */
+  FE_CHECK_EQ(fe_hubs_kick(fe_T, "t/none"), 0);
+  FE_CHECK_EQ(fe_hubs_snapshot(fe_T, "t/snap", &info), 1); /* lingering, no viewer */
+  FE_CHECK_EQ(info[0].viewers, 0);
+  FE_CHECK_EQ(info[0].stats.viewers_kicked, 3);
+  fe_hub_info_free(info, 1);
+  fe_hub_leave(&w.v);
+  for (int i = 0; i < 3; i++)
+    free(v[i].got.buf);
+  free(g.buf);
+  fe_hubs_end_all(fe_T);
+}
+
 int main(void) {
   fe_loop_init(&fe_L, 0);
   fe_T = fe_hubs_new(&fe_L, NULL);
@@ -722,6 +821,8 @@ int main(void) {
   FE_RUN(test_linger_keeps_the_stream_then_closes_it);
   FE_RUN(test_a_fill_pins_a_bounded_number_of_blocks);
   FE_RUN(test_a_source_that_fails_answers_every_waiting_viewer);
+  FE_RUN(test_stamp_time_puts_the_edge_clock_in_the_window);
+  FE_RUN(test_snapshot_and_kick);
   /* Hubs close their timers through the loop: let it finish so nothing leaks. */
   fe_loop_close(&fe_L);
   fe_hubs_free(fe_T);

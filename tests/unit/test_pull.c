@@ -53,7 +53,8 @@ static void fe_rec_end(void *sink, int err) {
   fe_rec_close(r);
 }
 
-static const fe_sink_ops fe_rec_ops = {fe_rec_start, fe_rec_tag, fe_rec_flush, fe_rec_fail, fe_rec_end};
+static const fe_sink_ops fe_rec_ops = {
+    .start = fe_rec_start, .tag = fe_rec_tag, .flush = fe_rec_flush, .fail = fe_rec_fail, .end = fe_rec_end};
 
 /* The FLV header and one AAC tag. */
 static const char fe_flv[] = "FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00"

@@ -1,0 +1,157 @@
+"""
+/metrics on the admin listener: per-stream series summed over the loops (viewers, bytes, origin
+counters, bitrate), the cap on stream series with the rest in stream="_other", per-resource
+counters that survive the end of a stream, the first-byte and first-keyframe histograms, the
+process series (memory, Lua errors, reloads), and the public /_flvedge/metrics being opt-in.
+"""
+
+import re
+import signal
+import sys
+import unittest
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+from fe_harness import (WORKERS, T, EdgeTestCase, Synth, live_config, wait_until)
+
+
+def stream_labels(resource, stream):
+    return '{resource="%s",stream="%s"}' % (resource, stream)
+
+
+class StreamMetricsTest(EdgeTestCase):
+    def test_per_stream_series_are_summed_over_loops(self):
+        origin = self.start_origin()
+        origin.route("/live/a.flv", Synth())
+        origin.route("/live/b.flv", Synth())
+        edge = self.start_edge(live_config(origin.url("/live/")))
+        viewers = [self.viewer(edge, "/flv/a.flv") for _ in range(6)] + [self.viewer(edge, "/flv/b.flv")]
+        for v in viewers:
+            v.read_media_ms(1000)
+        wait_until(lambda: edge.series("flvedge_stream_viewers").get(stream_labels("live", "a")) == 6,
+                   T(10), "6 viewers of live/a in the stream series")
+        viewers_series = edge.series("flvedge_stream_viewers")
+        self.assertEqual(viewers_series[stream_labels("live", "b")], 1)
+        # The viewers really are on more than one loop, and the series is their sum.
+        if WORKERS > 1:
+            self.assertEqual(sum(1 for n in edge.loop_metric("viewers") if n > 0), WORKERS)
+        # One origin pull per stream for the whole node, however many loops relay it.
+        connects = edge.series("flvedge_stream_origin_connects_total")
+        self.assertEqual(connects[stream_labels("live", "a")], 1)
+        self.assertEqual(connects[stream_labels("live", "b")], 1)
+        self.assertEqual(origin.connections("/live/a.flv"), 1)
+        sent = edge.series("flvedge_stream_bytes_sent_total")
+        self.assertGreater(sent[stream_labels("live", "a")], sent[stream_labels("live", "b")] * 3,
+                           "6 viewers take more bytes than 1 (%r)" % sent)
+        self.assertGreater(edge.series("flvedge_stream_origin_bytes_total")[stream_labels("live", "a")], 10000)
+        # Synth: 25 fps of 1200-byte frames plus audio, about 0.3 Mbit/s.
+        rate = edge.series("flvedge_stream_bitrate_bps")[stream_labels("live", "a")]
+        self.assertTrue(100e3 < rate < 1e6, rate)
+        self.assertEqual(edge.metric("flvedge_stream_series_capped"), 0)
+        for v in viewers:
+            v.close()
+
+    def test_stream_series_are_capped_and_the_rest_is_other(self):
+        origin = self.start_origin()
+        for name in "abcd":
+            origin.route("/live/%s.flv" % name, Synth())
+        edge = self.start_edge(live_config(origin.url("/live/"), top={"metrics": {"max_stream_series": 2}}))
+        counts = {"a": 4, "b": 3, "c": 2, "d": 1}
+        viewers = []
+        for name, n in counts.items():
+            for _ in range(n):
+                viewers.append(self.viewer(edge, "/flv/%s.flv" % name))
+        for v in viewers:
+            v.read_media_ms(500)
+        wait_until(lambda: edge.metric("flvedge_viewers") == 10, T(10), "10 viewers")
+        series = edge.series("flvedge_stream_viewers")
+        # The two busiest keep their own series; c and d are summed into _other.
+        self.assertEqual(series, {stream_labels("live", "a"): 4, stream_labels("live", "b"): 3,
+                                  stream_labels("_other", "_other"): 3}, series)
+        self.assertEqual(edge.metric("flvedge_stream_series_capped"), 2)
+        connects = edge.series("flvedge_stream_origin_connects_total")
+        self.assertEqual(connects[stream_labels("_other", "_other")], 2)
+        for v in viewers:
+            v.close()
+
+    def test_resource_counters_outlive_their_streams(self):
+        origin = self.start_origin()
+        origin.route("/live/a.flv", Synth())
+        edge = self.start_edge(live_config(origin.url("/live/"), linger=0))
+        v = self.viewer(edge, "/flv/a.flv")
+        v.read_media_ms(500)
+        v.close()
+        wait_until(lambda: edge.metric("flvedge_streams") == 0, T(10), "the stream closed")
+        self.assertEqual(edge.series("flvedge_stream_viewers"), {})
+        res = '{resource="live"}'
+        self.assertEqual(edge.series("flvedge_resource_origin_connects_total")[res], 1)
+        self.assertGreater(edge.series("flvedge_resource_origin_bytes_total")[res], 1000)
+        self.assertEqual(edge.series("flvedge_resource_joins_total")[res], 1)
+        self.assertGreater(edge.series("flvedge_resource_bytes_sent_total")[res], 1000)
+        # The viewer's request is counted when it ends: one 2xx, a MISS (it opened the stream).
+        wait_until(lambda: edge.series("flvedge_resource_requests_total").get(
+            '{resource="live",status="2xx"}') == 1, T(5), "the viewer's request counted")
+        self.assertEqual(edge.series("flvedge_resource_cache_total")['{resource="live",cache_status="miss"}'], 1)
+
+    def test_origin_errors_and_failovers_per_stream(self):
+        origin = self.start_origin()
+        origin.route("/live/a.flv", Synth())
+        policy = ('return { origin = function(req, attempt)\n'
+                  '  if attempt == 1 then return "http://127.0.0.1:1/dead/a.flv" end\n'
+                  '  return "%s" end }\n' % origin.url("/live/a.flv"))
+        edge = self.start_edge(live_config(origin.url("/live/"), policy="p.lua"), files={"p.lua": policy})
+        v = self.viewer(edge, "/flv/a.flv")
+        v.read_media_ms(500)
+        s = stream_labels("live", "a")
+        self.assertEqual(edge.series("flvedge_stream_origin_connects_total")[s], 2)
+        self.assertEqual(edge.series("flvedge_stream_origin_failovers_total")[s], 1)
+        v.close()
+
+
+class LatencyAndProcessTest(EdgeTestCase):
+    def test_first_byte_and_first_keyframe_histograms(self):
+        origin = self.start_origin()
+        origin.route("/live/a.flv", Synth())
+        edge = self.start_edge(live_config(origin.url("/live/")))
+        before = edge.metrics()
+        v = self.viewer(edge, "/flv/a.flv")
+        v.read_until(lambda v: any(t.is_keyframe for t in v.tags), T(10), "a keyframe")
+        m = edge.metrics()
+        # The viewer and the /metrics request before this one each have a first byte.
+        self.assertGreaterEqual(m["flvedge_first_byte_seconds_count"], before["flvedge_first_byte_seconds_count"] + 1)
+        self.assertEqual(m["flvedge_first_keyframe_seconds_count"], 1)
+        self.assertGreater(m["flvedge_first_keyframe_seconds_sum"], 0)
+        self.assertLess(m["flvedge_first_keyframe_seconds_sum"], T(5))
+        text = edge.metrics_text()
+        self.assertRegex(text, r'(?m)^flvedge_first_keyframe_seconds_bucket\{le="\+Inf"\} 1$')
+        v.close()
+
+    def test_process_series_memory_lua_errors_reloads(self):
+        origin = self.start_origin()
+        origin.route("/live/a.flv", Synth())
+        policy = 'return { access = function(req) if req.query == "boom" then error("boom") end end }\n'
+        edge = self.start_edge(live_config(origin.url("/live/"), policy="p.lua"), files={"p.lua": policy})
+        m = edge.metrics()
+        self.assertGreater(m["flvedge_process_resident_memory_bytes"], 1 << 20)
+        self.assertLess(abs(m["flvedge_process_resident_memory_bytes"] / 1024 - edge.rss_kb()), 64 * 1024)
+        self.assertEqual(m["flvedge_lua_errors_total"], 0)
+        self.assertEqual(m["flvedge_reloads_total"], 0)
+        self.assertStatus(self.get(edge, "/flv/a.flv?boom"), 500)
+        self.assertEqual(edge.metric("flvedge_lua_errors_total"), 1)
+        edge.send_signal(signal.SIGHUP)
+        wait_until(lambda: edge.metric("flvedge_reloads_total") == 1, T(10), "a reload counted")
+        self.assertEqual(edge.metric("flvedge_reload_failures_total"), 0)
+
+
+class PublicMetricsTest(EdgeTestCase):
+    def test_public_metrics_are_off_unless_status_prefix_is_set(self):
+        origin = self.start_origin()
+        edge = self.start_edge(live_config(origin.url("/live/")))
+        self.assertStatus(self.get(edge, "/_flvedge/metrics"), 404)
+        on = self.start_edge(live_config(origin.url("/live/"), top={"status_prefix": "/_flvedge/"}))
+        r = self.get(on, "/_flvedge/metrics")
+        self.assertStatus(r, 200)
+        self.assertRegex(r.body.decode(), r"(?m)^flvedge_connections \d+$")
+
+
+if __name__ == "__main__":
+    unittest.main()
