@@ -52,6 +52,7 @@ typedef struct fe_vreq {
   fe_vod_fetch_opts fo;
   fe_vod_waiter w;
   uint32_t w_idx;      /* the slice w is attached for */
+  int w_wait;          /* w waits for a slice another fetch stores on its way (FE_VOD_SLICE_WAIT) */
   /* the body */
   fe_vseg segs[FE_VOD_MAX_SEGS];
   int nseg, seg;
@@ -463,6 +464,12 @@ static void fe_vreq_pump(fe_vreq *v) {
     uint64_t pos = s->off + v->seg_done;
     uint32_t idx = (uint32_t)(pos / S);
     uint64_t in = pos % S;
+    if (v->w_wait) {
+      /* Woken while waiting for a slice another fetch stores on its way: ask again. */
+      v->w_wait = 0;
+      fe_vod_waiter_detach(&v->w);
+      v->w_idx = UINT32_MAX;
+    }
     /* From the fetch we are attached to, when it is this slice's. */
     if (v->w.fetch && v->w_idx == idx) {
       fe_vod_fetch *f = v->w.fetch;
@@ -538,6 +545,10 @@ static void fe_vreq_pump(fe_vreq *v) {
     }
     if (rc < 0) {
       fe_vreq_abort(v, rc == FE_VOD_EFULL ? "too many origin fetches in flight" : uv_strerror(rc));
+      return;
+    }
+    if (rc == FE_VOD_SLICE_WAIT) {
+      v->w_wait = 1;
       return;
     }
     v->w_idx = idx;
@@ -820,12 +831,14 @@ static void fe_vreq_origin_failed(fe_vreq *v, fe_vod_fetch *f) {
   }
   char msg[160];
   if (err == FE_VOD_ESTATUS) {
-    char b[sizeof(msg)];
+    /* The body and type live in the fetch, which the detach may free: copied first. */
+    char b[sizeof(msg)], t[128];
     size_t n = blen < sizeof(b) ? blen : sizeof(b);
     memcpy(b, body, n);
+    snprintf(t, sizeof(t), "%s", ctype ? ctype : "");
     fe_vod_waiter_detach(&v->w);
     v->c->cache_status = fe_vod_cs_names[v->cstatus];
-    fe_vreq_respond(v, status, ctype, NULL, b, n);
+    fe_vreq_respond(v, status, t[0] ? t : NULL, NULL, b, n);
     return;
   }
   int st = err == FE_VOD_EFULL ? 503 : err <= -2000 && err > -3000 ? fe_origin_status(err) : 502;

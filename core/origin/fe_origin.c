@@ -24,6 +24,7 @@ struct fe_origin {
   fe_origin_opts opts;
   int kind;
   int state;
+  int paused;    /* the owner stopped the body for now (fe_origin_pause) */
   int closed;  /* fe_origin_close() was called: no more callbacks */
   int ended;   /* on_end was delivered */
   int handles; /* handles and requests still to come back before the memory can go */
@@ -234,7 +235,7 @@ static void fe_origin_on_read(fe_net *n, ssize_t nread, const char *data) {
   if (o->closed || o->ended)
     return;
   if (nread > 0) {
-    if (o->state == FE_OS_BODY)
+    if (o->state == FE_OS_BODY && !o->paused)
       uv_timer_start(&o->timer, fe_origin_on_timeout, fe_ms(o->opts.read_timeout), 0);
     llhttp_errno_t e = llhttp_execute(&o->parser, data, (size_t)nread);
     if (o->closed || o->ended)
@@ -613,4 +614,17 @@ int fe_origin_feed_start(fe_origin *o) {
 
 void fe_origin_feed(fe_origin *o, ssize_t nread, const char *data) {
   fe_origin_on_read(&o->net, nread, data);
+}
+
+void fe_origin_pause(fe_origin *o, int pause) {
+  if (o->closed || o->ended || o->state != FE_OS_BODY || !o->net.open || o->paused == !!pause)
+    return;
+  o->paused = !!pause;
+  if (pause) {
+    fe_net_read_stop(&o->net);
+    uv_timer_stop(&o->timer); /* a pause is the owner's, not a stall */
+  } else {
+    fe_net_read_start(&o->net, fe_origin_on_read);
+    uv_timer_start(&o->timer, fe_origin_on_timeout, fe_ms(o->opts.read_timeout), 0);
+  }
 }

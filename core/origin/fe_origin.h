@@ -90,6 +90,12 @@ int fe_origin_check_url(const char *url);
 const fe_origin_head *fe_origin_response_head(const fe_origin *o);
 /** Stops the pull; no callback runs after this. Safe from inside a callback. */
 void fe_origin_close(fe_origin *o);
+/**
+ * Stops (pause 1) or resumes (0) reading an HTTP body, as back-pressure from the owner: the
+ * read timeout does not run while paused. Bytes of the read being parsed still arrive. No-op
+ * outside a body, and for file sources.
+ */
+void fe_origin_pause(fe_origin *o, int pause);
 /** The HTTP status a viewer gets for a failure code (404, 502 or 504). */
 int fe_origin_status(int err);
 /** A short description of a failure code, for logs. */

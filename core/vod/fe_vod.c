@@ -67,6 +67,7 @@ typedef struct fe_vod_pf {
   struct fe_tls_client *tls;
   uint64_t slice_size;
   uint32_t idx;
+  int wait;   /* w waits for a slice another fetch stores on its way (FE_VOD_SLICE_WAIT) */
   fe_vod_waiter w;
 } fe_vod_pf;
 
@@ -110,7 +111,45 @@ struct fe_vod_fetch {
   int store_rc;
   fe_vod_file file;
   char obj_path[512]; /* the client path for the meta file */
+  int runs;           /* what must finish before the fetch ends: its slice, and a tail reader */
+  /* An origin without ranges answers 200 with the whole file: the slices it passes through are
+   * stored too (at most FE_VOD_SIDE_INFLIGHT at a time, each written from its own buffer), and
+   * once the fetch's own slice is in, the rest of the body is read on for them. */
+  int through;
+  int tail;           /* atomic: reading on past our slice; requests for later slices wait for it */
+  uint64_t pos;       /* file offset of the next body byte (through) */
+  uint8_t *sbuf;      /* the passing slice being gathered, or NULL */
+  uint32_t sidx;
+  uint64_t slen, swant;
+  int sinflight;
+  uint32_t sidxs[4];  /* the slices of the side stores in flight */
+  uint32_t cover;     /* atomic: the first slice the tail has not stored yet (requests from here
+                         on wait for it) */
 };
+
+#define FE_VOD_SIDE_INFLIGHT 2 /* beyond: the tail pauses its origin, slices before ours are skipped */
+
+/* The first slice the tail has not stored: the oldest store in flight, else the one it reads. */
+static void fe_vod_tail_cover(fe_vod_fetch *f) {
+  uint32_t c = f->meta.slice_size ? (uint32_t)(f->pos / f->meta.slice_size) : 0;
+  for (int i = 0; i < f->sinflight; i++)
+    if (f->sidxs[i] < c)
+      c = f->sidxs[i];
+  __atomic_store_n(&f->cover, c, __ATOMIC_RELEASE);
+}
+
+/* A passing slice of a 200 answer, written in the thread pool. */
+typedef struct fe_vod_side {
+  fe_vod_fetch *f; /* referenced */
+  uint32_t idx;
+  uint32_t version;
+  uint64_t gen;
+  uint8_t *buf;
+  uint64_t len;
+  int rc;
+  fe_vod_file file;
+  uv_work_t work;
+} fe_vod_side;
 
 static double fe_now(void) {
   struct timespec ts;
@@ -781,6 +820,7 @@ static void fe_vod_fetch_unref(fe_vod_fetch *f) {
   if (__atomic_sub_fetch(&f->refs, 1, __ATOMIC_ACQ_REL) > 0)
     return;
   free(f->buf);
+  free(f->sbuf);
   free(f->key);
   free(f->url);
   free(f->path);
@@ -887,8 +927,11 @@ static void fe_vod_fetch_unlist(fe_vod_fetch *f, fe_vod_trash *t) {
     fe_vod_obj_remove(c, o, t);
 }
 
-/* The fetch is over (stored, not stored or failed): its run lets go. */
+/* The fetch is over (stored, not stored or failed): its run lets go. With a tail reader, the
+ * second of the two to finish ends it. */
 static void fe_vod_fetch_end(fe_vod_fetch *f) {
+  if (--f->runs > 0)
+    return;
   fe_vod_trash t = {0};
   uv_mutex_lock(&f->cache->mu);
   fe_vod_fetch_unlist(f, &t);
@@ -925,9 +968,13 @@ static int fe_vod_write_all(int fd, const uint8_t *p, uint64_t n) {
   return 0;
 }
 
-/* A file written whole as .tmp, then renamed: a reader never sees a part of it. The tmp name is
- * unique: stores of two slices of one object write its meta at the same time. */
-static int fe_vod_write_file(const char *path, const uint8_t *data, uint64_t len, struct stat *st) {
+/* A file written whole as .tmp, then published under its name: a reader never sees a part of it.
+ * The tmp name is unique (two stores of one object write its meta at once). A meta replaces the
+ * old one (rename); a slice is linked and never replaces one: two fetches may store the same
+ * slice (same content version), and the one the index records must stay the one on disk, so
+ * the second adopts the first's file (st then describes it). */
+static int fe_vod_write_file(const char *path, const uint8_t *data, uint64_t len, int replace,
+                             struct stat *st) {
   static uint64_t seq;
   char tmp[640];
   snprintf(tmp, sizeof(tmp), "%s.%llu.tmp", path,
@@ -942,8 +989,16 @@ static int fe_vod_write_file(const char *path, const uint8_t *data, uint64_t len
     rc = -EIO;
   if (close(fd) < 0 && rc == 0)
     rc = -errno;
-  if (rc == 0 && rename(tmp, path) < 0)
+  if (rc == 0 && replace && rename(tmp, path) < 0)
     rc = -errno;
+  if (rc == 0 && !replace) {
+    if (link(tmp, path) < 0) {
+      rc = -errno;
+      if (rc == -EEXIST && stat(path, st) == 0 && (uint64_t)st->st_size == len)
+        rc = 0; /* stored by the other fetch: adopt its file */
+    }
+    unlink(tmp);
+  }
   if (rc < 0)
     unlink(tmp);
   return rc;
@@ -974,7 +1029,7 @@ static void fe_vod_store_work(uv_work_t *w) {
   f->store_rc = 0;
   if (f->buf) {
     fe_vod_slice_path(c, f->hash, f->meta.version, f->idx, path, sizeof(path));
-    f->store_rc = fe_vod_write_file(path, f->buf, f->want, &st);
+    f->store_rc = fe_vod_write_file(path, f->buf, f->want, 0, &st);
     if (f->store_rc == 0) {
       snprintf(f->file.path, sizeof(f->file.path), "%s", path);
       f->file.size = (uint64_t)st.st_size;
@@ -986,7 +1041,7 @@ static void fe_vod_store_work(uv_work_t *w) {
     char text[2048];
     size_t n = fe_vod_meta_text(&f->meta, f->key, f->obj_path, text, sizeof(text));
     fe_vod_file_path(c, f->hash, "meta", path, sizeof(path));
-    f->store_rc = fe_vod_write_file(path, (const uint8_t *)text, n, &st);
+    f->store_rc = fe_vod_write_file(path, (const uint8_t *)text, n, 1, &st);
   }
 }
 
@@ -1030,6 +1085,129 @@ static void fe_vod_fetch_store(fe_vod_fetch *f) {
 }
 
 /* "bytes F-L/T": 0 with the three numbers, -1 otherwise. */
+static void fe_vod_side_work(uv_work_t *w) {
+  fe_vod_side *sd = w->data;
+  fe_vod_cache *c = sd->f->cache;
+  char dir[600], path[600];
+  struct stat st;
+  snprintf(dir, sizeof(dir), "%s/%.2s", c->dir, sd->f->hash);
+  if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+    sd->rc = -errno;
+    return;
+  }
+  fe_vod_slice_path(c, sd->f->hash, sd->version, sd->idx, path, sizeof(path));
+  sd->rc = fe_vod_write_file(path, sd->buf, sd->len, 0, &st);
+  if (sd->rc == 0) {
+    snprintf(sd->file.path, sizeof(sd->file.path), "%s", path);
+    sd->file.size = (uint64_t)st.st_size;
+    sd->file.ino = (uint64_t)st.st_ino;
+    sd->file.mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+  }
+}
+
+static void fe_vod_side_done(uv_work_t *w, int status) {
+  fe_vod_side *sd = w->data;
+  fe_vod_fetch *f = sd->f;
+  fe_vod_cache *c = f->cache;
+  fe_vod_trash t = {0};
+  int rc = status < 0 ? status : sd->rc;
+  if (rc == 0) {
+    uv_mutex_lock(&c->mu);
+    fe_vod_obj *o = fe_vod_find(c, f->key);
+    if (o && o->known && o->gen == sd->gen && o->meta.version == sd->version &&
+        sd->idx < o->nslices && !o->slots[sd->idx].stored) {
+      fe_vod_slot *s = &o->slots[sd->idx];
+      s->stored = 1;
+      s->size = sd->file.size;
+      s->ino = sd->file.ino;
+      s->mtime_ns = sd->file.mtime_ns;
+      o->nstored++;
+      c->bytes += s->size;
+      fe_vod_lru_front(c, s);
+      fe_vod_evict(c, &t);
+    } else if (!(o && sd->idx < o->nslices && o->slots[sd->idx].ino == sd->file.ino)) {
+      fe_vod_trash_add(&t, sd->file.path); /* replaced, purged or stored meanwhile */
+    }
+    uv_mutex_unlock(&c->mu);
+  } else {
+    FE_METRIC_INC(&f->loop->metrics, vod_store_errors);
+    fe_warn("vod cache %s: storing %s slice %u: %s (not stored)", c->dir, f->path, sd->idx,
+            uv_strerror(rc));
+  }
+  fe_vod_trash_empty(&t, f->loop);
+  for (int i = 0; i < f->sinflight; i++) {
+    if (f->sidxs[i] == sd->idx) {
+      f->sidxs[i] = f->sidxs[f->sinflight - 1];
+      break;
+    }
+  }
+  f->sinflight--;
+  fe_vod_tail_cover(f);
+  free(sd->buf);
+  free(sd);
+  if (f->origin && f->sinflight < FE_VOD_SIDE_INFLIGHT)
+    fe_origin_pause(f->origin, 0);
+  fe_vod_fetch_wake(f); /* requests waiting for this slice look again */
+  fe_vod_fetch_unref(f);
+}
+
+/* A passing slice is complete: to the disk. The tail pauses its origin while the disk is behind;
+ * the bytes of the read being parsed may still complete one more. */
+static void fe_vod_side_store(fe_vod_fetch *f) {
+  fe_vod_side *sd = f->sinflight <= FE_VOD_SIDE_INFLIGHT ? calloc(1, sizeof(*sd)) : NULL;
+  if (!sd) {
+    free(f->sbuf);
+    f->sbuf = NULL;
+    return;
+  }
+  sd->f = f;
+  sd->idx = f->sidx;
+  sd->version = f->meta.version;
+  sd->gen = f->gen;
+  sd->buf = f->sbuf;
+  sd->len = f->slen;
+  sd->work.data = sd;
+  f->sbuf = NULL;
+  __atomic_add_fetch(&f->refs, 1, __ATOMIC_RELAXED);
+  f->sidxs[f->sinflight++] = sd->idx;
+  if (uv_queue_work(&f->loop->uv, &sd->work, fe_vod_side_work, fe_vod_side_done) < 0) {
+    f->sinflight--;
+    free(sd->buf);
+    free(sd);
+    fe_vod_fetch_unref(f);
+    return;
+  }
+  if (f->tail && f->origin && f->sinflight >= FE_VOD_SIDE_INFLIGHT)
+    fe_origin_pause(f->origin, 1);
+}
+
+/* Bytes of a 200 answer outside the fetch's own slice, at file offset f->pos. */
+static void fe_vod_side_bytes(fe_vod_fetch *f, const uint8_t *data, size_t len) {
+  uint64_t S = f->meta.slice_size;
+  while (len > 0) {
+    uint32_t idx = (uint32_t)(f->pos / S);
+    uint64_t in = f->pos % S;
+    uint64_t slice_len = fe_vod_slice_len(&f->meta, idx);
+    size_t n = len < slice_len - in ? len : (size_t)(slice_len - in);
+    if (in == 0 && idx != f->idx && f->cacheable && !f->sbuf &&
+        (f->tail || f->sinflight < FE_VOD_SIDE_INFLIGHT) && (f->sbuf = malloc(slice_len))) {
+      f->sidx = idx;
+      f->slen = 0;
+      f->swant = slice_len;
+    }
+    if (f->sbuf && f->sidx == idx) {
+      memcpy(f->sbuf + f->slen, data, n);
+      f->slen += n;
+      if (f->slen == f->swant)
+        fe_vod_side_store(f);
+    }
+    f->pos += n;
+    data += n;
+    len -= n;
+  }
+  fe_vod_tail_cover(f);
+}
+
 static int fe_vod_content_range(const char *s, uint64_t *first, uint64_t *last, uint64_t *total) {
   char *end;
   if (strncasecmp(s, "bytes ", 6) != 0)
@@ -1118,6 +1296,8 @@ static void fe_vod_on_response(void *ud, int status, const char *ctype) {
     return;
   }
   f->skip = status == 200 ? f->start : 0;
+  f->through = status == 200;
+  f->pos = 0;
   f->cacheable = cacheable;
   /* The index learns the object's meta; a different one means the object changed at the origin:
    * its old slices go. */
@@ -1165,27 +1345,45 @@ static void fe_vod_on_body(void *ud, const uint8_t *data, size_t len) {
     return;
   }
   int state = __atomic_load_n(&f->state, __ATOMIC_RELAXED);
+  if (f->through && state == FE_VOD_F_DONE) {
+    fe_vod_side_bytes(f, data, len); /* the rest of the file, for the slices after ours */
+    return;
+  }
   if (state != FE_VOD_F_BODY)
     return;
   if (f->skip) {
     size_t n = len < f->skip ? len : (size_t)f->skip;
+    if (f->through)
+      fe_vod_side_bytes(f, data, n);
     f->skip -= n;
     data += n;
     len -= n;
   }
   uint64_t have = f->len;
-  if (len > f->want - have)
+  size_t rest = 0;
+  if (len > f->want - have) {
+    rest = len - (size_t)(f->want - have);
     len = (size_t)(f->want - have);
+  }
   if (len == 0)
     return;
   memcpy(f->buf + have, data, len);
   __atomic_store_n(&f->len, have + len, __ATOMIC_RELEASE);
   if (have + len < f->want)
     return;
-  /* Every byte of the slice is in: a 200 may go on with the rest of the file, not needed here. */
-  fe_origin_close(f->origin);
-  f->origin = NULL;
   __atomic_store_n(&f->state, FE_VOD_F_DONE, __ATOMIC_RELEASE);
+  if (f->through && f->cacheable && f->start + f->want < f->meta.size) {
+    /* A 200 goes on with the rest of the file: read on for the slices after ours. */
+    f->pos = f->start + f->want;
+    fe_vod_tail_cover(f);
+    __atomic_store_n(&f->tail, 1, __ATOMIC_RELEASE);
+    f->runs++;
+    fe_vod_side_bytes(f, data + len, rest);
+  } else {
+    /* Every byte of the slice is in. */
+    fe_origin_close(f->origin);
+    f->origin = NULL;
+  }
   fe_vod_fetch_wake(f);
   if (f->cacheable)
     fe_vod_fetch_store(f);
@@ -1199,6 +1397,17 @@ static void fe_vod_on_flush(void *ud) {
 
 static void fe_vod_on_end(void *ud, int err) {
   fe_vod_fetch *f = ud;
+  if (f->through && __atomic_load_n(&f->state, __ATOMIC_RELAXED) == FE_VOD_F_DONE) {
+    /* The tail reader is done: a last slice shorter than the others is complete at the end. */
+    if (f->sbuf && f->slen < f->swant) {
+      free(f->sbuf);
+      f->sbuf = NULL;
+    }
+    __atomic_store_n(&f->tail, 0, __ATOMIC_RELEASE);
+    fe_vod_fetch_wake(f); /* requests that waited for slices it did not reach look again */
+    fe_vod_fetch_end(f);
+    return;
+  }
   if (f->err == FE_VOD_ESTATUS) {
     fe_vod_fetch_fail(f, FE_VOD_ESTATUS);
     return;
@@ -1249,6 +1458,7 @@ static fe_vod_fetch *fe_vod_fetch_new(fe_vod_cache *c, fe_vod_obj *o, uint32_t i
   f->onext = o->fetches;
   o->fetches = f;
   f->listed = 1;
+  f->runs = 1;
   return f;
 }
 
@@ -1274,6 +1484,15 @@ int fe_vod_slice_get(fe_vod_cache *c, const char *key, uint32_t idx, const fe_vo
       fe_vod_attach(f, w);
       uv_mutex_unlock(&c->mu);
       return FE_VOD_SLICE_FETCH;
+    }
+  }
+  /* A 200 answer read on past its own slice reaches this one: wait for it to be stored. */
+  for (fe_vod_fetch *f = o && o->known && !opts->revalidate ? o->fetches : NULL; f; f = f->onext) {
+    if (__atomic_load_n(&f->tail, __ATOMIC_ACQUIRE) &&
+        idx >= __atomic_load_n(&f->cover, __ATOMIC_ACQUIRE)) {
+      fe_vod_attach(f, w);
+      uv_mutex_unlock(&c->mu);
+      return FE_VOD_SLICE_WAIT;
     }
   }
   if (__atomic_add_fetch(&n->fetches, 1, __ATOMIC_RELAXED) > FE_VOD_MAX_FETCHES) {
@@ -1352,7 +1571,10 @@ static void fe_vod_pf_finish(fe_vod_pf *p) {
 /* Slices one after another: stored ones are skipped, a missing one is fetched and waited for. */
 static void fe_vod_pf_wake(fe_vod_waiter *w) {
   fe_vod_pf *p = (fe_vod_pf *)((char *)w - offsetof(fe_vod_pf, w));
-  if (w->fetch) {
+  if (w->fetch && p->wait) {
+    fe_vod_waiter_detach(w); /* stored, or the fetch ended: ask again */
+    p->wait = 0;
+  } else if (w->fetch) {
     int st = fe_vod_fetch_state(w->fetch);
     if (st == FE_VOD_F_HEAD || st == FE_VOD_F_BODY)
       return;
@@ -1378,6 +1600,7 @@ static void fe_vod_pf_wake(fe_vod_waiter *w) {
     if (rc != FE_VOD_SLICE_FILE) {
       if (rc < 0)
         fe_vod_pf_finish(p);
+      p->wait = rc == FE_VOD_SLICE_WAIT;
       return;
     }
     p->idx++;

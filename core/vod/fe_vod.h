@@ -132,7 +132,9 @@ typedef struct fe_vod_waiter {
   void (*wake)(struct fe_vod_waiter *w);
 } fe_vod_waiter;
 
-enum { FE_VOD_SLICE_FILE = 1, FE_VOD_SLICE_FETCH = 2 };
+/* FE_VOD_SLICE_WAIT: w is attached to a fetch that will store the slice on its way (an origin
+ * without ranges read on): when woken, detach and ask again. */
+enum { FE_VOD_SLICE_FILE = 1, FE_VOD_SLICE_FETCH = 2, FE_VOD_SLICE_WAIT = 3 };
 
 /**
  * Slice idx of key: FE_VOD_SLICE_FILE with the stored file's identity in file, or

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "config/fe_config.h"
+#include "log/fe_alog.h"
 #include "http/fe_http_conn.h"
 #include "http/fe_http_router.h"
 #include "hub/fe_relay.h"
@@ -75,7 +76,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   FUZZ_CHECK(shared != NULL);
   shared->cfg = cfg;
   shared->refs = 1;
-  shared->access_log = fopen(cfg.access_log, "a");
+  shared->access_log = fe_alog_open(cfg.access_log, 1, 1u << 20); /* written by its thread */
   FUZZ_CHECK(shared->access_log != NULL);
   fe_worker *w = &fuzz_w;
   FUZZ_CHECK(fe_loop_init(&w->loop, 0) == 0);

@@ -474,6 +474,25 @@ class VodBadInputTest(VodCase):
                     {"Range": "bytes=%d-%d" % (a, a + 999)})
         self.get_ok("/videos/a.flv", self.data)
 
+    def test_origin_without_ranges_is_cached_from_few_whole_answers(self):
+        """Every 200 answer's passing slices are stored: the whole file is in the cache after a
+        few origin requests, not one whole-file request per slice."""
+        self.origin.set_fault("no_ranges", path="/media/a.flv")
+        nslices = (len(self.data) + SLICE - 1) // SLICE
+        self.get_ok("/videos/a.flv", self.data[:1000], 206, {"Range": "bytes=0-999"})
+        # The first answer's tail is read on and stored slice by slice.
+        wait_until(lambda: self.origin.bytes_by_path.get("/media/a.flv", 0) >= len(self.data),
+                   T(10), "the origin sending the whole file once")
+        for _ in range(3):
+            self.get_ok("/videos/a.flv", self.data)
+        n = len(self.origin_gets())
+        self.assertEqual(n, 1, "%d whole-file requests for %d slices\n%s" % (n, nslices, self.edge.stderr_tail()))
+        self.wait_cached("/videos/a.flv")
+        r = self.get_ok("/videos/a.flv", self.data)
+        self.assertEqual(cache_status(r), "HIT")
+        r = self.get_ok("/videos/a.flv", self.data)
+        self.assertEqual(len(self.origin_gets()), n, "a hit of the whole file asked the origin")
+
     def corrupt_largest_cache_file(self, how):
         files = sorted(dir_snapshot(self.edge.cache_dir).items(), key=lambda kv: -kv[1][0])
         self.assertTrue(files, "nothing in the cache directory")

@@ -620,9 +620,11 @@ static void test_a_fan_out_pass_is_done_in_slices(void) {
   FE_CHECK(once);
   FE_CHECK(twice);
   FE_CHECK(v[300].v.hub == NULL);
-  for (int i = 0; i < N; i++)
+  for (int i = 0; i < N; i++) {
     if (i != 300)
       fe_hub_leave(&v[i].v);
+    free(v[i].got.buf);
+  }
   free(v);
   free(g.buf);
 }
@@ -684,8 +686,10 @@ static void test_merge_window_staggers_the_flushes(void) {
   FE_CHECK(first <= 20);           /* the first group goes after one tick (80 / 8 ms) */
   FE_CHECK(last >= 60);            /* the last one most of a window later */
   FE_CHECK(last <= 80 + 40);       /* within the window (plus timer slack) */
-  for (int i = 0; i < N; i++)
+  for (int i = 0; i < N; i++) {
     fe_hub_leave(&v[i].v);
+    free(v[i].got.buf);
+  }
   free(v);
   free(g.buf);
 }
