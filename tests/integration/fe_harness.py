@@ -1372,6 +1372,7 @@ class _OriginConn:
         self.opened_at = time.monotonic()
         self.closed_at = None
         self.peer_closed = False
+        self.killed = False
         self.bytes_sent = 0
 
 
@@ -1395,6 +1396,8 @@ class TestOrigin:
         self.sent_at = {}   # path -> {serial: monotonic time}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self._accepting = threading.Event()
+        self._accepting.set()
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
 
@@ -1444,10 +1447,44 @@ class TestOrigin:
             c.end.set()
         self._thread.join(5)
 
+    def kill(self, path=None):
+        """
+        An origin process dying: every open connection (for path, or all) is shut at once, mid-tag
+        as it may be, with no end of body; without path the listener goes too, so new connections
+        are refused until revive(). Returns time.monotonic() of the moment.
+        """
+        if path is None:
+            self._accepting.clear()
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self._thread.join(5)
+        with self.lock:
+            conns = [c for c in self.conns if c.closed_at is None and (path is None or c.path == path)]
+        t = time.monotonic()
+        for c in conns:
+            c.killed = True
+            try:
+                c.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return t
+
+    def revive(self):
+        """Listens again on the same port after kill()."""
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(256)
+        self._accepting.set()
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread.start()
+
     # -- internals --------------------------------------------------------------------------
 
     def _accept_loop(self):
-        while not self.stopping.is_set():
+        while not self.stopping.is_set() and self._accepting.is_set():
             try:
                 r, _, _ = select.select([self.sock], [], [], 0.1)
             except (OSError, ValueError):
@@ -1778,7 +1815,7 @@ class VodOrigin:
     # -- internals --------------------------------------------------------------------------
 
     def _accept_loop(self):
-        while not self.stopping.is_set():
+        while not self.stopping.is_set() and self._accepting.is_set():
             try:
                 r, _, _ = select.select([self.sock], [], [], 0.1)
             except (OSError, ValueError):
