@@ -1373,6 +1373,7 @@ class _OriginConn:
         self.closed_at = None
         self.peer_closed = False
         self.killed = False
+        self.frozen = False
         self.bytes_sent = 0
 
 
@@ -1469,6 +1470,16 @@ class TestOrigin:
                 c.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        return t
+
+    def freeze(self, path=None):
+        """Open connections (for path, or all) stop sending and stay open: a stalled origin.
+        Returns time.monotonic() of the moment."""
+        with self.lock:
+            conns = [c for c in self.conns if c.closed_at is None and (path is None or c.path == path)]
+        t = time.monotonic()
+        for c in conns:
+            c.frozen = True
         return t
 
     def revive(self):
@@ -1670,6 +1681,10 @@ class TestOrigin:
                         break
                 else:
                     self._check_peer(conn, 0)
+            if conn.frozen:
+                self._hold(conn)
+                ended = True
+                break
             if conn.end.is_set() or self.stopping.is_set():
                 ended = True
                 break
