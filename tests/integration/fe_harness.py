@@ -239,7 +239,7 @@ class Edge:
     """
 
     def __init__(self, config=None, args=(), env=None, wait=True, start_timeout=None,
-                 config_name="edge.lua", files=None):
+                 config_name="edge.lua", files=None, wrap=()):
         self.dir = tempfile.mkdtemp(prefix="flvedge-it-")
         self.config_path = None
         if files:
@@ -249,7 +249,7 @@ class Edge:
                 mode = "wb" if isinstance(data, bytes) else "w"
                 with open(p, mode) as f:
                     f.write(data)
-        cmd = [BIN]
+        cmd = list(wrap) + [BIN]  # wrap: a command that runs it ("ip netns exec NS")
         if config is not None:
             if isinstance(config, dict):
                 cfg = dict(config)
@@ -1385,10 +1385,11 @@ _REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 4
 class TestOrigin:
     """A threaded HTTP origin on 127.0.0.1, port chosen by the kernel."""
 
-    def __init__(self):
+    def __init__(self, host="127.0.0.1"):
+        self.host = host
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, 0))
         self.sock.listen(256)
         self.port = self.sock.getsockname()[1]
         self.routes = {}
@@ -1402,8 +1403,8 @@ class TestOrigin:
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
 
-    def url(self, path=""):
-        return "http://127.0.0.1:%d%s" % (self.port, path)
+    def url(self, path="", host=None):
+        return "http://%s:%d%s" % (host or self.host, self.port, path)
 
     def route(self, path, source=None, **kw):
         r = Route(source, **kw)
@@ -1486,7 +1487,7 @@ class TestOrigin:
         """Listens again on the same port after kill()."""
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.bind((self.host, self.port))
         self.sock.listen(256)
         self._accepting.set()
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
