@@ -1831,7 +1831,7 @@ class VodOrigin:
     # -- internals --------------------------------------------------------------------------
 
     def _accept_loop(self):
-        while not self.stopping.is_set() and self._accepting.is_set():
+        while not self.stopping.is_set():
             try:
                 r, _, _ = select.select([self.sock], [], [], 0.1)
             except (OSError, ValueError):
