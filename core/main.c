@@ -15,6 +15,7 @@
 #include "lua/fe_lua.h"
 
 #define FE_STOP_GRACE 5.0
+#define FE_QUICK_ORIGINS_MAX 16 /* --origin given this often at most */
 
 typedef struct fe_main {
   uv_loop_t *loop;
@@ -23,6 +24,8 @@ typedef struct fe_main {
   int stopping;
   /* what to load again on SIGHUP */
   const char *config_path, *listen, *origin, *policy;
+  const char *origins[FE_QUICK_ORIGINS_MAX]; /* --origin, each time given: primary, then backups */
+  int norigins;
   const char *admin, *admin_token; /* quick mode's admin listener */
   const char *tls_cert, *tls_key;  /* quick mode's listener speaks HTTPS (read again on SIGHUP) */
   int vod;               /* --vod: quick mode makes a vod resource */
@@ -50,8 +53,8 @@ static int fe_load(const fe_main *m, int nloops, fe_config *cfg, fe_lua ***luas,
                    size_t errlen) {
   *luas = NULL;
   int rc = m->config_path ? fe_config_load(cfg, m->config_path, err, errlen)
-                          : fe_config_quick(cfg, m->listen, m->origin, m->vod ? m->cache_dir : NULL,
-                                            err, errlen);
+                          : fe_config_quick(cfg, m->listen, m->origins, m->norigins,
+                                            m->vod ? m->cache_dir : NULL, err, errlen);
   if (rc == 0 && m->admin && fe_config_admin(cfg, m->admin, m->admin_token, err, errlen) < 0) {
     fe_config_free(cfg);
     rc = -1;
@@ -198,8 +201,9 @@ static void fe_usage(FILE *out) {
           "usage: flvedge -c CONFIG          run with a Lua config file\n"
           "       flvedge -t -c CONFIG       check the config and exit\n"
           "       flvedge -s reload|stop -c CONFIG   signal the running instance (pid_file)\n"
-          "       flvedge --listen HOST:PORT --origin URL [--policy FILE.lua]\n"
-          "                                  quick live proxy, no config file\n"
+          "       flvedge --listen HOST:PORT --origin URL [--origin BACKUP...] [--policy FILE.lua]\n"
+          "                                  quick live proxy, no config file; origins after the\n"
+          "                                  first are backups, tried in order when it fails\n"
           "       flvedge --listen HOST:PORT --origin URL --vod --cache-dir DIR\n"
           "                                  quick VOD caching proxy: /PATH from URL/PATH\n"
           "         [--admin HOST:PORT --admin-token TOKEN]   its admin API (metrics, health)\n"
@@ -269,7 +273,12 @@ int main(int argc, char **argv) {
     } else if (strcmp(a, "--listen") == 0 && has_value) {
       m.listen = argv[++i];
     } else if (strcmp(a, "--origin") == 0 && has_value) {
-      m.origin = argv[++i];
+      if (m.norigins == FE_QUICK_ORIGINS_MAX) {
+        fprintf(stderr, "flvedge: --origin: at most %d origins\n", FE_QUICK_ORIGINS_MAX);
+        return 1;
+      }
+      m.origins[m.norigins++] = argv[++i];
+      m.origin = m.origins[0];
     } else if (strcmp(a, "--admin") == 0 && has_value) {
       m.admin = argv[++i];
     } else if (strcmp(a, "--tls-cert") == 0 && has_value) {

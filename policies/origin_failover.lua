@@ -1,9 +1,13 @@
 -- origin_failover: picks the origin of a live stream from a list, and moves on to another one
--- when the pull fails before the stream started. settings:
+-- when the pull fails, before the stream started or in the middle of it (viewers stay on).
+-- settings:
 --   { origins = { "http://10.0.0.5:8080/live/", "http://10.0.0.6:8080/live/" },
 --     mode = "ordered" | "weighted" | "hash",        -- default "ordered"
---     on = { "unreachable", "timeout", "5xx" },        -- the default; also "4xx", "404", ...
+--     on = { "unreachable", "timeout", "5xx", "stall", "broken", "down" }, -- the default; also
+--                                                     -- "ended", "4xx", "404", ...
 --     replicas = 160 }                                  -- hash mode: virtual nodes per origin
+-- mode = "hash" over a list of flvedge shields makes a tier: every edge asks the same shield for a
+-- stream (the next one clockwise when it fails), so the origin sees one pull per stream.
 -- An origin is a base URL like the resource's own (the stream is pulled from
 -- {origin}/{stream}.flv), or a URL with {stream} in it. Weighted mode takes { url =, weight = }
 -- entries (or strings, weight 1). A failure that is not in `on` gives up (the viewer gets the
@@ -42,7 +46,7 @@ return function(settings)
     url = origin.stream_template(url)
     urls[i] = type(o) == "table" and { url = url, weight = o.weight } or url
   end
-  local on = settings.on or { "unreachable", "timeout", "5xx" }
+  local on = settings.on or { "unreachable", "timeout", "5xx", "stall", "broken", "down" }
   local ok, set = pcall(origin.errors, on)
   if not ok then error("origin_failover: on: " .. tostring(set), 0) end
   local pick

@@ -119,6 +119,7 @@ static void fe_resource_defaults(fe_resource *res) {
   res->slow_viewer_timeout = 10;
   res->origin_connect_timeout = 5;
   res->origin_read_timeout = 10;
+  res->origin_recheck = 5;
   res->max_tag_size = 16u << 20;
   res->send_buffer = 256u << 10;
   res->cache_max_size = 10ull << 30;
@@ -243,18 +244,75 @@ static int fe_cfg_bool(fe_cfg_reader *r, int idx, const char *where, const char 
   return rc;
 }
 
+/* One origin of a group: a live resource's file: sources are made absolute. NULL when refused
+ * (the message is set). */
+static char *fe_cfg_one_origin(fe_cfg_reader *r, const char *where, const char *key, const char *o,
+                               int vod) {
+  if (vod ? !fe_cfg_http_origin(o) : !fe_cfg_origin_ok(o)) {
+    fe_cfg_fail(r, vod ? "%s%s: expected \"http[s]://host[:port]/path/\" (visible ASCII)"
+                       : "%s%s: expected \"http[s]://host[:port]/path\" or \"file:PATH\"",
+                where, key);
+    return NULL;
+  }
+  if (strncmp(o, "file:", 5) != 0)
+    return fe_strdup(o);
+  char *abs = fe_cfg_path(r, o + 5);
+  size_t n = strlen(abs);
+  char *out = malloc(n + 6);
+  memcpy(out, "file:", 5);
+  memcpy(out + 5, abs, n + 1);
+  free(abs);
+  return out;
+}
+
+/* `origin`: a URL, or a list of them (the primary, then the backups in order). */
+static int fe_cfg_origins(fe_cfg_reader *r, int idx, const char *where, fe_resource *res, int vod) {
+  lua_getfield(r->L, idx, "origin");
+  int t = lua_type(r->L, -1), rc = 0;
+  if (t == LUA_TSTRING) {
+    res->origin = fe_cfg_one_origin(r, where, "origin", lua_tostring(r->L, -1), vod);
+    rc = res->origin ? 0 : -1;
+  } else if (t == LUA_TTABLE) {
+    int n = (int)lua_objlen(r->L, -1);
+    if (n < 1 || n > 64) {
+      rc = fe_cfg_fail(r, "%sorigin: a list of 1 to 64 origin URLs", where);
+    } else {
+      res->backups = calloc((size_t)n, sizeof(char *));
+      for (int i = 1; i <= n && rc == 0; i++) {
+        lua_rawgeti(r->L, -1, i);
+        char key[32];
+        snprintf(key, sizeof(key), "origin[%d]", i);
+        char *o = lua_type(r->L, -1) == LUA_TSTRING
+                      ? fe_cfg_one_origin(r, where, key, lua_tostring(r->L, -1), vod)
+                      : NULL;
+        if (!o && lua_type(r->L, -1) != LUA_TSTRING)
+          fe_cfg_fail(r, "%s%s: expected a URL string", where, key);
+        lua_pop(r->L, 1);
+        if (!o)
+          rc = -1;
+        else if (i == 1)
+          res->origin = o;
+        else
+          res->backups[res->nbackups++] = o;
+      }
+    }
+  } else {
+    rc = fe_cfg_fail(r, vod ? "%sorigin: expected \"http[s]://host[:port]/path/\" or a list of them"
+                            : "%sorigin: expected \"http[s]://host[:port]/path\", \"file:PATH\" or a list of them",
+                     where);
+  }
+  lua_pop(r->L, 1);
+  return rc;
+}
+
 /* A vod resource: an http:// origin (the client path under the prefix is appended to it), a
  * cache directory, and the cache's sizes and times. */
 static int fe_cfg_vod(fe_cfg_reader *r, int idx, const char *where, fe_resource *res) {
   char *unit = NULL, *dir = NULL;
-  if (fe_cfg_string(r, idx, where, "origin", 0, &res->origin) < 0 ||
+  if (fe_cfg_origins(r, idx, where, res, 1) < 0 ||
       fe_cfg_string(r, idx, where, "cache_dir", 0, &dir) < 0 ||
       fe_cfg_string(r, idx, where, "start_unit", 0, &unit) < 0)
     goto fail;
-  if (!res->origin || !fe_cfg_http_origin(res->origin)) {
-    fe_cfg_fail(r, "%sorigin: expected \"http[s]://host[:port]/path/\" (visible ASCII)", where);
-    goto fail;
-  }
   if (!dir || !*dir) {
     fe_cfg_fail(r, "%scache_dir: missing (the directory the cache keeps its files in)", where);
     goto fail;
@@ -325,25 +383,34 @@ static int fe_cfg_resource(fe_cfg_reader *r, int i, fe_resource *res, const char
   }
   if (strcmp(type, "live") == 0) {
     res->type = FE_RES_LIVE;
-    char *origin = NULL;
     double bytes = (double)res->window_bytes;
-    if (fe_cfg_string(r, idx, where, "origin", 0, &origin) < 0)
+    char *slate = NULL;
+    if (fe_cfg_origins(r, idx, where, res, 0) < 0 ||
+        fe_cfg_string(r, idx, where, "slate", 0, &slate) < 0)
       goto fail;
-    if (!origin || !fe_cfg_origin_ok(origin)) {
-      free(origin);
-      fe_cfg_fail(r, "%sorigin: expected \"http[s]://host[:port]/path\" or \"file:PATH\"", where);
-      goto fail;
-    }
-    if (strncmp(origin, "file:", 5) == 0) {
-      char *abs = fe_cfg_path(r, origin + 5);
+    if (slate) {
+      /* "file:PATH" or a bare path: an FLV file played as a live stream */
+      const char *path = strncmp(slate, "file:", 5) == 0 ? slate + 5 : slate;
+      if (!*path) {
+        free(slate);
+        fe_cfg_fail(r, "%sslate: expected \"file:PATH\" (an FLV file) or a path", where);
+        goto fail;
+      }
+      char *abs = fe_cfg_path(r, path);
       size_t n = strlen(abs);
-      res->origin = malloc(n + 6);
-      memcpy(res->origin, "file:", 5);
-      memcpy(res->origin + 5, abs, n + 1);
+      res->slate = malloc(n + 6);
+      memcpy(res->slate, "file:", 5);
+      memcpy(res->slate + 5, abs, n + 1);
       free(abs);
-      free(origin);
-    } else {
-      res->origin = origin;
+      free(slate);
+    }
+    lua_getfield(r->L, idx, "failover_on_end");
+    int fb = lua_type(r->L, -1);
+    res->failover_on_end = lua_toboolean(r->L, -1);
+    lua_pop(r->L, 1);
+    if (fb != LUA_TNIL && fb != LUA_TBOOLEAN) {
+      fe_cfg_fail(r, "%sfailover_on_end: expected true or false", where);
+      goto fail;
     }
     if (fe_cfg_u32(r, idx, where, "max_viewers_per_stream", 1, 1e7, &res->max_viewers_per_stream) < 0 ||
         fe_cfg_number(r, idx, where, "window_seconds", 0, 3600, &res->window_seconds) < 0 ||
@@ -353,6 +420,7 @@ static int fe_cfg_resource(fe_cfg_reader *r, int i, fe_resource *res, const char
         fe_cfg_number(r, idx, where, "slow_viewer_timeout", 0.1, 3600, &res->slow_viewer_timeout) < 0 ||
         fe_cfg_number(r, idx, where, "origin_connect_timeout", 0.1, 600, &res->origin_connect_timeout) < 0 ||
         fe_cfg_number(r, idx, where, "origin_read_timeout", 0.1, 3600, &res->origin_read_timeout) < 0 ||
+        fe_cfg_number(r, idx, where, "origin_recheck", 0, 86400, &res->origin_recheck) < 0 ||
         fe_cfg_u32(r, idx, where, "max_tag_size", 1024, 1 << 30, &res->max_tag_size) < 0 ||
         fe_cfg_u32(r, idx, where, "send_buffer", 0, 1 << 30, &res->send_buffer) < 0 ||
         fe_cfg_bool(r, idx, where, "stamp_time", &res->stamp_time) < 0)
@@ -770,18 +838,21 @@ int fe_config_pid_file(const char *path, char **out, char *err, size_t errlen) {
   return rc;
 }
 
-int fe_config_quick(fe_config *cfg, const char *listen, const char *origin, const char *cache_dir,
-                    char *err, size_t errlen) {
+int fe_config_quick(fe_config *cfg, const char *listen, const char *const *origins, int norigins,
+                    const char *cache_dir, char *err, size_t errlen) {
   fe_config_defaults(cfg);
-  if (cache_dir && !fe_cfg_http_origin(origin)) {
-    snprintf(err, errlen, "--origin: a vod origin is \"http[s]://host[:port][/path]\"");
-    fe_config_free(cfg);
-    return -1;
-  }
-  if (!fe_cfg_origin_ok(origin)) {
-    snprintf(err, errlen, "--origin: expected \"http[s]://host[:port][/path]\" or \"file:PATH\"");
-    fe_config_free(cfg);
-    return -1;
+  for (int i = 0; i < norigins; i++) {
+    const char *origin = origins[i];
+    if (cache_dir && !fe_cfg_http_origin(origin)) {
+      snprintf(err, errlen, "--origin: a vod origin is \"http[s]://host[:port][/path]\"");
+      fe_config_free(cfg);
+      return -1;
+    }
+    if (!fe_cfg_origin_ok(origin)) {
+      snprintf(err, errlen, "--origin: expected \"http[s]://host[:port][/path]\" or \"file:PATH\"");
+      fe_config_free(cfg);
+      return -1;
+    }
   }
   cfg->listen = calloc(1, sizeof(char *));
   cfg->listen_tls = calloc(1, sizeof(*cfg->listen_tls));
@@ -791,7 +862,12 @@ int fe_config_quick(fe_config *cfg, const char *listen, const char *origin, cons
   fe_resource_defaults(res);
   res->name = fe_strdup("quick");
   res->type = FE_RES_LIVE;
-  res->origin = fe_strdup(origin);
+  res->origin = fe_strdup(origins[0]);
+  if (norigins > 1) {
+    res->backups = calloc((size_t)norigins - 1, sizeof(char *));
+    for (int i = 1; i < norigins; i++)
+      res->backups[res->nbackups++] = fe_strdup(origins[i]);
+  }
   if (cache_dir) {
     res->type = FE_RES_VOD;
     char cwd[4096];
@@ -803,8 +879,10 @@ int fe_config_quick(fe_config *cfg, const char *listen, const char *origin, cons
       res->cache_dir = fe_strdup(cache_dir);
     }
   }
-  if (strncmp(origin, "https://", 8) == 0 &&
-      !(res->origin_tls = fe_tls_client_get(NULL, 1, err, errlen))) {
+  int https = 0;
+  for (int i = 0; i < norigins; i++)
+    https |= strncmp(origins[i], "https://", 8) == 0;
+  if (https && !(res->origin_tls = fe_tls_client_get(NULL, 1, err, errlen))) {
     fe_config_free(cfg);
     return -1;
   }
@@ -861,6 +939,10 @@ void fe_config_free(fe_config *cfg) {
     free(res->host);
     free(res->prefix);
     free(res->origin);
+    for (int j = 0; j < res->nbackups; j++)
+      free(res->backups[j]);
+    free(res->backups);
+    free(res->slate);
     free(res->root);
     free(res->cache_dir);
   }

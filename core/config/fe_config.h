@@ -21,7 +21,12 @@ typedef struct fe_resource {
   char *prefix; /* path prefix, starts with '/' */
   int type;     /* enum fe_resource_type */
   /* live */
-  char *origin; /* "http[s]://host:port/base/" or "file:PATH" (made absolute) */
+  char *origin; /* "http[s]://host:port/base/" or "file:PATH" (made absolute): the primary */
+  char **backups; /* the origin group after the primary, in order (`origin = {a, b, c}`) */
+  int nbackups;
+  char *slate;  /* "file:PATH" (absolute) played when every origin failed mid-stream; NULL: none */
+  double origin_recheck; /* seconds between re-checks of the primary while on a backup; 0: never */
+  int failover_on_end;   /* the group moves on when an origin ends the stream cleanly */
   struct fe_tls_client *origin_tls; /* an https origin's TLS client context (node-wide, net/fe_tls.h) */
   uint32_t max_viewers_per_stream;
   double window_seconds;
@@ -94,11 +99,12 @@ int fe_config_load(fe_config *cfg, const char *path, char *err, size_t errlen);
  */
 int fe_config_pid_file(const char *path, char **out, char *err, size_t errlen);
 /**
- * Quick mode: one resource at "/" with `origin`, everything else at its default: live, or with
- * `cache_dir` set a vod resource caching in that directory.
+ * Quick mode: one resource at "/" with `origins` (the primary, then the backups in order),
+ * everything else at its default: live, or with `cache_dir` set a vod resource caching in that
+ * directory.
  */
-int fe_config_quick(fe_config *cfg, const char *listen, const char *origin, const char *cache_dir,
-                    char *err, size_t errlen);
+int fe_config_quick(fe_config *cfg, const char *listen, const char *const *origins, int norigins,
+                    const char *cache_dir, char *err, size_t errlen);
 /**
  * Quick mode's --admin ADDR --admin-token TOKEN: checks them as the config's `admin` table is
  * checked and sets them. -1 with a message in err.

@@ -381,8 +381,24 @@ static int fe_origin_ctx_url(fe_origin_ctx *x, const char *got, char *url, size_
   return -1;
 }
 
+/* The resource's own origin group, when no policy chooses: the primary, then the backups in
+ * order. A clean end is the stream's end unless failover_on_end says it is a fault. */
+static int fe_origin_ctx_group(fe_origin_ctx *x, int attempt, const char *last_error, char *url,
+                               size_t cap) {
+  const fe_resource *res = &x->gen->cfg->resources[x->resource];
+  if (last_error && strcmp(last_error, "ended") == 0 && !res->failover_on_end)
+    return 0;
+  if (attempt < 1 || attempt > 1 + res->nbackups)
+    return 0;
+  fe_live_stream_url(attempt == 1 ? res->origin : res->backups[attempt - 2], x->view.stream, url,
+                     cap);
+  return 1;
+}
+
 static int fe_origin_ctx_next(void *ud, int attempt, const char *last_error, char *url, size_t cap) {
   fe_origin_ctx *x = ud;
+  if (!(fe_lua_phases(x->gen->lua, x->resource) & FE_LUA_ORIGIN))
+    return fe_origin_ctx_group(x, attempt, last_error, url, cap);
   char got[4096];
   int rc =
       fe_lua_origin(x->gen->lua, x->resource, 0, &x->view, attempt, last_error, got, sizeof(got));
@@ -412,8 +428,10 @@ static fe_source *fe_live_open_pull(void *ud, fe_loop *l, const char *key, const
       .max_tag_size = res->max_tag_size,
       .tls = res->origin_tls,
       .stats = stats,
-      .next_origin = policy_origin ? fe_origin_ctx_next : NULL,
+      .next_origin = fe_origin_ctx_next,
       .ud = x,
+      .slate = res->slate,
+      .recheck = res->origin_recheck,
   };
   return fe_pull_open(l, url, &po, ops, sink);
 }

@@ -961,7 +961,9 @@ void fe_vod_serve(fe_conn *c, const fe_resource *res, const char *rest, size_t l
                               .connect_timeout = res->origin_connect_timeout,
                               .read_timeout = res->origin_read_timeout, .ttl = res->cache_ttl,
                               .tls = res->origin_tls,
-                              .slice_size = res->slice_size, .on_answer = fe_vreq_on_answer, .ud = v};
+                              .slice_size = res->slice_size, .on_answer = fe_vreq_on_answer, .ud = v,
+                              .base = res->origin, .backups = (const char *const *)res->backups,
+                              .nbackups = res->nbackups};
   if (bypass) {
     /* A key of its own that no lookup shares, and nothing stored: the origin's bytes pass
      * through the same fetch machinery, slice by slice. */
@@ -1034,7 +1036,8 @@ int fe_vod_prefetch_path(fe_worker *w, const char *path) {
   fe_vod_fetch_opts o = {.url = url, .client_path = cpath,
                          .connect_timeout = res->origin_connect_timeout,
                          .read_timeout = res->origin_read_timeout, .ttl = res->cache_ttl,
-                         .tls = res->origin_tls, .slice_size = res->slice_size};
+                         .tls = res->origin_tls, .slice_size = res->slice_size, .base = res->origin,
+                         .backups = (const char *const *)res->backups, .nbackups = res->nbackups};
   return fe_vod_prefetch(cache, &w->loop, url, &o) < 0 ? -1 : 0;
 }
 

@@ -154,6 +154,7 @@ size_t fe_metrics_render(const fe_metrics *const *loops, int n, char *buf, size_
       F("window_bytes", "gauge", window_bytes, 0),
       F("origin_connects_total", "counter", origin_connects, 1),
       F("origin_failures_total", "counter", origin_failures, 0),
+      F("origin_failovers_total", "counter", origin_failovers, 0),
       F("viewer_jumps_total", "counter", viewer_jumps, 0),
       F("frames_dropped_total", "counter", frames_dropped, 0),
       F("viewers_kicked_total", "counter", viewers_kicked, 0),

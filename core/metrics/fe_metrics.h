@@ -53,6 +53,7 @@ typedef struct fe_metrics {
   uint64_t streams_refused;      /* new streams refused: limits.max_streams or max_window_memory */
   uint64_t origin_connects;      /* origin connections opened */
   uint64_t origin_failures;      /* origin connections that failed or ended on an error */
+  uint64_t origin_failovers;     /* live streams moved to another origin (or the slate) mid-stream */
   uint64_t viewer_jumps;         /* viewers moved forward to the newest keyframe */
   uint64_t frames_dropped;       /* tags skipped by those jumps */
   uint64_t viewers_kicked;       /* viewers cut off for staying behind */

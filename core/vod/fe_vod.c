@@ -125,6 +125,13 @@ struct fe_vod_fetch {
   uint32_t sidxs[4];  /* the slices of the side stores in flight */
   uint32_t cover;     /* atomic: the first slice the tail has not stored yet (requests from here
                          on wait for it) */
+  /* the origin group: the same object at the backups, tried in order when an origin fails */
+  char **alts;
+  int nalts, alt;
+  int resuming;       /* the body goes on from another origin at start + len */
+  double connect_timeout, read_timeout;
+  struct fe_tls_client *tls; /* https origins */
+  char headers[700];  /* the first request's Range and validators */
 };
 
 #define FE_VOD_SIDE_INFLIGHT 2 /* beyond: the tail pauses its origin, slices before ours are skipped */
@@ -824,6 +831,9 @@ static void fe_vod_fetch_unref(fe_vod_fetch *f) {
   free(f->key);
   free(f->url);
   free(f->path);
+  for (int i = 0; i < f->nalts; i++)
+    free(f->alts[i]);
+  free(f->alts);
   free(f);
 }
 
@@ -1227,9 +1237,83 @@ static int fe_vod_content_range(const char *s, uint64_t *first, uint64_t *last, 
   return 0;
 }
 
+static const fe_origin_cbs fe_vod_origin_cbs;
+
+/*
+ * The fetch's origin failed (`why`, for the log): the next origin of the group takes the request
+ * over. Before the head, the same request; in the body, the rest of the slice from the byte it
+ * stopped at (the bytes already in stay, and waiters never see the switch). Returns 1 when a
+ * request is under way, 0 when no origin is left.
+ */
+static int fe_vod_fetch_next(fe_vod_fetch *f, const char *why) {
+  if (f->alt >= f->nalts)
+    return 0;
+  const char *url = f->alts[f->alt++];
+  if (f->origin)
+    fe_origin_close(f->origin);
+  f->origin = NULL;
+  f->err = 0;
+  f->status = 0;
+  f->elen = 0;
+  char range[128];
+  const char *headers = f->headers;
+  if (__atomic_load_n(&f->state, __ATOMIC_RELAXED) == FE_VOD_F_BODY) {
+    uint64_t len = __atomic_load_n(&f->len, __ATOMIC_RELAXED);
+    snprintf(range, sizeof(range), "Range: bytes=%llu-%llu\r\n",
+             (unsigned long long)(f->start + len), (unsigned long long)(f->start + f->want - 1));
+    headers = range;
+    f->resuming = 1;
+    f->through = 0; /* another origin's answer: no passing slices from it (their offsets differ) */
+  }
+  fe_warn("vod: %s slice %u: origin failed (%s); trying %s%s", f->path, f->idx, why, url,
+          f->resuming ? " for the rest of the slice" : "");
+  fe_origin_opts oo = {.connect_timeout = f->connect_timeout,
+                       .read_timeout = f->read_timeout,
+                       .max_tag_size = 1u << 20,
+                       .extra_headers = headers,
+                       .tls = f->tls};
+  FE_METRIC_INC(&f->loop->metrics, vod_origin_requests);
+  FE_METRIC_INC(&f->loop->metrics, origin_connects);
+  f->origin = fe_origin_open(f->loop, url, &oo, &fe_vod_origin_cbs, f);
+  return f->origin != NULL;
+}
+
+/* The answer of another origin to the rest of a slice: exactly those bytes of an object of the
+ * same size, or the fetch fails short. */
+static void fe_vod_on_resume(fe_vod_fetch *f, int status) {
+  const fe_origin_head *h = fe_origin_response_head(f->origin);
+  uint64_t first = 0, last = 0, size = 0;
+  uint64_t at = f->start + __atomic_load_n(&f->len, __ATOMIC_RELAXED);
+  if (status == 206 && fe_vod_content_range(h->content_range, &first, &last, &size) == 0 &&
+      first == at && last == f->start + f->want - 1 && size == f->meta.size) {
+    f->skip = 0;
+    return;
+  }
+  if (status == 200 && h->content_length >= 0 && (uint64_t)h->content_length == f->meta.size) {
+    f->skip = at;
+    return;
+  }
+  char why[64];
+  snprintf(why, sizeof(why), "status %d to the rest of the slice", status);
+  FE_METRIC_INC(&f->loop->metrics, origin_failures);
+  if (!fe_vod_fetch_next(f, why))
+    fe_vod_fetch_fail(f, FE_VOD_ESHORT);
+}
+
 static void fe_vod_on_response(void *ud, int status, const char *ctype) {
   fe_vod_fetch *f = ud;
   fe_vod_cache *c = f->cache;
+  if (f->resuming) {
+    fe_vod_on_resume(f, status);
+    return;
+  }
+  if (status >= 500 && f->alt < f->nalts) {
+    char why[32];
+    snprintf(why, sizeof(why), "status %d", status);
+    FE_METRIC_INC(&f->loop->metrics, origin_failures);
+    if (fe_vod_fetch_next(f, why))
+      return;
+  }
   const fe_origin_head *h = fe_origin_response_head(f->origin);
   uint64_t size = 0, first = 0, last = 0;
   int ok = status == 200 || status == 206;
@@ -1414,10 +1498,14 @@ static void fe_vod_on_end(void *ud, int err) {
   }
   int state = __atomic_load_n(&f->state, __ATOMIC_RELAXED);
   if (state == FE_VOD_F_HEAD) {
+    if (err && fe_vod_fetch_next(f, fe_origin_strerror(err)))
+      return;
     f->status = fe_origin_status(err);
     fe_vod_fetch_fail(f, err ? err : FE_VOD_EPROTO);
   } else if (state == FE_VOD_F_BODY) {
     FE_METRIC_INC(&f->loop->metrics, origin_failures);
+    if (fe_vod_fetch_next(f, err ? fe_origin_strerror(err) : "body cut short"))
+      return;
     fe_vod_fetch_fail(f, FE_VOD_ESHORT);
   }
 }
@@ -1455,6 +1543,26 @@ static fe_vod_fetch *fe_vod_fetch_new(fe_vod_cache *c, fe_vod_obj *o, uint32_t i
   f->on_answer = opts->on_answer;
   f->answer_ud = opts->ud;
   f->gen = o->gen;
+  f->connect_timeout = opts->connect_timeout;
+  f->read_timeout = opts->read_timeout;
+  f->tls = opts->tls;
+  size_t blen = opts->base ? strlen(opts->base) : 0;
+  if (opts->nbackups > 0 && blen && strncmp(opts->url, opts->base, blen) == 0) {
+    const char *rest = opts->url + blen;
+    f->alts = calloc((size_t)opts->nbackups, sizeof(char *));
+    for (int i = 0; f->alts && i < opts->nbackups; i++) {
+      size_t n = strlen(opts->backups[i]);
+      int slash = n && opts->backups[i][n - 1] == '/';
+      int need = rest[0] != '/' && !slash && opts->base[blen - 1] == '/';
+      size_t len = n + strlen(rest) + 2;
+      char *u = malloc(len);
+      if (!u)
+        break;
+      snprintf(u, len, "%.*s%s%s", (int)(slash && rest[0] == '/' ? n - 1 : n), opts->backups[i],
+               need ? "/" : "", rest);
+      f->alts[f->nalts++] = u;
+    }
+  }
   f->onext = o->fetches;
   o->fetches = f;
   f->listed = 1;
@@ -1533,14 +1641,13 @@ int fe_vod_slice_get(fe_vod_cache *c, const char *key, uint32_t idx, const fe_vo
   uint64_t last = first + f->meta.slice_size - 1;
   if (size && last >= size)
     last = size - 1;
-  char headers[700];
-  snprintf(headers, sizeof(headers), "Range: bytes=%llu-%llu\r\n%s", (unsigned long long)first,
-           (unsigned long long)last, cond);
+  snprintf(f->headers, sizeof(f->headers), "Range: bytes=%llu-%llu\r\n%s",
+           (unsigned long long)first, (unsigned long long)last, cond);
   fe_origin_opts oo = {.connect_timeout = opts->connect_timeout,
                        .read_timeout = opts->read_timeout,
                        .max_tag_size = 1u << 20,
-                       .extra_headers = headers,
-                       .tls = opts->tls};
+                       .extra_headers = f->headers,
+                       .tls = f->tls};
   FE_METRIC_INC(&w->loop->metrics, vod_origin_requests);
   FE_METRIC_INC(&w->loop->metrics, origin_connects);
   f->origin = fe_origin_open(w->loop, f->url, &oo, &fe_vod_origin_cbs, f);

@@ -119,6 +119,12 @@ typedef struct fe_vod_fetch_opts {
   void (*on_answer)(void *ud, int status, const fe_origin_head *h, uint64_t size, double *ttl,
                     int *cacheable);
   void *ud;
+  /** The origin group: `url` begins with `base`; the same object at each backup base (in order)
+   * is where a fetch goes when its origin fails before the head (unreachable, timeout, 5xx), or
+   * halfway through a slice (the rest of the slice, from the same offset). Borrowed for the call. */
+  const char *base;
+  const char *const *backups;
+  int nbackups;
 } fe_vod_fetch_opts;
 
 /** A request's hold on a fetch: embedded in the request; woken on its own loop. */

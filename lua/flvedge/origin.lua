@@ -247,11 +247,15 @@ end
 
 -- ---------------------------------------------------------------------------------------------
 -- Which failures move on to the next origin. last_error is what the server reports:
--- "unreachable", "timeout" or "status NNN".
+-- "unreachable", "timeout" or "status NNN" at any stage; in the middle of a live stream also
+-- "stall" (nothing for origin_read_timeout), "broken" (connection lost, bad FLV), "ended" (a clean
+-- end: nil then ends the stream) and "down" (the URL just given is marked down; the next one?).
 
-local ERROR_ALIAS = { error = "unreachable", unreachable = "unreachable", timeout = "timeout" }
+local ERROR_ALIAS = { error = "unreachable", unreachable = "unreachable", timeout = "timeout",
+  stall = "stall", broken = "broken", ended = "ended", down = "down" }
 
--- { "unreachable", "timeout", "5xx", "404", "status 429", "http_503" } -> a compiled set.
+-- { "unreachable", "timeout", "stall", "broken", "ended", "down", "5xx", "404", "status 429",
+--   "http_503" } -> a compiled set.
 function _M.errors(list)
   if type(list) ~= "table" then error("origin.errors: expected a list, got " .. type(list), 2) end
   local set = { exact = {}, class = {} }
@@ -267,8 +271,9 @@ function _M.errors(list)
     elseif code then
       set.exact["status " .. code] = true
     else
-      error(format('origin.errors[%d]: %s is not "unreachable", "timeout", "4xx", "5xx" or a status '
-        .. "code", i, type(v) == "string" and format("%q", v) or type(v)), 2)
+      error(format('origin.errors[%d]: %s is not "unreachable", "timeout", "stall", "broken", '
+        .. '"ended", "down", "4xx", "5xx" or a status code', i,
+        type(v) == "string" and format("%q", v) or type(v)), 2)
     end
   end
   return set

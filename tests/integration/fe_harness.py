@@ -240,7 +240,7 @@ class Edge:
     """
 
     def __init__(self, config=None, args=(), env=None, wait=True, start_timeout=None,
-                 config_name="edge.lua", files=None, auto_admin=True):
+                 config_name="edge.lua", files=None, auto_admin=True, wrap=()):
         self.dir = tempfile.mkdtemp(prefix="flvedge-it-")
         self.config_path = None
         if files:
@@ -250,7 +250,7 @@ class Edge:
                 mode = "wb" if isinstance(data, bytes) else "w"
                 with open(p, mode) as f:
                     f.write(data)
-        cmd = [BIN]
+        cmd = list(wrap) + [BIN]  # wrap: a command that runs it ("ip netns exec NS")
         if config is not None:
             # Metrics are on the admin listener only (unless a config sets status_prefix): every
             # config the tests make gets one, on a port of its own, unless it has its own.
@@ -1400,6 +1400,8 @@ class _OriginConn:
         self.opened_at = time.monotonic()
         self.closed_at = None
         self.peer_closed = False
+        self.killed = False
+        self.frozen = False
         self.bytes_sent = 0
 
 
@@ -1411,10 +1413,11 @@ _REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 4
 class TestOrigin:
     """A threaded HTTP origin on 127.0.0.1, port chosen by the kernel."""
 
-    def __init__(self):
+    def __init__(self, host="127.0.0.1"):
+        self.host = host
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, 0))
         self.sock.listen(256)
         self.port = self.sock.getsockname()[1]
         self.routes = {}
@@ -1423,11 +1426,13 @@ class TestOrigin:
         self.sent_at = {}   # path -> {serial: monotonic time}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self._accepting = threading.Event()
+        self._accepting.set()
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
 
-    def url(self, path=""):
-        return "http://127.0.0.1:%d%s" % (self.port, path)
+    def url(self, path="", host=None):
+        return "http://%s:%d%s" % (host or self.host, self.port, path)
 
     def route(self, path, source=None, **kw):
         r = Route(source, **kw)
@@ -1472,10 +1477,54 @@ class TestOrigin:
             c.end.set()
         self._thread.join(5)
 
+    def kill(self, path=None):
+        """
+        An origin process dying: every open connection (for path, or all) is shut at once, mid-tag
+        as it may be, with no end of body; without path the listener goes too, so new connections
+        are refused until revive(). Returns time.monotonic() of the moment.
+        """
+        if path is None:
+            self._accepting.clear()
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self._thread.join(5)
+        with self.lock:
+            conns = [c for c in self.conns if c.closed_at is None and (path is None or c.path == path)]
+        t = time.monotonic()
+        for c in conns:
+            c.killed = True
+            try:
+                c.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return t
+
+    def freeze(self, path=None):
+        """Open connections (for path, or all) stop sending and stay open: a stalled origin.
+        Returns time.monotonic() of the moment."""
+        with self.lock:
+            conns = [c for c in self.conns if c.closed_at is None and (path is None or c.path == path)]
+        t = time.monotonic()
+        for c in conns:
+            c.frozen = True
+        return t
+
+    def revive(self):
+        """Listens again on the same port after kill()."""
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((self.host, self.port))
+        self.sock.listen(256)
+        self._accepting.set()
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread.start()
+
     # -- internals --------------------------------------------------------------------------
 
     def _accept_loop(self):
-        while not self.stopping.is_set():
+        while not self.stopping.is_set() and self._accepting.is_set():
             try:
                 r, _, _ = select.select([self.sock], [], [], 0.1)
             except (OSError, ValueError):
@@ -1661,6 +1710,10 @@ class TestOrigin:
                         break
                 else:
                     self._check_peer(conn, 0)
+            if conn.frozen:
+                self._hold(conn)
+                ended = True
+                break
             if conn.end.is_set() or self.stopping.is_set():
                 ended = True
                 break

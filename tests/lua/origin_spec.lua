@@ -200,8 +200,17 @@ describe("flvedge.origin", function()
       assert.is_true(origin.failover_on("unreachable", { "error" }))
     end)
 
+    it("knows the mid-stream failures of a live pull", function()
+      local set = origin.errors{ "stall", "broken", "down" }
+      assert.is_true(origin.failover_on("stall", set))
+      assert.is_true(origin.failover_on("broken", set))
+      assert.is_true(origin.failover_on("down", set))
+      assert.is_false(origin.failover_on("ended", set))
+      assert.is_true(origin.failover_on("ended", { "ended" }))
+    end)
+
     it("raises on unknown names", function()
-      local known = ' is not "unreachable", "timeout", "4xx", "5xx" or a status code'
+      local known = ' is not "unreachable", "timeout", "stall", "broken", "ended", "down", "4xx", "5xx" or a status code'
       assert.error_matches(function() origin.errors{ "5xx", "refused" } end, 'origin.errors[2]: "refused"' .. known, nil, true)
       assert.error_matches(function() origin.errors{ "600" } end, 'origin.errors[1]: "600"' .. known, nil, true)
     end)

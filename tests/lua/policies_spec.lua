@@ -112,7 +112,7 @@ describe("policies", function()
       assert.has_error(function() testing.load("origin_failover", { origins = { "http://a/" }, mode = "random" }) end,
         'origin_failover: mode must be "ordered", "weighted" or "hash", got random')
       assert.has_error(function() testing.load("origin_failover", { origins = { "http://a/" }, on = { "5xx", "oops" } }) end,
-        'origin_failover: on: origin.errors[2]: "oops" is not "unreachable", "timeout", "4xx", "5xx" or a status code')
+        'origin_failover: on: origin.errors[2]: "oops" is not "unreachable", "timeout", "stall", "broken", "ended", "down", "4xx", "5xx" or a status code')
       assert.has_error(function() testing.load("origin_failover", { origins = { "http://a/", 3 } }) end,
         "origin_failover: origins[2] must be a URL string, got number")
       assert.has_error(function() testing.load("origin_failover", { origins = { "http://a/" }, replicas = 10 }) end,
@@ -133,6 +133,13 @@ describe("policies", function()
       assert.is_nil(testing.origin(p, r, 4, "unreachable"))
       assert.is_nil(testing.origin(p, r, 2, "status 404"))
       assert.is_nil(testing.origin(p, r, 2, "malformed"))
+      -- in the middle of a live stream: a stall or a lost connection moves on, a clean end does not
+      assert.equal("http://b/live/cam7.flv", testing.origin(p, r, 2, "stall"))
+      assert.equal("http://b/live/cam7.flv", testing.origin(p, r, 2, "broken"))
+      assert.equal("http://c/cam7/x.flv", testing.origin(p, r, 3, "down"))
+      assert.is_nil(testing.origin(p, r, 2, "ended"))
+      -- a re-check asks attempt 1 again
+      assert.equal("http://a:8080/live/cam7.flv", testing.origin(p, r, 1, "recheck"))
     end)
 
     it("on = { ... } chooses the failures that fail over", function()

@@ -1,0 +1,114 @@
+#include "origin/fe_health.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+#include <uv.h>
+
+#define FE_HEALTH_SLOTS 256 /* origins remembered; the oldest mark goes when full */
+#define FE_HEALTH_KEY 256
+#define FE_HEALTH_PROBE_MS 15000 /* a probe that never reported frees the origin for another */
+
+typedef struct fe_mark {
+  char key[FE_HEALTH_KEY];
+  uint32_t fails;      /* failures in a row; 0: free slot */
+  uint64_t until;      /* ms: down until then */
+  uint64_t probe_until;/* ms: a probe is under way until then */
+  uint64_t touched;
+} fe_mark;
+
+static pthread_mutex_t fe_health_lock = PTHREAD_MUTEX_INITIALIZER;
+static fe_mark fe_marks[FE_HEALTH_SLOTS];
+
+static uint64_t fe_now_ms(void) {
+  return uv_hrtime() / 1000000;
+}
+
+/* The origin a URL names: "http://host:port" (up to the path), or the whole file: URL. */
+static void fe_health_key(const char *url, char *key) {
+  size_t n = strlen(url);
+  if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0) {
+    const char *host = strstr(url, "://") + 3;
+    const char *slash = strchr(host, '/');
+    if (slash)
+      n = (size_t)(slash - url);
+  }
+  if (n >= FE_HEALTH_KEY)
+    n = FE_HEALTH_KEY - 1;
+  memcpy(key, url, n);
+  key[n] = 0;
+}
+
+static fe_mark *fe_health_find(const char *key) {
+  for (int i = 0; i < FE_HEALTH_SLOTS; i++)
+    if (fe_marks[i].fails && strcmp(fe_marks[i].key, key) == 0)
+      return &fe_marks[i];
+  return NULL;
+}
+
+int fe_health_usable(const char *url) {
+  char key[FE_HEALTH_KEY];
+  fe_health_key(url, key);
+  uint64_t now = fe_now_ms();
+  pthread_mutex_lock(&fe_health_lock);
+  fe_mark *m = fe_health_find(key);
+  int ok = 1;
+  if (m && (now < m->until || now < m->probe_until))
+    ok = 0;
+  else if (m)
+    m->probe_until = now + FE_HEALTH_PROBE_MS;
+  pthread_mutex_unlock(&fe_health_lock);
+  return ok;
+}
+
+int fe_health_is_down(const char *url) {
+  char key[FE_HEALTH_KEY];
+  fe_health_key(url, key);
+  uint64_t now = fe_now_ms();
+  pthread_mutex_lock(&fe_health_lock);
+  fe_mark *m = fe_health_find(key);
+  int down = m && now < m->until;
+  pthread_mutex_unlock(&fe_health_lock);
+  return down;
+}
+
+void fe_health_failed(const char *url) {
+  char key[FE_HEALTH_KEY];
+  fe_health_key(url, key);
+  uint64_t now = fe_now_ms();
+  pthread_mutex_lock(&fe_health_lock);
+  fe_mark *m = fe_health_find(key);
+  if (!m) {
+    m = &fe_marks[0];
+    for (int i = 0; i < FE_HEALTH_SLOTS; i++) {
+      if (!fe_marks[i].fails) {
+        m = &fe_marks[i];
+        break;
+      }
+      if (fe_marks[i].touched < m->touched)
+        m = &fe_marks[i];
+    }
+    memset(m, 0, sizeof(*m));
+    memcpy(m->key, key, strlen(key) + 1);
+  }
+  uint64_t backoff = FE_HEALTH_BACKOFF_MIN_MS;
+  for (uint32_t i = 0; i < m->fails && backoff < FE_HEALTH_BACKOFF_MAX_MS; i++)
+    backoff *= 2;
+  if (backoff > FE_HEALTH_BACKOFF_MAX_MS)
+    backoff = FE_HEALTH_BACKOFF_MAX_MS;
+  m->fails++;
+  m->until = now + backoff;
+  m->probe_until = 0;
+  m->touched = now;
+  pthread_mutex_unlock(&fe_health_lock);
+}
+
+void fe_health_ok(const char *url) {
+  char key[FE_HEALTH_KEY];
+  fe_health_key(url, key);
+  pthread_mutex_lock(&fe_health_lock);
+  fe_mark *m = fe_health_find(key);
+  if (m)
+    memset(m, 0, sizeof(*m));
+  pthread_mutex_unlock(&fe_health_lock);
+}
