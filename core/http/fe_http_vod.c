@@ -52,7 +52,10 @@ typedef struct fe_vreq {
   fe_vod_fetch_opts fo;
   fe_vod_waiter w;
   uint32_t w_idx;      /* the slice w is attached for */
-  int w_wait;          /* w waits for a slice another fetch stores on its way (FE_VOD_SLICE_WAIT) */
+  int w_wait;          /* w waits for a slice another fetch stores on its way, or for a fetch
+                          slot (FE_VOD_SLICE_WAIT): when woken, ask again */
+  uint32_t meta_idx;   /* the first slice, whose fetch gives the meta */
+  int meta_expired;    /* the stored object had expired: revalidate, STALE when the origin fails */
   /* the body */
   fe_vseg segs[FE_VOD_MAX_SEGS];
   int nseg, seg;
@@ -532,6 +535,7 @@ static void fe_vreq_pump(fe_vreq *v) {
     v->w_idx = UINT32_MAX;
     fe_vreq_close_fd(v);
     v->fo.revalidate = 0;
+    v->fo.wait_slot = 1; /* mid-answer: a full node makes it wait, never cuts it */
     int rc = fe_vod_slice_get(v->cache, v->key, idx, &v->fo, &v->w, &v->file);
     if (rc == FE_VOD_SLICE_FILE) {
       v->fd_idx = idx;
@@ -544,7 +548,7 @@ static void fe_vreq_pump(fe_vreq *v) {
       return;
     }
     if (rc < 0) {
-      fe_vreq_abort(v, rc == FE_VOD_EFULL ? "too many origin fetches in flight" : uv_strerror(rc));
+      fe_vreq_abort(v, uv_strerror(rc));
       return;
     }
     if (rc == FE_VOD_SLICE_WAIT) {
@@ -555,10 +559,19 @@ static void fe_vreq_pump(fe_vreq *v) {
   }
 }
 
+static void fe_vreq_meta_get(fe_vreq *v);
+
 static void fe_vreq_wake(fe_vod_waiter *w) {
   fe_vreq *v = (fe_vreq *)((char *)w - offsetof(fe_vreq, w));
   if (v->closed)
     return;
+  if (v->phase == FE_VP_META && v->w_wait) {
+    /* A fetch slot freed: ask again. */
+    v->w_wait = 0;
+    fe_vod_waiter_detach(&v->w);
+    fe_vreq_meta_get(v);
+    return;
+  }
   if (v->phase == FE_VP_META) {
     fe_vreq_decide(v);
     return;
@@ -988,22 +1001,33 @@ void fe_vod_serve(fe_conn *c, const fe_resource *res, const char *rest, size_t l
     slice = v->meta.slice_size;
   }
   v->phase = FE_VP_META;
-  uint32_t idx = fe_vreq_first_slice(v, found == FE_VOD_EXPIRED ? v->meta.size : 0, slice);
+  v->meta_idx = fe_vreq_first_slice(v, found == FE_VOD_EXPIRED ? v->meta.size : 0, slice);
+  v->meta_expired = found == FE_VOD_EXPIRED;
+  fe_vreq_meta_get(v);
+}
+
+/* The first slice the answer needs (its fetch gives the object's meta). When the node has every
+ * fetch slot taken, the request queues for one instead of failing. */
+static void fe_vreq_meta_get(fe_vreq *v) {
   fe_vod_file file;
-  int rc = fe_vod_slice_get(cache, v->key, idx, &v->fo, &v->w, &file);
+  v->fo.revalidate = v->meta_expired;
+  v->fo.wait_slot = 1;
+  int rc = fe_vod_slice_get(v->cache, v->key, v->meta_idx, &v->fo, &v->w, &file);
   v->fo.revalidate = 0;
+  if (rc == FE_VOD_SLICE_WAIT) {
+    v->w_wait = 1;
+    return;
+  }
   if (rc < 0) {
-    if (found == FE_VOD_EXPIRED) {
+    if (v->meta_expired) {
       v->cstatus = FE_VOD_CS_STALE;
       fe_vreq_answer(v);
       return;
     }
-    fe_vreq_respond(v, 503, NULL, "Retry-After: 1\r\n",
-                    rc == FE_VOD_EFULL ? "503 too many origin fetches in flight\n" : "503 no memory\n",
-                    rc == FE_VOD_EFULL ? 38 : 14);
+    fe_vreq_respond(v, 503, NULL, "Retry-After: 1\r\n", "503 no memory\n", 14);
     return;
   }
-  v->w_idx = idx;
+  v->w_idx = v->meta_idx;
   fe_vreq_decide(v); /* a fetch already past its head decides now; otherwise its wake will */
 }
 

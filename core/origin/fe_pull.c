@@ -548,6 +548,9 @@ static int fe_pull_failover_early(fe_pull *p, fe_leg *g, int err) {
   if (rc != 1)
     return rc;
   fe_warn("stream %s: origin failed (%s); trying %s (attempt %d)", p->key, what, url, attempt);
+  FE_METRIC_INC(&p->loop->metrics, origin_failovers);
+  if (p->opts.stats)
+    p->opts.stats->origin_failovers++;
   fe_leg *n = fe_leg_open(p, url, attempt);
   if (!n)
     return 0;

@@ -79,7 +79,17 @@ struct fe_vod_node {
   int fetches;        /* atomic: in flight, every cache */
   fe_vod_pf *pf_queue; /* waiting prefetches; under mu */
   int pf_running;
+  fe_vod_waiter *slot_head, *slot_tail; /* waiting for a fetch slot; under mu */
+  uint64_t backlog;   /* atomic: bytes of slices queued for the disk (FE_VOD_STORE_BACKLOG) */
 };
+
+/* Takes `len` bytes of the node's store backlog; 0 when the disk is that far behind. */
+static int fe_vod_backlog_take(fe_vod_node *n, uint64_t len) {
+  if (__atomic_add_fetch(&n->backlog, len, __ATOMIC_RELAXED) <= FE_VOD_STORE_BACKLOG)
+    return 1;
+  __atomic_sub_fetch(&n->backlog, len, __ATOMIC_RELAXED);
+  return 0;
+}
 
 struct fe_vod_fetch {
   int refs; /* atomic: the fetch's own run + one per waiter */
@@ -112,6 +122,8 @@ struct fe_vod_fetch {
   fe_vod_file file;
   char obj_path[512]; /* the client path for the meta file */
   int runs;           /* what must finish before the fetch ends: its slice, and a tail reader */
+  int counted;        /* holds one of the node's FE_VOD_MAX_FETCHES slots (while its origin runs) */
+  uint64_t backlog;   /* its share of the node's store backlog while its store is queued */
   /* An origin without ranges answers 200 with the whole file: the slices it passes through are
    * stored too (at most FE_VOD_SIDE_INFLIGHT at a time, each written from its own buffer), and
    * once the fetch's own slice is in, the rest of the body is read on for them. */
@@ -899,7 +911,30 @@ static void fe_vod_attach(fe_vod_fetch *f, fe_vod_waiter *w) {
   w->box_next = NULL;
 }
 
+/* Off the node's queue for a fetch slot, and out of its loop's mailbox if the wake is pending. */
+static void fe_vod_waiter_unqueue(fe_vod_waiter *w) {
+  fe_vod_node *n = w->slot_node;
+  uv_mutex_lock(&n->mu);
+  if (w->slot_linked) {
+    if (w->prev)
+      w->prev->next = w->next;
+    else
+      n->slot_head = w->next;
+    if (w->next)
+      w->next->prev = w->prev;
+    else
+      n->slot_tail = w->prev;
+    w->slot_linked = 0;
+  }
+  fe_vod_box_remove(n, w);
+  uv_mutex_unlock(&n->mu);
+  w->prev = w->next = NULL;
+  w->slot_node = NULL;
+}
+
 void fe_vod_waiter_detach(fe_vod_waiter *w) {
+  if (w->slot_node)
+    fe_vod_waiter_unqueue(w);
   fe_vod_fetch *f = w->fetch;
   if (!f)
     return;
@@ -920,6 +955,29 @@ void fe_vod_waiter_detach(fe_vod_waiter *w) {
 
 /* Off the object's list (under c->mu); an object that never got its meta goes with its last
  * fetch. */
+/* The fetch's origin work is over (the bytes are in, or it failed): its slot goes to the first
+ * request queued for one. What it still holds (a store on its way) is bounded apart. */
+static void fe_vod_fetch_uncount(fe_vod_fetch *f) {
+  if (!f->counted)
+    return;
+  f->counted = 0;
+  fe_vod_node *n = f->cache->node;
+  __atomic_sub_fetch(&n->fetches, 1, __ATOMIC_RELAXED);
+  uv_mutex_lock(&n->mu);
+  fe_vod_waiter *w = n->slot_head;
+  if (w) {
+    n->slot_head = w->next;
+    if (n->slot_head)
+      n->slot_head->prev = NULL;
+    else
+      n->slot_tail = NULL;
+    w->prev = w->next = NULL;
+    w->slot_linked = 0;
+    fe_vod_box_push(n, w); /* under n->mu: its owner's detach cannot free it meanwhile */
+  }
+  uv_mutex_unlock(&n->mu);
+}
+
 static void fe_vod_fetch_unlist(fe_vod_fetch *f, fe_vod_trash *t) {
   fe_vod_cache *c = f->cache;
   if (!f->listed)
@@ -951,7 +1009,7 @@ static void fe_vod_fetch_end(fe_vod_fetch *f) {
     fe_origin_close(f->origin);
     f->origin = NULL;
   }
-  __atomic_sub_fetch(&f->cache->node->fetches, 1, __ATOMIC_RELAXED);
+  fe_vod_fetch_uncount(f);
   fe_vod_fetch_unref(f);
 }
 
@@ -962,6 +1020,7 @@ static void fe_vod_fetch_fail(fe_vod_fetch *f, int err) {
              (unsigned long long)f->len, (unsigned long long)f->want);
   __atomic_store_n(&f->state, FE_VOD_F_FAILED, __ATOMIC_RELEASE);
   fe_vod_fetch_wake(f);
+  fe_vod_fetch_uncount(f);
   fe_vod_fetch_end(f);
 }
 
@@ -1058,6 +1117,7 @@ static void fe_vod_store_work(uv_work_t *w) {
 static void fe_vod_store_done(uv_work_t *w, int status) {
   fe_vod_fetch *f = w->data;
   fe_vod_cache *c = f->cache;
+  __atomic_sub_fetch(&c->node->backlog, f->backlog, __ATOMIC_RELAXED);
   fe_vod_trash t = {0};
   int rc = status < 0 ? status : f->store_rc;
   uv_mutex_lock(&c->mu);
@@ -1089,9 +1149,21 @@ static void fe_vod_store_done(uv_work_t *w, int status) {
 }
 
 static void fe_vod_fetch_store(fe_vod_fetch *f) {
-  f->work.data = f;
-  if (uv_queue_work(&f->loop->uv, &f->work, fe_vod_store_work, fe_vod_store_done) < 0)
+  fe_vod_node *n = f->cache->node;
+  f->backlog = f->buf ? f->want : 0;
+  if (!fe_vod_backlog_take(n, f->backlog)) {
+    FE_METRIC_INC(&f->loop->metrics, vod_store_errors);
+    fe_warn("vod cache %s: %s slice %u not stored: %llu bytes already wait for the disk",
+            f->cache->dir, f->path, f->idx, (unsigned long long)FE_VOD_STORE_BACKLOG);
+    f->backlog = 0;
     fe_vod_fetch_end(f);
+    return;
+  }
+  f->work.data = f;
+  if (uv_queue_work(&f->loop->uv, &f->work, fe_vod_store_work, fe_vod_store_done) < 0) {
+    __atomic_sub_fetch(&n->backlog, f->backlog, __ATOMIC_RELAXED);
+    fe_vod_fetch_end(f);
+  }
 }
 
 /* "bytes F-L/T": 0 with the three numbers, -1 otherwise. */
@@ -1119,6 +1191,7 @@ static void fe_vod_side_done(uv_work_t *w, int status) {
   fe_vod_side *sd = w->data;
   fe_vod_fetch *f = sd->f;
   fe_vod_cache *c = f->cache;
+  __atomic_sub_fetch(&c->node->backlog, sd->len, __ATOMIC_RELAXED);
   fe_vod_trash t = {0};
   int rc = status < 0 ? status : sd->rc;
   if (rc == 0) {
@@ -1164,7 +1237,13 @@ static void fe_vod_side_done(uv_work_t *w, int status) {
 /* A passing slice is complete: to the disk. The tail pauses its origin while the disk is behind;
  * the bytes of the read being parsed may still complete one more. */
 static void fe_vod_side_store(fe_vod_fetch *f) {
-  fe_vod_side *sd = f->sinflight <= FE_VOD_SIDE_INFLIGHT ? calloc(1, sizeof(*sd)) : NULL;
+  fe_vod_node *n = f->cache->node;
+  fe_vod_side *sd = NULL;
+  if (f->sinflight <= FE_VOD_SIDE_INFLIGHT && fe_vod_backlog_take(n, f->slen)) {
+    sd = calloc(1, sizeof(*sd));
+    if (!sd)
+      __atomic_sub_fetch(&n->backlog, f->slen, __ATOMIC_RELAXED);
+  }
   if (!sd) {
     free(f->sbuf);
     f->sbuf = NULL;
@@ -1182,6 +1261,7 @@ static void fe_vod_side_store(fe_vod_fetch *f) {
   f->sidxs[f->sinflight++] = sd->idx;
   if (uv_queue_work(&f->loop->uv, &sd->work, fe_vod_side_work, fe_vod_side_done) < 0) {
     f->sinflight--;
+    __atomic_sub_fetch(&n->backlog, sd->len, __ATOMIC_RELAXED);
     free(sd->buf);
     free(sd);
     fe_vod_fetch_unref(f);
@@ -1354,6 +1434,7 @@ static void fe_vod_on_response(void *ud, int status, const char *ctype) {
     /* The new expiry goes to the meta file; no slice. */
     fe_origin_close(f->origin);
     f->origin = NULL;
+    fe_vod_fetch_uncount(f);
     fe_vod_fetch_store(f);
     return;
   }
@@ -1467,6 +1548,7 @@ static void fe_vod_on_body(void *ud, const uint8_t *data, size_t len) {
     /* Every byte of the slice is in. */
     fe_origin_close(f->origin);
     f->origin = NULL;
+    fe_vod_fetch_uncount(f);
   }
   fe_vod_fetch_wake(f);
   if (f->cacheable)
@@ -1489,6 +1571,7 @@ static void fe_vod_on_end(void *ud, int err) {
     }
     __atomic_store_n(&f->tail, 0, __ATOMIC_RELEASE);
     fe_vod_fetch_wake(f); /* requests that waited for slices it did not reach look again */
+    fe_vod_fetch_uncount(f);
     fe_vod_fetch_end(f);
     return;
   }
@@ -1605,13 +1688,42 @@ int fe_vod_slice_get(fe_vod_cache *c, const char *key, uint32_t idx, const fe_vo
   }
   if (__atomic_add_fetch(&n->fetches, 1, __ATOMIC_RELAXED) > FE_VOD_MAX_FETCHES) {
     __atomic_sub_fetch(&n->fetches, 1, __ATOMIC_RELAXED);
+    if (!opts->wait_slot) {
+      uv_mutex_unlock(&c->mu);
+      return FE_VOD_EFULL;
+    }
+    /* Queued for the next slot that frees (c->mu, then n->mu: the order everywhere). */
+    uv_mutex_lock(&n->mu);
+    w->slot_node = n;
+    w->slot_linked = 1;
+    w->next = NULL;
+    w->prev = n->slot_tail;
+    if (n->slot_tail)
+      n->slot_tail->next = w;
+    else
+      n->slot_head = w;
+    n->slot_tail = w;
+    /* A slot may have freed between the count and the lock: then it is ours at once. */
+    if (__atomic_load_n(&n->fetches, __ATOMIC_RELAXED) < FE_VOD_MAX_FETCHES && n->slot_head == w) {
+      n->slot_head = w->next;
+      if (n->slot_head)
+        n->slot_head->prev = NULL;
+      else
+        n->slot_tail = NULL;
+      w->prev = w->next = NULL;
+      w->slot_linked = 0;
+      fe_vod_box_push(n, w);
+    }
+    uv_mutex_unlock(&n->mu);
     uv_mutex_unlock(&c->mu);
-    return FE_VOD_EFULL;
+    return FE_VOD_SLICE_WAIT;
   }
   int made = !o;
   if (!o)
     o = fe_vod_obj_new(c, key, opts->client_path);
   fe_vod_fetch *f = o ? fe_vod_fetch_new(c, o, idx, opts, w->loop) : NULL;
+  if (f)
+    f->counted = 1;
   if (!f) {
     fe_vod_trash t = {0};
     if (o && made)
@@ -1699,7 +1811,7 @@ static void fe_vod_pf_wake(fe_vod_waiter *w) {
       fe_vod_pf_finish(p);
       return;
     }
-    fe_vod_fetch_opts o = {.url = p->url, .client_path = p->path,
+    fe_vod_fetch_opts o = {.url = p->url, .client_path = p->path, .wait_slot = 1,
                            .connect_timeout = p->connect_timeout, .read_timeout = p->read_timeout,
                            .tls = p->tls, .ttl = p->ttl, .slice_size = p->slice_size};
     fe_vod_file file;

@@ -34,7 +34,9 @@
 #include "loop/fe_loop.h"
 #include "origin/fe_origin.h"
 
-#define FE_VOD_MAX_FETCHES 64 /* slice fetches in flight per node; beyond: fe_vod_slice_get fails */
+#define FE_VOD_MAX_FETCHES 64 /* slice fetches at their origin per node; beyond: queued or refused */
+#define FE_VOD_STORE_BACKLOG (256ull << 20) /* bytes of fetched slices waiting for the disk, per
+                                               node; beyond: served, not stored */
 #define FE_VOD_PREFETCH_CONCURRENCY 4
 
 typedef struct fe_vod_node fe_vod_node;
@@ -125,6 +127,9 @@ typedef struct fe_vod_fetch_opts {
   const char *base;
   const char *const *backups;
   int nbackups;
+  /** When the node has FE_VOD_MAX_FETCHES in flight: 1 queues the waiter for a free one
+   * (FE_VOD_SLICE_WAIT, woken when one ends), 0 answers FE_VOD_EFULL. */
+  int wait_slot;
 } fe_vod_fetch_opts;
 
 /** A request's hold on a fetch: embedded in the request; woken on its own loop. */
@@ -134,6 +139,8 @@ typedef struct fe_vod_waiter {
   int queued;
   fe_loop *loop;
   fe_vod_fetch *fetch;
+  struct fe_vod_node *slot_node;     /* set while queued for a fetch slot (or just woken from it) */
+  int slot_linked;                   /* in slot_node's queue (under its mutex) */
   /** Something changed: the head came, bytes arrived, or it ended. Runs on loop `loop`. */
   void (*wake)(struct fe_vod_waiter *w);
 } fe_vod_waiter;

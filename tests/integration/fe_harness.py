@@ -1762,6 +1762,7 @@ class VodOrigin:
       "short"     announce the honest length but send `missing` bytes less, then close;
       "status"    answer `status` (5xx) with a short body;
       "no_ranges" ignore Range (and If-Range): always 200 with the whole file;
+      "delay"     wait `after` seconds before answering (counted: active, max_active);
       "stall"     send the head and `after` body bytes, then nothing until the fault is cleared
                   or the origin stops (the connection stays open).
     `path` limits the fault to one URL path; `times` to that many answers (None: until cleared).
@@ -1783,6 +1784,7 @@ class VodOrigin:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.unstall = threading.Event()
+        self.active = self.max_active = 0  # answers held by a "delay" fault at once
         self._fault = None
         self._conn_ids = 0
         self._socks = set()
@@ -1799,7 +1801,7 @@ class VodOrigin:
     # -- faults -----------------------------------------------------------------------------
 
     def set_fault(self, kind, path=None, times=None, after=0, missing=1, status=503):
-        if kind not in ("close", "short", "status", "no_ranges", "stall"):
+        if kind not in ("close", "short", "status", "no_ranges", "stall", "delay"):
             raise ValueError(kind)
         with self.lock:
             self.unstall.clear()
@@ -1956,6 +1958,14 @@ class VodOrigin:
         if any(part in ("..", ".") for part in rel.replace("\\", "/").split("/")) or "\0" in rel:
             return self._simple(s, req, 400, b"bad path\n")
         fault = self._take_fault(path)
+        if fault and fault["kind"] == "delay":
+            with self.lock:
+                self.active += 1
+                self.max_active = max(self.max_active, self.active)
+            time.sleep(fault["after"])
+            with self.lock:
+                self.active -= 1
+            fault = None
         if fault and fault["kind"] == "status":
             self._simple(s, req, fault["status"], b"origin fault\n")
             return True

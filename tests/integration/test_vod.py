@@ -538,6 +538,42 @@ class VodBadInputTest(VodCase):
 
 
 @unittest.skipUnless(VOD, WHY)
+class VodFetchSlotsTest(VodCase):
+    """More cold misses at once than the node's fetch slots (64): the rest queue for a slot and
+    every request is answered whole; the origin never sees more than 64 at once."""
+
+    N = 90
+
+    def setUp(self):
+        self.root2 = tempfile.mkdtemp(prefix="flvedge-vodmany-")
+        self.addCleanup(shutil.rmtree, self.root2, True)
+        for i in range(self.N):
+            with open(os.path.join(self.root2, "f%d.flv" % i), "wb") as f:
+                f.write(self.small[:20000] + bytes([i]))
+        self.origin = self.start_vod_origin(self.root2, "/media/")
+        self.edge = self.start_vod_edge(self.origin, slice_size=SLICE)
+
+    def test_misses_beyond_the_slots_queue_and_all_complete(self):
+        self.origin.set_fault("delay", after=0.5)
+        results = [None] * self.N
+
+        def one(i):
+            results[i] = self.get("/videos/f%d.flv" % i)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(self.N)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(T(60))
+        for i, r in enumerate(results):
+            self.assertIsNotNone(r, "request %d never answered" % i)
+            self.assertStatus(r, 200)
+            self.assertEqual(r.body, self.small[:20000] + bytes([i]))
+        self.assertLessEqual(self.origin.max_active, 64)
+        self.assertGreater(self.origin.max_active, 32, "the test did not fill the slots")
+
+
+@unittest.skipUnless(VOD, WHY)
 class VodSlowClientTest(VodCase):
     """Hits go out with sendfile from the thread pool; a full socket is waited for with a poll.
     A client that stops reading is cut after send_timeout; a slow steady one gets everything."""

@@ -207,7 +207,11 @@ class VodCoreTest(EdgeTestCase):
     def test_truncated_slice_refetched(self):
         e = self.edge()
         self.get(e, "/videos/a.flv", headers={"Range": "bytes=0-10"})
-        wait_until(lambda: len(self.slice_files()) == 1, T(10), "slice 0 stored")
+        # Stored in the index, not only on disk (the file is published just before the index
+        # learns it): a HEAD says HIT.
+        wait_until(lambda: self.get(e, "/videos/a.flv", method="HEAD",
+                                    headers={"Range": "bytes=0-10"}).header("X-Cache-Status") == "HIT",
+                   T(10), "slice 0 stored")
         path = self.slice_files()[0]
         with open(path, "r+b") as f:
             f.truncate(1000)
