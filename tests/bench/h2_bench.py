@@ -58,6 +58,7 @@ events {{ worker_connections 4096; }}
 http {{ access_log off; sendfile on;
   server {{ listen 127.0.0.1:{port} ssl http2; ssl_certificate {d}/site.crt; ssl_certificate_key {d}/site.key;
     ssl_protocols TLSv1.2; ssl_ciphers {CIPHER}; http2_max_concurrent_streams 128;
+    keepalive_requests 10000000;
     location /vod/ {{ alias {root}/; }} }} }}
 ''')
     p = subprocess.Popen(taskset("0") + ["nginx", "-c", conf, "-p", d], stderr=subprocess.DEVNULL)
@@ -65,17 +66,18 @@ http {{ access_log off; sendfile on;
     return p
 
 
-def h2load(pids, url, n, c, m):
-    """-> (requests succeeded, server CPU s, h2load's req/s, the exact command)."""
+def h2load(pids, url, n, c, m, h1=False):
+    """-> (requests succeeded, server CPU s, h2load's req/s, the exact command). h1: HTTP/1.1
+    (h2load --h1, m requests pipelined per connection)."""
     cmd = taskset(f"1-{os.cpu_count() - 1}") + ["h2load", "-n", str(n), "-c", str(c), "-m", str(m),
-                                                "--ciphers", CIPHER, url]
+                                                "--ciphers", CIPHER] + (["--h1"] if h1 else []) + [url]
     c0 = cpu_seconds(pids)
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     c1 = cpu_seconds(pids)
     ok = re.search(r"(\d+) succeeded", r.stdout)
     rps = re.search(r"finished in [^,]+, ([\d.]+) req/s", r.stdout)
     proto = re.search(r"Application protocol: (\S+)", r.stdout)
-    if not ok or (proto and proto.group(1) != "h2"):
+    if not ok or int(ok.group(1)) < n or (proto and proto.group(1) != ("http/1.1" if h1 else "h2")):
         raise SystemExit("h2load failed:\n" + r.stdout)
     return int(ok.group(1)), c1 - c0, float(rps.group(1)) if rps else 0.0, " ".join(cmd[3:] if cmd[0] == "taskset" else cmd)
 
@@ -117,6 +119,7 @@ def main():
             raise SystemExit(f"h2_bench: {tool} missing (apt-get install nghttp2-client nginx curl ffmpeg)")
     binary = os.path.join(args.build, "flvedge")
     d = tempfile.mkdtemp(prefix="flvedge-h2bench-")
+    os.chmod(d, 0o755)  # nginx's worker (nobody) reads the file under it
     make_certs(d)
     root = os.path.join(d, "files")
     os.makedirs(root)
@@ -134,20 +137,23 @@ def main():
     try:
         url = f"https://localhost:{port}/vod/small.flv"
         subprocess.run(["curl", "-s", "-o", "/dev/null", "--cacert", cacert, url], check=True)
-        n_e, c_e, rps_e, cmd_e = h2load([edge.pid], url, args.requests, args.clients, args.streams)
         nginx = nginx_start(d, root, nport)
+        nurl = f"https://localhost:{nport}/vod/small.flv"
         try:
-            n_n, c_n, rps_n, cmd_n = h2load(worker_pids(nginx), f"https://localhost:{nport}/vod/small.flv",
-                                            args.requests, args.clients, args.streams)
+            for h1 in (False, True):
+                name = "HTTP/1.1 (pipelined)" if h1 else "h2"
+                n_e, c_e, rps_e, cmd_e = h2load([edge.pid], url, args.requests, args.clients, args.streams, h1)
+                n_n, c_n, rps_n, cmd_n = h2load(worker_pids(nginx), nurl, args.requests, args.clients,
+                                                args.streams, h1)
+                pe, pn = n_e / max(c_e, 1e-9), n_n / max(c_n, 1e-9)
+                print(f"VOD hits over {name}: flvedge {n_e} in {c_e:.2f} CPU s = {pe:.0f} req/s per core "
+                      f"({rps_e:.0f} req/s wall); nginx {n_n} in {c_n:.2f} CPU s = {pn:.0f} req/s per core "
+                      f"({rps_n:.0f} req/s wall); flvedge/nginx {pe / pn:.2f}")
+                print(f"  command: {cmd_e}")
+                rows.append((f"4 KiB VOD hits over TLS {name}, requests/s per core (flvedge / nginx)",
+                             f"{pe:.0f} / {pn:.0f}", f"{pe / pn:.2f}x"))
         finally:
             stop(nginx)
-        pe, pn = n_e / max(c_e, 1e-9), n_n / max(c_n, 1e-9)
-        print(f"VOD hits over h2: flvedge {n_e} in {c_e:.2f} CPU s = {pe:.0f} req/s per core ({rps_e:.0f} req/s wall); "
-              f"nginx {n_n} in {c_n:.2f} CPU s = {pn:.0f} req/s per core ({rps_n:.0f} req/s wall); "
-              f"flvedge/nginx {pe / pn:.2f}")
-        print(f"  command: {cmd_e}")
-        rows.append(("4 KiB VOD hits over h2, requests/s per core (flvedge / nginx)", f"{pe:.0f} / {pn:.0f}",
-                     f"{pe / pn:.2f}x"))
 
         live = f"https://localhost:{port}/live/s.flv"
         subprocess.run(["curl", "-s", "-o", "/dev/null", "--cacert", cacert, "--max-time", "2", live])
