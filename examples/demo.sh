@@ -31,7 +31,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 # LuaJIT: Debian's luajit or OpenResty's luajit2 (the one nginx's lua module needs); either serves.
 PACKAGES=(build-essential cmake pkg-config libuv1-dev libluajit2-5.1-dev luajit2 node-llhttp
-  libmbedtls-dev libmaxminddb-dev python3 ffmpeg nodejs npm)
+  libmbedtls-dev libnghttp2-dev libmaxminddb-dev python3 ffmpeg nodejs npm)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   # A Node.js from elsewhere (e.g. NodeSource, which bundles npm) conflicts with Debian's npm.

@@ -141,6 +141,8 @@ static void fe_config_defaults(fe_config *cfg) {
   cfg->request_timeout = 10;
   cfg->send_timeout = 60;
   cfg->max_header_size = 8192;
+  cfg->h2_max_streams = 100;
+  cfg->h2_control_rate = 100;
   cfg->lua_budget = 1000000;
   cfg->lua_memory_limit = 64u << 20;
 }
@@ -503,11 +505,12 @@ static int fe_cfg_tls(fe_cfg_reader *r, int idx, const char *where, struct fe_tl
   lua_pushnil(r->L);
   while (lua_next(r->L, idx)) {
     const char *k = lua_type(r->L, -2) == LUA_TSTRING ? lua_tostring(r->L, -2) : "";
-    int known = strcmp(k, "cert") == 0 || strcmp(k, "key") == 0 || strcmp(k, "sni") == 0;
+    int known = strcmp(k, "cert") == 0 || strcmp(k, "key") == 0 || strcmp(k, "sni") == 0 ||
+                strcmp(k, "http2") == 0;
     lua_pop(r->L, 1);
     if (!known) {
       lua_pop(r->L, 1);
-      return fe_cfg_fail(r, "%sunknown key (expected cert, key and sni)", where);
+      return fe_cfg_fail(r, "%sunknown key (expected cert, key, sni and http2)", where);
     }
   }
   /* specs[0]: the default certificate; then one per SNI name */
@@ -561,6 +564,15 @@ static int fe_cfg_tls(fe_cfg_reader *r, int idx, const char *where, struct fe_tl
   char err[300];
   *out = fe_tls_server_new(specs, n, err, sizeof(err));
   rc = *out ? 0 : fe_cfg_fail(r, "%s%s", where, err);
+  if (*out) {
+    /* http2 = false: ALPN offers http/1.1 only (HTTP/2 is on by default) */
+    lua_getfield(r->L, idx, "http2");
+    if (lua_type(r->L, -1) == LUA_TBOOLEAN)
+      fe_tls_server_http2(*out, lua_toboolean(r->L, -1));
+    else if (!lua_isnil(r->L, -1))
+      rc = fe_cfg_fail(r, "%shttp2: expected true or false", where);
+    lua_pop(r->L, 1);
+  }
 done:
   for (int i = 0; i < nstr; i++)
     free(strs[i]);
@@ -585,8 +597,16 @@ static int fe_cfg_listen_entry(fe_cfg_reader *r, fe_config *cfg, int i) {
   }
   cfg->listen[cfg->nlisten++] = fe_strdup(lua_tostring(L, -1));
   lua_pop(L, 1);
-  lua_getfield(L, idx, "tls");
+  lua_getfield(L, idx, "h2c");
   int rc = 0;
+  if (lua_type(L, -1) == LUA_TBOOLEAN)
+    cfg->listen_h2c[cfg->nlisten - 1] = lua_toboolean(L, -1);
+  else if (!lua_isnil(L, -1))
+    rc = fe_cfg_fail(r, "listen[%d].h2c: expected true or false", i);
+  lua_pop(L, 1);
+  if (rc < 0)
+    return rc;
+  lua_getfield(L, idx, "tls");
   char where[48];
   snprintf(where, sizeof(where), "listen[%d].tls.", i);
   if (lua_type(L, -1) == LUA_TTABLE)
@@ -606,6 +626,7 @@ static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
   if (lua_type(L, -1) == LUA_TSTRING) {
     cfg->listen = calloc(1, sizeof(char *));
     cfg->listen_tls = calloc(1, sizeof(*cfg->listen_tls));
+    cfg->listen_h2c = calloc(1, sizeof(*cfg->listen_h2c));
     cfg->listen[cfg->nlisten++] = fe_strdup(lua_tostring(L, -1));
   } else if (lua_type(L, -1) == LUA_TTABLE) {
     int n = (int)lua_objlen(L, -1);
@@ -622,6 +643,7 @@ static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
     }
     cfg->listen = calloc((size_t)n + 1, sizeof(char *));
     cfg->listen_tls = calloc((size_t)n + 1, sizeof(*cfg->listen_tls));
+    cfg->listen_h2c = calloc((size_t)n + 1, sizeof(*cfg->listen_h2c));
     for (int i = 1; i <= n; i++) {
       lua_rawgeti(L, -1, i);
       if (fe_cfg_listen_entry(r, cfg, i) < 0)
@@ -729,7 +751,9 @@ static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
                       &window_memory) < 0 ||
         fe_cfg_number(r, li, "limits.", "request_timeout", 0.1, 3600, &cfg->request_timeout) < 0 ||
         fe_cfg_number(r, li, "limits.", "send_timeout", 0.1, 3600, &cfg->send_timeout) < 0 ||
-        fe_cfg_u32(r, li, "limits.", "max_header_size", 1024, 1 << 20, &cfg->max_header_size) < 0)
+        fe_cfg_u32(r, li, "limits.", "max_header_size", 1024, 1 << 20, &cfg->max_header_size) < 0 ||
+        fe_cfg_u32(r, li, "limits.", "h2_max_streams", 1, 10000, &cfg->h2_max_streams) < 0 ||
+        fe_cfg_u32(r, li, "limits.", "h2_control_rate", 1, 1e6, &cfg->h2_control_rate) < 0)
       return -1;
     cfg->max_window_memory = (uint64_t)window_memory;
   } else if (!lua_isnil(L, -1)) {
@@ -856,6 +880,7 @@ int fe_config_quick(fe_config *cfg, const char *listen, const char *const *origi
   }
   cfg->listen = calloc(1, sizeof(char *));
   cfg->listen_tls = calloc(1, sizeof(*cfg->listen_tls));
+  cfg->listen_h2c = calloc(1, sizeof(*cfg->listen_h2c));
   cfg->listen[cfg->nlisten++] = fe_strdup(listen);
   cfg->resources = calloc(1, sizeof(fe_resource));
   fe_resource *res = &cfg->resources[cfg->nresources++];
@@ -932,6 +957,7 @@ void fe_config_free(fe_config *cfg) {
   }
   free(cfg->listen);
   free(cfg->listen_tls);
+  free(cfg->listen_h2c);
   free(cfg->ca_file);
   for (int i = 0; i < cfg->nresources; i++) {
     fe_resource *res = &cfg->resources[i];

@@ -61,6 +61,7 @@ typedef struct fe_config {
   int listen_mode;   /* FE_LISTEN_* */
   char **listen;     /* "host:port" */
   struct fe_tls_server **listen_tls; /* per listen address: its TLS context (a reference), NULL: plain */
+  int *listen_h2c;   /* per listen address: 1 when a cleartext client may speak HTTP/2 (prior knowledge) */
   int nlisten;
   char *ca_file;     /* the CA bundle https origins are verified against; NULL: the system's */
   int log_level;
@@ -73,6 +74,9 @@ typedef struct fe_config {
   double request_timeout;    /* receiving a request head */
   double send_timeout;       /* a finite answer's write making no progress */
   uint32_t max_header_size;
+  uint32_t h2_max_streams;   /* HTTP/2: concurrent streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS) */
+  uint32_t h2_control_rate;  /* HTTP/2: PING, SETTINGS, RST_STREAM and empty frames a client may send per
+                              * second on one connection (with a burst of 10 s of them); beyond: GOAWAY */
   fe_resource *resources;
   int nresources;
   char *access_log;  /* path, "stderr", or NULL for none */

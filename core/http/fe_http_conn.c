@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 
+#include "http/fe_http2.h"
 #include "http/fe_http_conn.h"
 #include "log/fe_log.h"
 #include "str/fe_json.h"
@@ -99,6 +100,8 @@ static double fe_wall_time(void) {
 static void fe_conn_on_closed(fe_net *n) {
   fe_conn *c = n->data;
   fe_worker *w = c->w;
+  if (c->h2)
+    fe_h2_free(c);
   fe_gen_unref(c->gen);
   free(c->buf);
   free(c->body);
@@ -116,6 +119,17 @@ static void fe_conn_end(fe_conn *c, int reset) {
     return;
   fe_conn_request_done(c);
   c->state = FE_CS_CLOSING;
+  if (c->h2s) {
+    /* A stream: its handler lets go, then the session resets it if unfinished and leaves the
+     * hub once no write holds the viewer's pinned buffers. The connection stays. */
+    if (c->on_close) {
+      void (*fn)(fe_conn *) = c->on_close;
+      c->on_close = NULL;
+      fn(c);
+    }
+    fe_h2_stream_end(c, reset);
+    return;
+  }
   fe_worker *w = c->w;
   if (c->prev)
     c->prev->next = c->next;
@@ -129,6 +143,8 @@ static void fe_conn_end(fe_conn *c, int reset) {
     c->on_close = NULL;
     fn(c);
   }
+  if (c->h2)
+    fe_h2_conn_close(c);
   /* After the close libuv writes nothing more, so the pinned buffers can be let go. */
   if (reset)
     fe_net_reset(&c->net, fe_conn_on_closed);
@@ -167,6 +183,11 @@ void fe_conn_answer_begin(fe_conn *c) {
 }
 
 void fe_conn_answer_end(fe_conn *c, int close) {
+  if (c->h2s) {
+    c->sending--;
+    fe_h2_end(c);
+    return;
+  }
   c->sending--;
   if (close)
     fe_conn_close(c);
@@ -211,6 +232,8 @@ void fe_conn_send(fe_conn *c, const void *data, size_t len, int close) {
 /* CONNECT and Upgrade requests are answered as plain requests (or refused), and the connection
  * closes after the answer: what the client sends next is not HTTP/1.1 to us. */
 int fe_conn_keep_alive(const fe_conn *c) {
+  if (c->h2s)
+    return 1; /* a stream ends; its connection goes on */
   return !c->parser.upgrade && llhttp_should_keep_alive(&c->parser);
 }
 
@@ -263,6 +286,17 @@ void fe_conn_respond(fe_conn *c, int status, const char *ctype, const char *extr
   c->bytes += n + body_len;
   fe_conn_first_byte(c);
   fe_conn_request_done(c);
+  if (c->h2s) {
+    char *h = malloc(n + 1);
+    if (!h) {
+      fe_conn_reset(c);
+      return;
+    }
+    fe_respond_head(h, n + 1, status, ctype, len, cors, extra_headers, 0);
+    fe_h2_respond(c, h, n, body_len ? body : NULL, body_len);
+    free(h);
+    return;
+  }
   fe_send_req *r = fe_send_req_new(c, n + 1 + body_len, close);
   if (!r) {
     fe_conn_close(c);
@@ -356,7 +390,8 @@ static size_t fe_access_log_combined(fe_conn *c, const char *extra, char **out) 
 }
 
 void fe_conn_tls(const fe_conn *c, const char **version, const char **cipher) {
-  const char *v = fe_net_tls_version(&c->net), *ci = fe_net_tls_cipher(&c->net);
+  const fe_net *n = c->h2s ? fe_h2_net(c) : &c->net;
+  const char *v = fe_net_tls_version(n), *ci = fe_net_tls_cipher(n);
   *version = v ? v : "";
   *cipher = ci ? ci : "";
 }
@@ -534,6 +569,11 @@ void fe_conn_request_done(fe_conn *c) {
     return;
   c->logged = 1;
   fe_conn_count_resource(c);
+  if (c->have_version) {
+    int proto = c->parser.http_major == 2 ? FE_PROTO_HTTP2 : c->parser.http_minor == 0 ? FE_PROTO_HTTP10
+                                                                                       : FE_PROTO_HTTP11;
+    FE_METRIC_INC(&c->w->loop.metrics, requests_proto[proto]);
+  }
   char extra[1024] = "";
   fe_lua *lua = c->gen ? c->gen->lua : NULL;
   if (lua && c->res) {
@@ -744,6 +784,21 @@ static void fe_conn_request_begin(fe_conn *c) {
   c->res = NULL;
 }
 
+void fe_conn_dispatch(fe_conn *c, int refuse, const char *why) {
+  fe_conn_request_begin(c);
+  if (refuse) {
+    char msg[160];
+    int n = snprintf(msg, sizeof(msg), "%d %s\n", refuse, why);
+    fe_conn_respond(c, refuse, NULL, NULL, msg, (size_t)n, 0);
+    return;
+  }
+  if (c->w->stopping) {
+    fe_conn_respond(c, 503, NULL, NULL, "503 shutting down\n", 18, 0);
+    return;
+  }
+  c->kind->route(c);
+}
+
 /* A complete request: the router answers it. */
 static int fe_on_message_complete(llhttp_t *p) {
   fe_conn *c = p->data;
@@ -855,8 +910,22 @@ static void fe_conn_on_read(fe_net *n, ssize_t nread, const char *data) {
     fe_conn_close(c);
     return;
   }
+  if (c->h2) {
+    fe_h2_on_read(c, data, (size_t)nread);
+    return;
+  }
   if (c->state != FE_CS_READING)
     return; /* a viewer's further bytes are ignored; only its close matters */
+  /* The first bytes: HTTP/2 when TLS agreed on h2, or (h2c listeners) when they are its preface. */
+  if (!c->proto_checked) {
+    c->proto_checked = 1;
+    const char *alpn = fe_net_alpn(&c->net);
+    if ((c->kind->http2 && alpn && strcmp(alpn, "h2") == 0) ||
+        (c->kind->h2c && !fe_net_is_tls(&c->net) && fe_h2_preface(data, (size_t)nread))) {
+      fe_h2_start(c, data, (size_t)nread);
+      return;
+    }
+  }
   size_t rest = fe_conn_parse(c, data, (size_t)nread);
   if (c->state == FE_CS_READING && c->sending)
     fe_conn_hold(c, data + nread - rest, rest);
@@ -967,7 +1036,9 @@ void fe_conn_stop_idle(fe_worker *w) {
   fe_conn *next;
   for (fe_conn *c = w->conns; c; c = next) {
     next = c->next;
-    if (c->state == FE_CS_READING && !c->sending)
+    if (c->h2)
+      fe_h2_stop(c);
+    else if (c->state == FE_CS_READING && !c->sending)
       fe_conn_close(c);
   }
 }

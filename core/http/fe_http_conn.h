@@ -52,6 +52,8 @@ void fe_cfg_shared_unref(fe_cfg_shared *s);
 
 struct fe_conn;
 struct fe_server;
+struct fe_h2;
+struct fe_h2_stream;
 
 /**
  * What a listener's connections are: who answers their requests, and whether a request body is
@@ -65,6 +67,8 @@ typedef struct fe_conn_kind {
   uint32_t body_max;
   int json_errors; /* the connection layer's own refusals (400, 413, 431 ...) answer JSON */
   int unlimited;   /* not shed by max_connections: the admin API stays reachable on a full node */
+  int http2;       /* speaks HTTP/2 when TLS's ALPN agreed on h2 (http/fe_http2.h) */
+  int h2c;         /* and on cleartext, to a client that opens with HTTP/2's preface (prior knowledge) */
 } fe_conn_kind;
 
 /** One loop's share of the server; lives on that loop's thread. */
@@ -84,10 +88,19 @@ typedef struct fe_worker {
   void (*drained)(struct fe_worker *w); /* the last connection closed while stopping */
 } fe_worker;
 
+/*
+ * A client connection, or one request of an HTTP/2 connection (h2s set): a stream is an fe_conn
+ * too, whose net is unused, so the router, the policies, the kinds and the access log take either.
+ * Where their answers reach the wire the two differ: fe_conn_respond, fe_conn_answer_*, and the
+ * live and VOD writers hand an HTTP/2 stream's head and body to http/fe_http2.h instead.
+ */
 typedef struct fe_conn {
-  fe_net net;
+  fe_net net;                 /* unused by an HTTP/2 stream */
   fe_worker *w;
   const fe_conn_kind *kind;
+  struct fe_h2 *h2;           /* the connection speaks HTTP/2: its session (fe_http2.c) */
+  struct fe_h2_stream *h2s;   /* this is a request of an HTTP/2 connection: its stream */
+  int proto_checked;          /* the first bytes were looked at for HTTP/2 (ALPN, preface) */
   struct fe_conn *prev, *next;
   llhttp_t parser;
   int state;
@@ -191,6 +204,12 @@ void fe_conn_send(fe_conn *c, const void *data, size_t len, int close);
  */
 void fe_conn_answer_begin(fe_conn *c);
 void fe_conn_answer_end(fe_conn *c, int close);
+/**
+ * A request assembled elsewhere (an HTTP/2 stream: head, headers, method and version set) begins
+ * under the newest generation and goes to the kind's route function; `refuse` (431, 400) answers
+ * it with that status and `why` instead.
+ */
+void fe_conn_dispatch(fe_conn *c, int refuse, const char *why);
 /** The answer's first byte is being written now: its time counts once per request. */
 void fe_conn_first_byte(fe_conn *c);
 /**

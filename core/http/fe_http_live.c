@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "http/fe_http2.h"
 #include "http/fe_http_handlers.h"
 #include "log/fe_log.h"
 #include "origin/fe_origin.h"
@@ -74,6 +75,10 @@ static int fe_chunk_line(char *out, size_t size) {
 /* Sends everything the hub has for this viewer: writev straight from the shared blocks; only
  * what the socket does not take at once is queued (the hub's blocks stay pinned meanwhile). */
 static void fe_live_write(fe_conn *c) {
+  if (c->h2s && c->state == FE_CS_LIVE) {
+    fe_h2_wake(c); /* its DATA frames are filled from the hub when nghttp2 asks */
+    return;
+  }
   if (c->state != FE_CS_LIVE || c->writing)
     return;
   for (;;) {
@@ -169,7 +174,15 @@ static void fe_live_start(fe_viewer *v, int hit) {
   c->bytes += (size_t)n;
   if (c->head_only) {
     fe_hub_leave(v);
-    fe_conn_send(c, head, (size_t)n, 1);
+    if (c->h2s)
+      fe_h2_respond(c, head, (size_t)n, NULL, 0);
+    else
+      fe_conn_send(c, head, (size_t)n, 1);
+    return;
+  }
+  if (c->h2s) {
+    c->state = FE_CS_LIVE;
+    fe_h2_live(c, head, (size_t)n);
     return;
   }
   c->head = malloc((size_t)n);

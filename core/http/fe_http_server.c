@@ -96,12 +96,17 @@ static void fe_slot_on_sweep(uv_timer_t *t) {
   fe_conn_sweep(&sl->w, uv_now(&sl->w.loop.uv));
 }
 
-/* The public listeners' connections: the router of resources. */
-static const fe_conn_kind fe_public_kind = {.route = fe_router_route};
+/* The public listeners' connections: the router of resources, over HTTP/1.1 or HTTP/2 (by ALPN;
+ * on cleartext listeners with h2c = true, by the client's preface too). */
+static const fe_conn_kind fe_public_kind = {.route = fe_router_route, .http2 = 1};
+static const fe_conn_kind fe_public_h2c_kind = {.route = fe_router_route, .http2 = 1, .h2c = 1};
 
 static void fe_slot_on_accept(fe_net_listener *ls) {
   fe_loop_slot *sl = ls->data;
-  fe_conn_accept(&sl->w, ls, &fe_public_kind);
+  const fe_config *cfg = sl->w.gen->cfg;
+  int i = (int)(ls - sl->listeners);
+  int h2c = i >= 0 && i < cfg->nlisten && cfg->listen_h2c && cfg->listen_h2c[i];
+  fe_conn_accept(&sl->w, ls, h2c ? &fe_public_h2c_kind : &fe_public_kind);
 }
 
 static void fe_slot_on_admin_accept(fe_net_listener *ls) {

@@ -20,6 +20,7 @@
 
 #include "flv/fe_flv.h"
 #include "flv/fe_flv_meta.h"
+#include "http/fe_http2.h"
 #include "http/fe_http_handlers.h"
 #include "http/fe_http_range.h"
 #include "log/fe_log.h"
@@ -227,8 +228,7 @@ static void fe_vreq_respond(fe_vreq *v, int status, const char *ctype, const cha
 
 /* ---- writing ------------------------------------------------------------------------------- */
 
-static void fe_vreq_on_written(fe_net_write *wr, int status) {
-  fe_vreq *v = (fe_vreq *)((char *)wr - offsetof(fe_vreq, wreq));
+static void fe_vreq_written(fe_vreq *v, int status) {
   v->io = 0;
   if (v->closed) {
     fe_vreq_free(v);
@@ -249,6 +249,15 @@ static void fe_vreq_on_written(fe_net_write *wr, int status) {
   fe_vreq_pump(v);
 }
 
+static void fe_vreq_on_written(fe_net_write *wr, int status) {
+  fe_vreq_written((fe_vreq *)((char *)wr - offsetof(fe_vreq, wreq)), status);
+}
+
+/* An HTTP/2 stream's piece is written (or the stream ended first). */
+static void fe_vreq_h2_written(void *ud, int status) {
+  fe_vreq_written(ud, status);
+}
+
 /* Sends bytes that stay valid until the write's callback (the head, the fetch's buffer pinned by
  * the waiter, the read buffer). While the answer is the seek's head read, they go to memory. */
 static void fe_vreq_write(fe_vreq *v, const void *p, uint64_t n) {
@@ -258,9 +267,13 @@ static void fe_vreq_write(fe_vreq *v, const void *p, uint64_t n) {
     v->seg_done += n;
     return;
   }
-  uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
   v->wlen = n;
   v->io = 1;
+  if (v->c->h2s) {
+    fe_h2_piece(v->c, p, n, fe_vreq_h2_written, v);
+    return;
+  }
+  uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
   if (fe_net_writev(&v->c->net, &v->wreq, &b, 1, fe_vreq_on_written) < 0) {
     v->io = 0;
     fe_conn_close(v->c);
@@ -654,6 +667,25 @@ static void fe_vreq_start_body(fe_vreq *v, int status, const char *ctype, uint64
                    "Content-Length: %llu\r\n%s%s%s%s\r\n",
                    status, fe_http_reason(status), ctype, (unsigned long long)clen, val, extra, cors,
                    v->keep ? "" : "Connection: close\r\n");
+  if (c->h2s) {
+    /* HTTP/2: the head is a HEADERS frame; the segments are the DATA. */
+    free(v->mem);
+    v->mem = NULL;
+    if (v->head_only)
+      v->nseg = 0;
+    fe_h2_head(c, head, (size_t)n, !v->head_only);
+    free(head);
+    v->seg = 0;
+    v->seg_done = 0;
+    v->phase = FE_VP_BODY;
+    c->status = status;
+    c->bytes += (uint64_t)n;
+    c->cache_status = fe_vod_cs_names[v->cstatus];
+    fe_metrics_count_status(&c->w->loop.metrics, status);
+    FE_METRIC_INC(&c->w->loop.metrics, vod_requests[v->cstatus]);
+    fe_vreq_pump(v);
+    return;
+  }
   /* The head goes first, in front of segments already planned. */
   memmove(&v->segs[1], &v->segs[0], (size_t)v->nseg * sizeof(fe_vseg));
   v->nseg++;
@@ -935,7 +967,7 @@ void fe_vod_serve(fe_conn *c, const fe_resource *res, const char *rest, size_t l
   v->head_only = c->parser.method == HTTP_HEAD;
   v->fd = -1;
   v->pfd = -1;
-  v->sock = fe_net_sendfile_fd(&c->net);
+  v->sock = c->h2s ? -1 : fe_net_sendfile_fd(&c->net); /* HTTP/2 frames what it reads */
   v->w_idx = UINT32_MAX;
   v->w.loop = &c->w->loop;
   v->w.wake = fe_vreq_wake;

@@ -170,6 +170,10 @@ size_t fe_metrics_render(const fe_metrics *const *loops, int n, char *buf, size_
       F("vod_store_errors_total", "counter", vod_store_errors, 0),
       F("access_log_lines_total", "counter", access_log_lines, 0),
       F("access_log_dropped_total", "counter", access_log_dropped, 0),
+      F("h2_connections", "gauge", h2_connections, 1),
+      F("h2_streams_total", "counter", h2_streams, 0),
+      F("h2_early_resets_total", "counter", h2_resets, 0),
+      F("h2_flood_closes_total", "counter", h2_calm, 0),
 #undef F
   };
   if (n > 64)
@@ -194,6 +198,13 @@ size_t fe_metrics_render(const fe_metrics *const *loops, int n, char *buf, size_
     snprintf(line, sizeof(line), "# TYPE flvedge_%s %s\nflvedge_%s %%llu\n", fields[f].name,
              fields[f].type, fields[f].name);
     fe_put(&o, line, *(const uint64_t *)((const char *)sum + fields[f].off), 0);
+  }
+  static const char *const protos[] = {"HTTP/1.0", "HTTP/1.1", "HTTP/2.0"};
+  fe_put(&o, "# TYPE flvedge_protocol_requests_total counter\n", 0, 0);
+  for (int p = 0; p < 3; p++) {
+    char line[120];
+    snprintf(line, sizeof(line), "flvedge_protocol_requests_total{protocol=\"%s\"} %%llu\n", protos[p]);
+    fe_put(&o, line, sum->requests_proto[p], 0);
   }
   fe_put(&o, "# TYPE flvedge_requests_total counter\n", 0, 0);
   for (int cls = 1; cls <= 5; cls++)

@@ -60,6 +60,11 @@ typedef struct fe_metrics {
   uint64_t bytes_sent;           /* body and header bytes written to clients */
   uint64_t bytes_received;       /* bytes read from origins */
   uint64_t requests[6];          /* by status class: [1]=1xx ... [5]=5xx */
+  uint64_t requests_proto[3];    /* by protocol: FE_PROTO_* */
+  uint64_t h2_connections;       /* open HTTP/2 connections (gauge) */
+  uint64_t h2_streams;           /* HTTP/2 streams opened by clients */
+  uint64_t h2_resets;            /* HTTP/2 streams the client reset before they were answered */
+  uint64_t h2_calm;              /* HTTP/2 connections ended for a flood (GOAWAY ENHANCE_YOUR_CALM) */
   uint64_t window_bytes;         /* bytes held by this loop's live windows (gauge) */
   uint64_t relay_subscribers;    /* other loops fed by this loop's pulls (gauge) */
   uint64_t relay_bytes_out;      /* tag bytes handed to other loops */
@@ -81,6 +86,8 @@ typedef struct fe_metrics {
   uint64_t lag[8];
   uint64_t lag_sum_us;
 } fe_metrics;
+
+enum { FE_PROTO_HTTP10, FE_PROTO_HTTP11, FE_PROTO_HTTP2 };
 
 enum { FE_VOD_CS_HIT, FE_VOD_CS_MISS, FE_VOD_CS_EXPIRED, FE_VOD_CS_STALE, FE_VOD_CS_BYPASS };
 

@@ -58,8 +58,10 @@ static const int fe_tls_suites[] = {
     0,
 };
 
-/* ALPN: HTTP/1.1 only today; h2 goes in front of it when the server speaks it. */
+/* ALPN: a server offers h2 first (http/fe_http2.c), unless its listener turned HTTP/2 off; the
+ * origin client speaks HTTP/1.1 only. */
 static const char *fe_tls_alpn[] = {"http/1.1", NULL};
+static const char *fe_tls_alpn_h2[] = {"h2", "http/1.1", NULL};
 
 typedef struct fe_tls_cert {
   char *name; /* SNI name, NULL for the default */
@@ -228,7 +230,7 @@ fe_tls_server *fe_tls_server_new(const fe_tls_cert_spec *certs, int n, char *err
   if (rc == 0)
     rc = mbedtls_ssl_conf_own_cert(c, &s->certs[0].crt, &s->certs[0].key);
   if (rc == 0)
-    rc = mbedtls_ssl_conf_alpn_protocols(c, fe_tls_alpn);
+    rc = mbedtls_ssl_conf_alpn_protocols(c, fe_tls_alpn_h2);
   if (rc != 0) {
     char why[160];
     fe_tls_strerror(rc, why, sizeof(why));
@@ -875,6 +877,10 @@ const char *fe_net_tls_version(const fe_net *n) {
 const char *fe_net_tls_cipher(const fe_net *n) {
   const char *c = n->tls && n->tls->handshake_done ? mbedtls_ssl_get_ciphersuite(&n->tls->ssl) : NULL;
   return c ? c : "";
+}
+
+void fe_tls_server_http2(fe_tls_server *s, int on) {
+  mbedtls_ssl_conf_alpn_protocols(&s->conf, on ? fe_tls_alpn_h2 : fe_tls_alpn);
 }
 
 const char *fe_net_alpn(const fe_net *n) {

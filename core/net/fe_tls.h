@@ -38,6 +38,8 @@ typedef struct fe_tls_cert_spec {
  * not load, a key that does not match its certificate).
  */
 fe_tls_server *fe_tls_server_new(const fe_tls_cert_spec *certs, int n, char *err, size_t errlen);
+/** Whether ALPN offers h2 before http/1.1 (on when made). Only before the context is in use. */
+void fe_tls_server_http2(fe_tls_server *s, int on);
 void fe_tls_server_ref(fe_tls_server *s);
 /** Releases a reference; NULL is ignored. */
 void fe_tls_server_unref(fe_tls_server *s);

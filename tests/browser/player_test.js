@@ -4,6 +4,10 @@
 //   1. same origin: the edge serves the page (static resource "/") and the stream (live "/flv/").
 //   2. cross origin: a second server here serves the page, the stream comes from the edge, so
 //      Chromium needs the edge's Access-Control-Allow-Origin.
+//   2b. HTTP/2: the page and the stream over HTTPS from the edge's TLS listener, where Chromium and
+//      the edge agree on h2 by ALPN: the check needs the page's nextHopProtocol to be "h2" and the
+//      edge's access log to have the stream's request as HTTP/2.0 (the certificate, made here by
+//      openssl, is trusted by its key's hash: --ignore-certificate-errors-spki-list).
 //   3. VOD (when the binary has the vod resource; else a SKIP line): the player page with ?vod=1
 //      plays a 60 s FLV (keyframe index) through the edge's vod resource from a small Range-capable
 //      origin here, then seeks to 30 s: playback must resume and currentTime land within 3 s of it.
@@ -335,6 +339,10 @@ async function playbackCheck(name, pageUrl, opts) {
         if (!/kbit\/s$/.test(shown[0]) || !/ s$/.test(shown[1])) reason = `the page shows "${shown[0]}" and "${shown[1]}"`;
       }
     }
+    if (!reason && opts.protocol) {
+      const proto = await page.evaluate(() => performance.getEntriesByType('navigation')[0].nextHopProtocol);
+      if (proto !== opts.protocol) reason = `the page came over "${proto}", not ${opts.protocol}`;
+    }
     if (!reason && opts.requireCors) {
       const flv = responses.find((r) => r.url.startsWith(opts.streamUrl));
       const acao = flv && flv.headers['access-control-allow-origin'];
@@ -345,6 +353,15 @@ async function playbackCheck(name, pageUrl, opts) {
     reason = `${e.message.split('\n')[0]}`;
   }
 
+  if (!reason && opts.accessLog) {
+    // a live request is logged when it ends: once the page is gone
+    await page.close();
+    const until = Date.now() + 5000;
+    const line = () => (fs.existsSync(opts.accessLog) ? fs.readFileSync(opts.accessLog, 'utf8') : '');
+    while (!/"GET \/flv\/test\.flv HTTP\/2\.0" 200/.test(line()) && Date.now() < until) await sleep(100);
+    if (!/"GET \/flv\/test\.flv HTTP\/2\.0" 200/.test(line())) reason = 'the access log has no HTTP/2.0 line for the stream';
+    else last.protocol = 'h2 (page), HTTP/2.0 (stream, access log)';
+  }
   if (reason) {
     fail(name, reason, diagnostics());
   } else {
@@ -353,14 +370,15 @@ async function playbackCheck(name, pageUrl, opts) {
       `(${firstFrames} at 0.5 s), ${last.droppedVideoFrames} dropped, buffered latency ` +
       `${last.latency === null ? '?' : last.latency.toFixed(2)} s, end-to-end latency ` +
       `${last.edgeLatency === null ? '?' : last.edgeLatency.toFixed(2)} s, bitrate ` +
-      `${last.bitrateKbps === null ? '?' : last.bitrateKbps.toFixed(0)} kbit/s, ${last.width}x${last.height}, after ${secs} s`);
+      `${last.bitrateKbps === null ? '?' : last.bitrateKbps.toFixed(0)} kbit/s, ${last.width}x${last.height}, after ${secs} s` +
+      (last.protocol ? `, ${last.protocol}` : ''));
     if (opts.screenshot) {
       await sleep(300); // one more stats refresh on the page
       await page.screenshot({ path: opts.screenshot, fullPage: true });
       log(`screenshot: ${opts.screenshot}`);
     }
   }
-  await page.close();
+  if (!page.isClosed()) await page.close();
 }
 
 // ---- main ------------------------------------------------------------------------------------
@@ -401,10 +419,21 @@ async function main() {
     vodResource = [`    { name = "vod", prefix = "/videos/", type = "vod", origin = "http://127.0.0.1:${originPort}/media/", ` +
       `cache_dir = ${luaString(path.join(tmpDir, 'vodcache'))}, slice_size = 1048576 },`];
   }
+  // A self-signed certificate for localhost (check 2b), trusted by Chromium by its key's hash.
+  const crt = path.join(tmpDir, 'site.crt');
+  const key = path.join(tmpDir, 'site.key');
+  const ssl = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
+    '-nodes', '-keyout', key, '-out', crt, '-days', '2', '-subj', '/CN=localhost', '-addext',
+    'subjectAltName=DNS:localhost'], { encoding: 'utf8' });
+  const spki = ssl.status === 0 ? spawnSync('bash', ['-c', `openssl x509 -in ${crt} -pubkey -noout | ` +
+    'openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64'], { encoding: 'utf8' }).stdout.trim() : '';
+  const accessLog = path.join(tmpDir, 'access.log');
   const config = path.join(tmpDir, 'flvedge.lua');
   fs.writeFileSync(config, [
     'return {',
-    '  listen = { "127.0.0.1:0" },',
+    spki ? `  listen = { "127.0.0.1:0", { "127.0.0.1:0", tls = { cert = ${luaString(crt)}, key = ${luaString(key)} } } },`
+      : '  listen = { "127.0.0.1:0" },',
+    `  access_log = ${luaString(accessLog)}, access_log_format = "combined",`,
     '  log_level = "info",',
     '  -- cors_origin left at its default ("*"): check 2 relies on it',
     '  resources = {',
@@ -429,7 +458,7 @@ async function main() {
     executablePath: CHROMIUM,
     headless: true,
     viewport: { width: 1000, height: 900 },
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', `--ignore-certificate-errors-spki-list=${spki}`, '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required'],
   });
 
@@ -444,6 +473,17 @@ async function main() {
   await playbackCheck(`cross-origin playback (page from ${pageOrigin}, stream from ${edgeBase})`,
     `${pageOrigin}/index.html?autoplay=1&src=${encodeURIComponent(stream)}`,
     { requireCors: true, streamUrl: stream, pageOrigin });
+
+  const tls = /flvedge: listening on https:\/\/127\.0\.0\.1:(\d+)/.exec(edgeLog);
+  if (!spki || !tls) {
+    fail('HTTPS playback over h2', spki ? 'no "listening on https://" line' : `openssl: ${ssl.stderr}`, edgeLogTail(10));
+  } else {
+    const tlsBase = `https://localhost:${tls[1]}`;
+    const tlsStream = `${tlsBase}/flv/test.flv`;
+    await playbackCheck(`HTTPS playback with h2 negotiated by ALPN (page and stream from ${tlsBase})`,
+      `${tlsBase}/index.html?autoplay=1&src=${encodeURIComponent(tlsStream)}`,
+      { streamUrl: tlsStream, protocol: 'h2', accessLog });
+  }
 
   if (!vod.ok) {
     log(`SKIP vod seek: this flvedge has no vod resource yet (${vod.text})`);

@@ -1,0 +1,513 @@
+"""
+HTTP/2 (docs/http2.md): h2c with prior knowledge on a listener with h2c = true, h2 by ALPN on TLS
+listeners (the test CA of test_tls.py), live and VOD through the same router, policies and kinds.
+
+Clients, and why each:
+- curl (libcurl's nghttp2): --http2-prior-knowledge and --http2 for live, VOD, ranges, 304, 431;
+  ffprobe reads what curl got over HTTP/2 (ffmpeg's own HTTP client speaks HTTP/1.1 only).
+- H2: a raw-frame client written here (frames are 9 bytes of header; requests use HPACK literals
+  without Huffman, so no HPACK tables are needed). Only a raw client can withhold WINDOW_UPDATE for
+  one stream while granting it to five others, or send the attack patterns exactly (HEADERS +
+  RST_STREAM pairs, PING/SETTINGS/empty-DATA/CONTINUATION floods): curl and nghttp read every
+  stream, and h2load has no reset or flood mode.
+- h2load (Debian's nghttp2-client): many concurrent streams of real clients, while an attack runs
+  on another connection: the other clients must be served.
+"""
+
+import os
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+from fe_harness import (SANITIZED, T, EdgeTestCase, FlvReader, Synth, ensure_vod_media, have_ffmpeg, run,
+                        vod_config, wait_until)
+from test_tls import make_ca, make_cert
+
+CERTS = None
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = \
+    0, 1, 2, 3, 4, 6, 7, 8, 9
+END_STREAM, END_HEADERS, ACK = 1, 4, 1
+REFUSED_STREAM, CANCEL, ENHANCE_YOUR_CALM = 7, 8, 11
+
+
+def setUpModule():
+    global CERTS
+    if not shutil.which("openssl"):
+        raise unittest.SkipTest("openssl not installed")
+    CERTS = tempfile.mkdtemp(prefix="flvedge-h2-")
+    make_ca(CERTS, "ca")
+    make_cert(CERTS, "ca", "local", ["localhost"])
+
+
+def tearDownModule():
+    if CERTS:
+        shutil.rmtree(CERTS, True)
+
+
+def read_text(path):
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        return f.read()
+
+
+def cert(name):
+    return os.path.join(CERTS, name + ".crt")
+
+
+def key(name):
+    return os.path.join(CERTS, name + ".key")
+
+
+def curl(url, *extra, timeout=20):
+    """curl verifying against the test CA -> (rc, status, http_version, body, stderr)."""
+    cmd = ["curl", "-sS", "--cacert", cert("ca"), "-o", "-", "-w", "\n%{http_code} %{http_version}",
+           "--max-time", str(timeout)]
+    r = subprocess.run(cmd + list(extra) + [url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=timeout + 10)
+    body, _, tail = r.stdout.rpartition(b"\n")
+    code, _, ver = tail.decode().partition(" ")
+    return r.returncode, int(code or "0"), ver, body, r.stderr.decode(errors="replace")
+
+
+# ---- a raw HTTP/2 client ---------------------------------------------------------------------
+
+def hpack_int(value, prefix_bits, first=0):
+    top = (1 << prefix_bits) - 1
+    if value < top:
+        return bytes([first | value])
+    out = [first | top]
+    value -= top
+    while value >= 128:
+        out.append(value % 128 + 128)
+        value //= 128
+    out.append(value)
+    return bytes(out)
+
+
+def hpack_literal(name, value):
+    """A literal field without indexing, new name, no Huffman: no table on either side changes."""
+    name, value = name.encode(), value.encode()
+    return b"\x00" + hpack_int(len(name), 7) + name + hpack_int(len(value), 7) + value
+
+
+def request_block(path, authority="localhost", method="GET", headers=()):
+    fields = [(":method", method), (":scheme", "http"), (":path", path), (":authority", authority)]
+    return b"".join(hpack_literal(n, v) for n, v in fields + list(headers))
+
+
+class H2:
+    """One HTTP/2 connection (h2c prior knowledge). Reads frames in a thread; DATA is counted per
+    stream and, for the streams in `read`, given back with WINDOW_UPDATE (the connection's window
+    always: a stream left unread then blocks only itself)."""
+
+    def __init__(self, port, window=65535, grant=True):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.lock = threading.Lock()
+        self.data = {}         # stream -> bytes of DATA received
+        self.first = {}        # stream -> first DATA payload bytes (up to 64 KiB)
+        self.headers = set()   # streams whose HEADERS came
+        self.ended = set()     # streams ended by END_STREAM
+        self.resets = {}       # stream -> RST_STREAM error code
+        self.goaway = None     # error code of a GOAWAY
+        self.closed = False
+        self.read = set()
+        self.grant = grant
+        self.sent_bytes = 0
+        self.sock.sendall(PREFACE + self.frame(SETTINGS, 0, 0, struct.pack(">HI", 4, window) +
+                                               struct.pack(">HI", 2, 0)) +
+                          self.frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", (1 << 30))))
+        self.thread = threading.Thread(target=self._reader, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def frame(ftype, flags, sid, payload=b""):
+        return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", sid) + payload
+
+    def send(self, data):
+        try:
+            self.sock.sendall(data)
+            self.sent_bytes += len(data)
+            return True
+        except OSError:
+            return False
+
+    def get(self, sid, path, read=True, headers=()):
+        if read:
+            self.read.add(sid)
+        return self.send(self.frame(HEADERS, END_STREAM | END_HEADERS, sid,
+                                    request_block(path, headers=headers)))
+
+    def _recv_exact(self, n):
+        buf = b""
+        while len(buf) < n:
+            d = self.sock.recv(n - len(buf))
+            if not d:
+                raise EOFError
+            buf += d
+        return buf
+
+    def _reader(self):
+        self.sock.settimeout(None)
+        try:
+            while True:
+                hd = self._recv_exact(9)
+                length = int.from_bytes(hd[:3], "big")
+                ftype, flags, sid = hd[3], hd[4], int.from_bytes(hd[5:9], "big") & 0x7fffffff
+                payload = self._recv_exact(length) if length else b""
+                with self.lock:
+                    if ftype == DATA:
+                        self.data[sid] = self.data.get(sid, 0) + length
+                        if len(self.first.get(sid, b"")) < 65536:
+                            self.first[sid] = self.first.get(sid, b"") + payload
+                        if flags & END_STREAM:
+                            self.ended.add(sid)
+                        if length and self.grant:
+                            up = self.frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", length))
+                            if sid in self.read:
+                                up += self.frame(WINDOW_UPDATE, 0, sid, struct.pack(">I", length))
+                            self.send(up)
+                    elif ftype == HEADERS:
+                        self.headers.add(sid)
+                        if flags & END_STREAM:
+                            self.ended.add(sid)
+                    elif ftype == RST_STREAM:
+                        self.resets[sid] = int.from_bytes(payload[:4], "big")
+                    elif ftype == SETTINGS and not flags & ACK:
+                        self.send(self.frame(SETTINGS, ACK, 0))
+                    elif ftype == GOAWAY:
+                        self.goaway = int.from_bytes(payload[4:8], "big")
+        except (EOFError, OSError):
+            pass
+        self.closed = True
+
+    def bytes_of(self, sid):
+        with self.lock:
+            return self.data.get(sid, 0)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+# ---- the edge --------------------------------------------------------------------------------
+
+class H2Base(EdgeTestCase):
+    """A live origin of six synthetic streams and a VOD origin of a real FLV, behind one edge with
+    an h2c listener and a TLS listener."""
+
+    limits = {}
+    live = {}
+
+    def setUp(self):
+        self.media = ensure_vod_media()
+        self.name = os.path.basename(self.media)
+        self.origin = self.start_origin()
+        for i in range(6):
+            self.origin.route("/live/s%d.flv" % i, Synth(vsize=3000))
+        self.vorigin = self.start_vod_origin(os.path.dirname(self.media))
+        cache = tempfile.mkdtemp(prefix="flvedge-vodcache-")
+        self.addCleanup(shutil.rmtree, cache, True)
+        live = {"name": "live", "prefix": "/flv/", "type": "live", "origin": self.origin.url("/live/")}
+        live.update(self.live)
+        cfg = vod_config(self.vorigin.url(), cache, extra_resources=[live], top={
+            "listen": [{1: "127.0.0.1:0", "h2c": True},
+                       {1: "127.0.0.1:0", "tls": {"cert": cert("local"), "key": key("local")}}],
+            "access_log": "access.log", "workers": 1, "limits": dict(self.limits)})
+        self.edge = self.start_edge(cfg)
+        self.h2c = "http://127.0.0.1:%d" % self.edge.ports[0]
+        self.tls = "https://localhost:%d" % self.edge.ports[1]
+        with open(self.media, "rb") as f:
+            self.file = f.read()
+
+    def assert_flv(self, body, min_tags=10):
+        """Whole tags checked (PreviousTagSize == 11 + DataSize); a cut live body may end mid-tag."""
+        r = FlvReader()
+        r.feed(body)
+        self.assertGreaterEqual(len(r.tags), min_tags, "FLV tags in %d bytes" % len(body))
+        return r.tags
+
+
+class H2cTest(H2Base):
+    def test_curl_prior_knowledge_plays_live_as_flv(self):
+        rc, status, ver, body, err = curl(self.h2c + "/flv/s0.flv", "--http2-prior-knowledge", timeout=3)
+        self.assertIn(rc, (0, 28), err)  # 28: --max-time; a live stream does not end
+        self.assertEqual((status, ver), (200, "2"), err)
+        self.assert_flv(body)
+
+    def test_curl_prior_knowledge_vod_whole_ranges_and_304(self):
+        url = self.h2c + "/videos/" + self.name
+        rc, status, ver, body, err = curl(url, "--http2-prior-knowledge")
+        self.assertEqual((rc, status, ver), (0, 200, "2"), err)
+        self.assertEqual(body, self.file)
+        rc, status, ver, body, err = curl(url, "--http2-prior-knowledge", "-r", "100000-299999")
+        self.assertEqual((rc, status, ver), (0, 206, "2"), err)
+        self.assertEqual(body, self.file[100000:300000])
+        rc, status, ver, body, err = curl(url, "--http2-prior-knowledge", "-r", "0-9,20-29")
+        self.assertEqual((rc, status), (0, 206), err)
+        self.assertIn(self.file[0:10], body)
+        self.assertIn(self.file[20:30], body)
+        self.assertIn(b"multipart/byteranges", subprocess.run(
+            ["curl", "-sS", "-D", "-", "-o", "/dev/null", "--http2-prior-knowledge", "-r", "0-9,20-29", url],
+            stdout=subprocess.PIPE).stdout)
+        head = subprocess.run(["curl", "-sS", "-D", "-", "-o", "/dev/null", "--http2-prior-knowledge", url],
+                              stdout=subprocess.PIPE).stdout.decode()
+        etag = [l.split(":", 1)[1].strip() for l in head.splitlines() if l.lower().startswith("etag:")][0]
+        rc, status, ver, body, err = curl(url, "--http2-prior-knowledge", "-H", "If-None-Match: " + etag)
+        self.assertEqual((rc, status, body), (0, 304, b""), err)
+        # a seek by time: the FLV header, the prefix and the file from a keyframe
+        rc, status, ver, body, err = curl(url + "?t=30", "--http2-prior-knowledge")
+        self.assertEqual((rc, status), (0, 200), err)
+        self.assertTrue(body.startswith(b"FLV") and len(body) < len(self.file), len(body))
+
+    def test_http11_is_still_served_on_the_h2c_listener(self):
+        rc, status, ver, body, err = curl(self.h2c + "/videos/" + self.name, "--http1.1", "-r", "0-99")
+        self.assertEqual((rc, status, ver, body), (0, 206, "1.1", self.file[:100]), err)
+
+    def test_access_log_and_metrics_count_the_protocol(self):
+        curl(self.h2c + "/videos/" + self.name, "--http2-prior-knowledge", "-r", "0-99")
+        curl(self.h2c + "/videos/" + self.name, "--http1.1", "-r", "0-99")
+        log = os.path.join(self.edge.dir, "access.log")
+        wait_until(lambda: read_text(log).count("\n") >= 2, T(5), "log lines")
+        text = read_text(log)
+        self.assertIn('"protocol":"HTTP/2.0"', text)
+        self.assertIn('"protocol":"HTTP/1.1"', text)
+        by = self.edge.series("flvedge_protocol_requests_total")
+        self.assertEqual((by['{protocol="HTTP/2.0"}'], by['{protocol="HTTP/1.1"}']), (1, 1), by)
+
+    def test_a_header_list_over_max_header_size_is_431_and_the_connection_goes_on(self):
+        # curl's first request goes before our SETTINGS (MAX_HEADER_LIST_SIZE) reach it
+        rc, status, ver, body, err = curl(self.h2c + "/videos/" + self.name, "--http2-prior-knowledge",
+                                          "-H", "X-Big: " + "a" * 9000)
+        self.assertEqual((status, ver), (431, "2"), err)
+        # on one connection: the big head is answered 431, the next stream is served
+        c = H2(self.edge.ports[0])
+        self.addCleanup(c.close)
+        c.get(1, "/videos/" + self.name, headers=[("x-big", "a" * 9000)])
+        c.get(3, "/videos/" + self.name, headers=[("range", "bytes=0-9")])
+        wait_until(lambda: {1, 3} <= c.ended, T(10), "both streams answered")
+        self.assertTrue(c.first[1].startswith(b"431 "), c.first.get(1))
+        self.assertEqual(c.first[3], self.file[:10])
+        self.assertFalse(c.closed)
+
+
+class H2cStreamsTest(H2Base):
+    live = {"slow_viewer_timeout": 3}
+    limits = {"h2_max_streams": 8}
+
+    def test_six_live_streams_on_one_connection_one_never_read(self):
+        c = H2(self.edge.ports[0])
+        self.addCleanup(c.close)
+        for i in range(6):
+            self.assertTrue(c.get(1 + 2 * i, "/flv/s%d.flv" % i, read=(i != 5)))
+        wait_until(lambda: all(c.bytes_of(1 + 2 * i) > 100000 for i in range(5)), T(10), "five streams flowing")
+        # the unread stream got no more than its window, then stayed behind in the hub
+        time.sleep(1)
+        self.assertLessEqual(c.bytes_of(11), 65535)
+        before = [c.bytes_of(1 + 2 * i) for i in range(5)]
+        # it is cut off after slow_viewer_timeout (3 s) by RST_STREAM, not the connection
+        wait_until(lambda: 11 in c.resets, T(8), "the unread stream reset")
+        self.assertEqual(c.resets[11], CANCEL)
+        time.sleep(1)
+        after = [c.bytes_of(1 + 2 * i) for i in range(5)]
+        gained = [a - b for a, b in zip(after, before)]
+        self.assertTrue(all(g > 100000 for g in gained), gained)
+        # fair: every flowing stream got about the same (the same bitrate each)
+        self.assertGreater(min(after) / max(after), 0.7, after)
+        self.assertFalse(c.closed)
+        self.assertIsNone(c.goaway)
+        self.assertGreaterEqual(self.edge.metric("flvedge_viewers_kicked_total"), 1)
+        for i in range(5):
+            self.assert_flv(c.first[1 + 2 * i], min_tags=3)
+
+    def test_streams_beyond_max_concurrent_end_the_connection_and_within_it_flow(self):
+        c = H2(self.edge.ports[0])
+        self.addCleanup(c.close)
+        for i in range(8):
+            c.get(1 + 2 * i, "/flv/s%d.flv" % (i % 6))
+        wait_until(lambda: all(c.bytes_of(1 + 2 * i) > 10000 for i in range(8)), T(10), "8 streams flowing")
+        # a ninth, beyond the SETTINGS the client acknowledged: nghttp2 answers it as a connection
+        # error (RFC 9113 5.1.2 allows PROTOCOL_ERROR or REFUSED_STREAM; the latter comes only
+        # before the ACK)
+        c.get(17, "/flv/s0.flv")
+        wait_until(lambda: c.closed, T(5), "the connection closed")
+        self.assertEqual(c.goaway, 1)  # PROTOCOL_ERROR
+        self.assertTrue(self.edge.alive())
+        wait_until(lambda: self.edge.metric("flvedge_viewers") == 0, T(5), "its viewers gone")
+
+
+class H2cAttackTest(H2Base):
+    limits = {"h2_control_rate": 100}
+
+    def check_served_and_bounded(self, rss0):
+        rc, status, ver, body, err = curl(self.h2c + "/videos/" + self.name, "--http2-prior-knowledge",
+                                          "-r", "0-999")
+        self.assertEqual((rc, status, body), (0, 206, self.file[:1000]), err)
+        self.assertTrue(self.edge.alive())
+        if not SANITIZED:  # ASan's quarantine keeps freed memory: RSS says nothing there
+            self.assertLess(self.edge.rss_kb() - rss0, 64 * 1024, "RSS growth (KiB)")
+
+    def flood(self, unit, n=20000):
+        rss0 = self.edge.rss_kb()
+        c = H2(self.edge.ports[0])
+        self.addCleanup(c.close)
+        batch = b"".join(unit(i) for i in range(200))
+        for _ in range(n // 200):
+            if not c.send(batch):
+                break
+        wait_until(lambda: c.closed, T(10), "the connection closed")
+        return c, rss0
+
+    def test_rapid_reset_gets_goaway_enhance_your_calm(self):
+        def unit(i):
+            sid = 1 + 2 * i
+            return (H2.frame(HEADERS, END_STREAM | END_HEADERS, sid, request_block("/videos/" + self.name)) +
+                    H2.frame(RST_STREAM, 0, sid, struct.pack(">I", CANCEL)))
+        c, rss0 = self.flood(lambda i: unit(i % 20000))
+        self.assertEqual(c.goaway, ENHANCE_YOUR_CALM)
+        self.assertGreaterEqual(self.edge.metric("flvedge_h2_flood_closes_total"), 1)
+        self.check_served_and_bounded(rss0)
+
+    def test_ping_flood(self):
+        c, rss0 = self.flood(lambda i: H2.frame(PING, 0, 0, struct.pack(">Q", i)))
+        self.assertEqual(c.goaway, ENHANCE_YOUR_CALM)
+        self.check_served_and_bounded(rss0)
+
+    def test_settings_flood(self):
+        c, rss0 = self.flood(lambda i: H2.frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 65535)))
+        self.assertEqual(c.goaway, ENHANCE_YOUR_CALM)
+        self.check_served_and_bounded(rss0)
+
+    def test_empty_data_frames_flood(self):
+        rss0 = self.edge.rss_kb()
+        c = H2(self.edge.ports[0])
+        self.addCleanup(c.close)
+        c.send(H2.frame(HEADERS, END_HEADERS, 1, request_block("/videos/" + self.name)))
+        for _ in range(100):
+            if not c.send(H2.frame(DATA, 0, 1) * 200):
+                break
+        wait_until(lambda: c.closed, T(10), "the connection closed")
+        self.assertEqual(c.goaway, ENHANCE_YOUR_CALM)
+        self.check_served_and_bounded(rss0)
+
+    def test_continuation_flood(self):
+        rss0 = self.edge.rss_kb()
+        c = H2(self.edge.ports[0])
+        self.addCleanup(c.close)
+        c.send(H2.frame(HEADERS, END_STREAM, 1, request_block("/videos/" + self.name)))
+        for _ in range(100):
+            if not c.send(H2.frame(CONTINUATION, 0, 1, hpack_literal("x-a", "b")) * 100):
+                break
+        wait_until(lambda: c.closed, T(10), "the connection closed")
+        self.assertIsNotNone(c.goaway)
+        self.check_served_and_bounded(rss0)
+
+    @unittest.skipUnless(shutil.which("h2load"), "h2load (nghttp2-client) not installed")
+    def test_h2load_clients_are_served_during_a_rapid_reset_flood(self):
+        rss0 = self.edge.rss_kb()
+        stop = threading.Event()
+
+        def attack():
+            while not stop.is_set():
+                c = H2(self.edge.ports[0])
+                blob = b"".join(H2.frame(HEADERS, END_STREAM | END_HEADERS, 1 + 2 * i,
+                                         request_block("/videos/" + self.name)) +
+                                H2.frame(RST_STREAM, 0, 1 + 2 * i, struct.pack(">I", CANCEL))
+                                for i in range(2000))
+                c.send(blob)
+                wait_until(lambda: c.closed or stop.is_set(), T(10), "closed")
+                c.close()
+
+        t = threading.Thread(target=attack, daemon=True)
+        t.start()
+        try:
+            r = run(["h2load", "-n", "2000", "-c", "4", "-m", "10", "-H", "Range: bytes=0-4095",
+                     self.h2c + "/videos/" + self.name], timeout=T(60))
+        finally:
+            stop.set()
+            t.join(T(20))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("2000 succeeded, 0 failed", r.stdout, r.stdout)
+        self.assertGreaterEqual(self.edge.metric("flvedge_h2_flood_closes_total"), 1)
+        self.check_served_and_bounded(rss0)
+
+
+class H2TlsTest(H2Base):
+    def test_alpn_offers_h2_first_and_http11_to_clients_without_it(self):
+        for offer, want in ((["h2", "http/1.1"], "h2"), (["http/1.1"], "http/1.1")):
+            with socket.create_connection(("127.0.0.1", self.edge.ports[1]), timeout=10) as s:
+                ctx = ssl.create_default_context(cafile=cert("ca"))
+                ctx.set_alpn_protocols(offer)
+                with ctx.wrap_socket(s, server_hostname="localhost") as t:
+                    self.assertEqual(t.selected_alpn_protocol(), want)
+
+    def test_curl_http2_over_tls_live_and_vod(self):
+        rc, status, ver, body, err = curl(self.tls + "/flv/s1.flv", "--http2", timeout=3)
+        self.assertIn(rc, (0, 28), err)
+        self.assertEqual((status, ver), (200, "2"), err)
+        self.assert_flv(body)
+        url = self.tls + "/videos/" + self.name
+        rc, status, ver, body, err = curl(url, "--http2")
+        self.assertEqual((rc, status, ver), (0, 200, "2"), err)
+        self.assertEqual(body, self.file)
+        rc, status, ver, body, err = curl(url, "--http2", "-r", "1000000-1099999")
+        self.assertEqual((rc, status, ver), (0, 206, "2"), err)
+        self.assertEqual(body, self.file[1000000:1100000])
+        log = os.path.join(self.edge.dir, "access.log")
+        wait_until(lambda: '"tls_version":"TLSv1.2"' in read_text(log), T(5), "log")
+        self.assertIn('"protocol":"HTTP/2.0"', read_text(log))
+
+    def test_h2c_prior_knowledge_is_not_taken_on_the_tls_port(self):
+        with socket.create_connection(("127.0.0.1", self.edge.ports[1]), timeout=10) as s:
+            s.sendall(PREFACE)
+            s.settimeout(5)
+            data = s.recv(4096)
+        self.assertTrue(data.startswith(b"HTTP/1.1 400"), data[:40])
+
+    @unittest.skipUnless(have_ffmpeg(), "ffmpeg/ffprobe not installed")
+    def test_ffprobe_reads_live_and_vod_that_came_over_h2_only(self):
+        # ffmpeg's HTTP client speaks HTTP/1.1 only: ffprobe reads curl's HTTP/2 bytes from a pipe
+        for path, max_time in (("/flv/s2.flv", "4"), ("/videos/" + self.name, "30")):
+            cmd = ("curl -sS --http2 --cacert %s --max-time %s %s | ffprobe -v error -show_entries "
+                   "stream=codec_name -of compact -i pipe:0" % (cert("ca"), max_time, self.tls + path))
+            r = subprocess.run(["bash", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               timeout=T(60))
+            codecs = sorted(l.split("=", 1)[1] for l in r.stdout.decode().splitlines()
+                            if l.startswith("stream|"))
+            self.assertTrue(codecs, r.stderr)
+            if path.startswith("/videos/"):
+                self.assertEqual(codecs, ["aac", "h264"], r.stderr)
+
+
+class H2OffTest(EdgeTestCase):
+    def test_tls_http2_false_offers_http11_only_and_h2c_off_by_default(self):
+        origin = self.start_origin()
+        origin.route("/live/s.flv", Synth())
+        edge = self.start_edge({
+            "listen": ["127.0.0.1:0", {1: "127.0.0.1:0", "tls": {"cert": cert("local"), "key": key("local"),
+                                                                 "http2": False}}],
+            "resources": [{"name": "live", "prefix": "/flv/", "type": "live", "origin": origin.url("/live/")}]})
+        with socket.create_connection(("127.0.0.1", edge.ports[1]), timeout=10) as s:
+            ctx = ssl.create_default_context(cafile=cert("ca"))
+            ctx.set_alpn_protocols(["h2", "http/1.1"])
+            with ctx.wrap_socket(s, server_hostname="localhost") as t:
+                self.assertEqual(t.selected_alpn_protocol(), "http/1.1")
+        rc, status, ver, body, err = curl("http://127.0.0.1:%d/flv/s.flv" % edge.ports[0],
+                                          "--http2-prior-knowledge", timeout=3)
+        self.assertNotEqual(ver, "2")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
