@@ -79,7 +79,7 @@ if [ ! -s "$MEDIA" ]; then
     -t 30 -vf "$VF" -pix_fmt yuv420p \
     -c:v libx264 -preset veryfast -g 60 -keyint_min 60 -sc_threshold 0 \
     -b:v 1500k -maxrate 1500k -bufsize 1500k -x264-params nal-hrd=cbr \
-    -c:a aac -b:a 128k -f flv "$MEDIA.tmp"
+    -c:a aac -b:a 128k -flvflags add_keyframe_index -f flv "$MEDIA.tmp"
   mv "$MEDIA.tmp" "$MEDIA"
 fi
 
@@ -93,6 +93,7 @@ fi
 #    from build/.
 CONFIG="$BUILD_DIR/demo.lua"
 sed -e "s|\"127\.0\.0\.1:8080\"|\"127.0.0.1:$PORT\"|" \
+    -e "s|http://127\.0\.0\.1:8080/|http://127.0.0.1:$PORT/|" \
     -e "s|\"file:media/|\"file:$EXAMPLES/media/|" \
     -e "s|root = \"\([A-Za-z0-9_./-]*\)\"|root = \"$EXAMPLES/\1\"|" \
     "$EXAMPLES/demo.lua" > "$CONFIG"
@@ -105,12 +106,15 @@ cat <<EOF
 flvedge demo ($CONFIG, made from examples/demo.lua)
   live stream (HTTP-FLV):  $BASE/flv/demo.flv
   player page:             $BASE/index.html
-  the file, VOD style:     $BASE/media/demo.flv
+  the file (static):       $BASE/media/demo.flv
+  the file via VOD cache:  $BASE/vod/demo.flv   (ranges, ?t=SECONDS, X-Cache-Status)
+  VOD in the player:       $BASE/index.html?vod=1&src=$BASE/vod/demo.flv
   metrics:                 $BASE/_flvedge/metrics (status_prefix in demo.lua)
 Try:
   ffplay -fflags nobuffer $BASE/flv/demo.flv
   curl -sN --max-time 5 -o live.flv $BASE/flv/demo.flv   # 5 s of the live stream
-  curl -sI $BASE/media/demo.flv
+  curl -sI $BASE/vod/demo.flv                            # MISS, then HIT
+  curl -s -r 0-99 -o /dev/null -w '%{http_code}\n' $BASE/vod/demo.flv
 Ctrl-C stops it.
 
 EOF

@@ -632,6 +632,16 @@ static void fe_vod_scan_sub(fe_vod_cache *c, const char *sub, fe_vod_trash *t) {
  * revalidation. The owner search above is linear per slice; fine at startup for a cache of
  * thousands of objects, and it runs once. */
 static int fe_vod_scan(fe_vod_cache *c, char *err, size_t errlen) {
+  /* Like mkdir -p: the parents too (a fresh machine has none of them). */
+  char path[1024];
+  snprintf(path, sizeof(path), "%s", c->dir);
+  for (char *p = path + 1; *p; p++) {
+    if (*p != '/')
+      continue;
+    *p = 0;
+    mkdir(path, 0755); /* an error shows below, at the directory itself */
+    *p = '/';
+  }
   if (mkdir(c->dir, 0755) < 0 && errno != EEXIST) {
     snprintf(err, errlen, "cache_dir %s: %s", c->dir, strerror(errno));
     return -1;
