@@ -7,13 +7,17 @@
  * flight as its bytes arrive. One write in flight at a time; the next slice is looked at only when
  * the previous one is written.
  */
+#define _GNU_SOURCE /* preadv2, RWF_NOWAIT */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <errno.h>
+#include <linux/openat2.h>
 #include <sys/sendfile.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -282,24 +286,59 @@ static void fe_vreq_write(fe_vreq *v, const void *p, uint64_t n) {
 
 /* ---- a stored slice ------------------------------------------------------------------------ */
 
-/* Thread pool: the file is opened and must be the one the index knows (size, inode, mtime). */
-static void fe_vreq_open_work(uv_work_t *w) {
-  fe_vreq *v = w->data;
+/* The opened file must be the one the index knows (size, inode, mtime). 1, or 0 (then closed). */
+static int fe_vreq_file_ok(fe_vreq *v, int fd) {
   struct stat st;
-  int fd = open(v->file.path, O_RDONLY | O_CLOEXEC);
-  v->open_rc = -1;
-  if (fd < 0)
-    return;
   if (fstat(fd, &st) == 0) {
     int64_t mtime = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
     if ((uint64_t)st.st_size == v->file.size && (uint64_t)st.st_ino == v->file.ino &&
-        mtime == v->file.mtime_ns) {
-      v->fd = fd;
-      v->open_rc = 0;
-      return;
-    }
+        mtime == v->file.mtime_ns)
+      return 1;
   }
   close(fd);
+  return 0;
+}
+
+/* Thread pool: the file is opened and checked. */
+static void fe_vreq_open_work(uv_work_t *w) {
+  fe_vreq *v = w->data;
+  int fd = open(v->file.path, O_RDONLY | O_CLOEXEC);
+  v->open_rc = -1;
+  if (fd >= 0 && fe_vreq_file_ok(v, fd)) {
+    v->fd = fd;
+    v->open_rc = 0;
+  }
+}
+
+/* On the loop, when the kernel can open the file from its caches alone (openat2 with
+ * RESOLVE_CACHED: no disk read, EAGAIN otherwise): 1 opened and checked, 0 not possible now (the
+ * thread pool opens it), -1 opened and changed behind our back (dropped: fetched again). The
+ * fstat of an open file reads the in-memory inode. */
+static int fe_vreq_open_now(fe_vreq *v) {
+  struct open_how how = {.flags = O_RDONLY | O_CLOEXEC, .resolve = RESOLVE_CACHED};
+  int fd = (int)syscall(SYS_openat2, AT_FDCWD, v->file.path, &how, sizeof(how));
+  if (fd < 0)
+    return 0; /* EAGAIN (not cached), ENOSYS (an old kernel), ENOENT...: the pool decides */
+  if (!fe_vreq_file_ok(v, fd)) {
+    fe_vod_slice_drop(v->cache, &v->c->w->loop, v->key, v->fd_idx, &v->file);
+    return -1;
+  }
+  v->fd = fd;
+  return 1;
+}
+
+/* On the loop, what the page cache holds of [in, in + n) (preadv2 RWF_NOWAIT never waits for
+ * the disk): the bytes read into rbuf, 0 when none is cached (the thread pool reads), -1 on an
+ * error. */
+static ssize_t fe_vreq_read_now(fe_vreq *v, uint64_t in, uint64_t n) {
+  struct iovec iov = {v->rbuf, (size_t)n};
+  ssize_t r;
+  do
+    r = preadv2(v->fd, &iov, 1, (off_t)in, RWF_NOWAIT);
+  while (r < 0 && errno == EINTR);
+  if (r < 0)
+    return errno == EAGAIN || errno == EOPNOTSUPP ? 0 : -1;
+  return r;
 }
 
 static void fe_vreq_opened(uv_work_t *w, int status) {
@@ -518,7 +557,28 @@ static void fe_vreq_pump(fe_vreq *v) {
       fe_vreq_write(v, buf + in, n);
       continue;
     }
-    /* From the slice's file, when it is open: sendfile to a plain socket. */
+    /* From the slice's file, when it is open. What is left of a small answer (up to one read)
+     * is read on the loop when the page cache has it: no thread-pool round trip for a hot hit. */
+    if (v->fd >= 0 && v->fd_idx == idx && (left <= FE_VOD_READ || v->sock < 0 ||
+                                           v->phase != FE_VP_BODY)) {
+      uint64_t n = left < FE_VOD_READ ? left : FE_VOD_READ;
+      if (n > S - in)
+        n = S - in;
+      if (!v->rbuf && !(v->rbuf = malloc(FE_VOD_READ))) {
+        fe_vreq_abort(v, "out of memory");
+        return;
+      }
+      ssize_t got = fe_vreq_read_now(v, in, n);
+      if (got < 0) {
+        fe_vreq_abort(v, "read failed");
+        return;
+      }
+      if (got > 0) {
+        fe_vreq_write(v, v->rbuf, (uint64_t)got);
+        continue;
+      }
+    }
+    /* Larger ones to a plain socket: sendfile in the pool. */
     if (v->fd >= 0 && v->fd_idx == idx && v->sock >= 0 && v->phase == FE_VP_BODY) {
       uint64_t n = left < FE_VOD_SENDFILE ? left : FE_VOD_SENDFILE;
       if (n > S - in)
@@ -552,6 +612,9 @@ static void fe_vreq_pump(fe_vreq *v) {
     int rc = fe_vod_slice_get(v->cache, v->key, idx, &v->fo, &v->w, &v->file);
     if (rc == FE_VOD_SLICE_FILE) {
       v->fd_idx = idx;
+      int now = fe_vreq_open_now(v);
+      if (now != 0)
+        continue; /* open: on to the bytes; or changed: the next turn fetches the slice */
       v->work.data = v;
       v->io = 1;
       if (uv_queue_work(&v->c->w->loop.uv, &v->work, fe_vreq_open_work, fe_vreq_opened) < 0) {
