@@ -88,6 +88,8 @@ struct fe_h2 {
   int fatal;                   /* close once what is queued is written */
   int calm;                    /* GOAWAY ENHANCE_YOUR_CALM went out (counted once) */
   int closing;                 /* the connection is closing: nghttp2 is not driven any more */
+  fe_h2_stream *upgraded;      /* stream 1 of an Upgrade, routed once the client's preface came */
+  uint64_t upgraded_at;
   double tokens, rate;         /* control frames the client may still send (token bucket) */
   uint64_t tokens_at;
   uint64_t idle_since, write_since;
@@ -129,6 +131,8 @@ static void fe_h2_maybe_free(fe_h2_stream *st) {
     return;
   fe_h2 *s = st->s;
   st->freeing = 1;
+  if (s->upgraded == st)
+    s->upgraded = NULL;
   if (st->prev)
     st->prev->next = st->next;
   else
@@ -423,17 +427,15 @@ static int fe_h2_spend(fe_h2 *s) {
   return NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
-static int fe_h2_on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *ud) {
-  fe_h2 *s = ud;
-  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
-    return 0;
+/* A stream of id on the session, its request an fe_conn of the connection's kind and addresses. */
+static fe_h2_stream *fe_h2_stream_new(fe_h2 *s, int32_t id) {
   fe_h2_stream *st = calloc(1, sizeof(*st));
   if (!st)
-    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    return NULL;
   static const llhttp_settings_t none;
   fe_conn *c = &st->req, *p = s->c;
   st->s = s;
-  st->id = frame->hd.stream_id;
+  st->id = id;
   c->w = p->w;
   c->kind = p->kind;
   c->h2s = st;
@@ -449,9 +451,16 @@ static int fe_h2_on_begin_headers(nghttp2_session *ng, const nghttp2_frame *fram
     s->streams->prev = st;
   s->streams = st;
   s->nstreams++;
-  nghttp2_session_set_stream_user_data(ng, st->id, st);
+  nghttp2_session_set_stream_user_data(s->ng, st->id, st);
   FE_METRIC_INC(&p->w->loop.metrics, h2_streams);
-  return 0;
+  return st;
+}
+
+static int fe_h2_on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *ud) {
+  fe_h2 *s = ud;
+  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+    return 0;
+  return fe_h2_stream_new(s, frame->hd.stream_id) ? 0 : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 }
 
 /* Appends to the request's head buffer (spans are offsets into it). */
@@ -533,27 +542,37 @@ static int fe_h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, cons
   return 0;
 }
 
+/* A complete head: routed once the read that completed it is processed. */
+static void fe_h2_ready_push(fe_h2 *s, fe_h2_stream *st) {
+  if (s->ready_tail)
+    s->ready_tail->ready_next = st;
+  else
+    s->ready = st;
+  s->ready_tail = st;
+}
+
 static int fe_h2_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *ud) {
   fe_h2 *s = ud;
   switch (frame->hd.type) {
   case NGHTTP2_HEADERS:
     if (frame->headers.cat == NGHTTP2_HCAT_REQUEST && (frame->hd.flags & NGHTTP2_FLAG_END_HEADERS)) {
       fe_h2_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
-      if (st) {
-        if (s->ready_tail)
-          s->ready_tail->ready_next = st;
-        else
-          s->ready = st;
-        s->ready_tail = st;
-      }
+      if (st)
+        fe_h2_ready_push(s, st);
     }
     return 0;
   case NGHTTP2_DATA:
     if (frame->hd.length == 0 && !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
       return fe_h2_spend(s);
     return 0;
-  case NGHTTP2_PING:
   case NGHTTP2_SETTINGS:
+    /* The client's preface is in (its first SETTINGS): an upgraded request may be answered. */
+    if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) && s->upgraded) {
+      fe_h2_ready_push(s, s->upgraded);
+      s->upgraded = NULL;
+    }
+    return frame->hd.flags & NGHTTP2_FLAG_ACK ? 0 : fe_h2_spend(s);
+  case NGHTTP2_PING:
     return frame->hd.flags & NGHTTP2_FLAG_ACK ? 0 : fe_h2_spend(s);
   case NGHTTP2_RST_STREAM:
   case NGHTTP2_PRIORITY:
@@ -633,7 +652,8 @@ static void fe_h2_pump(fe_h2 *s) {
 
 /* ---- the connection ------------------------------------------------------------------------ */
 
-void fe_h2_start(fe_conn *c, const char *data, size_t len) {
+/* A server session for c with our SETTINGS submitted (not yet sent), or NULL. */
+static fe_h2 *fe_h2_session_new(fe_conn *c) {
   const fe_config *cfg = c->w->gen->cfg;
   fe_h2 *s = calloc(1, sizeof(*s));
   nghttp2_session_callbacks *cbs = NULL;
@@ -657,7 +677,7 @@ void fe_h2_start(fe_conn *c, const char *data, size_t len) {
   nghttp2_option_set_no_closed_streams(opt, 1);
   /* Acks the client does not read (PING, SETTINGS) pile up no further than this. */
   nghttp2_option_set_max_outbound_ack(opt, 100);
-  nghttp2_option_set_max_settings(opt, 16);
+  nghttp2_option_set_max_settings(opt, FE_H2_MAX_SETTINGS);
   /* Rapid reset (CVE-2023-44487): RST_STREAM at our control rate, as Debian's backport counts it. */
   nghttp2_option_set_stream_reset_rate_limit(opt, (uint64_t)cfg->h2_control_rate * 10, cfg->h2_control_rate);
   /* CONTINUATION floods (CVE-2024-28182): a header block in at most this many frames. */
@@ -672,12 +692,7 @@ void fe_h2_start(fe_conn *c, const char *data, size_t len) {
       {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
   };
   nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
-  c->h2 = s;
-  c->deadline = 0;
-  c->on_sweep = fe_h2_sweep;
-  FE_METRIC_INC(&c->w->loop.metrics, h2_connections);
-  fe_h2_on_read(c, data, len);
-  return;
+  return s;
 fail:
   if (cbs)
     nghttp2_session_callbacks_del(cbs);
@@ -686,7 +701,117 @@ fail:
   if (s)
     free(s->b);
   free(s);
-  fe_conn_close(c);
+  return NULL;
+}
+
+/* c speaks HTTP/2 from now on. */
+static void fe_h2_attach(fe_conn *c, fe_h2 *s) {
+  c->h2 = s;
+  c->deadline = 0;
+  c->on_sweep = fe_h2_sweep;
+  FE_METRIC_INC(&c->w->loop.metrics, h2_connections);
+}
+
+void fe_h2_start(fe_conn *c, const char *data, size_t len) {
+  fe_h2 *s = fe_h2_session_new(c);
+  if (!s) {
+    fe_conn_close(c);
+    return;
+  }
+  fe_h2_attach(c, s);
+  fe_h2_on_read(c, data, len);
+}
+
+int fe_h2_settings_decode(const char *v, size_t n, uint8_t *out, size_t cap) {
+  while (n > 0 && v[n - 1] == '=')
+    n--; /* token68 allows padding; base64url usually goes without */
+  uint32_t acc = 0;
+  int bits = 0;
+  size_t len = 0;
+  for (size_t i = 0; i < n; i++) {
+    char ch = v[i];
+    int d = ch >= 'A' && ch <= 'Z' ? ch - 'A' : ch >= 'a' && ch <= 'z' ? ch - 'a' + 26
+            : ch >= '0' && ch <= '9' ? ch - '0' + 52 : ch == '-' ? 62 : ch == '_' ? 63 : -1;
+    if (d < 0)
+      return -1;
+    acc = acc << 6 | (uint32_t)d;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      if (len == cap)
+        return -1;
+      out[len++] = (uint8_t)(acc >> bits);
+    }
+  }
+  /* whole entries of 6 bytes, no stray bits (a 1-character tail cannot be base64) */
+  if (bits >= 6 || (acc & ((1u << bits) - 1)) != 0 || len % 6 != 0)
+    return -1;
+  /* Values nghttp2 would answer with GOAWAY after the 101: refused here, before it. */
+  for (size_t i = 0; i < len; i += 6) {
+    uint16_t id = (uint16_t)(out[i] << 8 | out[i + 1]);
+    uint32_t val = (uint32_t)out[i + 2] << 24 | (uint32_t)out[i + 3] << 16 | (uint32_t)out[i + 4] << 8 | out[i + 5];
+    if ((id == NGHTTP2_SETTINGS_ENABLE_PUSH || id == NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL ||
+         id == NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES) && val > 1)
+      return -1;
+    if (id == NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE && val > (uint32_t)NGHTTP2_MAX_WINDOW_SIZE)
+      return -1;
+    if (id == NGHTTP2_SETTINGS_MAX_FRAME_SIZE && (val < (1u << 14) || val > (1u << 24) - 1))
+      return -1;
+  }
+  return (int)len;
+}
+
+/* The fields of an HTTP/1.1 head that belong to its connection, not to the request (RFC 9113
+ * 8.2.2), and the upgrade's own. */
+static int fe_h2_upgrade_field(const char *name, size_t n) {
+  static const char *const drop[] = {"connection", "keep-alive", "transfer-encoding", "proxy-connection",
+                                     "upgrade", "http2-settings", "te"};
+  for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
+    if (strlen(drop[i]) == n && strncasecmp(drop[i], name, n) == 0)
+      return 1;
+  return 0;
+}
+
+int fe_h2_upgrade(fe_conn *c, const uint8_t *settings, size_t slen) {
+  static const char sw[] = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+  fe_h2 *s = fe_h2_session_new(c);
+  if (!s)
+    return -1;
+  /* The 101 goes first in the first batch: our SETTINGS follow it on the wire. */
+  fe_h2_batch_copy(s->b, sw, sizeof(sw) - 1);
+  fe_h2_stream *st = NULL;
+  char *buf = c->len ? malloc(c->len) : NULL;
+  if ((c->len && !buf) ||
+      nghttp2_session_upgrade2(s->ng, settings, slen, c->parser.method == HTTP_HEAD, NULL) != 0 ||
+      !(st = fe_h2_stream_new(s, 1))) {
+    /* nothing was sent: the request is answered in HTTP/1.1 */
+    free(buf);
+    nghttp2_session_del(s->ng);
+    free(s->b);
+    free(s);
+    return -1;
+  }
+  /* Stream 1 (half-closed remote) is the request: its head as the HTTP/1.1 parser kept it, the
+   * spans still valid in the copy, less the connection's fields. */
+  fe_conn *r = &st->req;
+  if (buf)
+    memcpy(buf, c->buf, c->len);
+  r->buf = buf;
+  r->len = r->cap = c->len;
+  r->url = c->url;
+  int n = c->nhdr < FE_MAX_HEADERS ? c->nhdr : FE_MAX_HEADERS;
+  for (int i = 0; i < n; i++)
+    if (!fe_h2_upgrade_field(c->buf + c->hdr[i].name.off, c->hdr[i].name.len))
+      r->hdr[r->nhdr++] = c->hdr[i];
+  r->parser.method = c->parser.method;
+  st->method_seen = 1;
+  st->host_seen = 1; /* HTTP/1.1: the parser made sure of one Host */
+  /* Answered once the client's preface is in, not before: up to a window of DATA right behind the
+   * 101 is more than some clients take before they switch (curl 7.88 fails beyond 32 KiB). */
+  s->upgraded = st;
+  s->upgraded_at = fe_h2_now(s);
+  fe_h2_attach(c, s);
+  return 0;
 }
 
 void fe_h2_on_read(fe_conn *c, const char *data, size_t len) {
@@ -775,6 +900,11 @@ int fe_h2_sweep(fe_conn *c, uint64_t now) {
   if (s->writing && now - s->write_since > send_ms) {
     fe_debug("http2 %s: the client took nothing for %.1f s", c->client_ip, cfg->send_timeout);
     fe_conn_reset(c);
+    return 1;
+  }
+  if (s->upgraded && now - s->upgraded_at > (uint64_t)(cfg->request_timeout * 1000.0)) {
+    fe_debug("http2 %s: no preface within %.1f s of the 101", c->client_ip, cfg->request_timeout);
+    fe_conn_close(c);
     return 1;
   }
   fe_h2_stream *st, *next;

@@ -1,6 +1,6 @@
 /*
  * Internal to http/: HTTP/2 (Debian's libnghttp2) on a client connection, negotiated by ALPN on
- * TLS listeners or by the preface on h2c listeners (prior knowledge).
+ * TLS listeners, or on h2c listeners by the preface (prior knowledge) or HTTP/1.1's Upgrade: h2c.
  *
  * One nghttp2 session per connection, on top of fe_net. Each stream is a request: an fe_conn of
  * its own (c->h2s) that goes through the same router, policies, kinds and access log as an
@@ -39,6 +39,23 @@ int fe_h2_preface(const char *data, size_t len);
  * client's preface on h2c). On failure c is closed.
  */
 void fe_h2_start(fe_conn *c, const char *data, size_t len);
+/** Entries of one SETTINGS frame at most, the upgrade's HTTP2-Settings too (6 bytes each). */
+#define FE_H2_MAX_SETTINGS 16
+/**
+ * Decodes an HTTP2-Settings value (base64url, RFC 7540 3.2.1) into out: the SETTINGS payload's
+ * length, or -1 when it is not base64url, not whole 6-byte entries, longer than cap, or holds a
+ * value HTTP/2 forbids (ENABLE_PUSH 2, a window or frame size out of range).
+ */
+int fe_h2_settings_decode(const char *v, size_t n, uint8_t *out, size_t cap);
+/**
+ * The HTTP/1.1 Upgrade to h2c (RFC 7540 3.2) of the bodyless request c's parser just completed,
+ * `settings` its decoded HTTP2-Settings: c becomes an HTTP/2 connection whose stream 1 (half-closed
+ * remote) is that request, routed once the client's preface has come (within request_timeout, or
+ * the connection closes); `101 Switching Protocols` and our SETTINGS go out first. The bytes read
+ * after the request go to fe_h2_on_read (call it with len 0 when there are none: the 101 goes out
+ * from there). 0, or -1 with c untouched (answer it in HTTP/1.1).
+ */
+int fe_h2_upgrade(fe_conn *c, const uint8_t *settings, size_t slen);
 /** Bytes read on an HTTP/2 connection. */
 void fe_h2_on_read(fe_conn *c, const char *data, size_t len);
 /** The connection closes (fe_conn_end): every stream's request ends now. */

@@ -636,6 +636,7 @@ static int fe_on_message_begin(llhttp_t *p) {
   c->nhdr = 0;
   c->hdr_part = 0;
   c->head_done = 0;
+  c->h2c_upgrade = 0;
   c->body_len = 0;
   c->have_method = 0;
   c->have_version = 0;
@@ -734,6 +735,11 @@ static int fe_on_headers_complete(llhttp_t *p) {
   /* A body announced too large is refused before any of it is read. */
   if (c->kind->body_max && (p->flags & F_CONTENT_LENGTH) && p->content_length > c->kind->body_max)
     return fe_conn_refuse(c, 413, "request body too large");
+  /* Upgrade to h2c only without a body (RFC 7540 3.2 lets a server ignore it otherwise): stream 1
+   * is half-closed remote, so the body would have nowhere to go. llhttp pauses after this request
+   * because of the Upgrade either way; the rest is checked once it is complete. */
+  c->h2c_upgrade = c->kind->h2c && p->upgrade && p->method != HTTP_CONNECT && p->http_minor == 1 &&
+                   !(p->flags & F_CHUNKED) && p->content_length == 0 && !fe_net_is_tls(&c->net);
   return 0;
 }
 
@@ -799,10 +805,57 @@ void fe_conn_dispatch(fe_conn *c, int refuse, const char *why) {
   c->kind->route(c);
 }
 
+/* 1 when the comma-separated list v[0..n) holds `tok` (any case). */
+static int fe_has_token(const char *v, size_t n, const char *tok) {
+  size_t tl = strlen(tok), i = 0;
+  while (i < n) {
+    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+      i++;
+    size_t b = i;
+    while (i < n && v[i] != ',')
+      i++;
+    size_t e = i;
+    while (e > b && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+      e--;
+    if (e - b == tl && strncasecmp(v + b, tok, tl) == 0)
+      return 1;
+  }
+  return 0;
+}
+
+/* The request asks for h2c as RFC 7540 3.2 says (Connection: Upgrade, HTTP2-Settings; Upgrade:
+ * h2c; exactly one HTTP2-Settings, well formed) and HTTP/2 takes the connection over. 0 when it
+ * did; -1 when the upgrade is ignored and the request answered in HTTP/1.1. */
+static int fe_conn_h2c_upgrade(fe_conn *c) {
+  const fe_span *conn = fe_conn_header(c, "Connection"), *up = fe_conn_header(c, "Upgrade");
+  const fe_span *set = NULL;
+  int nset = 0;
+  for (int i = 0; i < c->nhdr && i < FE_MAX_HEADERS; i++)
+    if (c->hdr[i].name.len == 14 && strncasecmp(c->buf + c->hdr[i].name.off, "HTTP2-Settings", 14) == 0) {
+      set = &c->hdr[i].value;
+      nset++;
+    }
+  if (!conn || !up || nset != 1 || !fe_has_token(c->buf + up->off, up->len, "h2c") ||
+      !fe_has_token(c->buf + conn->off, conn->len, "upgrade") ||
+      !fe_has_token(c->buf + conn->off, conn->len, "http2-settings"))
+    return -1;
+  uint8_t payload[FE_H2_MAX_SETTINGS * 6];
+  int n = fe_h2_settings_decode(c->buf + set->off, set->len, payload, sizeof(payload));
+  if (n < 0) {
+    fe_debug("%s: a malformed HTTP2-Settings: the upgrade is ignored", c->client_ip);
+    return -1;
+  }
+  return fe_h2_upgrade(c, payload, (size_t)n);
+}
+
 /* A complete request: the router answers it. */
 static int fe_on_message_complete(llhttp_t *p) {
   fe_conn *c = p->data;
   fe_worker *w = c->w;
+  /* Upgraded: the request is stream 1's; llhttp stops here (HPE_PAUSED_UPGRADE) and the bytes
+   * after it are HTTP/2's (fe_conn_parse). */
+  if (c->h2c_upgrade && !w->stopping && fe_conn_h2c_upgrade(c) == 0)
+    return 0;
   fe_conn_request_begin(c);
   c->deadline = uv_now(&w->loop.uv) + (uint64_t)(c->gen->cfg->request_timeout * 1000.0);
   if (w->stopping) {
@@ -831,7 +884,13 @@ static const llhttp_settings_t fe_request_settings = {
  * whose answer is being written, or the last one), 0 otherwise. */
 static size_t fe_conn_parse(fe_conn *c, const char *data, size_t len) {
   llhttp_errno_t e = llhttp_execute(&c->parser, data, len);
-  /* HPE_PAUSED_UPGRADE: a CONNECT or Upgrade request was answered, and the connection closes. */
+  /* HPE_PAUSED_UPGRADE: a CONNECT or Upgrade request was answered, and the connection closes;
+   * or the request upgraded the connection to h2c, and what follows it is HTTP/2's. */
+  if (e == HPE_PAUSED_UPGRADE && c->h2) {
+    const char *pos = llhttp_get_error_pos(&c->parser);
+    fe_h2_on_read(c, pos, (size_t)(data + len - pos));
+    return 0;
+  }
   if (e == HPE_OK || e == HPE_PAUSED_UPGRADE)
     return 0;
   if (e == HPE_PAUSED)

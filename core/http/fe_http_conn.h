@@ -68,7 +68,8 @@ typedef struct fe_conn_kind {
   int json_errors; /* the connection layer's own refusals (400, 413, 431 ...) answer JSON */
   int unlimited;   /* not shed by max_connections: the admin API stays reachable on a full node */
   int http2;       /* speaks HTTP/2 when TLS's ALPN agreed on h2 (http/fe_http2.h) */
-  int h2c;         /* and on cleartext, to a client that opens with HTTP/2's preface (prior knowledge) */
+  int h2c;         /* and on cleartext, to a client that opens with HTTP/2's preface (prior knowledge)
+                      or asks for it with HTTP/1.1's Upgrade: h2c */
 } fe_conn_kind;
 
 /** One loop's share of the server; lives on that loop's thread. */
@@ -122,6 +123,7 @@ typedef struct fe_conn {
   int nhdr;
   int hdr_part;               /* 1 while in a field, 2 while in a value */
   int head_done;              /* the head is complete: what follows is body and trailers */
+  int h2c_upgrade;            /* a bodyless HTTP/1.1 request asking Upgrade: h2c on an h2c listener */
   char *body;                 /* the request body, when the kind keeps bodies */
   uint32_t body_len, body_cap;
   int have_method, have_version; /* the request line got that far (for the access log) */
