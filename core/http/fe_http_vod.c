@@ -30,7 +30,7 @@
 #include "log/fe_log.h"
 #include "vod/fe_vod.h"
 
-#define FE_VOD_READ (256u << 10)   /* one read of a stored slice */
+#define FE_VOD_READ FE_LOOP_BIG_BUF /* one read of a stored slice (256 KiB) */
 #define FE_VOD_SENDFILE (1u << 20) /* the most one sendfile in the thread pool sends */
 #define FE_VOD_SEEK_HEAD (4u << 20) /* the most of a file's head read to find its keyframes */
 #define FE_VOD_BOUNDARY "flvedge-byteranges-7d1c0e"
@@ -45,6 +45,7 @@ enum { FE_VP_META, FE_VP_SEEKHEAD, FE_VP_BODY };
 
 typedef struct fe_vreq {
   fe_conn *c;          /* NULL once the connection closed */
+  fe_loop *loop;
   fe_vod_cache *cache;
   const fe_resource *res;
   int resource;        /* index, for the hook */
@@ -173,7 +174,7 @@ static void fe_vreq_release(fe_vreq *v) {
     v->fd = -1;
   }
   free(v->mem);
-  free(v->rbuf);
+  fe_loop_big_put(v->loop, v->rbuf);
   free(v->seekbuf);
   free(v);
 }
@@ -232,6 +233,18 @@ static void fe_vreq_respond(fe_vreq *v, int status, const char *ctype, const cha
 
 /* ---- writing ------------------------------------------------------------------------------- */
 
+/* `n` bytes of the current segment went out. */
+static void fe_vreq_account(fe_vreq *v, uint64_t n) {
+  fe_conn *c = v->c;
+  FE_METRIC_ADD(&c->w->loop.metrics, bytes_sent, n);
+  c->bytes += n;
+  if (!v->segs[v->seg].mem) {
+    FE_METRIC_ADD(&c->w->loop.metrics, vod_bytes_sent, n);
+    v->body_sent += n;
+  }
+  v->seg_done += n;
+}
+
 static void fe_vreq_written(fe_vreq *v, int status) {
   v->io = 0;
   if (v->closed) {
@@ -242,14 +255,7 @@ static void fe_vreq_written(fe_vreq *v, int status) {
     fe_conn_close(v->c);
     return;
   }
-  fe_conn *c = v->c;
-  FE_METRIC_ADD(&c->w->loop.metrics, bytes_sent, v->wlen);
-  c->bytes += v->wlen;
-  if (!v->segs[v->seg].mem) {
-    FE_METRIC_ADD(&c->w->loop.metrics, vod_bytes_sent, v->wlen);
-    v->body_sent += v->wlen;
-  }
-  v->seg_done += v->wlen;
+  fe_vreq_account(v, v->wlen);
   fe_vreq_pump(v);
 }
 
@@ -277,7 +283,22 @@ static void fe_vreq_write(fe_vreq *v, const void *p, uint64_t n) {
     fe_h2_piece(v->c, p, n, fe_vreq_h2_written, v);
     return;
   }
+  /* What the socket takes now is done now (the pump goes on in the same turn); the rest is
+   * queued and the pump resumes when it is written. */
   uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+  int w = fe_net_try_writev(&v->c->net, &b, 1);
+  if (w < 0 && w != UV_EAGAIN) {
+    v->io = 0;
+    fe_conn_close(v->c);
+    return;
+  }
+  if (w == (int)n) {
+    v->io = 0;
+    fe_vreq_account(v, n);
+    return;
+  }
+  if (w > 0)
+    b = uv_buf_init((char *)p + w, (unsigned)(n - (uint64_t)w));
   if (fe_net_writev(&v->c->net, &v->wreq, &b, 1, fe_vreq_on_written) < 0) {
     v->io = 0;
     fe_conn_close(v->c);
@@ -370,7 +391,7 @@ static void fe_vreq_on_read(uv_fs_t *req) {
     return;
   }
   fe_vreq_write(v, v->rbuf, (uint64_t)n);
-  if (v->phase == FE_VP_SEEKHEAD)
+  if (!v->io) /* written at once (or gathered for a seek's head): on with the next piece */
     fe_vreq_pump(v);
 }
 
@@ -564,7 +585,7 @@ static void fe_vreq_pump(fe_vreq *v) {
       uint64_t n = left < FE_VOD_READ ? left : FE_VOD_READ;
       if (n > S - in)
         n = S - in;
-      if (!v->rbuf && !(v->rbuf = malloc(FE_VOD_READ))) {
+      if (!v->rbuf && !(v->rbuf = fe_loop_big_get(v->loop))) {
         fe_vreq_abort(v, "out of memory");
         return;
       }
@@ -590,7 +611,7 @@ static void fe_vreq_pump(fe_vreq *v) {
       uint64_t n = left < FE_VOD_READ ? left : FE_VOD_READ;
       if (n > S - in)
         n = S - in;
-      if (!v->rbuf && !(v->rbuf = malloc(FE_VOD_READ))) {
+      if (!v->rbuf && !(v->rbuf = fe_loop_big_get(v->loop))) {
         fe_vreq_abort(v, "out of memory");
         return;
       }
@@ -1023,6 +1044,7 @@ void fe_vod_serve(fe_conn *c, const fe_resource *res, const char *rest, size_t l
     return;
   }
   v->c = c;
+  v->loop = &c->w->loop;
   v->cache = cache;
   v->res = res;
   v->resource = (int)(res - c->gen->cfg->resources);

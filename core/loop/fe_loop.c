@@ -1,5 +1,6 @@
 #include "loop/fe_loop.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static void fe_loop_run_deferred(fe_loop *l) {
@@ -171,6 +172,17 @@ void fe_loop_defer(fe_loop *l, fe_deferred *d, void (*fn)(fe_deferred *d)) {
   /* An active prepare handle also keeps the loop running until the teardown is done. */
   if (!uv_is_closing((uv_handle_t *)&l->defer_prepare))
     uv_prepare_start(&l->defer_prepare, fe_loop_on_prepare);
+}
+
+void *fe_loop_big_get(fe_loop *l) {
+  return l->nbig_free > 0 ? l->big_free[--l->nbig_free] : malloc(FE_LOOP_BIG_BUF);
+}
+
+void fe_loop_big_put(fe_loop *l, void *p) {
+  if (p && l->nbig_free < FE_LOOP_BIG_KEEP)
+    l->big_free[l->nbig_free++] = p;
+  else
+    free(p);
 }
 
 uint64_t fe_loop_request_id(fe_loop *l) {

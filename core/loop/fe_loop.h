@@ -21,6 +21,8 @@
 
 #define FE_LOOP_RBUF_SIZE 65536
 #define FE_LOOP_LAG_PROBE_MS 50
+#define FE_LOOP_BIG_BUF (256u << 10) /* fe_loop_big_get's buffers */
+#define FE_LOOP_BIG_KEEP 16          /* free ones a loop keeps for reuse */
 
 struct fe_hubs;
 struct fe_files;
@@ -64,6 +66,8 @@ typedef struct fe_loop {
   uv_idle_t later_idle;  /* active while slices are queued: the loop polls without waiting */
   fe_later *later_head, *later_tail;
   uint32_t nlater;
+  void *big_free[FE_LOOP_BIG_KEEP]; /* FE_LOOP_BIG_BUF buffers kept for reuse */
+  int nbig_free;
   uv_timer_t lag_probe;  /* fires every FE_LOOP_LAG_PROBE_MS: how late it fires is the loop lag */
   uint64_t lag_last_ns;
   /* tasks from other threads: under tasks_mu */
@@ -101,6 +105,12 @@ void fe_loop_later_cancel(fe_loop *l, fe_later *t);
  * the loop has closed its mailbox (t is then untouched and the caller's again).
  */
 int fe_loop_post(fe_loop *l, fe_task *t, void (*fn)(fe_task *t));
+/**
+ * A FE_LOOP_BIG_BUF buffer (NULL when out of memory), and back. Reused on the loop: a fresh one
+ * per request would be an mmap, page faults on first touch and an munmap each time.
+ */
+void *fe_loop_big_get(fe_loop *l);
+void fe_loop_big_put(fe_loop *l, void *p);
 /** A new request id, unique across loops. */
 uint64_t fe_loop_request_id(fe_loop *l);
 /** libuv's alloc callback for every read: the loop's shared read buffer. */
