@@ -83,6 +83,8 @@ typedef struct fe_vreq {
   int seek;            /* 1: bytes, 2: time */
   fe_net_write wreq;
   uint64_t wlen;
+  const char *pre;     /* a head held back to go in the writev of the bytes after it */
+  uint64_t pre_len;
   /* sendfile: in the thread pool to the socket (non-blocking); when the socket is full, a poll
    * on a dup of it waits until it takes more */
   int sock;            /* the socket for sendfile, -1: read and write instead (TLS) */
@@ -284,22 +286,36 @@ static void fe_vreq_write(fe_vreq *v, const void *p, uint64_t n) {
     return;
   }
   /* What the socket takes now is done now (the pump goes on in the same turn); the rest is
-   * queued and the pump resumes when it is written. */
-  uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
-  int w = fe_net_try_writev(&v->c->net, &b, 1);
+   * queued and the pump resumes when it is written. A held head goes in the same writev. */
+  uv_buf_t b[2];
+  unsigned nb = 0;
+  if (v->pre_len)
+    b[nb++] = uv_buf_init((char *)v->pre, (unsigned)v->pre_len);
+  if (n)
+    b[nb++] = uv_buf_init((char *)p, (unsigned)n);
+  uint64_t total = v->pre_len + n;
+  v->pre_len = 0; /* accounted when it was held */
+  int w = fe_net_try_writev(&v->c->net, b, nb);
   if (w < 0 && w != UV_EAGAIN) {
     v->io = 0;
     fe_conn_close(v->c);
     return;
   }
-  if (w == (int)n) {
+  if (w >= 0 && (uint64_t)w == total) {
     v->io = 0;
     fe_vreq_account(v, n);
     return;
   }
-  if (w > 0)
-    b = uv_buf_init((char *)p + w, (unsigned)(n - (uint64_t)w));
-  if (fe_net_writev(&v->c->net, &v->wreq, &b, 1, fe_vreq_on_written) < 0) {
+  /* The rest of both buffers, queued. */
+  uint64_t done = w > 0 ? (uint64_t)w : 0;
+  unsigned first = 0;
+  while (first < nb && done >= b[first].len) {
+    done -= b[first].len;
+    first++;
+  }
+  b[first].base += done;
+  b[first].len -= (unsigned)done;
+  if (fe_net_writev(&v->c->net, &v->wreq, b + first, nb - first, fe_vreq_on_written) < 0) {
     v->io = 0;
     fe_conn_close(v->c);
   }
@@ -533,6 +549,16 @@ static void fe_vreq_pump(fe_vreq *v) {
     }
     uint64_t left = s->len - v->seg_done;
     if (s->mem) {
+      /* On a hit, a head (or part head) followed by file bytes waits for them: one writev, one
+       * segment, instead of a write of its own. Not on a miss: its client sees the head even if
+       * the origin then fails. (Over HTTP/2 the head is a HEADERS frame apart.) */
+      if (!v->c->h2s && v->cstatus == FE_VOD_CS_HIT && v->phase == FE_VP_BODY && !v->pre_len &&
+          v->seg + 1 < v->nseg && !v->segs[v->seg + 1].mem) {
+        v->pre = s->mem + v->seg_done;
+        v->pre_len = left;
+        fe_vreq_account(v, left);
+        continue;
+      }
       fe_vreq_write(v, s->mem + v->seg_done, left);
       continue;
     }
@@ -599,7 +625,11 @@ static void fe_vreq_pump(fe_vreq *v) {
         continue;
       }
     }
-    /* Larger ones to a plain socket: sendfile in the pool. */
+    /* Larger ones to a plain socket: sendfile in the pool (a held head goes out first). */
+    if (v->fd >= 0 && v->fd_idx == idx && v->sock >= 0 && v->phase == FE_VP_BODY && v->pre_len) {
+      fe_vreq_write(v, NULL, 0);
+      continue;
+    }
     if (v->fd >= 0 && v->fd_idx == idx && v->sock >= 0 && v->phase == FE_VP_BODY) {
       uint64_t n = left < FE_VOD_SENDFILE ? left : FE_VOD_SENDFILE;
       if (n > S - in)
