@@ -65,6 +65,9 @@ struct fe_pull {
   uint64_t failed_at;         /* loop ms the current leg failed (for the log of the switch) */
   /* what the sink got */
   uint32_t last_ts, last_video_ts, frame_ms;
+  uint32_t last_frame_ts[2];  /* the last video [0] and audio [1] frame's timestamp */
+  int have_frame_ts[2];
+  int switched;               /* a failover joined another origin: frames are kept increasing */
   int have_ts, have_video_ts, has_video;
   fe_kept sent_meta, sent_vseq, sent_aseq;
 };
@@ -160,6 +163,16 @@ static int fe_pull_emit(fe_pull *p, fe_leg *g, const fe_flv_tag *tag) {
   fe_flv_tag t = *tag;
   int64_t ts = (int64_t)tag->timestamp + g->ts_offset;
   t.timestamp = ts < 0 ? 0 : ts > UINT32_MAX ? UINT32_MAX : (uint32_t)ts;
+  /* After a switch, each track's frames stay strictly increasing: the new origin's audio may
+   * run a few ms behind its keyframe, which the join put just after everything the sink had.
+   * (Headers are not frames; the first origin's timestamps are left as they are.) */
+  if ((t.type == FE_FLV_AUDIO || t.type == FE_FLV_VIDEO) && !(t.flags & FE_FLV_SEQ_HEADER)) {
+    int a = t.type == FE_FLV_AUDIO;
+    if (p->switched && p->have_frame_ts[a] && t.timestamp <= p->last_frame_ts[a])
+      t.timestamp = p->last_frame_ts[a] + 1;
+    p->last_frame_ts[a] = t.timestamp;
+    p->have_frame_ts[a] = 1;
+  }
   if (t.type == FE_FLV_VIDEO) {
     p->has_video = 1;
     if (p->have_video_ts && t.timestamp > p->last_video_ts &&
@@ -389,6 +402,7 @@ static int fe_leg_join_tag(fe_leg *g, const fe_flv_tag *tag) {
   uint32_t base = p->have_ts ? p->last_ts + (p->frame_ms ? p->frame_ms : FE_FRAME_MS_DEFAULT) : 0;
   g->ts_offset = (int64_t)base - tag->timestamp;
   g->joined = 1;
+  p->switched = p->have_ts;
   if (g->attempt != 0)
     fe_health_ok(g->url);
   uint64_t now = uv_now(&p->loop->uv);

@@ -50,11 +50,19 @@ static int fuzz_in(double v, double lo, double hi) {
   return v >= lo && v <= hi; /* false for NaN */
 }
 
+/* An origin as the config accepts it: http(s)://, or for live an absolute file: source. */
+static int fuzz_origin_ok(const char *o, int live) {
+  return strncmp(o, "http://", 7) == 0 || strncmp(o, "https://", 8) == 0 ||
+         (live && strncmp(o, "file:/", 6) == 0);
+}
+
 static void fuzz_check_resource(const fe_config *cfg, const fe_resource *res) {
   FUZZ_CHECK(res->name && res->host && res->prefix && res->prefix[0] == '/');
   if (res->type == FE_RES_LIVE) {
     FUZZ_CHECK(res->origin && !res->root);
-    FUZZ_CHECK(strncmp(res->origin, "http://", 7) == 0 || strncmp(res->origin, "file:/", 6) == 0);
+    FUZZ_CHECK(fuzz_origin_ok(res->origin, 1));
+    for (int i = 0; i < res->nbackups; i++)
+      FUZZ_CHECK(res->backups[i] && fuzz_origin_ok(res->backups[i], 1));
     FUZZ_CHECK(fuzz_in(res->max_viewers_per_stream, 1, 1e7));
     FUZZ_CHECK(fuzz_in(res->window_seconds, 0, 3600));
     FUZZ_CHECK(fuzz_in((double)res->window_bytes, 65536, 4294967295.0));
@@ -65,6 +73,13 @@ static void fuzz_check_resource(const fe_config *cfg, const fe_resource *res) {
     FUZZ_CHECK(fuzz_in(res->origin_read_timeout, 0.1, 3600));
     FUZZ_CHECK(fuzz_in(res->max_tag_size, 1024, 1 << 30));
     FUZZ_CHECK(res->send_buffer <= 1u << 30);
+  } else if (res->type == FE_RES_VOD) {
+    FUZZ_CHECK(res->origin && fuzz_origin_ok(res->origin, 0));
+    for (int i = 0; i < res->nbackups; i++)
+      FUZZ_CHECK(res->backups[i] && fuzz_origin_ok(res->backups[i], 0));
+    FUZZ_CHECK(res->cache_dir && res->cache_dir[0] == '/');
+    FUZZ_CHECK(res->slice_size >= 65536 && res->cache_max_size >= 2 * res->slice_size);
+    FUZZ_CHECK(fuzz_in(res->cache_ttl, 0, 315360000));
   } else {
     FUZZ_CHECK(res->type == FE_RES_STATIC);
     FUZZ_CHECK(res->root && res->root[0] == '/' && !res->origin);
