@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "log/fe_log.h"
+#include "lua/fe_lua_ffi.h"
 #include "lua/fe_lua_pattern.h"
 
 /* The count hook runs every FE_LUA_TICK VM instructions and pays them from the meter. */
@@ -511,6 +512,16 @@ int fe_lua_cache(fe_lua *F, int resource, uint64_t id, fe_req_view *req,
 }
 
 /* ---- FFI entry points ---------------------------------------------------------------------- */
+
+/* Lua finds the library's C side (fe_lua_ffi.c) by name only: referenced here, so that the linker
+ * keeps it in every program that opens a state. */
+__attribute__((used)) static const void *const fe_lua_ffi_keep[] = {
+    (const void *)fe_lua_ffi_b64url_decode, (const void *)fe_lua_ffi_b64url_encode,
+    (const void *)fe_lua_ffi_ct_equal,      (const void *)fe_lua_ffi_digits,
+    (const void *)fe_lua_ffi_query_arg,     (const void *)fe_lua_ffi_ip_parse,
+    (const void *)fe_lua_ffi_ip_in,         (const void *)fe_lua_ffi_referer_host,
+    (const void *)fe_lua_ffi_suffix_in,     (const void *)fe_lua_ffi_find_any,
+};
 
 int fe_lua_req_header(const fe_req_view *r, const char *name, size_t nlen, const char **out, size_t *len) {
   const fe_span *v = fe_header_find(r->base, r->headers, r->nheaders, name, nlen);

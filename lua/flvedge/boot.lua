@@ -74,9 +74,72 @@ local function resolve(i, spec, settings, config_dir)
   return bits
 end
 
+-- The LuaJIT build running this state: "<version> (OpenResty luajit2|LuaJIT), GC64|GC32".
+local function luajit_build()
+  local openresty = jit.prngstate ~= nil or (pcall(require, "table.nkeys"))
+  local gc64 = require("ffi").abi("gc64")
+  return format("%s (%s, %s)", jit.version, openresty and "OpenResty luajit2" or "LuaJIT",
+    gc64 and "GC64" or "GC32")
+end
+_M.luajit_build = luajit_build
+
+-- FLVEDGE_JIT_LOG=<file>: the JIT's trace events of every state, a line each, for the benchmarks
+-- (tests/bench/policy_bench.py, docs/policy-performance.md):
+--   build <text>                     once per state
+--   stop <n> <where>                 a trace compiled
+--   abort <n> <where> -- <reason> at <where> [blacklisted]
+--   flush
+-- "blacklisted": the JIT gave up on the trace's start for good (that code stays interpreted).
+-- Unset, nothing is attached; in a steady state nothing is written.
+local function jit_log(path)
+  local f = io.open(path, "a")
+  if not f then return end
+  f:setvbuf("line")
+  local util, vmdef, band = require "jit.util", require "jit.vmdef", require("bit").band
+  local function where(func, pc)
+    local fi = util.funcinfo(func, pc)
+    if fi.loc then return fi.loc end
+    return fi.addr and format("C:%x", fi.addr) or "?"
+  end
+  local function opname(func, pc)
+    local ins = util.funcbc(func, pc)
+    if not ins then return "" end
+    local op = band(ins, 0xff)
+    return (gsub(sub(vmdef.bcnames, op * 6 + 1, op * 6 + 6), " +$", ""))
+  end
+  local starts = {} -- [trace number] = { func, pc, side }
+  local BLACKLISTED = { ILOOP = true, IFORL = true, IITERL = true, IFUNCF = true, IFUNCV = true }
+  f:write("build ", luajit_build(), "\n")
+  jit.attach(function(what, tr, func, pc, otr, oex)
+    if what == "start" then
+      starts[tr] = { func, pc, otr ~= nil }
+    elseif what == "stop" then
+      local s = starts[tr]
+      f:write(format("stop %d %s\n", tr, s and where(s[1], s[2]) or "?"))
+    elseif what == "abort" then
+      local s = starts[tr]
+      local reason = otr
+      if type(otr) == "number" then
+        local info = oex
+        if type(info) == "function" then info = where(info, 0) end
+        reason = format(vmdef.traceerr[otr], info)
+      end
+      -- The penalty is paid before this event: a root start turned into its I-form (ILOOP,
+      -- IFUNCF ...) is blacklisted.
+      local black = s and not s[3] and BLACKLISTED[opname(s[1], s[2])]
+      f:write(format("abort %d %s -- %s at %s%s\n", tr, s and where(s[1], s[2]) or "?",
+        tostring(reason), where(func, pc), black and " blacklisted" or ""))
+    else
+      f:write(what, "\n")
+    end
+  end, "trace")
+end
+
 -- Returns a list of phase bits per resource, or raises with the reason. native: the meter and the
 -- paying pattern functions from C (fe_lua.c).
 function _M.load(config_path, quick_policy, nres, lua_dir, policy_dir, native)
+  local log_path = os.getenv("FLVEDGE_JIT_LOG")
+  if log_path and log_path ~= "" then jit_log(log_path) end
   local config_dir = config_path and match(config_path, "^(.*/)") or "./"
   package.path = lua_dir .. "/?.lua;" .. lua_dir .. "/?/init.lua"
   local budget = require "flvedge.budget"

@@ -1,0 +1,155 @@
+/*
+ * fe_policy_micro: the access phase of a config's policies called in a loop, without sockets: the
+ * server's own path (fe_lua_access: budget hook, memory limit, sandbox, request view, FFI reads),
+ * timed per call. What policy_bench.py's wrk figures hold besides TCP and HTTP, measured without
+ * their noise, and small enough for callgrind. Run by tests/bench/policy_bench.py (--micro).
+ *
+ *   fe_policy_micro -c flvedge.lua -n NRES [-g geo.mmdb] [-a CLIENT_IP] [-i ITER] [-r ROUNDS]
+ *                   [-H 'Name: value']... LABEL,RESOURCE,PATH,QUERY,EXPECT...
+ *
+ * RESOURCE is the config's resource index from 0; EXPECT is 0 (admitted) or 1 (denied): a call
+ * that answers otherwise stops the run. Prints, per round and case, "round R LABEL NS ns/call";
+ * rounds interleave the cases.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lua/fe_lua.h"
+
+#define FE_MICRO_MAX_CASES 16
+#define FE_MICRO_MAX_HEADERS 16
+
+typedef struct fe_micro_case {
+  char label[64];
+  int resource;
+  int expect;
+  char path[256], query[512];
+} fe_micro_case;
+
+static double fe_micro_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static int fe_micro_parse_case(const char *arg, fe_micro_case *c) {
+  char buf[1024];
+  snprintf(buf, sizeof(buf), "%s", arg);
+  char *f[5] = {0};
+  char *p = buf;
+  for (int i = 0; i < 5; i++) {
+    char *comma = i < 4 ? strchr(p, ',') : NULL;
+    if (i < 4 && !comma)
+      return -1;
+    if (comma)
+      *comma = 0;
+    f[i] = p;
+    p = comma ? comma + 1 : p;
+  }
+  snprintf(c->label, sizeof(c->label), "%.63s", f[0]);
+  c->resource = atoi(f[1]);
+  snprintf(c->path, sizeof(c->path), "%.255s", f[2]);
+  snprintf(c->query, sizeof(c->query), "%.511s", f[3]);
+  c->expect = atoi(f[4]);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  const char *config = NULL, *geo = NULL, *ip = "127.0.0.1";
+  int nres = 0, rounds = 5;
+  long iters = 200000;
+  char heads[4096];
+  size_t hlen = 0;
+  fe_header hdr[FE_MICRO_MAX_HEADERS];
+  int nhdr = 0;
+  fe_micro_case cases[FE_MICRO_MAX_CASES];
+  int ncases = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (a[0] == '-' && i + 1 < argc) {
+      const char *v = argv[++i];
+      if (!strcmp(a, "-c"))
+        config = v;
+      else if (!strcmp(a, "-n"))
+        nres = atoi(v);
+      else if (!strcmp(a, "-g"))
+        geo = v;
+      else if (!strcmp(a, "-a"))
+        ip = v;
+      else if (!strcmp(a, "-i"))
+        iters = atol(v);
+      else if (!strcmp(a, "-r"))
+        rounds = atoi(v);
+      else if (!strcmp(a, "-H") && nhdr < FE_MICRO_MAX_HEADERS) {
+        const char *colon = strchr(v, ':');
+        size_t n = strlen(v);
+        if (!colon || hlen + n > sizeof(heads))
+          goto usage;
+        memcpy(heads + hlen, v, n);
+        size_t name = (size_t)(colon - v), val = name + 1;
+        while (val < n && v[val] == ' ')
+          val++;
+        hdr[nhdr].name = (fe_span){(uint32_t)hlen, (uint32_t)name};
+        hdr[nhdr].value = (fe_span){(uint32_t)(hlen + val), (uint32_t)(n - val)};
+        nhdr++;
+        hlen += n;
+      } else
+        goto usage;
+    } else if (a[0] != '-' && ncases < FE_MICRO_MAX_CASES) {
+      if (fe_micro_parse_case(a, &cases[ncases++]) != 0)
+        goto usage;
+    } else
+      goto usage;
+  }
+  if (!config || nres <= 0 || ncases == 0)
+    goto usage;
+
+  fe_lua_opts opts = {.config_path = config, .nresources = nres, .lua_dir = FE_LUA_DIR,
+                      .policy_dir = FE_POLICY_DIR, .budget = 1000000, .geoip_db = geo};
+  char err[512];
+  fe_lua *L = fe_lua_open(&opts, err, sizeof(err));
+  if (!L) {
+    fprintf(stderr, "fe_policy_micro: %s\n", err);
+    return 1;
+  }
+  fe_req_view v = {.base = heads, .headers = hdr, .nheaders = nhdr};
+  v.method = (fe_str){"GET", 3};
+  v.host = (fe_str){"127.0.0.1", 9};
+  v.client_ip = (fe_str){ip, strlen(ip)};
+  v.server_ip = (fe_str){"127.0.0.1", 9};
+  uint64_t id = 1;
+  for (int r = 0; r < rounds; r++) {
+    for (int k = 0; k < ncases; k++) {
+      fe_micro_case *c = &cases[k];
+      v.path = (fe_str){c->path, strlen(c->path)};
+      v.query = (fe_str){c->query, strlen(c->query)};
+      v.resource = (fe_str){c->label, strlen(c->label)};
+      double t0 = fe_micro_now();
+      for (long n = 0; n < iters; n++) {
+        fe_lua_deny deny;
+        v.time = (double)time(NULL);
+        v.country_state = 0; /* each request looks its country up again, as a new one would */
+        int rc = fe_lua_access(L, c->resource, id++, &v, &deny);
+        if (rc == 1)
+          fe_lua_deny_free(&deny);
+        if (rc != c->expect) {
+          fprintf(stderr, "fe_policy_micro: %s: access returned %d, expected %d\n", c->label, rc,
+                  c->expect);
+          fe_lua_unref(L);
+          return 1;
+        }
+      }
+      double ns = (fe_micro_now() - t0) / (double)iters;
+      printf("round %d %s %.1f ns/call\n", r + 1, c->label, ns);
+      fflush(stdout);
+    }
+  }
+  fe_lua_unref(L);
+  return 0;
+usage:
+  fprintf(stderr, "usage: fe_policy_micro -c CONFIG -n NRES [-g GEO] [-a IP] [-i ITER] [-r ROUNDS] "
+                  "[-H 'Name: value']... LABEL,RESOURCE,PATH,QUERY,EXPECT...\n");
+  return 2;
+}
