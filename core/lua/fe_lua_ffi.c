@@ -106,6 +106,22 @@ int fe_lua_ffi_digits(const char *s, size_t n) {
   return 1;
 }
 
+int fe_lua_ffi_blank(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (s[i] != ' ' && (s[i] < '\t' || s[i] > '\r'))
+      return 0;
+  return 1;
+}
+
+int fe_lua_ffi_dir_len(const char *path, size_t n) {
+  if (n == 0 || path[n - 1] == '/')
+    return -1;
+  for (size_t i = n - 1; i-- > 0;)
+    if (path[i] == '/')
+      return (int)i + 1;
+  return -1;
+}
+
 static int fe_hex(unsigned char c) {
   if (c >= '0' && c <= '9')
     return c - '0';

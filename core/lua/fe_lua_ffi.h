@@ -34,6 +34,13 @@ int fe_lua_ffi_ct_equal(const char *a, size_t la, const char *b, size_t lb);
 /** 1 when s[0..n) is 1 to 15 decimal digits (a token's expires), else 0. */
 int fe_lua_ffi_digits(const char *s, size_t n);
 
+/** 1 when s[0..n) is empty or only whitespace (space, \t, \n, \v, \f, \r), else 0. */
+int fe_lua_ffi_blank(const char *s, size_t n);
+
+/** The length of path's directory, up to its last `/`, when a name follows that `/` ("/a/b.flv": 3);
+ * -1 when it does not ("/a/", "a.flv"). */
+int fe_lua_ffi_dir_len(const char *path, size_t n);
+
 /**
  * The value of query argument `name` (compared after percent-decoding, `+` a space) in q, the
  * last one when it repeats, percent-decoded into out (at least qlen bytes). Returns its length,

@@ -16,7 +16,7 @@ local floor = math.floor
 local os_time = os.time
 local md5, hmac_sha256, ct_equal = util.md5, util.hmac_sha256, util.ct_equal
 local b64enc, b64dec, unmap_ipv4 = util.base64url_encode, util.base64url_decode, util.unmap_ipv4
-local check_keys = util.check_keys
+local check_keys, digits, dir_of = util.check_keys, util.digits, util.dir_of
 
 local _M = {}
 
@@ -24,7 +24,7 @@ local MISSING, INVALID, EXPIRED = "missing token", "invalid token", "token expir
 
 -- The expires argument: decimal digits only, > 0 (nginx's rule; 0 and signs are invalid).
 local function parse_expires(s)
-  if type(s) ~= "string" or #s == 0 or #s > 15 or find(s, "%D") then return nil end
+  if not digits(s) then return nil end
   local n = tonumber(s)
   if n <= 0 then return nil end
   return n
@@ -78,13 +78,8 @@ local OPTION = {
 }
 local DIGEST_LEN = { md5 = 16, nginx = 16, hmac = 32 }
 
--- "/a/b/c.flv" -> "/a/b/": the directory a directory token for this path was signed for.
-local function dir_of(path)
-  return match(path, "^(.*/)[^/]+$")
-end
-
 local function now_of(req)
-  return floor(tonumber(req.time) or os_time())
+  local r = floor(tonumber(req.time) or os_time()); return r
 end
 
 -- 410 or true, by the configured rule: gcore expires at `expires`, nginx one second later.
@@ -100,7 +95,7 @@ end
 
 local function client_ip(c, req)
   if not c.ip then return "" end
-  return unmap_ipv4(req.client_ip) or ""
+  local r = unmap_ipv4(req.client_ip) or ""; return r
 end
 
 -- md5 and hmac: the exact path first, then (for a file) its directory.
@@ -123,10 +118,10 @@ local function check_signed(c, req)
     ok = dir ~= nil and ct_equal(raw, digest(secret, etext .. dir .. ip .. tail))
   end
   if not ok then return nil, 403, INVALID end
-  return expiry(c, req, expires)
+  local ok, status, reason = expiry(c, req, expires); return ok, status, reason
 end
 
-local function md5_digest(_, msg) return md5(msg) end
+local function md5_digest(_, msg) local r = md5(msg); return r end
 
 -- nginx: secure_link $arg_<md5_arg>,$arg_<expires_arg>; secure_link_md5 "<template>".
 local function check_template(c, req)
@@ -149,7 +144,7 @@ local function check_template(c, req)
   local ok = ct_equal(raw, md5(concat(buf, "", 1, #parts)))
   if not ok then return nil, 403, INVALID end
   if not expires then return true end
-  return expiry(c, req, expires)
+  local ok, status, reason = expiry(c, req, expires); return ok, status, reason
 end
 
 local function getter_arg(name) return function(req) return req.args[name] end end
@@ -255,10 +250,12 @@ end
 function _M.checker(opts, kind)
   local c = compile(opts, kind)
   local check = c.check
-  return function(req) return check(c, req) end
+  return function(req) local ok, status, reason = check(c, req); return ok, status, reason end
 end
 
-local checker_mt = { __index = { check = function(self, req) return self.fn(req) end } }
+local checker_mt = { __index = { check = function(self, req)
+  local ok, status, reason = self.fn(req); return ok, status, reason
+end } }
 
 -- The same as an object: checker:check(req); checker.opts are the options it was made from.
 function _M.new(opts, kind)
@@ -278,11 +275,11 @@ local function compiled(opts, kind)
   return c
 end
 
-function _M.check_md5(req, opts) local c = compiled(opts, "md5"); return c.check(c, req) end
-function _M.check_nginx(req, opts) local c = compiled(opts, "nginx"); return c.check(c, req) end
-function _M.check_hmac(req, opts) local c = compiled(opts, "hmac"); return c.check(c, req) end
+function _M.check_md5(req, opts) local c = compiled(opts, "md5"); local ok, status, reason = c.check(c, req); return ok, status, reason end
+function _M.check_nginx(req, opts) local c = compiled(opts, "nginx"); local ok, status, reason = c.check(c, req); return ok, status, reason end
+function _M.check_hmac(req, opts) local c = compiled(opts, "hmac"); local ok, status, reason = c.check(c, req); return ok, status, reason end
 -- Dispatches on opts.type: "md5" (the default), "nginx" or "hmac".
-function _M.check(req, opts) local c = compiled(opts, nil); return c.check(c, req) end
+function _M.check(req, opts) local c = compiled(opts, nil); local ok, status, reason = c.check(c, req); return ok, status, reason end
 
 _M.MISSING, _M.INVALID, _M.EXPIRED = MISSING, INVALID, EXPIRED
 return _M

@@ -26,6 +26,8 @@ int fe_lua_ffi_b64url_decode(const char *s, size_t n, unsigned char *out);
 size_t fe_lua_ffi_b64url_encode(const unsigned char *raw, size_t n, int pad, char *out);
 int fe_lua_ffi_ct_equal(const char *a, size_t la, const char *b, size_t lb);
 int fe_lua_ffi_digits(const char *s, size_t n);
+int fe_lua_ffi_blank(const char *s, size_t n);
+int fe_lua_ffi_dir_len(const char *path, size_t n);
 int fe_lua_ffi_query_arg(const char *q, size_t qlen, const char *name, size_t nlen, char *out);
 int fe_lua_ffi_ip_parse(const char *s, size_t n, uint32_t w[4]);
 int fe_lua_ffi_ip_in(const uint32_t *nets, int n, const char *s, size_t len);
@@ -136,12 +138,28 @@ function _M.query_arg(q, name)
   local out = buffer(n + 1)
   local len = N.fe_lua_ffi_query_arg(q, n, name, #name, out)
   if len < 0 then return nil end
-  return ffi_string(out, len)
+  local r = ffi_string(out, len); return r
+end
+
+-- True when s is empty or only whitespace (%s: space, \t \n \v \f \r).
+function _M.blank(s)
+  charge(#s)
+  return N.fe_lua_ffi_blank(s, #s) == 1
 end
 
 -- 1 to 15 decimal digits and nothing else.
 function _M.digits(s)
   return type(s) == "string" and N.fe_lua_ffi_digits(s, #s) == 1
+end
+
+-- "/a/b/c.flv" -> "/a/b/": the directory of a file's path; nil for a directory ("/a/b/") or a
+-- path without "/".
+function _M.dir_of(path)
+  if type(path) ~= "string" then return nil end
+  charge(#path)
+  local n = N.fe_lua_ffi_dir_len(path, #path)
+  if n < 0 then return nil end
+  local r = sub(path, 1, n); return r
 end
 
 -- Plain-text split (no patterns); empty fields are kept: split("a,,b", ",") -> {"a", "", "b"}.
@@ -239,7 +257,7 @@ function _M.base64url_encode(raw, pad)
   local n = #raw
   charge(n)
   local out = buffer(4 * math.ceil(n / 3) + 4)
-  return ffi_string(out, N.fe_lua_ffi_b64url_encode(raw, n, pad and 1 or 0, out))
+  local r = ffi_string(out, N.fe_lua_ffi_b64url_encode(raw, n, pad and 1 or 0, out)); return r
 end
 
 -- base64url -> raw bytes, with or without `=` padding. nil for anything else: characters outside
@@ -252,7 +270,7 @@ function _M.base64url_decode(s)
   local out = buffer(n + 3)
   local len = N.fe_lua_ffi_b64url_decode(s, n, out)
   if len < 0 then return nil end
-  return ffi_string(out, len)
+  local r = ffi_string(out, len); return r
 end
 
 -- ---------------------------------------------------------------------------------------------
@@ -288,14 +306,14 @@ local digest = ffi_new("unsigned char[64]")
 function _M.md5(s)
   charge(#s)
   md5_fn(s, #s, digest)
-  return ffi_string(digest, 16)
+  local r = ffi_string(digest, 16); return r
 end
 
 -- Raw 32-byte SHA-256 of s.
 function _M.sha256(s)
   charge(#s)
   sha256_fn(s, #s, digest, 0)
-  return ffi_string(digest, 32)
+  local r = ffi_string(digest, 32); return r
 end
 
 -- Raw 32-byte HMAC-SHA256(key, msg).
@@ -304,7 +322,7 @@ function _M.hmac_sha256(key, msg)
   if crypto.mbedtls_md_hmac(sha256_info, key, #key, msg, #msg, digest) ~= 0 then
     error("hmac_sha256: mbedtls_md_hmac failed", 2)
   end
-  return ffi_string(digest, 32)
+  local r = ffi_string(digest, 32); return r
 end
 
 -- ---------------------------------------------------------------------------------------------
@@ -344,7 +362,7 @@ local function word(i) return bor(words[i], 0) end
 function cidr_mt:match(ip_text)
   local ok = pton(ip_text)
   if not ok then return false end
-  return self:match_words(word(0), word(1), word(2), word(3))
+  local r = self:match_words(word(0), word(1), word(2), word(3)); return r
 end
 
 cidr_mt.__tostring = function(self) return self.text end
