@@ -87,12 +87,13 @@ size_t fe_lua_ffi_b64url_encode(const unsigned char *raw, size_t n, int pad, cha
   return o;
 }
 
-int fe_lua_ffi_ct_equal(const char *a, size_t la, const char *b, size_t lb) {
+int fe_lua_ffi_ct_equal(const void *a, size_t la, const void *b, size_t lb) {
+  const unsigned char *ua = a, *ub = b;
   /* volatile: the compiler must not stop at the first difference. */
   volatile unsigned char diff = la == lb ? 0 : 1;
   for (size_t i = 0; i < lb; i++) {
-    unsigned char ca = la > 0 ? (unsigned char)a[i % la] : 0;
-    diff |= (unsigned char)(ca ^ (unsigned char)b[i]);
+    unsigned char ca = la > 0 ? ua[i % la] : 0;
+    diff |= (unsigned char)(ca ^ ub[i]);
   }
   return diff == 0;
 }

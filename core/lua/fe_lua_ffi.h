@@ -29,7 +29,7 @@ int fe_lua_ffi_b64url_decode(const char *s, size_t n, unsigned char *out);
 size_t fe_lua_ffi_b64url_encode(const unsigned char *raw, size_t n, int pad, char *out);
 
 /** 1 when a equals b, else 0, in time that depends only on lb: pass the secret-derived value as b. */
-int fe_lua_ffi_ct_equal(const char *a, size_t la, const char *b, size_t lb);
+int fe_lua_ffi_ct_equal(const void *a, size_t la, const void *b, size_t lb);
 
 /** 1 when s[0..n) is 1 to 15 decimal digits (a token's expires), else 0. */
 int fe_lua_ffi_digits(const char *s, size_t n);

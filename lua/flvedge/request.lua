@@ -33,8 +33,11 @@ int fe_lua_req_country(fe_req_view *r);
 ]]
 
 local util = require "flvedge.util"
-local parse_query, header_key, query_arg = util.parse_query, util.header_key, util.query_arg
+local charge = require("flvedge.budget").charge
+local parse_query, header_key, buffer, N = util.parse_query, util.header_key, util.buffer, util.native
 local next = next
+-- Tables made per request are made at their usual size: growing one is an allocation each time.
+local new_tab = require "table.new"
 
 local view_t = ffi.typeof("fe_req_view *")
 -- req or req.headers -> the C view, while the phase runs
@@ -75,8 +78,15 @@ args_mt.__index = function(t, name)
       .. "later request needs, not req)", tostring(name)), 2)
   end
   if type(name) ~= "string" then return nil end
-  local v = query_arg(str(view.query) or "", name)
-  if v ~= nil then rawset(t, name, v) end
+  -- util.query_arg, straight from the request's bytes: the query is not made a string.
+  local q = view.query
+  local qn = tonumber(q.len)
+  charge(qn)
+  local out = buffer(qn + 1)
+  local len = N.fe_lua_ffi_query_arg(q.p, qn, name, #name, out)
+  if len < 0 then return nil end
+  local v = ffi_string(out, len)
+  rawset(t, name, v)
   return v
 end
 -- Once every argument is in the table, nothing is left to look up.
@@ -108,12 +118,12 @@ local fields = {
     return nil
   end,
   args = function(v)
-    local a = setmetatable({}, args_mt)
+    local a = setmetatable(new_tab(0, 4), args_mt)
     views[a] = v
     return a
   end,
   headers = function(v)
-    local h = setmetatable({}, headers_mt)
+    local h = setmetatable(new_tab(0, 4), headers_mt)
     views[h] = v
     return h
   end,
@@ -147,7 +157,7 @@ local _M = {}
 
 -- Wraps a C view (its address, as a number). Only the server calls this.
 function _M.new(addr)
-  local req = setmetatable({}, req_mt)
+  local req = setmetatable(new_tab(0, 8), req_mt)
   views[req] = ffi.cast(view_t, addr)
   return req
 end

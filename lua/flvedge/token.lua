@@ -5,6 +5,7 @@
 -- A check returns true, or nil, status, reason: 403 when the token is missing or wrong, 410 when
 -- it is right but expired. Expiry is checked against req.time (the request's arrival), once: an
 -- open live stream is never cut when its token expires.
+local ffi = require "ffi"
 local util = require "flvedge.util"
 local charge = require("flvedge.budget").charge
 
@@ -16,7 +17,7 @@ local floor = math.floor
 local os_time = os.time
 local md5, hmac_sha256, ct_equal = util.md5, util.hmac_sha256, util.ct_equal
 local b64enc, b64dec, unmap_ipv4 = util.base64url_encode, util.base64url_decode, util.unmap_ipv4
-local check_keys, digits, dir_of = util.check_keys, util.digits, util.dir_of
+local check_keys, digits, dir_of, N = util.check_keys, util.digits, util.dir_of, util.native
 
 local _M = {}
 
@@ -98,30 +99,44 @@ local function client_ip(c, req)
   local r = unmap_ipv4(req.client_ip) or ""; return r
 end
 
+-- The client's token decoded, and the digest to compare it with: buffers of this module, so
+-- that a check makes no string of either (digests of at most 32 bytes; a token is refused past
+-- c.max_len = 44 characters, which decode to at most 33 bytes).
+local raw_buf, digest_buf = ffi.new("uint8_t[48]"), ffi.new("uint8_t[32]")
+
 -- md5 and hmac: the exact path first, then (for a file) its directory.
 local function check_signed(c, req)
   local args = req.args
   local tok, etext = args[c.hash_arg], args[c.expires_arg]
   if tok == nil or tok == "" or etext == nil then return nil, 403, MISSING end
   local expires = parse_expires(etext)
-  local raw = #tok <= c.max_len and b64dec(tok)
+  local n, len = #tok, c.digest_len
+  local raw_len = -1
+  if n <= c.max_len then
+    charge(n)
+    raw_len = N.fe_lua_ffi_b64url_decode(tok, n, raw_buf)
+  end
   local path = req.path
-  if not expires or not raw or #raw ~= c.digest_len or type(path) ~= "string" then
+  if not expires or raw_len ~= len or type(path) ~= "string" then
     return nil, 403, INVALID
   end
   local ip = client_ip(c, req)
   charge(#path)
-  local digest, secret, tail = c.digest, c.secret, c.tail
-  local ok = ct_equal(raw, digest(secret, etext .. path .. ip .. tail))
+  local digest_into, secret, tail = c.digest_into, c.secret, c.tail
+  digest_into(secret, etext .. path .. ip .. tail, digest_buf)
+  local ok = N.fe_lua_ffi_ct_equal(raw_buf, len, digest_buf, len) == 1
   if not ok then
     local dir = dir_of(path)
-    ok = dir ~= nil and ct_equal(raw, digest(secret, etext .. dir .. ip .. tail))
+    if dir ~= nil then
+      digest_into(secret, etext .. dir .. ip .. tail, digest_buf)
+      ok = N.fe_lua_ffi_ct_equal(raw_buf, len, digest_buf, len) == 1
+    end
   end
   if not ok then return nil, 403, INVALID end
-  local ok, status, reason = expiry(c, req, expires); return ok, status, reason
+  local ok2, status, reason = expiry(c, req, expires); return ok2, status, reason
 end
 
-local function md5_digest(_, msg) local r = md5(msg); return r end
+local function md5_into(_, msg, out) util.md5_into(msg, out) end
 
 -- nginx: secure_link $arg_<md5_arg>,$arg_<expires_arg>; secure_link_md5 "<template>".
 local function check_template(c, req)
@@ -235,9 +250,9 @@ local function compile(opts, kind)
     if opts.secret_template ~= nil then error("token: secret_template is only for type nginx", 0) end
     c.check = check_signed
     if kind == "md5" then
-      c.digest, c.secret, c.tail = md5_digest, nil, " " .. opts.secret
+      c.digest_into, c.secret, c.tail = md5_into, nil, " " .. opts.secret
     else
-      c.digest, c.secret, c.tail = hmac_sha256, opts.secret, ""
+      c.digest_into, c.secret, c.tail = util.hmac_sha256_into, opts.secret, ""
     end
     -- The longest spelling of a digest: base64url with padding.
     c.max_len = 4 * math.ceil(c.digest_len / 3)

@@ -24,7 +24,7 @@ cdef "int inet_pton(int af, const char *src, void *dst);"
 cdef [[
 int fe_lua_ffi_b64url_decode(const char *s, size_t n, unsigned char *out);
 size_t fe_lua_ffi_b64url_encode(const unsigned char *raw, size_t n, int pad, char *out);
-int fe_lua_ffi_ct_equal(const char *a, size_t la, const char *b, size_t lb);
+int fe_lua_ffi_ct_equal(const void *a, size_t la, const void *b, size_t lb);
 int fe_lua_ffi_digits(const char *s, size_t n);
 int fe_lua_ffi_blank(const char *s, size_t n);
 int fe_lua_ffi_dir_len(const char *path, size_t n);
@@ -309,6 +309,12 @@ function _M.md5(s)
   local r = ffi_string(digest, 16); return r
 end
 
+-- The same into out (16 bytes, the caller's), without making a string.
+function _M.md5_into(s, out)
+  charge(#s)
+  md5_fn(s, #s, out)
+end
+
 -- Raw 32-byte SHA-256 of s.
 function _M.sha256(s)
   charge(#s)
@@ -323,6 +329,14 @@ function _M.hmac_sha256(key, msg)
     error("hmac_sha256: mbedtls_md_hmac failed", 2)
   end
   local r = ffi_string(digest, 32); return r
+end
+
+-- The same into out (32 bytes, the caller's), without making a string.
+function _M.hmac_sha256_into(key, msg, out)
+  charge(#key + #msg)
+  if crypto.mbedtls_md_hmac(sha256_info, key, #key, msg, #msg, out) ~= 0 then
+    error("hmac_sha256: mbedtls_md_hmac failed", 2)
+  end
 end
 
 -- ---------------------------------------------------------------------------------------------

@@ -5,7 +5,14 @@
  * their noise, and small enough for callgrind. Run by tests/bench/policy_bench.py (--micro).
  *
  *   fe_policy_micro -c flvedge.lua -n NRES [-g geo.mmdb] [-a CLIENT_IP] [-i ITER] [-r ROUNDS]
- *                   [-H 'Name: value']... LABEL,RESOURCE,PATH,QUERY,EXPECT...
+ *                   [-m server|budget|bare] [-H 'Name: value']... LABEL,RESOURCE,PATH,QUERY,EXPECT...
+ *
+ * -m says how much of the sandbox is there, to state its cost on its own:
+ *   server  fe_lua_access, as the server calls it: a fresh budget per call (count hook, meter,
+ *           deadline), the memory limit (fe_lua_alloc), the library paying its work (the default);
+ *   budget  the same Lua (boot.lua, the sandboxed policies, the library paying its work into a
+ *           meter) in a plain state: no count hook, LuaJIT's own allocator, lua_pcall;
+ *   bare    as budget, with the library's payments (flvedge.budget.charge) a no-op.
  *
  * RESOURCE is the config's resource index from 0; EXPECT is 0 (admitted) or 1 (denied): a call
  * that answers otherwise stops the run. Prints, per round and case, "round R LABEL NS ns/call";
@@ -16,6 +23,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "geo/fe_geo.h"
 #include "lua/fe_lua.h"
 
 #define FE_MICRO_MAX_CASES 16
@@ -56,8 +68,82 @@ static int fe_micro_parse_case(const char *arg, fe_micro_case *c) {
   return 0;
 }
 
+/* The same as fe_lua_call_interpreted (fe_lua.c): operator code runs called from C. */
+static int fe_micro_call(lua_State *L) {
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+/* A plain state running boot.lua as fe_lua_open does, minus the limits. Returns the state with
+ * boot.access in the registry at *access, or NULL. */
+static lua_State *fe_micro_plain(const char *config, int nres, int bare, fe_lua_meter *meter,
+                                 int *access) {
+  lua_State *L = luaL_newstate();
+  luaL_openlibs(L);
+  if (bare) {
+    /* flvedge.budget with nothing bound: charge() does nothing (what busted runs with). */
+    luaL_dostring(L, "package.preload['flvedge.budget'] = function() "
+                     "local B = dofile('" FE_LUA_DIR "/flvedge/budget.lua'); "
+                     "B.bind = function() end; return B end");
+  }
+  if (luaL_loadfile(L, FE_LUA_DIR "/flvedge/boot.lua") || lua_pcall(L, 0, 1, 0)) {
+    fprintf(stderr, "fe_policy_micro: %s\n", lua_tostring(L, -1));
+    return NULL;
+  }
+  lua_getfield(L, -1, "load");
+  lua_pushstring(L, config);
+  lua_pushnil(L);
+  lua_pushinteger(L, nres);
+  lua_pushstring(L, FE_LUA_DIR);
+  lua_pushstring(L, FE_POLICY_DIR);
+  lua_newtable(L);
+  lua_getglobal(L, "string");
+  const char *fns[] = {"find", "match", "gmatch", "gsub"};
+  for (int i = 0; i < 4; i++) {
+    lua_getfield(L, -1, fns[i]);
+    lua_setfield(L, -3, fns[i]);
+  }
+  lua_pop(L, 1);
+  lua_pushnumber(L, (lua_Number)(uintptr_t)meter);
+  lua_setfield(L, -2, "meter");
+  lua_pushnumber(L, (lua_Number)(64 << 20));
+  lua_setfield(L, -2, "memory_limit");
+  lua_pushcfunction(L, fe_micro_call);
+  lua_setfield(L, -2, "call");
+  if (lua_pcall(L, 6, 1, 0)) {
+    fprintf(stderr, "fe_policy_micro: %s\n", lua_tostring(L, -1));
+    return NULL;
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, -1, "access");
+  *access = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_settop(L, 0);
+  return L;
+}
+
+/* boot.access(i, id, view) in the plain state: 0 admitted, 1 denied, -1 failed. */
+static int fe_micro_plain_access(lua_State *L, int access, fe_lua_meter *meter, int resource,
+                                 uint64_t id, fe_req_view *v) {
+  meter->left = INT64_MAX / 2;
+  meter->active = 1;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, access);
+  lua_pushinteger(L, resource + 1);
+  lua_pushnumber(L, (lua_Number)id);
+  lua_pushnumber(L, (lua_Number)(uintptr_t)v);
+  int rc = lua_pcall(L, 3, 3, 0);
+  meter->active = 0;
+  if (rc) {
+    fprintf(stderr, "fe_policy_micro: %s\n", lua_tostring(L, -1));
+    lua_settop(L, 0);
+    return -1;
+  }
+  rc = lua_isnil(L, -3) ? 0 : 1;
+  lua_settop(L, 0);
+  return rc;
+}
+
 int main(int argc, char **argv) {
-  const char *config = NULL, *geo = NULL, *ip = "127.0.0.1";
+  const char *config = NULL, *geo = NULL, *ip = "127.0.0.1", *mode = "server";
   int nres = 0, rounds = 5;
   long iters = 200000;
   char heads[4096];
@@ -82,6 +168,8 @@ int main(int argc, char **argv) {
         iters = atol(v);
       else if (!strcmp(a, "-r"))
         rounds = atoi(v);
+      else if (!strcmp(a, "-m"))
+        mode = v;
       else if (!strcmp(a, "-H") && nhdr < FE_MICRO_MAX_HEADERS) {
         const char *colon = strchr(v, ':');
         size_t n = strlen(v);
@@ -106,15 +194,30 @@ int main(int argc, char **argv) {
   if (!config || nres <= 0 || ncases == 0)
     goto usage;
 
+  int server = !strcmp(mode, "server"), bare = !strcmp(mode, "bare");
+  if (!server && !bare && strcmp(mode, "budget"))
+    goto usage;
   fe_lua_opts opts = {.config_path = config, .nresources = nres, .lua_dir = FE_LUA_DIR,
                       .policy_dir = FE_POLICY_DIR, .budget = 1000000, .geoip_db = geo};
   char err[512];
-  fe_lua *L = fe_lua_open(&opts, err, sizeof(err));
-  if (!L) {
+  fe_lua *L = NULL;
+  lua_State *P = NULL;
+  fe_geo *G = NULL;
+  static fe_lua_meter meter;
+  int access = 0;
+  if (server)
+    L = fe_lua_open(&opts, err, sizeof(err));
+  else if (!(P = fe_micro_plain(config, nres, bare, &meter, &access)))
+    return 1;
+  if (server && !L) {
     fprintf(stderr, "fe_policy_micro: %s\n", err);
     return 1;
   }
-  fe_req_view v = {.base = heads, .headers = hdr, .nheaders = nhdr};
+  if (!server && geo && !(G = fe_geo_open(geo, err, sizeof(err)))) {
+    fprintf(stderr, "fe_policy_micro: %s\n", err);
+    return 1;
+  }
+  fe_req_view v = {.base = heads, .headers = hdr, .nheaders = nhdr, .geo = G};
   v.method = (fe_str){"GET", 3};
   v.host = (fe_str){"127.0.0.1", 9};
   v.client_ip = (fe_str){ip, strlen(ip)};
@@ -131,13 +234,17 @@ int main(int argc, char **argv) {
         fe_lua_deny deny;
         v.time = (double)time(NULL);
         v.country_state = 0; /* each request looks its country up again, as a new one would */
-        int rc = fe_lua_access(L, c->resource, id++, &v, &deny);
-        if (rc == 1)
-          fe_lua_deny_free(&deny);
+        int rc;
+        if (server) {
+          rc = fe_lua_access(L, c->resource, id++, &v, &deny);
+          if (rc == 1)
+            fe_lua_deny_free(&deny);
+        } else {
+          rc = fe_micro_plain_access(P, access, &meter, c->resource, id++, &v);
+        }
         if (rc != c->expect) {
           fprintf(stderr, "fe_policy_micro: %s: access returned %d, expected %d\n", c->label, rc,
                   c->expect);
-          fe_lua_unref(L);
           return 1;
         }
       }
@@ -147,9 +254,12 @@ int main(int argc, char **argv) {
     }
   }
   fe_lua_unref(L);
+  if (P)
+    lua_close(P);
+  fe_geo_close(G);
   return 0;
 usage:
   fprintf(stderr, "usage: fe_policy_micro -c CONFIG -n NRES [-g GEO] [-a IP] [-i ITER] [-r ROUNDS] "
-                  "[-H 'Name: value']... LABEL,RESOURCE,PATH,QUERY,EXPECT...\n");
+                  "[-m server|budget|bare] [-H 'Name: value']... LABEL,RESOURCE,PATH,QUERY,EXPECT...\n");
   return 2;
 }
