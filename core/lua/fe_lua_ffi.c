@@ -291,6 +291,13 @@ static unsigned char fe_lower(unsigned char c) {
 
 int fe_lua_ffi_find_any(const char *s, size_t len, const char *set, size_t setlen, int ci) {
   const unsigned char *u = (const unsigned char *)s;
+  char low[1024];
+  if (ci && len <= sizeof(low)) { /* the usual User-Agent: lowercase it once, then memmem */
+    for (size_t i = 0; i < len; i++)
+      low[i] = (char)fe_lower(u[i]);
+    s = low;
+    ci = 0;
+  }
   for (size_t k = 0; k < setlen;) {
     size_t n = (unsigned char)set[k];
     const unsigned char *lit = (const unsigned char *)set + k + 1;

@@ -174,6 +174,16 @@ function _M.load(config_path, quick_policy, nres, lua_dir, policy_dir, native)
   local params = jit_params()
   local log_path = os.getenv("FLVEDGE_JIT_LOG")
   if log_path and log_path ~= "" then jit_log(log_path, params) end
+  -- FLVEDGE_JIT_PROFILE=<file>: LuaJIT's profiler (-jp) over this state's life, written when the
+  -- state closes (FLVEDGE_JIT_PROFILE_MODE: its flags).
+  local prof_path = os.getenv("FLVEDGE_JIT_PROFILE")
+  if prof_path and prof_path ~= "" then
+    local p = require "jit.p"
+    p.start(os.getenv("FLVEDGE_JIT_PROFILE_MODE") or "Fl", prof_path)
+    local sentinel = newproxy(true)
+    getmetatable(sentinel).__gc = function() p.stop() end
+    _M.profile_sentinel = sentinel
+  end
   -- FLVEDGE_JIT_DUMP=<file>: LuaJIT's -jdump of this state (FLVEDGE_JIT_DUMP_MODE: its flags).
   local dump_path = os.getenv("FLVEDGE_JIT_DUMP")
   if dump_path and dump_path ~= "" then
