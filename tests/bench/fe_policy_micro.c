@@ -68,6 +68,12 @@ static int fe_micro_parse_case(const char *arg, fe_micro_case *c) {
   return 0;
 }
 
+/* FLVEDGE_LUA_DIR / FLVEDGE_POLICY_DIR, as the server reads them (another tree's Lua, to compare). */
+static const char *fe_micro_dir(const char *env, const char *def) {
+  const char *v = getenv(env);
+  return v && *v ? v : def;
+}
+
 /* The same as fe_lua_call_interpreted (fe_lua.c): operator code runs called from C. */
 static int fe_micro_call(lua_State *L) {
   lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
@@ -78,15 +84,20 @@ static int fe_micro_call(lua_State *L) {
  * boot.access in the registry at *access, or NULL. */
 static lua_State *fe_micro_plain(const char *config, int nres, int bare, fe_lua_meter *meter,
                                  int *access) {
+  const char *lua_dir = fe_micro_dir("FLVEDGE_LUA_DIR", FE_LUA_DIR);
+  char path[4096];
   lua_State *L = luaL_newstate();
   luaL_openlibs(L);
   if (bare) {
     /* flvedge.budget with nothing bound: charge() does nothing (what busted runs with). */
-    luaL_dostring(L, "package.preload['flvedge.budget'] = function() "
-                     "local B = dofile('" FE_LUA_DIR "/flvedge/budget.lua'); "
-                     "B.bind = function() end; return B end");
+    snprintf(path, sizeof(path),
+             "package.preload['flvedge.budget'] = function() local B = dofile('%s/flvedge/budget.lua'); "
+             "B.bind = function() end; return B end",
+             lua_dir);
+    luaL_dostring(L, path);
   }
-  if (luaL_loadfile(L, FE_LUA_DIR "/flvedge/boot.lua") || lua_pcall(L, 0, 1, 0)) {
+  snprintf(path, sizeof(path), "%s/flvedge/boot.lua", lua_dir);
+  if (luaL_loadfile(L, path) || lua_pcall(L, 0, 1, 0)) {
     fprintf(stderr, "fe_policy_micro: %s\n", lua_tostring(L, -1));
     return NULL;
   }
@@ -94,8 +105,8 @@ static lua_State *fe_micro_plain(const char *config, int nres, int bare, fe_lua_
   lua_pushstring(L, config);
   lua_pushnil(L);
   lua_pushinteger(L, nres);
-  lua_pushstring(L, FE_LUA_DIR);
-  lua_pushstring(L, FE_POLICY_DIR);
+  lua_pushstring(L, lua_dir);
+  lua_pushstring(L, fe_micro_dir("FLVEDGE_POLICY_DIR", FE_POLICY_DIR));
   lua_newtable(L);
   lua_getglobal(L, "string");
   const char *fns[] = {"find", "match", "gmatch", "gsub"};
@@ -197,8 +208,12 @@ int main(int argc, char **argv) {
   int server = !strcmp(mode, "server"), bare = !strcmp(mode, "bare");
   if (!server && !bare && strcmp(mode, "budget"))
     goto usage;
-  fe_lua_opts opts = {.config_path = config, .nresources = nres, .lua_dir = FE_LUA_DIR,
-                      .policy_dir = FE_POLICY_DIR, .budget = 1000000, .geoip_db = geo};
+  fe_lua_opts opts = {.config_path = config,
+                      .nresources = nres,
+                      .lua_dir = fe_micro_dir("FLVEDGE_LUA_DIR", FE_LUA_DIR),
+                      .policy_dir = fe_micro_dir("FLVEDGE_POLICY_DIR", FE_POLICY_DIR),
+                      .budget = 1000000,
+                      .geoip_db = geo};
   char err[512];
   fe_lua *L = NULL;
   lua_State *P = NULL;
