@@ -1,4 +1,3 @@
-#define _GNU_SOURCE /* memmem */
 #include "lua/fe_lua_ffi.h"
 
 #include <arpa/inet.h>
@@ -154,6 +153,13 @@ static unsigned char fe_query_byte(const char **p, const char *e) {
 /* 1 when [s, e) decodes to name; 0 also when it decodes to "" (such pieces are skipped). */
 static int fe_query_name_is(const char *s, const char *e, const char *name, size_t nlen) {
   size_t i = 0;
+  /* Plain bytes first (the usual name has no escape), then decoding from the first `%` or `+`. */
+  while (s < e && i < nlen && *s == name[i] && *s != '%' && *s != '+') {
+    s++;
+    i++;
+  }
+  if (s < e && *s != '%' && *s != '+')
+    return 0;
   while (s < e) {
     if (i == nlen || fe_query_byte(&s, e) != (unsigned char)name[i])
       return 0;
@@ -230,8 +236,8 @@ static int fe_scheme_byte(unsigned char c) {
 
 int fe_lua_ffi_referer_host(const char *ref, size_t len, char *out, size_t cap) {
   const char *p = ref, *end = ref + len;
-  for (const char *s = ref; s + 3 <= end; s++) {
-    if (s[0] == ':' && s[1] == '/' && s[2] == '/') {
+  for (const char *s = ref; (s = memchr(s, ':', (size_t)(end - s))) && s + 3 <= end; s++) {
+    if (s[1] == '/' && s[2] == '/') {
       const char *c = ref;
       while (c < s && fe_scheme_byte((unsigned char)*c))
         c++;
@@ -268,6 +274,26 @@ int fe_lua_ffi_referer_host(const char *ref, size_t len, char *out, size_t cap) 
   return (int)n;
 }
 
+static unsigned char fe_lower(unsigned char c) {
+  return c >= 'A' && c <= 'Z' ? (unsigned char)(c + 32) : c;
+}
+
+/* Whether needle occurs in hay: memchr for its first byte, then memcmp. For the short strings
+ * here (a header, a host) this beats glibc's memmem, whose setup cost more than the search. */
+static int fe_contains(const char *hay, size_t n, const char *needle, size_t m) {
+  if (m == 0)
+    return 1;
+  for (const char *p = hay, *last = hay + n; m <= (size_t)(last - p);) {
+    p = memchr(p, needle[0], (size_t)(last - p) - m + 1);
+    if (!p)
+      return 0;
+    if (memcmp(p + 1, needle + 1, m - 1) == 0)
+      return 1;
+    p++;
+  }
+  return 0;
+}
+
 int fe_lua_ffi_suffix_in(const char *host, size_t len, const char *set, size_t setlen) {
   char needle[260];
   if (len + 2 > sizeof(needle))
@@ -279,20 +305,16 @@ int fe_lua_ffi_suffix_in(const char *host, size_t len, const char *set, size_t s
     needle[0] = '\n';
     memcpy(needle + 1, host + i, n);
     needle[n + 1] = '\n';
-    if (memmem(set, setlen, needle, n + 2))
+    if (fe_contains(set, setlen, needle, n + 2))
       return 1;
   }
   return 0;
 }
 
-static unsigned char fe_lower(unsigned char c) {
-  return c >= 'A' && c <= 'Z' ? (unsigned char)(c + 32) : c;
-}
-
 int fe_lua_ffi_find_any(const char *s, size_t len, const char *set, size_t setlen, int ci) {
   const unsigned char *u = (const unsigned char *)s;
   char low[1024];
-  if (ci && len <= sizeof(low)) { /* the usual User-Agent: lowercase it once, then memmem */
+  if (ci && len <= sizeof(low)) { /* the usual User-Agent: lowercase it once, then search */
     for (size_t i = 0; i < len; i++)
       low[i] = (char)fe_lower(u[i]);
     s = low;
@@ -305,7 +327,7 @@ int fe_lua_ffi_find_any(const char *s, size_t len, const char *set, size_t setle
     if (n == 0 || k > setlen || n > len)
       continue;
     if (!ci) {
-      if (memmem(s, len, lit, n))
+      if (fe_contains(s, len, (const char *)lit, n))
         return 1;
       continue;
     }

@@ -15,7 +15,7 @@ local format, find, sub, match = string.format, string.find, string.sub, string.
 local concat = table.concat
 local floor = math.floor
 local os_time = os.time
-local md5, hmac_sha256, ct_equal = util.md5, util.hmac_sha256, util.ct_equal
+local md5, hmac_sha256, ct_equal = util.md5, util.hmac_sha256, util.ct_equal -- signing, nginx type
 local b64enc, b64dec, unmap_ipv4 = util.base64url_encode, util.base64url_decode, util.unmap_ipv4
 local check_keys, digits, dir_of, N = util.check_keys, util.digits, util.dir_of, util.native
 
@@ -290,11 +290,31 @@ local function compiled(opts, kind)
   return c
 end
 
-function _M.check_md5(req, opts) local c = compiled(opts, "md5"); local ok, status, reason = c.check(c, req); return ok, status, reason end
-function _M.check_nginx(req, opts) local c = compiled(opts, "nginx"); local ok, status, reason = c.check(c, req); return ok, status, reason end
-function _M.check_hmac(req, opts) local c = compiled(opts, "hmac"); local ok, status, reason = c.check(c, req); return ok, status, reason end
+-- (No tail calls on the request path: each counts towards LuaJIT's loop unroll limit, see
+-- docs/policy-performance.md.)
+local function check_as(kind, req, opts)
+  local c = compiled(opts, kind)
+  local ok, status, reason = c.check(c, req)
+  return ok, status, reason
+end
+
+function _M.check_md5(req, opts)
+  local ok, status, reason = check_as("md5", req, opts)
+  return ok, status, reason
+end
+function _M.check_nginx(req, opts)
+  local ok, status, reason = check_as("nginx", req, opts)
+  return ok, status, reason
+end
+function _M.check_hmac(req, opts)
+  local ok, status, reason = check_as("hmac", req, opts)
+  return ok, status, reason
+end
 -- Dispatches on opts.type: "md5" (the default), "nginx" or "hmac".
-function _M.check(req, opts) local c = compiled(opts, nil); local ok, status, reason = c.check(c, req); return ok, status, reason end
+function _M.check(req, opts)
+  local ok, status, reason = check_as(nil, req, opts)
+  return ok, status, reason
+end
 
 _M.MISSING, _M.INVALID, _M.EXPIRED = MISSING, INVALID, EXPIRED
 return _M

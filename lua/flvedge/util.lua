@@ -11,14 +11,13 @@ local type, tonumber, tostring, error, pcall, pairs, ipairs, setmetatable = type
   error, pcall, pairs, ipairs, setmetatable
 local byte, char, sub, find, gsub, format, match = string.byte, string.char, string.sub,
   string.find, string.gsub, string.format, string.match
-local band, bor, bxor, lshift, rshift = bit.band, bit.bor, bit.bxor, bit.lshift, bit.rshift
+local band, bor, lshift, rshift = bit.band, bit.bor, bit.lshift, bit.rshift
 local ffi_string, ffi_new = ffi.string, ffi.new
 
 local _M = {}
 
 -- Each declaration on its own: another module may have declared the same function already.
 local function cdef(decl) pcall(ffi.cdef, decl) end
-cdef "int inet_pton(int af, const char *src, void *dst);"
 -- The loops of this library, in C (core/lua/fe_lua_ffi.h): loops in Lua on the request path are
 -- where LuaJIT's traces abort and get blacklisted (docs/policy-performance.md).
 cdef [[
