@@ -6,6 +6,9 @@
 -- The Gcore API names (policy_type, excepted_values) are accepted too, and enabled = false gives
 -- a list that admits everything. :check(req) returns true, or nil, 403, reason.
 -- Bad settings raise at compile time, naming the value, so a reload with a bad script is refused.
+-- What runs per request keeps to the rules that let LuaJIT compile it whole, on either build
+-- (docs/policy-performance.md): no loops (they are in C, core/lua/fe_lua_ffi.c), no tail calls
+-- (`local r = f(x); return r`), no Lua patterns.
 local util = require "flvedge.util"
 local geo = require "flvedge.geo"
 local budget = require "flvedge.budget"

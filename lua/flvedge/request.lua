@@ -6,6 +6,9 @@
 -- ends, and a lazy read after that raises "request is finished" instead of reading memory that
 -- belongs to someone else by then. The view is held here, out of the policy's reach (a policy
 -- that could index the cdata could read any memory).
+-- What runs per request keeps to the rules that let LuaJIT compile it whole, on either build
+-- (docs/policy-performance.md): no loops (they are in C, core/lua/fe_lua_ffi.c), no tail calls
+-- (`local r = f(x); return r`), no Lua patterns.
 local ffi = require "ffi"
 
 local C = ffi.C

@@ -5,6 +5,9 @@
 -- A check returns true, or nil, status, reason: 403 when the token is missing or wrong, 410 when
 -- it is right but expired. Expiry is checked against req.time (the request's arrival), once: an
 -- open live stream is never cut when its token expires.
+-- What runs per request keeps to the rules that let LuaJIT compile it whole, on either build
+-- (docs/policy-performance.md): no loops (they are in C, core/lua/fe_lua_ffi.c), no tail calls
+-- (`local r = f(x); return r`), no Lua patterns.
 local ffi = require "ffi"
 local util = require "flvedge.util"
 local charge = require("flvedge.budget").charge

@@ -3,6 +3,9 @@
 -- compiled IPv4/IPv6 CIDR matchers. Nothing here raises on bad request input: garbage in gives
 -- nil or an empty result. Bad settings (a CIDR that does not parse) raise, at compile time.
 -- Functions whose work grows with their input pay for it from the hook's budget (flvedge.budget).
+-- What runs per request keeps to the rules that let LuaJIT compile it whole, on either build
+-- (docs/policy-performance.md): no loops (they are in C, core/lua/fe_lua_ffi.c), no tail calls
+-- (`local r = f(x); return r`), no Lua patterns.
 local ffi = require "ffi"
 local bit = require "bit"
 local charge = require("flvedge.budget").charge

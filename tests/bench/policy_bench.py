@@ -438,6 +438,11 @@ def report(args, scenarios, runs, jit_log):
     print(f"req/s with the token, flvedge / nginx+lua: {spread(ratio_rps)}; target >= {TOKEN_RPS_MIN}: "
           f"{'met' if statistics.median(ratio_rps) >= TOKEN_RPS_MIN else 'MISSED'} (median), "
           f"{sum(r >= TOKEN_RPS_MIN for r in ratio_rps)} of {len(ratio_rps)} rounds")
+    # What one saturated core would serve (1 / CPU per request): wrk's own req/s also moves with
+    # the load on wrk's core.
+    cap = [y[0] / x[0] for x, y in zip(runs["fe_tok"], runs["ng_tok"])]
+    print(f"capacity with the token (1e6 / us per request), flvedge / nginx+lua: {spread(cap)}; "
+          f"{sum(r >= TOKEN_RPS_MIN for r in cap)} of {len(cap)} rounds >= {TOKEN_RPS_MIN}")
     med = {k: statistics.median(r for _, r in runs[k]) for k in runs}
     print(f"req/s flvedge / nginx (medians): no policy {med['fe_open'] / med['ng_open']:.2f}x, "
           f"full chain vs nginx token {med['fe_chain'] / med['ng_tok']:.2f}x, "
