@@ -151,9 +151,10 @@ end
 
 -- The JIT's limits, the same on every build: Debian's LuaJIT and OpenResty's luajit2 ship
 -- different defaults (maxtrace 1000 / 8000, maxrecord 4000 / 16000, minstitch 0 / 3, maxmcode
--- 512 / 40960 KB), and with Debian's a hook's trace ran out of room ("trace too long") where
--- luajit2's did not (docs/policy-performance.md). FLVEDGE_JIT_OPT="name=value,..." overrides them
--- (for measuring).
+-- 512 / 40960 KB), so that a long hook's trace could run out of room ("trace too long") and be
+-- blacklisted on one build and not on the other (docs/policy-performance.md). These are
+-- luajit2's, with room for more constants and snapshots. FLVEDGE_JIT_OPT="name=value,..."
+-- overrides them (for measuring).
 local JIT_OPT = { "maxtrace=8000", "maxrecord=16000", "maxirconst=1000", "maxsnap=1000",
   "minstitch=3", "maxmcode=40960" }
 
