@@ -9,7 +9,7 @@ local token = require "flvedge.token"
 local acl = require "flvedge.acl"
 local util = require "flvedge.util"
 
-local type, error, pcall, tostring, require, assert = type, error, pcall, tostring, require, assert
+local type, error, pcall, tostring, require = type, error, pcall, tostring, require
 local deny_body = util.deny_body
 
 local KEYS = { token = true, acl = true, origin = true }
@@ -28,21 +28,13 @@ return function(settings)
     check = fn
   end
   local lists = settings.acl ~= nil and acl.compile(settings.acl, "chain: acl") or {}
-  -- Straight-line code over at most four lists (acl.compile gives one per kind), not a loop nor
-  -- a chain of closures of one prototype: LuaJIT stops a trace at both ("loop unroll limit",
-  -- "inner loop in root trace"), so that part of the chain ran interpreted from one run to the
-  -- next (docs/policy-performance.md).
-  assert(#lists <= 4, "chain: acl.compile gave more than four lists")
-  local l1, l2, l3, l4 = lists[1], lists[2], lists[3], lists[4]
+  local lists_check = acl.checker(lists) -- nil without lists
   local policy = {}
-  if check or l1 then
+  if check or lists_check then
     policy.access = function(req)
       local ok, status, reason = true, nil, nil
       if check then ok, status, reason = check(req) end
-      if ok and l1 then ok, status, reason = l1:check(req) end
-      if ok and l2 then ok, status, reason = l2:check(req) end
-      if ok and l3 then ok, status, reason = l3:check(req) end
-      if ok and l4 then ok, status, reason = l4:check(req) end
+      if ok and lists_check then ok, status, reason = lists_check(req) end
       if not ok then return status, deny_body(status, reason) end
       return nil
     end
