@@ -28,6 +28,12 @@ def token(path, expires):
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def nginx_signed(path, expires):
+    """secure_link_md5 "$secure_link_expires$uri$remote_addr $http_x_key <secret>", X-Key absent."""
+    raw = hashlib.md5(("%d%s127.0.0.1  %s" % (expires, path, SECRET)).encode()).digest()
+    return "%s?md5=%s&expires=%d" % (path, base64.urlsafe_b64encode(raw).decode().rstrip("="), expires)
+
+
 class PolicyJitTest(EdgeTestCase):
     def edge(self, resources, env=None):
         work = tempfile.mkdtemp(prefix="flvedge-jit-")
@@ -53,7 +59,10 @@ class PolicyJitTest(EdgeTestCase):
       policy = "chain", policy_settings = %s },
     { name = "deny", prefix = "/deny/", type = "static", root = "@WWW@",
       policy = { access = function(req) return 403 end } },
-""" % (SECRET, chain)
+    { name = "ngx", prefix = "/ngx/", type = "static", root = "@WWW@",
+      policy = "secure_token", policy_settings = { type = "nginx",
+        secret_template = "$secure_link_expires$uri$remote_addr $http_x_key %s" } },
+""" % (SECRET, chain, SECRET)
         log = os.path.join(tempfile.mkdtemp(prefix="flvedge-jitlog-"), "jit.log")
         edge, _ = self.edge(resources, env={"FLVEDGE_JIT_LOG": log})
         exp = int(time.time()) + 3600
@@ -66,6 +75,8 @@ class PolicyJitTest(EdgeTestCase):
             (good("/chain/f.bin"), UA, "https://evil.example.org/", 403),
             ("/chain/f.bin?md5=AAAAAAAAAAAAAAAAAAAAAA&expires=%d" % exp, UA, REF, 403),
             ("/deny/f.bin", UA, REF, 403),
+            (nginx_signed("/ngx/f.bin", exp), UA, REF, 200),
+            ("/ngx/f.bin?md5=AAAAAAAAAAAAAAAAAAAAAA&expires=%d" % exp, UA, REF, 403),
         ]
         conn = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=10)
         self.addCleanup(conn.close)
