@@ -410,21 +410,8 @@ function _M.parse_cidr(text)
   return setmetatable(m, cidr_mt)
 end
 
--- Compiles a list of CIDR strings; raises naming the first bad one (what: where it came from).
-function _M.compile_cidrs(list, what)
-  what = what or "cidr"
-  if type(list) ~= "table" then error(format("%s: expected a list of CIDRs, got %s", what, type(list)), 0) end
-  local out = {}
-  for i, text in ipairs(list) do
-    local m, err = _M.parse_cidr(text)
-    if not m then error(format("%s[%d]: %s", what, i, err), 0) end
-    out[i] = m
-  end
-  return out
-end
-
--- A list's networks as C reads them (8 words each), made on the list's first use and remade
--- when its length changes.
+-- A list's networks as C reads them (8 words each): made by compile_cidrs, or on a list's first
+-- use, and again when its length changes.
 local nets_of = setmetatable({}, { __mode = "k" })
 local function nets(list)
   local c = nets_of[list]
@@ -437,6 +424,20 @@ local function nets(list)
   end
   nets_of[list] = c
   return c
+end
+
+-- Compiles a list of CIDR strings; raises naming the first bad one (what: where it came from).
+function _M.compile_cidrs(list, what)
+  what = what or "cidr"
+  if type(list) ~= "table" then error(format("%s: expected a list of CIDRs, got %s", what, type(list)), 0) end
+  local out = {}
+  for i, text in ipairs(list) do
+    local m, err = _M.parse_cidr(text)
+    if not m then error(format("%s[%d]: %s", what, i, err), 0) end
+    out[i] = m
+  end
+  nets(out) -- now rather than on the first request: the JIT would meet its loops there
+  return out
 end
 
 -- True when ip_text is inside any matcher of the list (from parse_cidr / compile_cidrs).
