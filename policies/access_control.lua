@@ -17,14 +17,12 @@ return function(settings)
   if type(settings) ~= "table" or next(settings) == nil then
     error("access_control: settings need at least one of ip, referer, user_agent, country", 0)
   end
-  local lists = acl.compile(settings, "access_control")
-  local n = #lists
+  local check = acl.checker(acl.compile(settings, "access_control"))
+  if not check then return { access = function() return nil end } end -- every list disabled
   return {
     access = function(req)
-      for i = 1, n do
-        local ok, status, reason = lists[i]:check(req)
-        if not ok then return status, deny_body(status, reason) end
-      end
+      local ok, status, reason = check(req)
+      if not ok then return status, deny_body(status, reason) end
       return nil
     end,
   }

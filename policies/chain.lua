@@ -28,18 +28,14 @@ return function(settings)
     check = fn
   end
   local lists = settings.acl ~= nil and acl.compile(settings.acl, "chain: acl") or {}
-  local n = #lists
+  local lists_check = acl.checker(lists) -- nil without lists
   local policy = {}
-  if check or n > 0 then
+  if check or lists_check then
     policy.access = function(req)
-      if check then
-        local ok, status, reason = check(req)
-        if not ok then return status, deny_body(status, reason) end
-      end
-      for i = 1, n do
-        local ok, status, reason = lists[i]:check(req)
-        if not ok then return status, deny_body(status, reason) end
-      end
+      local ok, status, reason = true, nil, nil
+      if check then ok, status, reason = check(req) end
+      if ok and lists_check then ok, status, reason = lists_check(req) end
+      if not ok then return status, deny_body(status, reason) end
       return nil
     end
   end

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "log/fe_log.h"
+#include "lua/fe_lua_ffi.h"
 #include "lua/fe_lua_pattern.h"
 
 /* The count hook runs every FE_LUA_TICK VM instructions and pays them from the meter. */
@@ -176,10 +177,22 @@ static int fe_lua_get_ref(lua_State *L, int table, const char *name) {
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-/* What boot.load gets from C: the meter's address, the paying pattern functions, the limits. */
+/* call(f, ...): f(...) with every result, called from C. boot.lua calls operator code (which the
+ * JIT may not compile) through it: a trace that reaches a C function ends there and LuaJIT stitches
+ * a new one after it, where reaching operator code itself would abort the trace and, repeated,
+ * blacklist boot.lua's dispatch for every resource. */
+static int fe_lua_call_interpreted(lua_State *L) {
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+/* What boot.load gets from C: the meter's address, the paying pattern functions, the limits, the
+ * call through C. */
 static void fe_lua_push_native(fe_lua *F) {
   lua_State *L = F->L;
   fe_lua_pattern_push(L, &F->meter);
+  lua_pushcfunction(L, fe_lua_call_interpreted);
+  lua_setfield(L, -2, "call");
   lua_pushnumber(L, (lua_Number)(uintptr_t)&F->meter);
   lua_setfield(L, -2, "meter");
   lua_pushnumber(L, (lua_Number)F->mem_limit);
@@ -531,6 +544,17 @@ int fe_lua_cache(fe_lua *F, int resource, uint64_t id, fe_req_view *req,
 }
 
 /* ---- FFI entry points ---------------------------------------------------------------------- */
+
+/* Lua finds the library's C side (fe_lua_ffi.c) by name only: referenced here, so that the linker
+ * keeps it in every program that opens a state. */
+__attribute__((used)) static const void *const fe_lua_ffi_keep[] = {
+    (const void *)fe_lua_ffi_b64url_decode, (const void *)fe_lua_ffi_b64url_encode,
+    (const void *)fe_lua_ffi_ct_equal,      (const void *)fe_lua_ffi_digits,
+    (const void *)fe_lua_ffi_dir_len,       (const void *)fe_lua_ffi_blank,
+    (const void *)fe_lua_ffi_query_arg,     (const void *)fe_lua_ffi_ip_parse,
+    (const void *)fe_lua_ffi_ip_in,         (const void *)fe_lua_ffi_referer_host,
+    (const void *)fe_lua_ffi_suffix_in,     (const void *)fe_lua_ffi_find_any,
+};
 
 int fe_lua_req_header(const fe_req_view *r, const char *name, size_t nlen, const char **out, size_t *len) {
   const fe_span *v = fe_header_find(r->base, r->headers, r->nheaders, name, nlen);

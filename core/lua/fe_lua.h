@@ -27,7 +27,7 @@ typedef struct fe_req_view {
   int nheaders;
   fe_str method, path, query, host, stream, resource, client_ip, server_ip;
   double time;              /* Unix seconds */
-  const fe_geo *geo;        /* may be NULL */
+  fe_geo *geo;              /* may be NULL; the lookup caches in it (one per loop) */
   int8_t country_state;     /* 0 not looked up yet, 1 found, -1 none */
   char country[3];
 } fe_req_view;

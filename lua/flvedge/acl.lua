@@ -6,6 +6,9 @@
 -- The Gcore API names (policy_type, excepted_values) are accepted too, and enabled = false gives
 -- a list that admits everything. :check(req) returns true, or nil, 403, reason.
 -- Bad settings raise at compile time, naming the value, so a reload with a bad script is refused.
+-- What runs per request keeps to the rules that let LuaJIT compile it whole, on either build
+-- (docs/policy-performance.md): no loops (they are in C, core/lua/fe_lua_ffi.c), no tail calls
+-- (`local r = f(x); return r`), no Lua patterns.
 local util = require "flvedge.util"
 local geo = require "flvedge.geo"
 local budget = require "flvedge.budget"
@@ -14,7 +17,9 @@ local type, tostring, error, ipairs, pairs, setmetatable, pcall = type, tostring
   pairs, setmetatable, pcall
 local format, find, sub, lower, match, byte, gsub = string.format, string.find, string.sub,
   string.lower, string.match, string.byte, string.gsub
-local ip_in, check_keys = util.ip_in, util.check_keys
+local ip_in, check_keys, blank = util.ip_in, util.check_keys, util.blank
+local N, buffer, ffi_string = util.native, util.buffer, require("ffi").string
+local concat, char = table.concat, string.char
 local charge, bounded_find = budget.charge, budget.find
 
 local _M = {}
@@ -68,50 +73,33 @@ end
 -- ---------------------------------------------------------------------------------------------
 -- Referer
 
--- The host of a Referer: scheme optional, userinfo and port dropped, lowercase. "" when there
--- is none ("http:///x", "?q").
+-- The host of a Referer: scheme optional, userinfo and port dropped, lowercase, a trailing dot
+-- dropped. "" when there is none ("http:///x", "?q").
 local function referer_host(ref)
-  charge(#ref)
-  local s = find(ref, "://", 1, true)
-  local rest = ref
-  if s and not find(sub(ref, 1, s - 1), "[^%w+.-]") then rest = sub(ref, s + 3) end
-  local host = match(rest, "^[^/?#]*")
-  local at = find(host, "@[^@]*$")
-  if at then host = sub(host, at + 1) end
-  if byte(host, 1) == 91 then -- [ipv6]:port
-    host = match(host, "^(%[[^%]]*%])") or ""
-  else
-    host = match(host, "^[^:]*")
-  end
-  if find(host, "%u") then host = lower(host) end
-  if byte(host, -1) == 46 then host = sub(host, 1, -2) end -- trailing dot
-  return host
+  local n = #ref
+  charge(n)
+  local out = buffer(n + 1)
+  local r = ffi_string(out, N.fe_lua_ffi_referer_host(ref, n, out, n)); return r
 end
 _M.referer_host = referer_host
 
 -- A host name has at most 253 characters (RFC 1035): a longer one is in no suffix list, and the
--- walk below, a substring per dot, stays small (it is quadratic in the dots: 8 KB of "." in a
--- Referer took a whole lua_budget, and the request a 500).
+-- walk over its dots stays small (8 KB of "." in a Referer once took a whole lua_budget).
 local MAX_HOST = 253
 
 local function host_listed(self, host)
   if self.exact[host] then return true end
-  if #host > MAX_HOST then return false end
-  local suffixes = self.suffixes
-  local pos = find(host, ".", 1, true)
-  while pos do
-    charge(#host - pos)
-    if suffixes[sub(host, pos)] then return true end
-    pos = find(host, ".", pos + 1, true)
-  end
-  return false
+  local n, set = #host, self.suffix_set
+  if n > MAX_HOST or set == nil then return false end
+  charge(n + #set)
+  return N.fe_lua_ffi_suffix_in(host, n, set, #set) == 1
 end
 
 local referer_mt = { __index = setmetatable({}, acl_mt) }
 function referer_mt.__index.check(self, req)
   if self.disabled then return true end
   local ref = req.headers.referer
-  if ref == nil or ref == "" or not find(ref, "%S") then
+  if ref == nil or blank(ref) then
     if self.empty_denied then return nil, 403, self.reason end
     return true
   end
@@ -146,6 +134,10 @@ function _M.referer(s)
   end
   local a = new(block, nil, "referer not allowed", disabled)
   a.exact, a.suffixes, a.empty_denied = exact, suffixes, empty == "deny"
+  -- The suffixes as fe_lua_ffi_suffix_in reads them: "\n.example.com\n.example.org\n".
+  local list = {}
+  for sfx in pairs(suffixes) do list[#list + 1] = sfx end
+  if #list > 0 then a.suffix_set = "\n" .. concat(list, "\n") .. "\n" end
   return setmetatable(a, referer_mt)
 end
 
@@ -225,11 +217,34 @@ local function check_pattern(p)
 end
 _M.check_pattern = check_pattern
 
+-- Patterns without magic characters are plain strings: one C scan looks for them all.
+local function literal(p)
+  return #p <= 255 and not find(p, "[%^%$%(%)%%%.%[%]%*%+%-%?]")
+end
+
+-- { "bot", "spider" } -> "\3bot\6spider" (fe_lua_ffi_find_any's set), or nil when empty.
+local function literal_set(list)
+  if #list == 0 then return nil end
+  local parts = {}
+  for i, lit in ipairs(list) do parts[i] = char(#lit) .. lit end
+  return concat(parts)
+end
+
 local function ua_listed(self, req)
   local ua = req.headers.user_agent
   if ua == nil or ua == "" then return self.none end
   if self.exact[ua] then return true end
-  -- The operator's patterns on the client's header: matched by the paying matcher.
+  local n = #ua
+  local lits, ilits = self.literals, self.iliterals
+  if lits then
+    charge(n * self.nliterals)
+    if N.fe_lua_ffi_find_any(ua, n, lits, #lits, 0) == 1 then return true end
+  end
+  if ilits then
+    charge(n * self.niliterals)
+    if N.fe_lua_ffi_find_any(ua, n, ilits, #ilits, 1) == 1 then return true end
+  end
+  -- The operator's other patterns on the client's header: matched by the paying matcher.
   local pats = self.patterns
   for i = 1, #pats do
     if bounded_find(ua, pats[i], 1) then return true end
@@ -251,6 +266,7 @@ end
 function _M.user_agent(s)
   local block, values, disabled = settings("user_agent", s)
   local exact, patterns, ipatterns, none = {}, {}, {}, false
+  local literals, iliterals = {}, {}
   for i, v in ipairs(values) do
     if v == "" then
       none = true
@@ -259,13 +275,22 @@ function _M.user_agent(s)
       local p = sub(v, ci and 3 or 2)
       local err = p == "" and "empty pattern" or check_pattern(p)
       if err then error(format("acl.user_agent: values[%d] = %q: bad Lua pattern: %s", i, v, err), 0) end
-      if ci then ipatterns[#ipatterns + 1] = lower_pattern(p) else patterns[#patterns + 1] = p end
+      if ci then
+        p = lower_pattern(p)
+        if literal(p) then iliterals[#iliterals + 1] = p else ipatterns[#ipatterns + 1] = p end
+      elseif literal(p) then
+        literals[#literals + 1] = p
+      else
+        patterns[#patterns + 1] = p
+      end
     else
       exact[v] = true
     end
   end
   local a = new(block, ua_listed, "user agent not allowed", disabled)
   a.exact, a.patterns, a.ipatterns, a.none = exact, patterns, ipatterns, none
+  a.literals, a.iliterals = literal_set(literals), literal_set(iliterals)
+  a.nliterals, a.niliterals = #literals, #iliterals
   return a
 end
 
@@ -290,7 +315,7 @@ end
 -- IP
 
 local function ip_listed(self, req)
-  return ip_in(self.cidrs, req.client_ip)
+  local r = ip_in(self.cidrs, req.client_ip); return r
 end
 
 -- values: CIDRs, IPv4 or IPv6 ("10.0.0.0/8", "2001:db8::/32"; a bare address is a /32 or
@@ -323,6 +348,24 @@ function _M.compile(lists, who)
     end
   end
   return out
+end
+
+-- One check over the lists compile() gave, in their order, the first refusal answering:
+-- check(req) -> true | nil, 403, reason, or nil when there are no lists. Straight-line code over at
+-- most four lists (compile gives one per kind), not a loop: a loop here is where LuaJIT stopped
+-- the hook's trace (docs/policy-performance.md).
+function _M.checker(lists)
+  local n = #lists
+  if n > 4 then error("acl.checker: at most four lists (one per kind, as compile gives)", 2) end
+  if n == 0 then return nil end
+  local l1, l2, l3, l4 = lists[1], lists[2], lists[3], lists[4]
+  return function(req)
+    local ok, status, reason = l1:check(req)
+    if ok and l2 then ok, status, reason = l2:check(req) end
+    if ok and l3 then ok, status, reason = l3:check(req) end
+    if ok and l4 then ok, status, reason = l4:check(req) end
+    return ok, status, reason
+  end
 end
 
 return _M

@@ -19,12 +19,24 @@ local PHASES = { access = 1, origin = 2, log = 4, cache = 8 }
 -- Operator code: text only (no bytecode), in the sandbox. Unless compiled is true (the ready-made
 -- policies, flvedge's own), it runs in LuaJIT's interpreter so the count hook can always stop it
 -- (JIT-compiled loops never see hooks).
+local interpreted_sources = {} -- chunk names ("@path") of the operator code loaded so far
+
 local function load_operator_file(path, compiled)
   local chunk, err = loadfile(path, "t", env)
   if not chunk then error(err, 0) end
-  if not compiled then jit.off(chunk, true) end
+  if not compiled then
+    jit.off(chunk, true)
+    interpreted_sources["@" .. path] = true
+  end
   return chunk
 end
+
+-- Phase functions of operator code are called through C (native.call): a trace of the dispatch
+-- below that reached one would abort (the JIT may not compile it), and after a few aborts
+-- LuaJIT blacklists the dispatch itself, for every resource. A call to a C function ends the
+-- trace cleanly instead (LuaJIT stitches a new one after it).
+local interpreted = {} -- [resource index] = { [phase name] = true }
+local call_interpreted
 
 -- Modules for require: the operator's (next to the config) first, then the ready-made policies,
 -- then the flvedge.* library; no C modules, and nothing from the system's Lua paths.
@@ -61,6 +73,7 @@ local function resolve(i, spec, settings, config_dir)
     error(format("resources[%d].policy: expected a policy table (or a module returning one), got %s", i, type(p)), 0)
   end
   local bits = 0
+  local interp = {}
   for name, bit in pairs(PHASES) do
     local f = p[name]
     if f ~= nil then
@@ -68,19 +81,120 @@ local function resolve(i, spec, settings, config_dir)
         error(format("resources[%d].policy.%s: expected a function, got %s", i, name, type(f)), 0)
       end
       bits = bits + bit
+      interp[name] = interpreted_sources[require("jit.util").funcinfo(f).source] == true
     end
   end
-  policies[i] = p
+  policies[i], interpreted[i] = p, interp
   return bits
+end
+
+-- The LuaJIT build running this state: "<version> (OpenResty luajit2|LuaJIT), GC64|GC32".
+local function luajit_build()
+  local openresty = jit.prngstate ~= nil or (pcall(require, "table.nkeys"))
+  local gc64 = require("ffi").abi("gc64")
+  return format("%s (%s, %s)", jit.version, openresty and "OpenResty luajit2" or "LuaJIT",
+    gc64 and "GC64" or "GC32")
+end
+_M.luajit_build = luajit_build
+
+-- FLVEDGE_JIT_LOG=<file>: the JIT's trace events of every state, a line each, for the benchmarks
+-- (tests/bench/policy_bench.py, docs/policy-performance.md):
+--   build <text>                     once per state
+--   stop <n> <where>                 a trace compiled
+--   abort <n> <where> -- <reason> at <where> [blacklisted]
+--   flush
+-- "blacklisted": the JIT gave up on the trace's start for good (that code stays interpreted).
+-- Unset, nothing is attached; in a steady state nothing is written.
+local function jit_log(path, params)
+  local f = io.open(path, "a")
+  if not f then return end
+  f:setvbuf("line")
+  local util, vmdef, band = require "jit.util", require "jit.vmdef", require("bit").band
+  local function where(func, pc)
+    local fi = util.funcinfo(func, pc)
+    if fi.loc then return fi.loc end
+    return fi.addr and format("C:%x", fi.addr) or "?"
+  end
+  local function opname(func, pc)
+    local ins = util.funcbc(func, pc)
+    if not ins then return "" end
+    local op = band(ins, 0xff)
+    return (gsub(sub(vmdef.bcnames, op * 6 + 1, op * 6 + 6), " +$", ""))
+  end
+  local starts = {} -- [trace number] = { func, pc, side }
+  local BLACKLISTED = { ILOOP = true, IFORL = true, IITERL = true, IFUNCF = true, IFUNCV = true }
+  f:write("build ", luajit_build(), "\n", "params ", params, "\n")
+  jit.attach(function(what, tr, func, pc, otr, oex)
+    if what == "start" then
+      starts[tr] = { func, pc, otr ~= nil }
+    elseif what == "stop" then
+      local s = starts[tr]
+      f:write(format("stop %d %s\n", tr, s and where(s[1], s[2]) or "?"))
+    elseif what == "abort" then
+      local s = starts[tr]
+      local reason = otr
+      if type(otr) == "number" then
+        local info = oex
+        if type(info) == "function" then info = where(info, 0) end
+        reason = format(vmdef.traceerr[otr], info)
+      end
+      -- The penalty is paid before this event: a root start turned into its I-form (ILOOP,
+      -- IFUNCF ...) is blacklisted.
+      local black = s and not s[3] and BLACKLISTED[opname(s[1], s[2])]
+      f:write(format("abort %d %s -- %s at %s%s\n", tr, s and where(s[1], s[2]) or "?",
+        tostring(reason), where(func, pc), black and " blacklisted" or ""))
+    else
+      f:write(what, "\n")
+    end
+  end, "trace")
+end
+
+-- The JIT's limits, the same on every build: Debian's LuaJIT and OpenResty's luajit2 ship
+-- different defaults (maxtrace 1000 / 8000, maxrecord 4000 / 16000, minstitch 0 / 3, maxmcode
+-- 512 / 40960 KB), so that a long hook's trace could run out of room ("trace too long") and be
+-- blacklisted on one build and not on the other (docs/policy-performance.md). These are
+-- luajit2's, with room for more constants and snapshots. FLVEDGE_JIT_OPT="name=value,..."
+-- overrides them (for measuring).
+local JIT_OPT = { "maxtrace=8000", "maxrecord=16000", "maxirconst=1000", "maxsnap=1000",
+  "minstitch=3", "maxmcode=40960" }
+
+local function jit_params()
+  local opt = {}
+  for i = 1, #JIT_OPT do opt[i] = JIT_OPT[i] end
+  local extra = os.getenv("FLVEDGE_JIT_OPT")
+  if extra then
+    for item in string.gmatch(extra, "[^,%s]+") do opt[#opt + 1] = item end
+  end
+  jit.opt.start(unpack(opt))
+  return concat(opt, " ")
 end
 
 -- Returns a list of phase bits per resource, or raises with the reason. native: the meter and the
 -- paying pattern functions from C (fe_lua.c).
 function _M.load(config_path, quick_policy, nres, lua_dir, policy_dir, native)
+  local params = jit_params()
+  local log_path = os.getenv("FLVEDGE_JIT_LOG")
+  if log_path and log_path ~= "" then jit_log(log_path, params) end
+  -- FLVEDGE_JIT_PROFILE=<file>: LuaJIT's profiler (-jp) over this state's life, written when the
+  -- state closes (FLVEDGE_JIT_PROFILE_MODE: its flags).
+  local prof_path = os.getenv("FLVEDGE_JIT_PROFILE")
+  if prof_path and prof_path ~= "" then
+    local p = require "jit.p"
+    p.start(os.getenv("FLVEDGE_JIT_PROFILE_MODE") or "Fl", prof_path)
+    local sentinel = newproxy(true)
+    getmetatable(sentinel).__gc = function() p.stop() end
+    _M.profile_sentinel = sentinel
+  end
+  -- FLVEDGE_JIT_DUMP=<file>: LuaJIT's -jdump of this state (FLVEDGE_JIT_DUMP_MODE: its flags).
+  local dump_path = os.getenv("FLVEDGE_JIT_DUMP")
+  if dump_path and dump_path ~= "" then
+    require("jit.dump").on(os.getenv("FLVEDGE_JIT_DUMP_MODE") or "tbisrmX", dump_path)
+  end
   local config_dir = config_path and match(config_path, "^(.*/)") or "./"
   package.path = lua_dir .. "/?.lua;" .. lua_dir .. "/?/init.lua"
   local budget = require "flvedge.budget"
   budget.bind(native)
+  call_interpreted = native.call
   charge = budget.charge
   sandbox = require "flvedge.sandbox"
   request = require "flvedge.request"
@@ -227,17 +341,27 @@ function _M.access(i, id, view)
   local keep = p.log or p.cache -- later phases of this request get the same req and req.ctx
   active = req
   if keep then pending[id] = req end
-  local status, body, headers = p.access(req)
+  local status, body, headers
+  if interpreted[i].access then
+    status, body, headers = call_interpreted(p.access, req)
+  else
+    status, body, headers = p.access(req)
+  end
   active = nil
   if not keep then request.detach(req) end
   if status == nil then return nil end
-  return _M.check_denial(status, body, headers)
+  local code, text, lines = _M.check_denial(status, body, headers); return code, text, lines
 end
 
 function _M.origin(i, view, attempt, last_error)
   local req = request.new(view)
   active = req
-  local url = policies[i].origin(req, attempt, last_error)
+  local url
+  if interpreted[i].origin then
+    url = call_interpreted(policies[i].origin, req, attempt, last_error)
+  else
+    url = policies[i].origin(req, attempt, last_error)
+  end
   active = nil
   request.detach(req)
   return _M.check_origin_url(url)
@@ -267,7 +391,8 @@ function _M.cache(i, id, view, status, size, content_type, etag, last_modified, 
     }
   end
   active = req
-  local d = p.cache(req, res)
+  local d
+  if interpreted[i].cache then d = call_interpreted(p.cache, req, res) else d = p.cache(req, res) end
   active = nil
   if not kept then request.detach(req) end
   d = _M.check_cache(d, res and "answer" or "lookup")
@@ -284,9 +409,13 @@ function _M.log(i, id, view, status, bytes, duration, cache_status)
   local req = pending[id] or request.new(view)
   pending[id] = nil
   active = req
-  local extra = policies[i].log(req, {
-    status = status, bytes_sent = bytes, duration = duration, cache_status = cache_status,
-  })
+  local res = { status = status, bytes_sent = bytes, duration = duration, cache_status = cache_status }
+  local extra
+  if interpreted[i].log then
+    extra = call_interpreted(policies[i].log, req, res)
+  else
+    extra = policies[i].log(req, res)
+  end
   active = nil
   request.detach(req)
   if type(extra) ~= "table" then return nil end

@@ -6,12 +6,16 @@
 -- ends, and a lazy read after that raises "request is finished" instead of reading memory that
 -- belongs to someone else by then. The view is held here, out of the policy's reach (a policy
 -- that could index the cdata could read any memory).
+-- What runs per request keeps to the rules that let LuaJIT compile it whole, on either build
+-- (docs/policy-performance.md): no loops (they are in C, core/lua/fe_lua_ffi.c), no tail calls
+-- (`local r = f(x); return r`), no Lua patterns.
 local ffi = require "ffi"
 
 local C = ffi.C
 local ffi_string = ffi.string
 local setmetatable, rawget, rawset = setmetatable, rawget, rawset
-local tonumber, type, error, format = tonumber, type, error, string.format
+local tonumber, type, error, format, tostring, pairs = tonumber, type, error, string.format,
+  tostring, pairs
 
 ffi.cdef [[
 typedef struct fe_span { uint32_t off, len; } fe_span;
@@ -32,7 +36,11 @@ int fe_lua_req_country(fe_req_view *r);
 ]]
 
 local util = require "flvedge.util"
-local parse_query, header_key = util.parse_query, util.header_key
+local charge = require("flvedge.budget").charge
+local parse_query, header_key, buffer, N = util.parse_query, util.header_key, util.buffer, util.native
+local next = next
+-- Tables made per request are made at their usual size: growing one is an allocation each time.
+local new_tab = require "table.new"
 
 local view_t = ffi.typeof("fe_req_view *")
 -- req or req.headers -> the C view, while the phase runs
@@ -42,7 +50,7 @@ local out_len = ffi.new("size_t[1]")
 
 local function str(s)
   if s.p == nil then return nil end
-  return ffi_string(s.p, s.len)
+  local r = ffi_string(s.p, s.len); return r
 end
 
 -- req.headers: looked up by name in any case; `_` stands for `-` (req.headers.user_agent).
@@ -62,25 +70,63 @@ local headers_mt = {
   end,
 }
 
+-- req.args: each argument looked up by name when first read (util.query_arg: one C scan of the
+-- query, no table of every argument, no loop in Lua); pairs(req.args) in policies (the sandbox's
+-- pairs honours __pairs) reads them all.
+local args_mt = {}
+args_mt.__index = function(t, name)
+  local view = views[t]
+  if view == nil then
+    error(format("request is finished: req.args[%q] was not read while it ran (keep the values a "
+      .. "later request needs, not req)", tostring(name)), 2)
+  end
+  if type(name) ~= "string" then return nil end
+  -- util.query_arg, straight from the request's bytes: the query is not made a string.
+  local q = view.query
+  local qn = tonumber(q.len)
+  charge(qn)
+  local out = buffer(qn + 1)
+  local len = N.fe_lua_ffi_query_arg(q.p, qn, name, #name, out)
+  if len < 0 then return nil end
+  local v = ffi_string(out, len)
+  rawset(t, name, v)
+  return v
+end
+-- Once every argument is in the table, nothing is left to look up.
+local args_read_mt = { __pairs = function(t) return next, t, nil end }
+args_mt.__pairs = function(t)
+  local view = views[t]
+  if view == nil then
+    error("request is finished: pairs(req.args) was not run while it ran (keep the values a later "
+      .. "request needs, not req)", 2)
+  end
+  for k, v in pairs(parse_query(str(view.query) or "")) do rawset(t, k, v) end
+  views[t] = nil
+  setmetatable(t, args_read_mt)
+  return next, t, nil
+end
+
 local fields = {
-  method = function(v) return str(v.method) end,
-  path = function(v) return str(v.path) end,
+  method = function(v) local r = str(v.method); return r end,
+  path = function(v) local r = str(v.path); return r end,
   query = function(v) return str(v.query) or "" end,
-  host = function(v) return str(v.host) end,
-  stream = function(v) return str(v.stream) end,
-  resource = function(v) return str(v.resource) end,
-  client_ip = function(v) return str(v.client_ip) end,
-  server_ip = function(v) return str(v.server_ip) end,
-  time = function(v) return tonumber(v.time) end,
+  host = function(v) local r = str(v.host); return r end,
+  stream = function(v) local r = str(v.stream); return r end,
+  resource = function(v) local r = str(v.resource); return r end,
+  client_ip = function(v) local r = str(v.client_ip); return r end,
+  server_ip = function(v) local r = str(v.server_ip); return r end,
+  time = function(v) local r = tonumber(v.time); return r end,
   country = function(v)
-    if C.fe_lua_req_country(v) == 1 then return ffi_string(v.country, 2) end
+    if C.fe_lua_req_country(v) == 1 then local r = ffi_string(v.country, 2); return r end
     return nil
   end,
   args = function(v)
-    return parse_query(str(v.query) or "")
+    local a = setmetatable(new_tab(0, 4), args_mt)
+    views[a] = v
+    return a
   end,
   headers = function(v)
-    local h = setmetatable({}, headers_mt)
+    local h = setmetatable(new_tab(0, 4), headers_mt)
     views[h] = v
     return h
   end,
@@ -114,7 +160,7 @@ local _M = {}
 
 -- Wraps a C view (its address, as a number). Only the server calls this.
 function _M.new(addr)
-  local req = setmetatable({}, req_mt)
+  local req = setmetatable(new_tab(0, 8), req_mt)
   views[req] = ffi.cast(view_t, addr)
   return req
 end
@@ -123,6 +169,8 @@ end
 function _M.detach(req)
   local h = rawget(req, "headers")
   if h then views[h] = nil end
+  local a = rawget(req, "args")
+  if a then views[a] = nil end
   views[req] = nil
 end
 

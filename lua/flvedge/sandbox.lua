@@ -5,6 +5,7 @@
 --   * no load, loadstring, loadfile, dofile: code made at run time would escape the interpreter;
 --   * no debug, jit, ffi, io, package, collectgarbage, newproxy (finalizers run without hooks),
 --     getfenv, setfenv, module, print, gcinfo, string.dump, os.execute and the like;
+--   * pairs honours a __pairs metamethod (req.args has one);
 --   * pcall, xpcall and coroutine.resume raise the budget (or memory) error again instead of
 --     returning it: once a call tripped, nothing in it can carry on;
 --   * string.find/match/gmatch/gsub (also as methods on strings) are C matchers that pay every
@@ -47,6 +48,14 @@ function _M.new(native)
   local env = {}
   for _, k in ipairs(BASE) do env[k] = _G[k] end
   env._G = env
+  -- pairs honours __pairs (Lua 5.2's rule), so that pairs(req.args) sees every argument although
+  -- req.args looks each up only when it is read.
+  env.pairs = function(t)
+    local mt = getmetatable(t)
+    local p = type(mt) == "table" and rawget(mt, "__pairs")
+    if p then return p(t) end
+    return pairs(t)
+  end
 
   -- Catching stops at a trip: the error comes back out.
   local function after(...)

@@ -5,18 +5,22 @@
 -- A check returns true, or nil, status, reason: 403 when the token is missing or wrong, 410 when
 -- it is right but expired. Expiry is checked against req.time (the request's arrival), once: an
 -- open live stream is never cut when its token expires.
+-- What runs per request keeps to the rules that let LuaJIT compile it whole, on either build
+-- (docs/policy-performance.md): no loops (they are in C, core/lua/fe_lua_ffi.c), no tail calls
+-- (`local r = f(x); return r`), no Lua patterns.
+local ffi = require "ffi"
 local util = require "flvedge.util"
 local charge = require("flvedge.budget").charge
 
-local type, tostring, tonumber, error, pairs, setmetatable = type, tostring, tonumber, error, pairs,
-  setmetatable
+local type, tostring, tonumber, error, pairs, ipairs, setmetatable = type, tostring, tonumber, error,
+  pairs, ipairs, setmetatable
 local format, find, sub, match = string.format, string.find, string.sub, string.match
 local concat = table.concat
 local floor = math.floor
 local os_time = os.time
-local md5, hmac_sha256, ct_equal = util.md5, util.hmac_sha256, util.ct_equal
-local b64enc, b64dec, unmap_ipv4 = util.base64url_encode, util.base64url_decode, util.unmap_ipv4
-local check_keys = util.check_keys
+local md5, hmac_sha256, ct_equal = util.md5, util.hmac_sha256, util.ct_equal -- signing, nginx type
+local b64enc, unmap_ipv4 = util.base64url_encode, util.unmap_ipv4
+local check_keys, digits, dir_of, N = util.check_keys, util.digits, util.dir_of, util.native
 
 local _M = {}
 
@@ -24,7 +28,7 @@ local MISSING, INVALID, EXPIRED = "missing token", "invalid token", "token expir
 
 -- The expires argument: decimal digits only, > 0 (nginx's rule; 0 and signs are invalid).
 local function parse_expires(s)
-  if type(s) ~= "string" or #s == 0 or #s > 15 or find(s, "%D") then return nil end
+  if not digits(s) then return nil end
   local n = tonumber(s)
   if n <= 0 then return nil end
   return n
@@ -78,13 +82,8 @@ local OPTION = {
 }
 local DIGEST_LEN = { md5 = 16, nginx = 16, hmac = 32 }
 
--- "/a/b/c.flv" -> "/a/b/": the directory a directory token for this path was signed for.
-local function dir_of(path)
-  return match(path, "^(.*/)[^/]+$")
-end
-
 local function now_of(req)
-  return floor(tonumber(req.time) or os_time())
+  local r = floor(tonumber(req.time) or os_time()); return r
 end
 
 -- 410 or true, by the configured rule: gcore expires at `expires`, nginx one second later.
@@ -100,8 +99,13 @@ end
 
 local function client_ip(c, req)
   if not c.ip then return "" end
-  return unmap_ipv4(req.client_ip) or ""
+  local r = unmap_ipv4(req.client_ip) or ""; return r
 end
+
+-- The client's token decoded, and the digest to compare it with: buffers of this module, so
+-- that a check makes no string of either (digests of at most 32 bytes; a token is refused past
+-- c.max_len = 44 characters, which decode to at most 33 bytes).
+local raw_buf, digest_buf = ffi.new("uint8_t[48]"), ffi.new("uint8_t[32]")
 
 -- md5 and hmac: the exact path first, then (for a file) its directory.
 local function check_signed(c, req)
@@ -109,24 +113,33 @@ local function check_signed(c, req)
   local tok, etext = args[c.hash_arg], args[c.expires_arg]
   if tok == nil or tok == "" or etext == nil then return nil, 403, MISSING end
   local expires = parse_expires(etext)
-  local raw = #tok <= c.max_len and b64dec(tok)
+  local n, len = #tok, c.digest_len
+  local raw_len = -1
+  if n <= c.max_len then
+    charge(n)
+    raw_len = N.fe_lua_ffi_b64url_decode(tok, n, raw_buf)
+  end
   local path = req.path
-  if not expires or not raw or #raw ~= c.digest_len or type(path) ~= "string" then
+  if not expires or raw_len ~= len or type(path) ~= "string" then
     return nil, 403, INVALID
   end
   local ip = client_ip(c, req)
   charge(#path)
-  local digest, secret, tail = c.digest, c.secret, c.tail
-  local ok = ct_equal(raw, digest(secret, etext .. path .. ip .. tail))
+  local digest_into, secret, tail = c.digest_into, c.secret, c.tail
+  digest_into(secret, etext .. path .. ip .. tail, digest_buf)
+  local ok = N.fe_lua_ffi_ct_equal(raw_buf, len, digest_buf, len) == 1
   if not ok then
     local dir = dir_of(path)
-    ok = dir ~= nil and ct_equal(raw, digest(secret, etext .. dir .. ip .. tail))
+    if dir ~= nil then
+      digest_into(secret, etext .. dir .. ip .. tail, digest_buf)
+      ok = N.fe_lua_ffi_ct_equal(raw_buf, len, digest_buf, len) == 1
+    end
   end
   if not ok then return nil, 403, INVALID end
-  return expiry(c, req, expires)
+  local ok2, status, reason = expiry(c, req, expires); return ok2, status, reason
 end
 
-local function md5_digest(_, msg) return md5(msg) end
+local function md5_into(_, msg, out) util.md5_into(msg, out) end
 
 -- nginx: secure_link $arg_<md5_arg>,$arg_<expires_arg>; secure_link_md5 "<template>".
 local function check_template(c, req)
@@ -139,17 +152,18 @@ local function check_template(c, req)
     expires = parse_expires(etext)
     if not expires then return nil, 403, INVALID end
   end
-  local raw = #tok <= 24 and b64dec(tok)
-  if not raw or #raw ~= 16 then return nil, 403, INVALID end
-  local parts, buf = c.parts, c.buf
-  for i = 1, #parts do
-    local p = parts[i]
-    if type(p) == "function" then buf[i] = p(req, etext) or "" else buf[i] = p end
+  local n = #tok
+  local raw_len = -1
+  if n <= 24 then
+    charge(n)
+    raw_len = N.fe_lua_ffi_b64url_decode(tok, n, raw_buf)
   end
-  local ok = ct_equal(raw, md5(concat(buf, "", 1, #parts)))
+  if raw_len ~= 16 then return nil, 403, INVALID end
+  util.md5_into(c.text(req, etext), digest_buf)
+  local ok = N.fe_lua_ffi_ct_equal(raw_buf, 16, digest_buf, 16) == 1
   if not ok then return nil, 403, INVALID end
   if not expires then return true end
-  return expiry(c, req, expires)
+  local ok, status, reason = expiry(c, req, expires); return ok, status, reason
 end
 
 local function getter_arg(name) return function(req) return req.args[name] end end
@@ -160,6 +174,35 @@ local VARS = {
   remote_addr = function(req) return unmap_ipv4(req.client_ip) end,
   host = function(req) return req.host end,
 }
+
+-- The parts as one function text(req, etext) -> the string to hash: straight-line code for up to
+-- six parts (a loop over them is where LuaJIT's trace would stop), a loop beyond.
+local function template_text(parts)
+  local g = {}
+  for i, p in ipairs(parts) do
+    if type(p) == "function" then
+      g[i] = function(req, etext) return p(req, etext) or "" end
+    else
+      g[i] = function() return p end
+    end
+  end
+  local n = #g
+  if n > 6 then
+    local buf = {}
+    return function(req, etext)
+      for i = 1, n do buf[i] = g[i](req, etext) end
+      local s = concat(buf, "", 1, n); return s
+    end
+  end
+  local empty = function() return "" end
+  local g1, g2, g3, g4, g5, g6 = g[1] or empty, g[2] or empty, g[3] or empty, g[4] or empty,
+    g[5] or empty, g[6] or empty
+  return function(req, etext)
+    local s = g1(req, etext) .. g2(req, etext) .. g3(req, etext) .. g4(req, etext)
+      .. g5(req, etext) .. g6(req, etext)
+    return s
+  end
+end
 
 -- "$secure_link_expires$uri$remote_addr secret" -> { getter, getter, getter, " secret" }
 local function compile_template(t)
@@ -231,7 +274,7 @@ local function compile(opts, kind)
     if type(tpl) ~= "string" or tpl == "" then
       error("token: secret_template must be a non-empty string, got " .. type(tpl), 0)
     end
-    c.parts, c.buf, c.check = compile_template(tpl), {}, check_template
+    c.text, c.check = template_text(compile_template(tpl)), check_template
   else
     if type(opts.secret) ~= "string" or opts.secret == "" then
       error(format("token: secret must be a non-empty string, got %s",
@@ -240,9 +283,9 @@ local function compile(opts, kind)
     if opts.secret_template ~= nil then error("token: secret_template is only for type nginx", 0) end
     c.check = check_signed
     if kind == "md5" then
-      c.digest, c.secret, c.tail = md5_digest, nil, " " .. opts.secret
+      c.digest_into, c.secret, c.tail = md5_into, nil, " " .. opts.secret
     else
-      c.digest, c.secret, c.tail = hmac_sha256, opts.secret, ""
+      c.digest_into, c.secret, c.tail = util.hmac_sha256_into, opts.secret, ""
     end
     -- The longest spelling of a digest: base64url with padding.
     c.max_len = 4 * math.ceil(c.digest_len / 3)
@@ -255,10 +298,12 @@ end
 function _M.checker(opts, kind)
   local c = compile(opts, kind)
   local check = c.check
-  return function(req) return check(c, req) end
+  return function(req) local ok, status, reason = check(c, req); return ok, status, reason end
 end
 
-local checker_mt = { __index = { check = function(self, req) return self.fn(req) end } }
+local checker_mt = { __index = { check = function(self, req)
+  local ok, status, reason = self.fn(req); return ok, status, reason
+end } }
 
 -- The same as an object: checker:check(req); checker.opts are the options it was made from.
 function _M.new(opts, kind)
@@ -278,11 +323,31 @@ local function compiled(opts, kind)
   return c
 end
 
-function _M.check_md5(req, opts) local c = compiled(opts, "md5"); return c.check(c, req) end
-function _M.check_nginx(req, opts) local c = compiled(opts, "nginx"); return c.check(c, req) end
-function _M.check_hmac(req, opts) local c = compiled(opts, "hmac"); return c.check(c, req) end
+-- (No tail calls on the request path: each counts towards LuaJIT's loop unroll limit, see
+-- docs/policy-performance.md.)
+local function check_as(kind, req, opts)
+  local c = compiled(opts, kind)
+  local ok, status, reason = c.check(c, req)
+  return ok, status, reason
+end
+
+function _M.check_md5(req, opts)
+  local ok, status, reason = check_as("md5", req, opts)
+  return ok, status, reason
+end
+function _M.check_nginx(req, opts)
+  local ok, status, reason = check_as("nginx", req, opts)
+  return ok, status, reason
+end
+function _M.check_hmac(req, opts)
+  local ok, status, reason = check_as("hmac", req, opts)
+  return ok, status, reason
+end
 -- Dispatches on opts.type: "md5" (the default), "nginx" or "hmac".
-function _M.check(req, opts) local c = compiled(opts, nil); return c.check(c, req) end
+function _M.check(req, opts)
+  local ok, status, reason = check_as(nil, req, opts)
+  return ok, status, reason
+end
 
 _M.MISSING, _M.INVALID, _M.EXPIRED = MISSING, INVALID, EXPIRED
 return _M

@@ -3,6 +3,9 @@
 -- compiled IPv4/IPv6 CIDR matchers. Nothing here raises on bad request input: garbage in gives
 -- nil or an empty result. Bad settings (a CIDR that does not parse) raise, at compile time.
 -- Functions whose work grows with their input pay for it from the hook's budget (flvedge.budget).
+-- What runs per request keeps to the rules that let LuaJIT compile it whole, on either build
+-- (docs/policy-performance.md): no loops (they are in C, core/lua/fe_lua_ffi.c), no tail calls
+-- (`local r = f(x); return r`), no Lua patterns.
 local ffi = require "ffi"
 local bit = require "bit"
 local charge = require("flvedge.budget").charge
@@ -11,14 +14,29 @@ local type, tonumber, tostring, error, pcall, pairs, ipairs, setmetatable = type
   error, pcall, pairs, ipairs, setmetatable
 local byte, char, sub, find, gsub, format, match = string.byte, string.char, string.sub,
   string.find, string.gsub, string.format, string.match
-local band, bor, bxor, lshift, rshift = bit.band, bit.bor, bit.bxor, bit.lshift, bit.rshift
+local band, bor, lshift, rshift = bit.band, bit.bor, bit.lshift, bit.rshift
 local ffi_string, ffi_new = ffi.string, ffi.new
 
 local _M = {}
 
 -- Each declaration on its own: another module may have declared the same function already.
 local function cdef(decl) pcall(ffi.cdef, decl) end
-cdef "int inet_pton(int af, const char *src, void *dst);"
+-- The loops of this library, in C (core/lua/fe_lua_ffi.h): loops in Lua on the request path are
+-- where LuaJIT's traces abort and get blacklisted (docs/policy-performance.md).
+cdef [[
+int fe_lua_ffi_b64url_decode(const char *s, size_t n, unsigned char *out);
+size_t fe_lua_ffi_b64url_encode(const unsigned char *raw, size_t n, int pad, char *out);
+int fe_lua_ffi_ct_equal(const void *a, size_t la, const void *b, size_t lb);
+int fe_lua_ffi_digits(const char *s, size_t n);
+int fe_lua_ffi_blank(const char *s, size_t n);
+int fe_lua_ffi_dir_len(const char *path, size_t n);
+int fe_lua_ffi_query_arg(const char *q, size_t qlen, const char *name, size_t nlen, char *out);
+int fe_lua_ffi_ip_parse(const char *s, size_t n, uint32_t w[4]);
+int fe_lua_ffi_ip_in(const uint32_t *nets, int n, const char *s, size_t len);
+int fe_lua_ffi_referer_host(const char *ref, size_t len, char *out, size_t cap);
+int fe_lua_ffi_suffix_in(const char *host, size_t len, const char *set, size_t setlen);
+int fe_lua_ffi_find_any(const char *s, size_t len, const char *set, size_t setlen, int ci);
+]]
 cdef "int mbedtls_md5_ret(const char *input, size_t ilen, unsigned char output[16]);"
 cdef "int mbedtls_md5(const char *input, size_t ilen, unsigned char output[16]);"
 cdef "int mbedtls_sha256_ret(const char *input, size_t ilen, unsigned char output[32], int is224);"
@@ -45,6 +63,36 @@ function _M.header_key(name)
   end
   return key
 end
+
+-- The C side: the server's own symbols, or (busted, tools) libfe_lua_ffi.so from FLVEDGE_FFI_LIB or
+-- the build directory next to lua/.
+local function load_native()
+  if pcall(function() return ffi.C.fe_lua_ffi_ct_equal end) then return ffi.C end
+  local path = os.getenv("FLVEDGE_FFI_LIB")
+  if not path or path == "" then
+    local src = debug.getinfo(1, "S").source
+    path = (match(src, "^@(.*)/lua/flvedge/util%.lua$") or ".") .. "/build/libfe_lua_ffi.so"
+  end
+  local ok, lib = pcall(ffi.load, path)
+  if not ok then
+    error("flvedge.util: the library's C side is missing: " .. tostring(lib)
+      .. " (build it: cmake --build build --target fe_lua_ffi; or set FLVEDGE_FFI_LIB)", 0)
+  end
+  return lib
+end
+local N = load_native()
+_M.native = N
+
+-- One scratch buffer, grown as needed, for the C functions' output (never held across calls).
+local scratch, scratch_len = ffi_new("uint8_t[?]", 256), 256
+local function buffer(n)
+  if n > scratch_len then
+    scratch_len = n * 2
+    scratch = ffi_new("uint8_t[?]", scratch_len)
+  end
+  return scratch
+end
+_M.buffer = buffer
 
 -- Percent-decoding; `+` is a space only in query strings (plus = true). Bad escapes stay as sent.
 local function hexpair(h) return char(tonumber(h, 16)) end
@@ -81,6 +129,39 @@ function _M.parse_query(q)
     pos = amp + 1
   end
   return args
+end
+
+-- The value of one query argument, as parse_query(q)[name] has it, without building the table:
+-- what req.args[name] does in the server. nil when q has no such argument.
+function _M.query_arg(q, name)
+  if type(q) ~= "string" or type(name) ~= "string" then return nil end
+  local n = #q
+  charge(n)
+  local out = buffer(n + 1)
+  local len = N.fe_lua_ffi_query_arg(q, n, name, #name, out)
+  if len < 0 then return nil end
+  local r = ffi_string(out, len); return r
+end
+
+-- True when s is empty or only whitespace (%s: space, \t \n \v \f \r).
+function _M.blank(s)
+  charge(#s)
+  return N.fe_lua_ffi_blank(s, #s) == 1
+end
+
+-- 1 to 15 decimal digits and nothing else.
+function _M.digits(s)
+  return type(s) == "string" and N.fe_lua_ffi_digits(s, #s) == 1
+end
+
+-- "/a/b/c.flv" -> "/a/b/": the directory of a file's path; nil for a directory ("/a/b/") or a
+-- path without "/".
+function _M.dir_of(path)
+  if type(path) ~= "string" then return nil end
+  charge(#path)
+  local n = N.fe_lua_ffi_dir_len(path, #path)
+  if n < 0 then return nil end
+  local r = sub(path, 1, n); return r
 end
 
 -- Plain-text split (no patterns); empty fields are kept: split("a,,b", ",") -> {"a", "", "b"}.
@@ -130,15 +211,9 @@ end
 -- the client-supplied one as a. Returns true or false; anything that is not a string is false.
 function _M.ct_equal(a, b)
   if type(a) ~= "string" or type(b) ~= "string" then return false end
-  local la, lb = #a, #b
+  local lb = #b
   charge(lb)
-  local diff = la == lb and 0 or 1
-  for i = 1, lb do
-    -- a is read at a wrapped index so the loop always runs #b times with real loads.
-    local ca = la > 0 and byte(a, (i - 1) % la + 1) or 0
-    diff = bor(diff, bxor(ca, byte(b, i)))
-  end
-  return diff == 0
+  return N.fe_lua_ffi_ct_equal(a, #a, b, lb) == 1
 end
 
 local REASON = { [400] = "Bad Request", [401] = "Unauthorized", [403] = "Forbidden", [404] = "Not Found",
@@ -179,57 +254,12 @@ end
 -- ---------------------------------------------------------------------------------------------
 -- base64url (RFC 4648 section 5)
 
-local ENC = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-local ENC_T = ffi_new("uint8_t[64]")
-local DEC_T = ffi_new("int16_t[256]")
-for i = 0, 255 do DEC_T[i] = -1 end
-for i = 1, 64 do
-  ENC_T[i - 1] = byte(ENC, i)
-  DEC_T[byte(ENC, i)] = i - 1
-end
-
--- One scratch buffer, grown as needed, for encode and decode (never held across calls).
-local scratch, scratch_len = ffi_new("uint8_t[?]", 256), 256
-local function buffer(n)
-  if n > scratch_len then
-    scratch_len = n * 2
-    scratch = ffi_new("uint8_t[?]", scratch_len)
-  end
-  return scratch
-end
-
 -- Raw bytes -> base64url, without `=` padding unless pad is true.
 function _M.base64url_encode(raw, pad)
   local n = #raw
   charge(n)
   local out = buffer(4 * math.ceil(n / 3) + 4)
-  local o, i = 0, 1
-  while i + 2 <= n do
-    local a, b, c = byte(raw, i, i + 2)
-    local v = bor(lshift(a, 16), lshift(b, 8), c)
-    out[o] = ENC_T[rshift(v, 18)]
-    out[o + 1] = ENC_T[band(rshift(v, 12), 63)]
-    out[o + 2] = ENC_T[band(rshift(v, 6), 63)]
-    out[o + 3] = ENC_T[band(v, 63)]
-    o, i = o + 4, i + 3
-  end
-  local rest = n - i + 1
-  if rest == 1 then
-    local a = byte(raw, i)
-    out[o] = ENC_T[rshift(a, 2)]
-    out[o + 1] = ENC_T[lshift(band(a, 3), 4)]
-    o = o + 2
-    if pad then out[o], out[o + 1], o = 61, 61, o + 2 end
-  elseif rest == 2 then
-    local a, b = byte(raw, i, i + 1)
-    local v = bor(lshift(a, 8), b)
-    out[o] = ENC_T[rshift(v, 10)]
-    out[o + 1] = ENC_T[band(rshift(v, 4), 63)]
-    out[o + 2] = ENC_T[lshift(band(v, 15), 2)]
-    o = o + 3
-    if pad then out[o], o = 61, o + 1 end
-  end
-  return ffi_string(out, o)
+  local r = ffi_string(out, N.fe_lua_ffi_b64url_encode(raw, n, pad and 1 or 0, out)); return r
 end
 
 -- base64url -> raw bytes, with or without `=` padding. nil for anything else: characters outside
@@ -239,38 +269,10 @@ function _M.base64url_decode(s)
   if type(s) ~= "string" then return nil end
   local n = #s
   charge(n)
-  if n > 0 and byte(s, n) == 61 then
-    if n % 4 ~= 0 then return nil end
-    n = n - 1
-    if byte(s, n) == 61 then n = n - 1 end
-  end
-  local tail = n % 4
-  if tail == 1 then return nil end
-  local out = buffer(3 * math.floor(n / 4) + 3)
-  local o, i = 0, 1
-  while i + 3 <= n do
-    local a, b, c, d = byte(s, i, i + 3)
-    a, b, c, d = DEC_T[a], DEC_T[b], DEC_T[c], DEC_T[d]
-    if bor(a, b, c, d) < 0 then return nil end
-    local v = bor(lshift(a, 18), lshift(b, 12), lshift(c, 6), d)
-    out[o], out[o + 1], out[o + 2] = rshift(v, 16), band(rshift(v, 8), 255), band(v, 255)
-    o, i = o + 3, i + 4
-  end
-  if tail == 2 then
-    local a, b = byte(s, i, i + 1)
-    a, b = DEC_T[a], DEC_T[b]
-    if bor(a, b) < 0 or band(b, 15) ~= 0 then return nil end
-    out[o] = bor(lshift(a, 2), rshift(b, 4))
-    o = o + 1
-  elseif tail == 3 then
-    local a, b, c = byte(s, i, i + 2)
-    a, b, c = DEC_T[a], DEC_T[b], DEC_T[c]
-    if bor(a, b, c) < 0 or band(c, 3) ~= 0 then return nil end
-    local v = bor(lshift(a, 10), lshift(b, 4), rshift(c, 2))
-    out[o], out[o + 1] = rshift(v, 8), band(v, 255)
-    o = o + 2
-  end
-  return ffi_string(out, o)
+  local out = buffer(n + 3)
+  local len = N.fe_lua_ffi_b64url_decode(s, n, out)
+  if len < 0 then return nil end
+  local r = ffi_string(out, len); return r
 end
 
 -- ---------------------------------------------------------------------------------------------
@@ -306,14 +308,20 @@ local digest = ffi_new("unsigned char[64]")
 function _M.md5(s)
   charge(#s)
   md5_fn(s, #s, digest)
-  return ffi_string(digest, 16)
+  local r = ffi_string(digest, 16); return r
+end
+
+-- The same into out (16 bytes, the caller's), without making a string.
+function _M.md5_into(s, out)
+  charge(#s)
+  md5_fn(s, #s, out)
 end
 
 -- Raw 32-byte SHA-256 of s.
 function _M.sha256(s)
   charge(#s)
   sha256_fn(s, #s, digest, 0)
-  return ffi_string(digest, 32)
+  local r = ffi_string(digest, 32); return r
 end
 
 -- Raw 32-byte HMAC-SHA256(key, msg).
@@ -322,31 +330,29 @@ function _M.hmac_sha256(key, msg)
   if crypto.mbedtls_md_hmac(sha256_info, key, #key, msg, #msg, digest) ~= 0 then
     error("hmac_sha256: mbedtls_md_hmac failed", 2)
   end
-  return ffi_string(digest, 32)
+  local r = ffi_string(digest, 32); return r
+end
+
+-- The same into out (32 bytes, the caller's), without making a string.
+function _M.hmac_sha256_into(key, msg, out)
+  charge(#key + #msg)
+  if crypto.mbedtls_md_hmac(sha256_info, key, #key, msg, #msg, out) ~= 0 then
+    error("hmac_sha256: mbedtls_md_hmac failed", 2)
+  end
 end
 
 -- ---------------------------------------------------------------------------------------------
 -- IP addresses and CIDR matching. Every address is held as four 32-bit words of its IPv6 form;
 -- IPv4 is IPv4-mapped (::ffff:a.b.c.d), so an IPv4 rule matches a client seen as ::ffff:a.b.c.d.
 
-local AF_INET, AF_INET6 = 2, 10
-local addr_buf = ffi_new("uint8_t[16]")
+local words = ffi_new("uint32_t[4]")
 
-local function word(b, i)
-  return bor(lshift(b[i], 24), lshift(b[i + 1], 16), lshift(b[i + 2], 8), b[i + 3])
-end
-
--- Parses an address into addr_buf (IPv6 form). Returns true, is_v4, or false.
+-- Parses an address into words (IPv6 form). Returns true, is_v4, or false.
 local function pton(text)
-  if type(text) ~= "string" or #text == 0 or #text > 64 then return false end
-  if find(text, ":", 1, true) then
-    local pct = find(text, "%", 1, true) -- zone id (fe80::1%eth0): not part of the address
-    if pct then text = sub(text, 1, pct - 1) end
-    return ffi.C.inet_pton(AF_INET6, text, addr_buf) == 1, false
-  end
-  for i = 0, 9 do addr_buf[i] = 0 end
-  addr_buf[10], addr_buf[11] = 255, 255
-  return ffi.C.inet_pton(AF_INET, text, addr_buf + 12) == 1, true
+  if type(text) ~= "string" then return false end
+  local v = N.fe_lua_ffi_ip_parse(text, #text, words)
+  if v == 0 then return false end
+  return true, v == 4
 end
 
 -- The mask of 32 bits starting at bit `from` of a prefix of length `len`.
@@ -366,10 +372,13 @@ function cidr_mt:match_words(w1, w2, w3, w4)
     and band(w3, self[7]) == self[3] and band(w4, self[8]) == self[4]
 end
 
+-- The words as bit's signed 32-bit numbers (what match_words compares).
+local function word(i) return bor(words[i], 0) end
+
 function cidr_mt:match(ip_text)
   local ok = pton(ip_text)
   if not ok then return false end
-  return self:match_words(word(addr_buf, 0), word(addr_buf, 4), word(addr_buf, 8), word(addr_buf, 12))
+  local r = self:match_words(word(0), word(1), word(2), word(3)); return r
 end
 
 cidr_mt.__tostring = function(self) return self.text end
@@ -396,9 +405,25 @@ function _M.parse_cidr(text)
   for i = 1, 4 do
     local mask = mask_word(len, (i - 1) * 32)
     m[4 + i] = mask
-    m[i] = band(word(addr_buf, (i - 1) * 4), mask)
+    m[i] = band(word(i - 1), mask)
   end
   return setmetatable(m, cidr_mt)
+end
+
+-- A list's networks as C reads them (8 words each): made by compile_cidrs, or on a list's first
+-- use, and again when its length changes.
+local nets_of = setmetatable({}, { __mode = "k" })
+local function nets(list)
+  local c = nets_of[list]
+  local n = #list
+  if c and c.n == n then return c end
+  c = { n = n, words = ffi_new("uint32_t[?]", n * 8 + 1) }
+  for i = 1, n do
+    local m = list[i]
+    for k = 1, 8 do c.words[(i - 1) * 8 + k - 1] = m[k] end
+  end
+  nets_of[list] = c
+  return c
 end
 
 -- Compiles a list of CIDR strings; raises naming the first bad one (what: where it came from).
@@ -411,20 +436,17 @@ function _M.compile_cidrs(list, what)
     if not m then error(format("%s[%d]: %s", what, i, err), 0) end
     out[i] = m
   end
+  nets(out) -- now rather than on the first request: the JIT would meet its loops there
   return out
 end
 
 -- True when ip_text is inside any matcher of the list (from parse_cidr / compile_cidrs).
 -- An address that does not parse is in no list.
 function _M.ip_in(list, ip_text)
-  local ok = pton(ip_text)
-  if not ok then return false end
-  charge(#list)
-  local w1, w2, w3, w4 = word(addr_buf, 0), word(addr_buf, 4), word(addr_buf, 8), word(addr_buf, 12)
-  for i = 1, #list do
-    if list[i]:match_words(w1, w2, w3, w4) then return true end
-  end
-  return false
+  if type(ip_text) ~= "string" then return false end
+  local c = nets(list)
+  charge(c.n)
+  return N.fe_lua_ffi_ip_in(c.words, c.n, ip_text, #ip_text) == 1
 end
 
 -- "::ffff:1.2.3.4" -> "1.2.3.4"; anything else unchanged. Used where an address is text that a

@@ -28,6 +28,30 @@ describe("flvedge.acl", function()
   end)
 
   describe("referer", function()
+    -- referer_host as it was written in Lua patterns before it moved to C (fe_lua_ffi.c).
+    local function reference_host(r)
+      local s = r:find("://", 1, true)
+      local rest = r
+      if s and not r:sub(1, s - 1):find("[^%w+.-]") then rest = r:sub(s + 3) end
+      local host = rest:match("^[^/?#]*")
+      local at = host:find("@[^@]*$")
+      if at then host = host:sub(at + 1) end
+      if host:byte(1) == 91 then host = host:match("^(%[[^%]]*%])") or "" else host = host:match("^[^:]*") end
+      host = host:lower()
+      if host:byte(-1) == 46 then host = host:sub(1, -2) end
+      return host
+    end
+
+    it("finds the host the way the Lua patterns did", function()
+      local inputs = { "", "http://", "http:///x", "?q", "#f", "a", "A.B.", "..", "http://a:1", "x://y://z",
+        "ht tp://a/", "h+t.t-p://a/", "://a/", "a://", "http://u@h@g:80/p", "http://[::1]:8080/",
+        "http://[::1", "[v6]x", "HTTPS://User:PW@WWW.Example.COM.:443/p?q#f", "mailto:x@y", "a:b://c",
+        "http://h?x://y", "//host/p", "http://é.com/", "http://a.b.c.d.e.f/", "\0://x", ("a."):rep(200) }
+      for _, r in ipairs(inputs) do
+        assert.equal(reference_host(r), acl.referer_host(r), r)
+      end
+    end)
+
     local block = acl.referer{ policy = "allow", values = { "evil.com", "*.bad.org" } }
     local only = acl.referer{ policy = "deny", values = { "example.com", "*.example.com" }, empty = "deny" }
 
@@ -135,6 +159,19 @@ describe("flvedge.acl", function()
       -- %U keeps its meaning (not uppercase) after lowercasing the pattern
       assert.is_nil(a:check(ua("xSPIDER")))
       assert.is_true(a:check(ua("Mozilla/5.0")))
+    end)
+
+    it("plain-string patterns (matched in C) find what string.find finds", function()
+      local values = { "~*bot", "~*Spider", "~Mozilla", "~*x", "~*" .. ("a"):rep(300) }
+      local a = acl.user_agent{ policy = "allow", values = values }
+      local subjects = { "Googlebot/2.1", "GOOGLEBOT", "bo", "spiDER", "mozilla", "Mozilla/5.0",
+        "X", ("a"):rep(299), ("A"):rep(300), ("b"):rep(2000) .. "BoT", "\0bot" }
+      for _, u in ipairs(subjects) do
+        local want = u:lower():find("bot", 1, true) or u:lower():find("spider", 1, true)
+          or u:find("Mozilla", 1, true) or u:lower():find("x", 1, true)
+          or u:lower():find(("a"):rep(300), 1, true)
+        assert.equal(not want or nil, a:check(ua(u)), u)
+      end
     end)
 
     it('"" means no User-Agent header (missing or empty)', function()

@@ -2,7 +2,8 @@
 # The busted specs of lua/ and policies/ under LuaJIT (ctest: lua.busted). Debian's
 # /usr/bin/busted starts under plain Lua; running that script with luajit loads busted from
 # /usr/share/lua/5.1 instead, and --ignore-lua stops the .busted `lua` setting re-running it.
-# LUAJIT=/path/to/luajit picks another interpreter. Extra arguments go to busted.
+# LUAJIT=/path/to/luajit picks another interpreter. Extra arguments go to busted. flvedge.util
+# loads the library's C side from FLVEDGE_FFI_LIB (ctest sets it), else build/libfe_lua_ffi.so.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 luajit=${LUAJIT:-$(command -v luajit || true)}

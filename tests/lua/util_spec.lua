@@ -53,6 +53,54 @@ describe("flvedge.util", function()
     assert.equal("", util.trim("   "))
   end)
 
+  describe("query_arg (the server's req.args[name], in C)", function()
+    it("gives what parse_query gives for every name", function()
+      local queries = { "a=1&b=x%20y+z&c%3D=%2Fp&d", "a=1&a=2&a=3", "a=b=c==", "", "&&&", "=",
+        "==&=x", "%", "%zz=%4", "a=%", "\0=\255", "a&&b", "%%%%", "a+b=%41&a%20b=2", "%61=1&a=2",
+        "x=%4", "x=%4g", "k=%2B+", "=v&k", ("a=1&"):rep(50) .. "a=last" }
+      for _, q in ipairs(queries) do
+        local want = util.parse_query(q)
+        for name, v in pairs(want) do
+          assert.equal(v, util.query_arg(q, name), q .. " [" .. name .. "]")
+        end
+        for _, name in ipairs({ "", "zz", "a ", "A", "a=" }) do
+          assert.equal(want[name], util.query_arg(q, name), q .. " [" .. name .. "]")
+        end
+      end
+    end)
+
+    it("is nil for anything that is not a string", function()
+      assert.is_nil(util.query_arg(nil, "a"))
+      assert.is_nil(util.query_arg("a=1", 1))
+    end)
+  end)
+
+  describe("digits, blank, dir_of", function()
+    it("digits: 1 to 15 decimal digits only", function()
+      for _, s in ipairs({ "0", "1700000000", ("9"):rep(15) }) do assert.is_true(util.digits(s), s) end
+      for _, s in ipairs({ "", ("9"):rep(16), "12a", " 1", "-1", "+1", "0x1", "1.5", "1e3" }) do
+        assert.is_false(util.digits(s), s)
+      end
+      assert.is_false(util.digits(nil))
+    end)
+
+    it("blank: empty or %s only", function()
+      assert.is_true(util.blank(""))
+      assert.is_true(util.blank(" \t\n\v\f\r"))
+      assert.is_false(util.blank(" x "))
+      assert.is_false(util.blank("\0"))
+    end)
+
+    it("dir_of: up to the last / when a name follows it", function()
+      assert.equal("/a/b/", util.dir_of("/a/b/c.flv"))
+      assert.equal("/", util.dir_of("/c.flv"))
+      assert.equal("a/", util.dir_of("a/b"))
+      assert.is_nil(util.dir_of("/a/b/"))
+      assert.is_nil(util.dir_of("c.flv"))
+      assert.is_nil(util.dir_of(""))
+    end)
+  end)
+
   describe("base64url", function()
     it("encodes every tail length, with and without padding", function()
       assert.equal("", util.base64url_encode(""))
