@@ -83,6 +83,7 @@ typedef struct fe_vreq {
   int seek;            /* 1: bytes, 2: time */
   fe_net_write wreq;
   uint64_t wlen;
+  fe_deferred defer;   /* freed at the loop's safe point after a write failed at once */
   const char *pre;     /* a head held back to go in the writev of the bytes after it */
   uint64_t pre_len;
   /* sendfile: in the thread pool to the socket (non-blocking); when the socket is full, a poll
@@ -272,6 +273,20 @@ static void fe_vreq_h2_written(void *ud, int status) {
 
 /* Sends bytes that stay valid until the write's callback (the head, the fetch's buffer pinned by
  * the waiter, the read buffer). While the answer is the seek's head read, they go to memory. */
+static void fe_vreq_on_defer_free(fe_deferred *d) {
+  fe_vreq_free((fe_vreq *)((char *)d - offsetof(fe_vreq, defer)));
+}
+
+/* A write failed at once: the connection closes, and v (whose caller, the pump, still reads it)
+ * is freed at the loop's next safe point instead of inside the close. */
+static void fe_vreq_close_conn(fe_vreq *v) {
+  v->io = 1;
+  fe_conn_close(v->c); /* marks v closed */
+  v->io = 0;
+  if (v->closed)
+    fe_loop_defer(v->loop, &v->defer, fe_vreq_on_defer_free);
+}
+
 static void fe_vreq_write(fe_vreq *v, const void *p, uint64_t n) {
   if (v->phase == FE_VP_SEEKHEAD) {
     memcpy(v->seekbuf + v->seek_len, p, n);
@@ -297,8 +312,7 @@ static void fe_vreq_write(fe_vreq *v, const void *p, uint64_t n) {
   v->pre_len = 0; /* accounted when it was held */
   int w = fe_net_try_writev(&v->c->net, b, nb);
   if (w < 0 && w != UV_EAGAIN) {
-    v->io = 0;
-    fe_conn_close(v->c);
+    fe_vreq_close_conn(v);
     return;
   }
   if (w >= 0 && (uint64_t)w == total) {
@@ -315,10 +329,8 @@ static void fe_vreq_write(fe_vreq *v, const void *p, uint64_t n) {
   }
   b[first].base += done;
   b[first].len -= (unsigned)done;
-  if (fe_net_writev(&v->c->net, &v->wreq, b + first, nb - first, fe_vreq_on_written) < 0) {
-    v->io = 0;
-    fe_conn_close(v->c);
-  }
+  if (fe_net_writev(&v->c->net, &v->wreq, b + first, nb - first, fe_vreq_on_written) < 0)
+    fe_vreq_close_conn(v);
 }
 
 /* ---- a stored slice ------------------------------------------------------------------------ */

@@ -160,6 +160,9 @@ void fe_loop_close(fe_loop *l) {
   fe_loop_run_deferred(l);
   uv_loop_close(&l->uv);
   uv_mutex_destroy(&l->tasks_mu);
+  l->closed = 1; /* a buffer given back later is freed at once */
+  while (l->nbig_free > 0)
+    free(l->big_free[--l->nbig_free]);
 }
 
 void fe_loop_defer(fe_loop *l, fe_deferred *d, void (*fn)(fe_deferred *d)) {
@@ -179,7 +182,7 @@ void *fe_loop_big_get(fe_loop *l) {
 }
 
 void fe_loop_big_put(fe_loop *l, void *p) {
-  if (p && l->nbig_free < FE_LOOP_BIG_KEEP)
+  if (p && !l->closed && l->nbig_free < FE_LOOP_BIG_KEEP)
     l->big_free[l->nbig_free++] = p;
   else
     free(p);

@@ -68,6 +68,7 @@ typedef struct fe_loop {
   uint32_t nlater;
   void *big_free[FE_LOOP_BIG_KEEP]; /* FE_LOOP_BIG_BUF buffers kept for reuse */
   int nbig_free;
+  int closed;            /* fe_loop_close is done: buffers given back are freed */
   uv_timer_t lag_probe;  /* fires every FE_LOOP_LAG_PROBE_MS: how late it fires is the loop lag */
   uint64_t lag_last_ns;
   /* tasks from other threads: under tasks_mu */
