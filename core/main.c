@@ -229,17 +229,19 @@ static void fe_threadpool_size(int nloops) {
 static void fe_on_stopped(void *ud) {
   fe_main *m = ud;
   fe_info("stopped");
+  /* The server goes first (its access log writer may take up to 2 s to finish) while the signal
+   * handles still catch a second SIGTERM; closing them restores the default actions, so the
+   * signals are ignored right after: nothing in the last moments of the stop may kill the
+   * process and leave the pid file behind. */
+  fe_server_free(m->server);
   uv_close((uv_handle_t *)&m->sigterm, NULL);
   uv_close((uv_handle_t *)&m->sigint, NULL);
   uv_close((uv_handle_t *)&m->sighup, NULL);
   uv_close((uv_handle_t *)&m->sigusr1, NULL);
-  /* Closing the handles restored the default actions: a signal in the last moments of the stop
-   * (a second SIGTERM, a SIGHUP) must not kill the process and leave the pid file behind. */
   signal(SIGTERM, SIG_IGN);
   signal(SIGINT, SIG_IGN);
   signal(SIGHUP, SIG_IGN);
   signal(SIGUSR1, SIG_IGN);
-  fe_server_free(m->server);
 }
 
 static void fe_on_signal(uv_signal_t *sig, int signum) {
