@@ -66,6 +66,8 @@ struct fe_pull {
   /* what the sink got */
   uint32_t last_ts, last_video_ts, frame_ms;
   uint32_t last_frame_ts[2];  /* the last video [0] and audio [1] frame's timestamp */
+  int64_t max_pts;            /* the latest presentation time of a video frame sent (ms) */
+  int have_pts;
   int have_frame_ts[2];
   int switched;               /* a failover joined another origin: frames are kept increasing */
   int have_ts, have_video_ts, has_video;
@@ -158,6 +160,25 @@ static fe_leg *fe_leg_open(fe_pull *p, const char *url, int attempt) {
 
 /* ---- what the sink gets -------------------------------------------------------------------- */
 
+/* A video frame's composition offset (PTS - DTS, ms): AVC/HEVC's 24-bit signed field, legacy or
+ * enhanced (CodedFrames); 0 when the tag has none. */
+static int32_t fe_pull_cts(const fe_flv_tag *t) {
+  const uint8_t *p = t->data + FE_FLV_TAG_HEADER_SIZE;
+  size_t at;
+  if (p[0] & 0x80) { /* enhanced RTMP: packet type in the low bits, FourCC after */
+    if ((p[0] & 0x0f) != 1 || t->size < 8)
+      return 0;
+    at = 5;
+  } else {
+    unsigned codec = p[0] & 0x0f;
+    if ((codec != 7 && codec != 12) || t->size < 5 || p[1] != 1)
+      return 0;
+    at = 2;
+  }
+  int32_t v = (int32_t)((uint32_t)p[at] << 16 | (uint32_t)p[at + 1] << 8 | p[at + 2]);
+  return v & 0x800000 ? v - 0x1000000 : v;
+}
+
 /* A tag of a joined leg to the sink, its timestamp moved by the leg's offset. */
 static int fe_pull_emit(fe_pull *p, fe_leg *g, const fe_flv_tag *tag) {
   fe_flv_tag t = *tag;
@@ -172,6 +193,12 @@ static int fe_pull_emit(fe_pull *p, fe_leg *g, const fe_flv_tag *tag) {
       t.timestamp = p->last_frame_ts[a] + 1;
     p->last_frame_ts[a] = t.timestamp;
     p->have_frame_ts[a] = 1;
+    if (!a && t.size > 0) {
+      int64_t pts = (int64_t)t.timestamp + fe_pull_cts(&t);
+      if (!p->have_pts || pts > p->max_pts)
+        p->max_pts = pts;
+      p->have_pts = 1;
+    }
   }
   if (t.type == FE_FLV_VIDEO) {
     p->has_video = 1;
@@ -399,7 +426,15 @@ static int fe_leg_join_tag(fe_leg *g, const fe_flv_tag *tag) {
     p->probe = NULL;
   }
   uv_timer_stop(&g->timer);
-  uint32_t base = p->have_ts ? p->last_ts + (p->frame_ms ? p->frame_ms : FE_FRAME_MS_DEFAULT) : 0;
+  uint32_t frame = p->frame_ms ? p->frame_ms : FE_FRAME_MS_DEFAULT;
+  uint32_t base = p->have_ts ? p->last_ts + frame : 0;
+  /* The new keyframe is also presented after every frame already sent: with B-frames the last
+   * frame sent in decode order may be presented later than its timestamp says. */
+  if (p->have_pts && tag->type == FE_FLV_VIDEO) {
+    int64_t by_pts = p->max_pts + frame - fe_pull_cts(tag);
+    if (by_pts > (int64_t)base && by_pts <= UINT32_MAX)
+      base = (uint32_t)by_pts;
+  }
   g->ts_offset = (int64_t)base - tag->timestamp;
   g->joined = 1;
   p->switched = p->have_ts;

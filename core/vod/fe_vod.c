@@ -894,10 +894,13 @@ int fe_vod_fetch_cacheable(const fe_vod_fetch *f) {
   return f->cacheable;
 }
 
+/* Any loop's request may call this on a fetch it waits for; only the one that started the fetch
+ * (on the fetch's loop) is its answer's ud, so for the others the atomic compare fails and they
+ * write nothing. */
 void fe_vod_fetch_forget_answer(fe_vod_fetch *f, void *ud) {
-  if (f->answer_ud == ud) {
+  if (__atomic_load_n(&f->answer_ud, __ATOMIC_RELAXED) == ud) {
     f->on_answer = NULL;
-    f->answer_ud = NULL;
+    __atomic_store_n(&f->answer_ud, NULL, __ATOMIC_RELAXED);
   }
 }
 
@@ -1420,8 +1423,9 @@ static void fe_vod_on_response(void *ud, int status, const char *ctype) {
   }
   double ttl = f->ttl;
   int cacheable = ok && !f->no_store;
-  if (f->on_answer && !f->no_store)
-    f->on_answer(f->answer_ud, status, h, size, &ttl, &cacheable);
+  void *answer_ud = __atomic_load_n(&f->answer_ud, __ATOMIC_RELAXED);
+  if (f->on_answer && answer_ud && !f->no_store)
+    f->on_answer(answer_ud, status, h, size, &ttl, &cacheable);
   double now = fe_now();
   if (status == 304) {
     fe_vod_trash t = {0};
