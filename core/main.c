@@ -22,6 +22,7 @@ typedef struct fe_main {
   fe_server *server;
   uv_signal_t sigterm, sigint, sighup, sigusr1;
   int stopping;
+  int stopped;           /* the server is freed: signals are caught and ignored */
   /* what to load again on SIGHUP */
   const char *config_path, *listen, *origin, *policy;
   const char *origins[FE_QUICK_ORIGINS_MAX]; /* --origin, each time given: primary, then backups */
@@ -133,7 +134,9 @@ static int fe_reload(void *ud, char *err, size_t cap) {
 
 static void fe_on_reload(uv_signal_t *sig, int signum) {
   char err[1024];
-  fe_reload(sig->data, err, sizeof(err));
+  fe_main *m = sig->data;
+  if (!m->stopped)
+    fe_reload(m, err, sizeof(err));
 }
 
 /* logrotate moved the access log: the writer opens the path again. */
@@ -229,19 +232,16 @@ static void fe_threadpool_size(int nloops) {
 static void fe_on_stopped(void *ud) {
   fe_main *m = ud;
   fe_info("stopped");
-  /* The server goes first (its access log writer may take up to 2 s to finish) while the signal
-   * handles still catch a second SIGTERM; closing them restores the default actions, so the
-   * signals are ignored right after: nothing in the last moments of the stop may kill the
-   * process and leave the pid file behind. */
+  /* The signal handles stay open to the end (unreferenced, so the loop can finish): closing
+   * them would give the signals back their default actions, and a second SIGTERM in the last
+   * moments of the stop (the access log writer may take up to 2 s) would kill the process and
+   * leave the pid file behind. Their callbacks do nothing once stopped. */
+  m->stopped = 1;
   fe_server_free(m->server);
-  uv_close((uv_handle_t *)&m->sigterm, NULL);
-  uv_close((uv_handle_t *)&m->sigint, NULL);
-  uv_close((uv_handle_t *)&m->sighup, NULL);
-  uv_close((uv_handle_t *)&m->sigusr1, NULL);
-  signal(SIGTERM, SIG_IGN);
-  signal(SIGINT, SIG_IGN);
-  signal(SIGHUP, SIG_IGN);
-  signal(SIGUSR1, SIG_IGN);
+  uv_unref((uv_handle_t *)&m->sigterm);
+  uv_unref((uv_handle_t *)&m->sigint);
+  uv_unref((uv_handle_t *)&m->sighup);
+  uv_unref((uv_handle_t *)&m->sigusr1);
 }
 
 static void fe_on_signal(uv_signal_t *sig, int signum) {

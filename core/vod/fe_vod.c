@@ -1127,6 +1127,26 @@ static void fe_vod_store_work(uv_work_t *w) {
   }
 }
 
+/* Under c->mu: a slice file just published enters the index, unless its object moved on
+ * (purged, replaced: not `current`) or the slot was stored meanwhile; a file the index does not
+ * name is deleted. */
+static void fe_vod_slot_publish(fe_vod_cache *c, fe_vod_obj *o, int current, uint32_t idx,
+                                const fe_vod_file *file, fe_vod_trash *t) {
+  if (current && idx < o->nslices && !o->slots[idx].stored) {
+    fe_vod_slot *s = &o->slots[idx];
+    s->stored = 1;
+    s->size = file->size;
+    s->ino = file->ino;
+    s->mtime_ns = file->mtime_ns;
+    o->nstored++;
+    c->bytes += s->size;
+    fe_vod_lru_front(c, s);
+    fe_vod_evict(c, t);
+  } else if (!(o && idx < o->nslices && o->slots[idx].ino == file->ino)) {
+    fe_vod_trash_add(t, file->path);
+  }
+}
+
 static void fe_vod_store_done(uv_work_t *w, int status) {
   fe_vod_fetch *f = w->data;
   fe_vod_cache *c = f->cache;
@@ -1136,21 +1156,8 @@ static void fe_vod_store_done(uv_work_t *w, int status) {
   uv_mutex_lock(&c->mu);
   fe_vod_obj *o = f->listed ? fe_vod_find(c, f->key) : NULL;
   int current = o && o->gen == f->gen && o->known;
-  if (rc == 0 && f->buf) {
-    if (current && f->idx < o->nslices && !o->slots[f->idx].stored) {
-      fe_vod_slot *s = &o->slots[f->idx];
-      s->stored = 1;
-      s->size = f->file.size;
-      s->ino = f->file.ino;
-      s->mtime_ns = f->file.mtime_ns;
-      o->nstored++;
-      c->bytes += s->size;
-      fe_vod_lru_front(c, s);
-      fe_vod_evict(c, &t);
-    } else if (!(current && f->idx < o->nslices && o->slots[f->idx].ino == f->file.ino)) {
-      fe_vod_trash_add(&t, f->file.path); /* purged or replaced while it was written */
-    }
-  }
+  if (rc == 0 && f->buf)
+    fe_vod_slot_publish(c, o, current, f->idx, &f->file, &t);
   uv_mutex_unlock(&c->mu);
   if (rc < 0) {
     FE_METRIC_INC(&f->loop->metrics, vod_store_errors);
@@ -1210,20 +1217,8 @@ static void fe_vod_side_done(uv_work_t *w, int status) {
   if (rc == 0) {
     uv_mutex_lock(&c->mu);
     fe_vod_obj *o = fe_vod_find(c, f->key);
-    if (o && o->known && o->gen == sd->gen && o->meta.version == sd->version &&
-        sd->idx < o->nslices && !o->slots[sd->idx].stored) {
-      fe_vod_slot *s = &o->slots[sd->idx];
-      s->stored = 1;
-      s->size = sd->file.size;
-      s->ino = sd->file.ino;
-      s->mtime_ns = sd->file.mtime_ns;
-      o->nstored++;
-      c->bytes += s->size;
-      fe_vod_lru_front(c, s);
-      fe_vod_evict(c, &t);
-    } else if (!(o && sd->idx < o->nslices && o->slots[sd->idx].ino == sd->file.ino)) {
-      fe_vod_trash_add(&t, sd->file.path); /* replaced, purged or stored meanwhile */
-    }
+    int current = o && o->known && o->gen == sd->gen && o->meta.version == sd->version;
+    fe_vod_slot_publish(c, o, current, sd->idx, &sd->file, &t);
     uv_mutex_unlock(&c->mu);
   } else {
     FE_METRIC_INC(&f->loop->metrics, vod_store_errors);
