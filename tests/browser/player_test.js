@@ -229,8 +229,9 @@ function startEdge(configPath) {
     const onData = (chunk) => {
       edgeLog += chunk.toString();
       if (edgeLog.length > 200000) edgeLog = edgeLog.slice(-100000);
+      // The "loop(s)" line comes after every listener's line (the HTTPS one included).
       const m = /flvedge: listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(edgeLog);
-      if (m) { clearTimeout(timer); resolve(Number(m[1])); }
+      if (m && /flvedge: \d+ loop\(s\), connections spread by/.test(edgeLog)) { clearTimeout(timer); resolve(Number(m[1])); }
     };
     edge.stderr.on('data', onData);
     edge.stdout.on('data', onData);

@@ -50,6 +50,7 @@ MEDIA_DIR = os.environ.get("FE_MEDIA_DIR", "/tmp/flvedge-media")
 WORKERS = int(os.environ.get("FE_WORKERS", "2"))
 
 LISTEN_RE = re.compile(r"flvedge: listening on https?://([0-9.]+|\[[0-9a-fA-F:]+\]):(\d+)")
+READY_RE = re.compile(r"flvedge: \d+ loop\(s\), connections spread by")
 ADMIN_RE = re.compile(r"flvedge: admin API on http://([0-9.]+|\[[0-9a-fA-F:]+\]):(\d+)")
 SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "ThreadSanitizer",
                      "MemorySanitizer")
@@ -347,9 +348,11 @@ class Edge:
 
     def wait_listening(self, timeout):
         def ready():
-            m = LISTEN_RE.findall(self.stderr_text())
-            if m:
-                return m
+            # The "loop(s)" line follows every listening line and the admin line: waiting
+            # for it sees all the ports, not just the first one logged.
+            text = self.stderr_text()
+            if READY_RE.search(text):
+                return LISTEN_RE.findall(text)
             if self.proc.poll() is not None:
                 raise AssertionError("flvedge exited with %s before listening; cmd %s; stderr:\n%s"
                                      % (self.proc.returncode, self.cmd, self.stderr_tail()))
