@@ -237,16 +237,29 @@ int fe_conn_keep_alive(const fe_conn *c) {
   return !c->parser.upgrade && llhttp_should_keep_alive(&c->parser);
 }
 
+/* Appends s[0..n) to buf at *at, as much as fits in cap - 1, and keeps it a C string. */
+static void fe_put(char *buf, size_t cap, size_t *at, const char *s, size_t n) {
+  size_t room = *at < cap ? cap - 1 - *at : 0;
+  if (n > room)
+    n = room;
+  memcpy(buf + *at, s, n);
+  *at += n;
+  buf[*at] = 0;
+}
+
 size_t fe_conn_cors(const fe_conn *c, char *buf, size_t cap) {
+  static const char allow[] = "Access-Control-Allow-Origin: ",
+                    expose[] = "\r\nAccess-Control-Expose-Headers: Content-Length, Content-Range, "
+                               "X-Cache-Status\r\n";
   const char *origin = (c->gen ? c->gen : c->w->gen)->cfg->cors_origin;
+  size_t n = 0;
   buf[0] = 0;
   if (!origin)
     return 0;
-  int n = snprintf(buf, cap,
-                   "Access-Control-Allow-Origin: %s\r\n"
-                   "Access-Control-Expose-Headers: Content-Length, Content-Range, X-Cache-Status\r\n",
-                   origin);
-  return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+  fe_put(buf, cap, &n, allow, sizeof(allow) - 1);
+  fe_put(buf, cap, &n, origin, strlen(origin));
+  fe_put(buf, cap, &n, expose, sizeof(expose) - 1);
+  return n;
 }
 
 /* 1xx, 204 and 304 have no body (RFC 9110 6.4.1), so no Content-Length and no Content-Type. */
@@ -254,18 +267,68 @@ static int fe_status_bodiless(int status) {
   return (status >= 100 && status < 200) || status == 204 || status == 304;
 }
 
-static size_t fe_respond_head(char *buf, size_t cap, int status, const char *ctype, size_t len,
-                              const char *cors, const char *extra_headers, int close) {
-  int body = !fe_status_bodiless(status);
-  char clen[48] = "";
-  if (body)
-    snprintf(clen, sizeof(clen), "Content-Length: %zu\r\n", len);
-  int n = snprintf(buf, cap,
-                   "HTTP/1.1 %d %s\r\nServer: flvedge/" FE_VERSION "\r\n%s%s%s%s%s%s%s\r\n",
-                   status, fe_http_reason(status), body ? "Content-Type: " : "",
-                   body ? (ctype ? ctype : "text/plain") : "", body ? "\r\n" : "", clen, cors,
-                   extra_headers ? extra_headers : "", close ? "Connection: close\r\n" : "");
-  return n < 0 ? 0 : (size_t)n;
+/* A response head as pieces, measured once and copied once: the answer of every small request
+ * is made here, and formatting it with printf cost more than parsing the request. */
+typedef struct fe_head {
+  struct {
+    const char *p;
+    size_t n;
+  } part[16];
+  int count;
+  size_t len;
+  char status[4], clen[24];
+} fe_head;
+
+static void fe_head_add(fe_head *h, const char *p, size_t n) {
+  h->part[h->count].p = p;
+  h->part[h->count++].n = n;
+  h->len += n;
+}
+
+#define FE_HEAD_LIT(h, s) fe_head_add((h), (s), sizeof(s) - 1)
+
+static void fe_respond_head(fe_head *h, int status, const char *ctype, size_t len,
+                            const char *cors, const char *extra_headers, int close) {
+  h->count = 0;
+  h->len = 0;
+  if (status < 100 || status > 999)
+    status = 500;
+  h->status[0] = (char)('0' + status / 100);
+  h->status[1] = (char)('0' + status / 10 % 10);
+  h->status[2] = (char)('0' + status % 10);
+  h->status[3] = ' ';
+  const char *reason = fe_http_reason(status);
+  FE_HEAD_LIT(h, "HTTP/1.1 ");
+  fe_head_add(h, h->status, 4);
+  fe_head_add(h, reason, strlen(reason));
+  FE_HEAD_LIT(h, "\r\nServer: flvedge/" FE_VERSION "\r\n");
+  if (!fe_status_bodiless(status)) {
+    FE_HEAD_LIT(h, "Content-Type: ");
+    ctype = ctype ? ctype : "text/plain";
+    fe_head_add(h, ctype, strlen(ctype));
+    FE_HEAD_LIT(h, "\r\nContent-Length: ");
+    char *end = h->clen + sizeof(h->clen), *d = end;
+    do
+      *--d = (char)('0' + len % 10);
+    while ((len /= 10) > 0);
+    fe_head_add(h, d, (size_t)(end - d));
+    FE_HEAD_LIT(h, "\r\n");
+  }
+  fe_head_add(h, cors, strlen(cors));
+  if (extra_headers)
+    fe_head_add(h, extra_headers, strlen(extra_headers));
+  if (close)
+    FE_HEAD_LIT(h, "Connection: close\r\n");
+  FE_HEAD_LIT(h, "\r\n");
+}
+
+/* Writes the head to out (h->len bytes and a NUL). */
+static void fe_head_copy(const fe_head *h, char *out) {
+  for (int i = 0; i < h->count; i++) {
+    memcpy(out, h->part[i].p, h->part[i].n);
+    out += h->part[i].n;
+  }
+  *out = 0;
 }
 
 void fe_conn_respond(fe_conn *c, int status, const char *ctype, const char *extra_headers,
@@ -275,9 +338,11 @@ void fe_conn_respond(fe_conn *c, int status, const char *ctype, const char *extr
     return;
   char cors[256];
   fe_conn_cors(c, cors, sizeof(cors));
-  /* Measured, then formatted straight into the send request: a policy's headers may be long,
-   * and the head is never cut. */
-  size_t n = fe_respond_head(NULL, 0, status, ctype, len, cors, extra_headers, close);
+  /* Measured, then copied straight into the send request: a policy's headers may be long, and
+   * the head is never cut. */
+  fe_head head_parts;
+  fe_respond_head(&head_parts, status, ctype, len, cors, extra_headers, close);
+  size_t n = head_parts.len;
   /* parser.method is the last method read: a head refused before its method keeps the one of
    * the request before it, so only a method read for this request counts. */
   int head = c->have_method && c->parser.method == HTTP_HEAD;
@@ -287,25 +352,52 @@ void fe_conn_respond(fe_conn *c, int status, const char *ctype, const char *extr
   fe_conn_first_byte(c);
   fe_conn_request_done(c);
   if (c->h2s) {
+    /* HTTP/2 says nothing of Connection: the head is made again without it. */
+    fe_respond_head(&head_parts, status, ctype, len, cors, extra_headers, 0);
+    n = head_parts.len;
     char *h = malloc(n + 1);
     if (!h) {
       fe_conn_reset(c);
       return;
     }
-    fe_respond_head(h, n + 1, status, ctype, len, cors, extra_headers, 0);
+    fe_head_copy(&head_parts, h);
     fe_h2_respond(c, h, n, body_len ? body : NULL, body_len);
     free(h);
     return;
   }
-  fe_send_req *r = fe_send_req_new(c, n + 1 + body_len, close);
+  /* Made while the parser runs, with nothing else in flight: the answer goes to the socket at
+   * once. The usual small answer then needs no copy, no write request and no callback, and the
+   * parser goes on to a pipelined request; what the socket does not take is queued as below. A
+   * closing answer is always queued: the connection closes when its last byte has left. */
+  size_t done = 0;
+  char hbuf[2048];
+  if (c->parsing && !c->sending && !close && n < sizeof(hbuf)) {
+    fe_head_copy(&head_parts, hbuf);
+    uv_buf_t b[2] = {uv_buf_init(hbuf, (unsigned)n), uv_buf_init((char *)body, (unsigned)body_len)};
+    int w = fe_net_try_writev(&c->net, b, body_len ? 2 : 1);
+    if (w < 0 && w != UV_EAGAIN) {
+      fe_conn_close(c);
+      return;
+    }
+    done = w > 0 ? (size_t)w : 0;
+    FE_METRIC_ADD(&c->w->loop.metrics, bytes_sent, done);
+    if (done == n + body_len)
+      return;
+  }
+  fe_send_req *r = fe_send_req_new(c, n + 1 + body_len - done, close);
   if (!r) {
     fe_conn_close(c);
     return;
   }
-  fe_respond_head(r->data, n + 1, status, ctype, len, cors, extra_headers, close);
-  if (body_len)
-    memcpy(r->data + n, body, body_len);
-  r->len = n + body_len;
+  if (done == 0) {
+    fe_head_copy(&head_parts, r->data);
+  } else if (done < n) {
+    memcpy(r->data, hbuf + done, n - done);
+  }
+  size_t head_left = done < n ? n - done : 0, body_done = done > n ? done - n : 0;
+  if (body_len > body_done)
+    memcpy(r->data + head_left, (const char *)body + body_done, body_len - body_done);
+  r->len = n + body_len - done;
   fe_send_req_queue(c, r);
 }
 
@@ -574,7 +666,8 @@ void fe_conn_request_done(fe_conn *c) {
                                                                                        : FE_PROTO_HTTP11;
     FE_METRIC_INC(&c->w->loop.metrics, requests_proto[proto]);
   }
-  char extra[1024] = "";
+  char extra[1024];
+  extra[0] = 0;
   fe_lua *lua = c->gen ? c->gen->lua : NULL;
   if (lua && c->res) {
     int idx = (int)(c->res - c->gen->cfg->resources);
@@ -883,7 +976,9 @@ static const llhttp_settings_t fe_request_settings = {
 /* Parses what the client sent. Returns how many bytes are left when the parser paused (a request
  * whose answer is being written, or the last one), 0 otherwise. */
 static size_t fe_conn_parse(fe_conn *c, const char *data, size_t len) {
+  c->parsing = 1;
   llhttp_errno_t e = llhttp_execute(&c->parser, data, len);
+  c->parsing = 0;
   /* HPE_PAUSED_UPGRADE: a CONNECT or Upgrade request was answered, and the connection closes;
    * or the request upgraded the connection to h2c, and what follows it is HTTP/2's. */
   if (e == HPE_PAUSED_UPGRADE && c->h2) {
@@ -915,21 +1010,26 @@ static size_t fe_conn_parse(fe_conn *c, const char *data, size_t len) {
 static void fe_conn_on_read(fe_net *n, ssize_t nread, const char *data);
 
 /* While an answer is written the client's further requests wait in its socket, not in our
- * memory: reading stops, and the rest of the last read (one read at most) is kept. */
+ * memory: what was read past the request (one read at most) is kept, and reading stops. An answer
+ * that already went whole into the socket (the usual small one) leaves reading on, for stopping
+ * and restarting it cost two epoll_ctl calls per request; a read that comes before its write's
+ * callback is kept the same way, and only then does reading stop. */
 static void fe_conn_hold(fe_conn *c, const char *rest, size_t len) {
   if (len > 0) {
-    char *p = malloc(len);
+    char *p = malloc(c->pending_len + len);
     if (!p) {
       fe_conn_close(c);
       return;
     }
-    memcpy(p, rest, len);
+    if (c->pending_len)
+      memcpy(p, c->pending + c->pending_off, c->pending_len);
+    memcpy(p + c->pending_len, rest, len);
     free(c->pending);
     c->pending = p;
     c->pending_off = 0;
-    c->pending_len = (uint32_t)len;
+    c->pending_len += (uint32_t)len;
   }
-  if (!c->read_stopped) {
+  if (!c->read_stopped && (c->pending_len > 0 || fe_net_queued(&c->net) > 0)) {
     fe_net_read_stop(&c->net);
     c->read_stopped = 1;
   }
@@ -957,6 +1057,10 @@ static void fe_conn_next(fe_conn *c) {
   free(c->pending);
   c->pending = NULL;
   c->pending_off = c->pending_len = 0;
+  if (c->eof_held && c->state == FE_CS_READING) {
+    fe_conn_close(c);
+    return;
+  }
   if (c->read_stopped && c->state != FE_CS_CLOSING) {
     c->read_stopped = 0;
     fe_net_read_start(&c->net, fe_conn_on_read);
@@ -965,6 +1069,16 @@ static void fe_conn_next(fe_conn *c) {
 
 static void fe_conn_on_read(fe_net *n, ssize_t nread, const char *data) {
   fe_conn *c = n->data;
+  if (nread == UV_EOF && !c->h2 && c->state == FE_CS_READING && c->sending) {
+    /* A client may end its side after its request: the answer is still written in full, and
+     * what it sent before is still answered; the connection closes after that. */
+    c->eof_held = 1;
+    if (!c->read_stopped) {
+      fe_net_read_stop(&c->net);
+      c->read_stopped = 1;
+    }
+    return;
+  }
   if (nread < 0) {
     fe_conn_close(c);
     return;
@@ -975,6 +1089,10 @@ static void fe_conn_on_read(fe_net *n, ssize_t nread, const char *data) {
   }
   if (c->state != FE_CS_READING)
     return; /* a viewer's further bytes are ignored; only its close matters */
+  if (c->sending) {
+    fe_conn_hold(c, data, (size_t)nread); /* the answer before it has not finished */
+    return;
+  }
   /* The first bytes: HTTP/2 when TLS agreed on h2, or (h2c listeners) when they are its preface. */
   if (!c->proto_checked) {
     c->proto_checked = 1;

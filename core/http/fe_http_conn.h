@@ -106,10 +106,12 @@ typedef struct fe_conn {
   llhttp_t parser;
   int state;
   uint64_t deadline;          /* loop ms by which the request head must be in (0: none) */
-  /* One request at a time: while its answer is written, the parser is paused, reading stopped,
-   * and what the client sent after it waits here (at most one read). */
+  /* One request at a time: while its answer is written, the parser is paused, and what the
+   * client sent after it waits here (at most one read) with reading stopped. */
   int sending;                /* writes of finite answers in flight */
   int read_stopped;
+  int parsing;                /* inside llhttp_execute: an answer made now may be written at once */
+  int eof_held;               /* the client ended its side while an answer was written */
   char *pending;
   uint32_t pending_off, pending_len;
   uint64_t send_progress;     /* loop ms when the answer's bytes last moved */

@@ -1,6 +1,7 @@
 /*
  * Plain files from a directory: the player page and its scripts, a downloadable sample. Files are
- * read whole with one blocking read, which is fine for a few MB from the page cache; FLV VOD with
+ * read whole with one blocking read, which is fine for a few MB from the page cache (the answer
+ * copies the body, or writes it to the socket at once, so the buffer is free again); FLV VOD with
  * ranges and an origin cache is the vod/ module's job, not this one's.
  */
 #include <fcntl.h>
@@ -48,7 +49,14 @@ void fe_static_serve(fe_conn *c, const fe_resource *res, const char *path, size_
     return;
   }
   char full[2048];
-  snprintf(full, sizeof(full), "%s/%s", res->root, rel);
+  size_t root_len = strlen(res->root);
+  if (root_len + 1 + strlen(rel) >= sizeof(full)) {
+    fe_conn_respond(c, 404, NULL, NULL, "404 not found\n", 14, !keep);
+    return;
+  }
+  memcpy(full, res->root, root_len);
+  full[root_len] = '/';
+  strcpy(full + root_len + 1, rel);
   int fd = open(full, O_RDONLY | O_CLOEXEC);
   struct stat st;
   if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > FE_STATIC_MAX) {
@@ -58,7 +66,9 @@ void fe_static_serve(fe_conn *c, const fe_resource *res, const char *path, size_
     return;
   }
   size_t size = (size_t)st.st_size;
-  char *body = malloc(size ? size : 1);
+  /* A small file is read into one of the loop's buffers: no allocation per request. */
+  fe_loop *loop = &c->w->loop;
+  char *body = size <= FE_LOOP_BIG_BUF ? fe_loop_big_get(loop) : malloc(size ? size : 1);
   size_t got = 0;
   while (body && got < size) {
     ssize_t r = read(fd, body + got, size - got);
@@ -67,12 +77,13 @@ void fe_static_serve(fe_conn *c, const fe_resource *res, const char *path, size_
     got += (size_t)r;
   }
   close(fd);
-  if (!body || got != size) {
-    free(body);
+  if (body && got == size)
+    fe_conn_respond(c, 200, fe_static_type(rel), "Cache-Control: max-age=60\r\nAccept-Ranges: none\r\n",
+                    body, size, !keep);
+  else
     fe_conn_respond(c, 500, NULL, NULL, "500 read error\n", 15, 1);
-    return;
-  }
-  fe_conn_respond(c, 200, fe_static_type(rel), "Cache-Control: max-age=60\r\nAccept-Ranges: none\r\n",
-                  body, size, !keep);
-  free(body);
+  if (size <= FE_LOOP_BIG_BUF)
+    fe_loop_big_put(loop, body);
+  else
+    free(body);
 }

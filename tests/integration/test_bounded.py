@@ -124,6 +124,23 @@ class PipelineTest(EdgeTestCase):
         print("pipelined static: RSS +%d KB unread, +%d KB peak" % (held, growth), file=sys.stderr)
         self.assertLess(growth, RSS_BOUND_KB, "RSS +%d KB while answering" % growth)
 
+    def test_a_client_that_ends_its_side_after_its_requests_gets_every_answer(self):
+        """shutdown(SHUT_WR) after two pipelined GETs, the first answer (20 MB) longer than the
+        socket takes at once: both answers come whole, then the connection closes."""
+        a = b"0123456789abcdef" * (20 * MB // 16)
+        edge = self.start_edge({"resources": [{"name": "www", "prefix": "/s/", "type": "static",
+                                               "root": "www"}]},
+                               files={"www/a.bin": a, "www/small.txt": b"small\n"}, env=EDGE_ENV)
+        s = socket.create_connection(("127.0.0.1", edge.port))
+        self.addCleanup(s.close)
+        s.sendall(b"GET /s/a.bin HTTP/1.1\r\nHost: x\r\n\r\nGET /s/small.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        reader = ResponseReader(s)
+        self.assertEqual(reader.read(T(30)), (200, 20 * MB, zlib.crc32(a)))
+        self.assertEqual(reader.read(T(10)), (200, 6, zlib.crc32(b"small\n")))
+        s.settimeout(T(10))
+        self.assertEqual(s.recv(1), b"", "the connection closes after the last answer")
+
     def test_pipelined_metrics_requests_for_five_seconds(self):
         edge = self.start_edge(live_config("http://127.0.0.1:9/live/", limits={"request_timeout": 1},
                                            top={"status_prefix": "/_flvedge/"}), env=EDGE_ENV)

@@ -251,6 +251,31 @@ class VodCoreTest(EdgeTestCase):
         self.assertEqual(r.status, 206)
         self.assertEqual(c.read_body_all(T(10)), self.data[100:200])
 
+    def test_a_client_that_ends_its_side_gets_the_whole_answer(self):
+        """shutdown(SHUT_WR) right after the request, as some clients do: the end reaches the
+        edge while the answer is still being fetched or sent, and the answer still comes whole,
+        a MISS and then a HIT, before the connection closes."""
+        e = self.edge()
+        for want in ("MISS", "HIT"):
+            s = socket.create_connection(("127.0.0.1", e.port))
+            self.addCleanup(s.close)
+            s.sendall(b"GET /videos/a.flv HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.shutdown(socket.SHUT_WR)
+            s.settimeout(T(20))
+            got = bytearray()
+            while True:
+                d = s.recv(1 << 20)
+                if not d:
+                    break
+                got += d
+            head, _, body = bytes(got).partition(b"\r\n\r\n")
+            self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head[:200])
+            self.assertIn(b"X-Cache-Status: " + want.encode(), head)
+            self.assertEqual(len(body), len(self.data), "%s: the answer was cut" % want)
+            self.assertEqual(body, self.data)
+            if want == "MISS":
+                wait_until(lambda: e.metric("flvedge_vod_cache_bytes") == len(self.data), T(10), "stored")
+
     def test_path_traversal_refused(self):
         e = self.edge()
         for p in ("/videos/../etc/passwd", "/videos/%2e%2e/x", "/videos/a%2fb", "/videos/a%5cb",
