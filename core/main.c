@@ -1,5 +1,6 @@
 /* flvedge: command line, signals, the loop. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,6 +254,28 @@ static void fe_on_signal(uv_signal_t *sig, int signum) {
   fe_server_stop(m->server, FE_STOP_GRACE, fe_on_stopped, m);
 }
 
+/*
+ * The kernel grows a process's descriptor table by doubling, and in a process with threads each
+ * growth waits for an RCU grace period (expand_fdtable's synchronize_rcu, about 10 ms here) inside
+ * whichever accept4() or open() crossed the size: a loop stood still for 10 ms as its connections
+ * passed 256, 512, 1024, 2048, and every viewer joining meanwhile waited (seen in the joins
+ * benchmark). Grown once here, before any thread exists, it costs 8 bytes per descriptor and no
+ * wait later: room for every connection allowed, their origin pulls and VOD files.
+ */
+static void fe_fd_table_reserve(const fe_config *cfg) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+    return;
+  uint64_t want = (uint64_t)cfg->max_connections * 2 + 1024;
+  if (want > rl.rlim_cur)
+    want = rl.rlim_cur;
+  if (want > (1u << 20))
+    want = 1u << 20;
+  int fd = (int)want - 1;
+  if (fd > 2 && fcntl(fd, F_GETFD) < 0 && errno == EBADF && dup2(2, fd) == fd)
+    close(fd);
+}
+
 int main(int argc, char **argv) {
   fe_main m = {0};
   const char *level = NULL, *signal_what = NULL, *pid_file = NULL;
@@ -388,6 +411,7 @@ int main(int argc, char **argv) {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
   }
+  fe_fd_table_reserve(&cfg);
   if (pid_file || cfg.pid_file)
     m.pid_file = strdup(pid_file ? pid_file : cfg.pid_file);
 

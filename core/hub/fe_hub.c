@@ -20,9 +20,14 @@
  * larger writes (the kernel's cost is per write), adding at most merge_ms of delay. */
 #define FE_MERGE_AUTO_FROM 100
 #define FE_MERGE_AUTO_FULL 1000
-/* A fan-out pass wakes at most this many viewers per loop turn; the loop polls for I/O (accepts,
- * request heads, joins) between slices. */
+/* A fan-out pass wakes viewers for at most FE_HUB_SLICE_NS per loop turn (a viewer's write costs
+ * 2-15 us on loopback, more over TLS), and at most FE_HUB_SLICE of them; the loop polls for I/O
+ * (accepts, request heads, joins) between slices. A joiner waits for up to two slices (its
+ * accept, then its request head), so a slice is kept well under a millisecond: 256 wakes took
+ * 3 ms at 3000 viewers and put a joiner's p99 near 8 ms. */
 #define FE_HUB_SLICE 256
+#define FE_HUB_SLICE_NS 300000
+#define FE_HUB_SLICE_CHECK 8 /* wakes between two looks at the clock */
 /* With a merge window, viewers are spread over this many groups flushed at staggered instants
  * across the window (each viewer keeps its own period), so the loop's load is even. */
 #define FE_HUB_GROUPS 8
@@ -259,6 +264,7 @@ static uint32_t fe_hub_merge_ms(const fe_hub *h);
  * meanwhile join the next pass, which starts when this one is over. */
 static void fe_hub_pass_slice(fe_hub *h) {
   int budget = FE_HUB_SLICE;
+  uint64_t until = uv_hrtime() + FE_HUB_SLICE_NS;
   h->in_pass = 1;
   while (!h->closing) {
     if (!h->pass_next) {
@@ -277,7 +283,8 @@ static void fe_hub_pass_slice(fe_hub *h) {
       h->pass_group = -1;
       continue;
     }
-    if (budget-- == 0) {
+    if (budget-- == 0 ||
+        ((FE_HUB_SLICE - budget) % FE_HUB_SLICE_CHECK == 0 && uv_hrtime() > until)) {
       fe_loop_later(h->loop, &h->pass, fe_hub_on_pass);
       break;
     }

@@ -329,7 +329,7 @@ static int fe_json_container(fe_json_reader *r, uint32_t idx, int depth, int obj
   }
   for (;;) {
     if (object) {
-      uint32_t key;
+      uint32_t key = 0;
       if (r->pos >= r->len || r->in[r->pos] != '"')
         return fe_json_fail(r, "a member name (a string) expected");
       size_t at = r->pos;
@@ -386,7 +386,7 @@ static int fe_json_value(fe_json_reader *r, int depth) {
                                                   : -1;
   if (type < 0)
     return fe_json_fail(r, "a value expected");
-  uint32_t idx;
+  uint32_t idx = 0;
   if (fe_json_node_new(r, type, &idx) < 0)
     return -1;
   int rc;

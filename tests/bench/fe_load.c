@@ -84,6 +84,7 @@ enum {
   F_STALLED = 1 << 9,    /* had at least one stall */
   F_ERR = 1 << 10,       /* had at least one validation error */
   F_SETTLED = 1 << 11,   /* counted in g.settled (keyframe or end) */
+  F_JOINING = 1 << 12,   /* --join-at-once: read as bytes come until the first keyframe */
 };
 
 /* One viewer: counters and parser states only, no buffers beyond a 48-byte scratch. */
@@ -115,7 +116,9 @@ static struct {
   double rate;
   double duration, warmup, join_timeout, progress;
   int read_interval_ms;
+  int join_at_once;
   int json;
+  const char *joins_file;
   /* target */
   struct sockaddr_storage addr;
   socklen_t addr_len;
@@ -589,10 +592,23 @@ static int viewer_send_request(viewer *v)
   return 1;
 }
 
-/* The request is out: from now on the viewer is read only, through the reading set. */
+/* The request is out: from now on the viewer is read only, through the reading set; with
+ * --join-at-once it stays in the connect set (read as soon as bytes come, as a player's first
+ * fetch is) until its first keyframe, so the read interval is not inside the join figures. */
 static void viewer_to_reading(viewer *v, int in_conn_set)
 {
   struct epoll_event ev = { .events = EPOLLIN, .data.ptr = v };
+  if (g.join_at_once && !(v->flags & F_KEY) && v->state == V_CONNECTING) {
+    if (epoll_ctl(g.conn_ep, in_conn_set ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, v->fd, &ev) < 0) {
+      if (!g.first_errno)
+        g.first_errno = errno;
+      viewer_close(v, END_CONNECT);
+      return;
+    }
+    v->flags |= F_JOINING;
+    v->state = V_HEAD;
+    return;
+  }
   if (in_conn_set)
     epoll_ctl(g.conn_ep, EPOLL_CTL_DEL, v->fd, NULL);
   if (epoll_ctl(g.read_ep, EPOLL_CTL_ADD, v->fd, &ev) < 0) {
@@ -682,12 +698,47 @@ static void viewer_read(viewer *v)
   }
 }
 
+/* --join-at-once: a joining viewer is read as its bytes come; at its first keyframe it moves to
+ * the reading set and its read interval. */
+static void viewer_join_read(viewer *v)
+{
+  viewer_read(v);
+  if ((v->flags & F_JOINING) && (v->flags & F_KEY) && (v->state == V_HEAD || v->state == V_BODY)) {
+    v->flags &= (uint16_t)~F_JOINING;
+    int state = v->state;
+    viewer_to_reading(v, 1);
+    if (v->state == V_HEAD)
+      v->state = (uint8_t)state;
+  }
+}
+
+/* --join-at-once: the connect set's ready joiners and connects, served in the middle of a read
+ * tick (reading 3000 viewers takes this client milliseconds, which a joiner's first byte would
+ * otherwise wait for). */
+static void serve_joiners(void)
+{
+  struct epoll_event ev[64];
+  int n = epoll_wait(g.conn_ep, ev, 64, 0);
+  for (int i = 0; i < n; i++) {
+    viewer *v = ev[i].data.ptr;
+    if (v == NULL)
+      continue; /* the nested reading set: this is its tick */
+    if (v->flags & F_JOINING)
+      viewer_join_read(v);
+    else
+      viewer_on_writable(v);
+  }
+}
+
 /* One read tick: every readable viewer once. */
 static void read_tick(void)
 {
   int n = epoll_wait(g.read_ep, g.events, (int)g.viewers, 0);
-  for (int i = 0; i < n; i++)
+  for (int i = 0; i < n; i++) {
     viewer_read(g.events[i].data.ptr);
+    if (g.join_at_once && i % 64 == 63)
+      serve_joiners();
+  }
 }
 
 /* ---- setup ------------------------------------------------------------------------------------ */
@@ -704,6 +755,9 @@ static void usage(FILE *f)
         "  --join-timeout S       stop waiting for first keyframes this long after the last\n"
         "                         join (default 10)\n"
         "  --read-interval-ms MS  read each viewer at most this often (default 10; 0 = at once)\n"
+        "  --join-at-once         read a joining viewer as its bytes come, until its first\n"
+        "                         keyframe (a player's first fetch); then every read interval\n"
+        "  --joins-file FILE      one line per viewer: join time, first byte, first keyframe (ms)\n"
         "  --progress S           progress line on stderr every S seconds (default 5; 0 = none)\n"
         "  --json                 report as one JSON line on stdout (the text report goes to stderr)\n",
         f);
@@ -732,6 +786,8 @@ static void parse_args(int argc, char **argv)
     { "read-interval-ms", required_argument, NULL, 'i' },
     { "progress", required_argument, NULL, 'p' },
     { "json", no_argument, NULL, 'j' },
+    { "join-at-once", no_argument, NULL, 'A' },
+    { "joins-file", required_argument, NULL, 'F' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -752,6 +808,8 @@ static void parse_args(int argc, char **argv)
     case 'w': g.warmup = parse_num("--warmup", optarg, 0, 1e6); break;
     case 'J': g.join_timeout = parse_num("--join-timeout", optarg, 0, 1e6); break;
     case 'i': g.read_interval_ms = (int)parse_num("--read-interval-ms", optarg, 0, 60000); break;
+    case 'A': g.join_at_once = 1; break;
+    case 'F': g.joins_file = optarg; break;
     case 'p': g.progress = parse_num("--progress", optarg, 0, 1e6); break;
     case 'j': g.json = 1; break;
     case 'h': usage(stdout); exit(0);
@@ -918,8 +976,15 @@ static void report(void)
   long ok = 0, failed = 0, no_key = 0, drift_over = 0, stalled = 0, with_errors = 0;
   uint64_t errs_total = 0;
 
+  FILE *jf = g.joins_file ? fopen(g.joins_file, "w") : NULL;
+  if (g.joins_file && !jf)
+    note("--joins-file %s: %s", g.joins_file, strerror(errno));
   for (long i = 0; i < g.viewers; i++) {
     viewer *v = &g.v[i];
+    if (jf)
+      fprintf(jf, "%.3f %.3f %.3f\n", (double)(v->t_start - g.t0) / 1000.0,
+              v->t_first_byte ? (double)(v->t_first_byte - v->t_start) / 1000.0 : -1.0,
+              v->t_key ? (double)(v->t_key - v->t_start) / 1000.0 : -1.0);
     if (v->t_first_byte)
       ttfb.x[ttfb.n++] = (double)(v->t_first_byte - v->t_start) / 1000.0;
     if (v->flags & F_KEY)
@@ -937,6 +1002,8 @@ static void report(void)
     if (v->flags & F_ERR)
       with_errors++;
   }
+  if (jf)
+    fclose(jf);
   for (int e = END_CONNECT; e < END__COUNT; e++)
     failed += g.ends[e];
   ok = g.ends[END_NONE];
@@ -958,8 +1025,9 @@ static void report(void)
   double cpu_run = run_s > 0 ? g.cpu_at_measure1 / run_s * 100 : NAN;
 
   FILE *f = g.json ? stderr : stdout;
-  fprintf(f, "fe_load: %s, %ld viewers joined at %g/s in %.1f s, measured %.1f s, read every %d ms\n",
-          g.url, g.viewers, g.rate, join_s, measure_s, g.read_interval_ms);
+  fprintf(f, "fe_load: %s, %ld viewers joined at %g/s in %.1f s, measured %.1f s, read every %d ms%s\n",
+          g.url, g.viewers, g.rate, join_s, measure_s, g.read_interval_ms,
+          g.join_at_once ? " (joining viewers at once until their first keyframe)" : "");
   fprintf(f, "%-15s %ld ok, %ld failed (connect %ld, status %ld, closed early %ld, protocol %ld, "
              "no response %ld)",
           "connections", ok, failed, g.ends[END_CONNECT], g.ends[END_STATUS], g.ends[END_EARLY],
@@ -992,8 +1060,8 @@ static void report(void)
 
   if (g.json) {
     FILE *o = stdout;
-    fprintf(o, "{\"url\":\"%s\",\"viewers\":%ld,\"rate\":%g,\"read_interval_ms\":%d,", g.url,
-            g.viewers, g.rate, g.read_interval_ms);
+    fprintf(o, "{\"url\":\"%s\",\"viewers\":%ld,\"rate\":%g,\"read_interval_ms\":%d,\"join_at_once\":%s,",
+            g.url, g.viewers, g.rate, g.read_interval_ms, g.join_at_once ? "true" : "false");
     fputs("\"join_seconds\":", o);
     json_num(o, join_s);
     fputs(",\"measure_seconds\":", o);
@@ -1181,6 +1249,8 @@ static void run(void)
     for (int i = 0; i < n; i++) {
       if (cev[i].data.ptr == NULL)
         read_tick(); /* --read-interval-ms 0: the reading set is nested in this one */
+      else if (((viewer *)cev[i].data.ptr)->flags & F_JOINING)
+        viewer_join_read(cev[i].data.ptr);
       else
         viewer_on_writable(cev[i].data.ptr);
     }

@@ -50,12 +50,12 @@ def lag_p(before, after, p):
     return "?"
 
 
-def run(binary, load_bin, media, merge, viewers, duration, read_ms, work):
+def run(binary, load_bin, media, merge, viewers, duration, read_ms, work, extra=()):
     edge = Edge(binary, media, merge, work)
     try:
         warm(edge, load_bin)
         before = lag_buckets(edge.port)
-        rep, cpu, _ = measured(edge, load_bin, viewers, 1000, duration, read_ms)
+        rep, cpu, _ = measured(edge, load_bin, viewers, 1000, duration, read_ms, extra)
         after = lag_buckets(edge.port)
     finally:
         edge.close()
@@ -85,6 +85,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--read-ms", type=int, default=10)
+    ap.add_argument("--join-at-once", action="store_true",
+                    help="fe_load reads a joining viewer as its bytes come, until its first keyframe\n"
+                         "(a player's first fetch), so the read interval is not inside the join figures")
     ap.add_argument("--media", default=os.path.join(tempfile.gettempdir(), "flvedge-bench"))
     args = ap.parse_args()
     binary = os.path.join(args.build, "flvedge")
@@ -94,13 +97,15 @@ def main():
     make_media(media, 1520, 128, "1280x720")
     work = tempfile.mkdtemp(prefix="flvedge-join-")
     bins = [("flvedge", binary)] + ([("baseline", args.baseline)] if args.baseline else [])
-    print(f"join_bench: edge on core 0, fe_load on core 1, joins at 1000/s, read every {args.read_ms} ms; logs in {work}")
+    extra = ["--join-at-once"] if args.join_at_once else []
+    print(f"join_bench: edge on core 0, fe_load on core 1, joins at 1000/s, read every {args.read_ms} ms"
+          f"{' (joiners at once until their first keyframe)' if args.join_at_once else ''}; logs in {work}")
     for rnd in range(args.rounds):
         for viewers in args.viewers:
             for merge in args.merge:
                 m = '"auto"' if merge == "auto" else merge
                 for name, b in bins:
-                    r = run(b, load_bin, media, m, viewers, args.duration, args.read_ms, work)
+                    r = run(b, load_bin, media, m, viewers, args.duration, args.read_ms, work, extra)
                     print(line(f"[{rnd + 1}] {name} {viewers} merge {merge}", r), flush=True)
 
 

@@ -100,22 +100,23 @@ class Edge:
         stop(self.proc)
 
 
-def fe_load(load_bin, url, viewers, rate, duration, warmup=2, read_ms=10, join_timeout=10):
+def fe_load(load_bin, url, viewers, rate, duration, warmup=2, read_ms=10, join_timeout=10,
+            extra=()):
     cmd = ["taskset", "-c", "1", load_bin, "--url", url, "--viewers", str(viewers), "--rate",
            str(rate), "--duration", str(duration), "--warmup", str(warmup), "--read-interval-ms",
-           str(read_ms), "--join-timeout", str(join_timeout), "--progress", "0", "--json"]
+           str(read_ms), "--join-timeout", str(join_timeout), "--progress", "0", "--json", *extra]
     out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if out.returncode not in (0, 1):
         raise SystemExit(f"live_bench: fe_load failed ({out.returncode}): {out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measured(edge, load_bin, viewers, rate, duration, read_ms):
+def measured(edge, load_bin, viewers, rate, duration, read_ms, extra=()):
     """Runs fe_load against a warm hub; the edge's CPU is taken over fe_load's measuring window
     (its last `duration` seconds)."""
     sampler = Sampler(edge.p)
     sampler.start()
-    rep = fe_load(load_bin, edge.url(), viewers, rate, duration, read_ms=read_ms)
+    rep = fe_load(load_bin, edge.url(), viewers, rate, duration, read_ms=read_ms, extra=extra)
     t_end = time.monotonic()
     sampler.stop.set()
     sampler.join()
