@@ -1010,10 +1010,9 @@ static size_t fe_conn_parse(fe_conn *c, const char *data, size_t len) {
 static void fe_conn_on_read(fe_net *n, ssize_t nread, const char *data);
 
 /* While an answer is written the client's further requests wait in its socket, not in our
- * memory: what was read past the request (one read at most) is kept, and reading stops. An answer
- * that already went whole into the socket (the usual small one) leaves reading on, for stopping
- * and restarting it cost two epoll_ctl calls per request; a read that comes before its write's
- * callback is kept the same way, and only then does reading stop. */
+ * memory: what was read past the request (one read at most) is kept, and reading stops. (A small
+ * answer made while parsing is written at once and never gets here: stopping and restarting
+ * reading around it cost two epoll_ctl calls per request.) */
 static void fe_conn_hold(fe_conn *c, const char *rest, size_t len) {
   if (len > 0) {
     char *p = malloc(c->pending_len + len);
@@ -1029,7 +1028,7 @@ static void fe_conn_hold(fe_conn *c, const char *rest, size_t len) {
     c->pending_off = 0;
     c->pending_len += (uint32_t)len;
   }
-  if (!c->read_stopped && (c->pending_len > 0 || fe_net_queued(&c->net) > 0)) {
+  if (!c->read_stopped) {
     fe_net_read_stop(&c->net);
     c->read_stopped = 1;
   }

@@ -157,13 +157,35 @@ int fe_vod_prepare(fe_conn *c, const fe_resource *res, const char *rest, size_t 
   return 0;
 }
 
+/* ---- the socket's duplicate ---------------------------------------------------------------- */
+
+/* The duplicate of a client's socket that the pool sends to and the loop polls. Under
+ * ThreadSanitizer both ends are raw system calls, as libuv's own close of a socket is: it never
+ * sees those closes, so a number one loop's socket just had, taken again here by another loop,
+ * looked to it like a race on the descriptor (the kernel orders the two). */
+static int fe_vreq_dup(int fd) {
+#if FE_TSAN
+  return (int)syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 0);
+#else
+  return fcntl(fd, F_DUPFD_CLOEXEC, 0);
+#endif
+}
+
+static void fe_vreq_close_dup(int fd) {
+#if FE_TSAN
+  syscall(SYS_close, fd);
+#else
+  close(fd);
+#endif
+}
+
 /* ---- the end of an answer ------------------------------------------------------------------ */
 
 static void fe_vreq_release(fe_vreq *v);
 
 static void fe_vreq_on_poll_closed(uv_handle_t *h) {
   fe_vreq *v = h->data;
-  close(v->pfd);
+  fe_vreq_close_dup(v->pfd);
   v->pfd = -1;
   fe_vreq_release(v);
 }
@@ -512,10 +534,10 @@ static void fe_vreq_sendfile(fe_vreq *v, uint64_t in, uint64_t n) {
   /* Our own descriptor of the socket: the connection may close while the pool thread sends, and
    * its number could then name another client's socket. The same one is polled for writability. */
   if (v->pfd < 0) {
-    v->pfd = dup(v->sock);
+    v->pfd = fe_vreq_dup(v->sock);
     if (v->pfd < 0 || uv_poll_init(&v->c->w->loop.uv, &v->poll, v->pfd) < 0) {
       if (v->pfd >= 0)
-        close(v->pfd);
+        fe_vreq_close_dup(v->pfd);
       v->pfd = -1;
       fe_vreq_abort(v, "cannot send the file");
       return;

@@ -252,9 +252,8 @@ class VodCoreTest(EdgeTestCase):
         self.assertEqual(c.read_body_all(T(10)), self.data[100:200])
 
     def test_a_client_that_ends_its_side_gets_the_whole_answer(self):
-        """shutdown(SHUT_WR) right after the request, as some clients do: the end reaches the
-        edge while the answer is still being fetched or sent, and the answer still comes whole,
-        a MISS and then a HIT, before the connection closes."""
+        """shutdown(SHUT_WR) right after the request, as some clients do: the answer still
+        comes whole, a MISS and then a HIT, and only then does the connection close."""
         e = self.edge()
         for want in ("MISS", "HIT"):
             s = socket.create_connection(("127.0.0.1", e.port))
