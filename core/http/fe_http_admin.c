@@ -485,7 +485,7 @@ out:
   free(streams);
 }
 
-/* The process: memory, Lua hook failures, reloads, uptime. */
+/* The process: memory, reloads, uptime (Lua hook failures are counted per loop). */
 static void fe_metrics_process(fe_text *t, const fe_worker *w) {
   unsigned long long pages = 0, resident = 0;
   FILE *f = fopen("/proc/self/statm", "r");
@@ -498,8 +498,6 @@ static void fe_metrics_process(fe_text *t, const fe_worker *w) {
   fe_server_counts(w->srv, &reloads, &failures);
   fe_text_put(t, "# TYPE flvedge_process_resident_memory_bytes gauge\nflvedge_process_resident_memory_bytes %llu\n",
               resident * (unsigned long long)sysconf(_SC_PAGESIZE));
-  fe_text_put(t, "# TYPE flvedge_lua_errors_total counter\nflvedge_lua_errors_total %llu\n",
-              (unsigned long long)fe_lua_errors_total());
   fe_text_put(t, "# TYPE flvedge_reloads_total counter\nflvedge_reloads_total %llu\n", (unsigned long long)reloads);
   fe_text_put(t, "# TYPE flvedge_reload_failures_total counter\nflvedge_reload_failures_total %llu\n",
               (unsigned long long)failures);

@@ -164,6 +164,8 @@ static void fe_slot_on_ctl(uv_async_t *a) {
     fe_slot_flush_log(sl); /* the lines of the old generation go to its file */
     fe_gen_unref(sl->w.gen);
     sl->w.gen = g;
+    if (g->lua)
+      fe_lua_count_errors_in(g->lua, &sl->w.loop.metrics.lua_errors);
     /* New handshakes use the reloaded certificates; open connections keep theirs. Listeners
      * are bound once: with a different number of them the TLS contexts stay as they were. */
     if (g->cfg->nlisten == sl->nlisteners)
@@ -201,6 +203,8 @@ static int fe_slot_init(fe_server *s, int id, fe_lua *lua, int **fds, int nliste
   s->loops[id] = &w->loop;
   fe_cfg_shared_ref(s->cfg);
   w->gen = fe_gen_new(s->cfg, lua);
+  if (lua)
+    fe_lua_count_errors_in(lua, &w->loop.metrics.lua_errors);
   w->hubs = fe_hubs_new(&w->loop, s->node);
   w->loop.hubs = w->hubs;
   w->loop.files = s->files;

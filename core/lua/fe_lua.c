@@ -47,17 +47,17 @@ struct fe_lua {
   void *alloc_ud;
   size_t mem, mem_limit;
   int64_t deadline_ns; /* CLOCK_MONOTONIC time at which the running call stops */
+  uint64_t *errors;    /* the loop's counter of failed hook calls (NULL: not counted) */
 };
 
-/* Hook failures of every state of the process: rare, so one shared atomic counter is cheap. */
-static uint64_t fe_lua_errors;
-
-static void fe_lua_count_error(void) {
-  __atomic_add_fetch(&fe_lua_errors, 1, __ATOMIC_RELAXED);
+void fe_lua_count_errors_in(fe_lua *F, uint64_t *counter) {
+  F->errors = counter;
 }
 
-uint64_t fe_lua_errors_total(void) {
-  return __atomic_load_n(&fe_lua_errors, __ATOMIC_RELAXED);
+/* Only the state's loop writes its counter; the metrics page reads it with an atomic load. */
+static void fe_lua_count_error(fe_lua *F) {
+  if (F->errors)
+    __atomic_store_n(F->errors, *F->errors + 1, __ATOMIC_RELAXED);
 }
 
 static int64_t fe_lua_now_ns(void) {
@@ -292,7 +292,7 @@ static void fe_lua_forget(fe_lua *F, const uint64_t *id) {
   else
     lua_pushnil(L);
   if (fe_lua_call(F, 1, 0, F->budget) != 0) {
-    fe_lua_count_error();
+    fe_lua_count_error(F);
     fe_error("releasing a request: %s", lua_tostring(L, -1));
     lua_pop(L, 1);
   }
@@ -359,7 +359,7 @@ int fe_lua_access(fe_lua *F, int resource, uint64_t id, fe_req_view *req, fe_lua
   lua_pushnumber(L, (lua_Number)id);
   fe_lua_push_view(L, req);
   if (fe_lua_call(F, 3, 3, F->budget) != 0) {
-    fe_lua_count_error();
+    fe_lua_count_error(F);
     fe_error("access hook (resource %.*s, client %.*s): %s", (int)req->resource.len, req->resource.p,
              (int)req->client_ip.len, req->client_ip.p, lua_tostring(L, -1));
     lua_settop(L, 0);
@@ -380,7 +380,7 @@ int fe_lua_access(fe_lua *F, int resource, uint64_t id, fe_req_view *req, fe_lua
   lua_settop(L, 0);
   const char *problem = fe_lua_deny_problem(deny->status, deny->headers ? deny->headers : "", hlen);
   if (problem) {
-    fe_lua_count_error();
+    fe_lua_count_error(F);
     fe_error("access hook (resource %.*s, client %.*s): refused denial: %s", (int)req->resource.len,
              req->resource.p, (int)req->client_ip.len, req->client_ip.p, problem);
     fe_lua_deny_free(deny);
@@ -409,7 +409,7 @@ int fe_lua_origin(fe_lua *F, int resource, uint64_t id, fe_req_view *req, int at
     lua_pushnil(L);
   int rc = 0;
   if (fe_lua_call(F, 4, 1, F->budget) != 0) {
-    fe_lua_count_error();
+    fe_lua_count_error(F);
     fe_error("origin hook (resource %.*s, stream %.*s): %s", (int)req->resource.len, req->resource.p,
              (int)req->stream.len, req->stream.p, lua_tostring(L, -1));
     lua_settop(L, 0);
@@ -420,11 +420,11 @@ int fe_lua_origin(fe_lua *F, int resource, uint64_t id, fe_req_view *req, int at
     size_t n;
     const char *s = lua_tolstring(L, -1, &n);
     if (n >= cap) {
-      fe_lua_count_error();
+      fe_lua_count_error(F);
       fe_error("origin hook (stream %.*s): URL too long", (int)req->stream.len, req->stream.p);
       rc = -1;
     } else if (memchr(s, 0, n)) {
-      fe_lua_count_error();
+      fe_lua_count_error(F);
       fe_error("origin hook (stream %.*s): not an origin URL: it holds a NUL byte",
                (int)req->stream.len, req->stream.p);
       rc = -1;
@@ -460,7 +460,7 @@ void fe_lua_log(fe_lua *F, int resource, uint64_t id, fe_req_view *req, const fe
   else
     lua_pushnil(L);
   if (fe_lua_call(F, 7, 1, F->budget) != 0) {
-    fe_lua_count_error();
+    fe_lua_count_error(F);
     fe_error("log hook (resource %.*s): %s", (int)req->resource.len, req->resource.p,
              lua_tostring(L, -1));
     lua_settop(L, 0);
@@ -499,7 +499,7 @@ int fe_lua_cache(fe_lua *F, int resource, uint64_t id, fe_req_view *req,
     nargs = 9;
   }
   if (fe_lua_call(F, nargs, 3, F->budget) != 0) {
-    fe_lua_count_error();
+    fe_lua_count_error(F);
     fe_error("cache hook (resource %.*s, client %.*s): %s", (int)req->resource.len, req->resource.p,
              (int)req->client_ip.len, req->client_ip.p, lua_tostring(L, -1));
     lua_settop(L, 0);
@@ -534,7 +534,7 @@ int fe_lua_cache(fe_lua *F, int resource, uint64_t id, fe_req_view *req,
     got.bypass = lua_toboolean(L, -1);
   lua_settop(L, 0);
   if (problem) {
-    fe_lua_count_error();
+    fe_lua_count_error(F);
     fe_error("cache hook (resource %.*s, client %.*s): refused %s", (int)req->resource.len,
              req->resource.p, (int)req->client_ip.len, req->client_ip.p, problem);
     return -1;

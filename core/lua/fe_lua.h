@@ -140,8 +140,11 @@ typedef struct fe_lua_cache_res {
 int fe_lua_cache(fe_lua *L, int resource, uint64_t id, fe_req_view *req,
                  const fe_lua_cache_res *res, fe_lua_cache_out *out);
 
-/** Hook failures (errors, budget, refused answers) of every state since the start: any thread. */
-uint64_t fe_lua_errors_total(void);
+/**
+ * Hook failures (errors, budget, refused answers) are counted in *counter from now on: the
+ * counter of the loop that runs the state (a state runs on one loop), so that it survives reloads.
+ */
+void fe_lua_count_errors_in(fe_lua *F, uint64_t *counter);
 
 /* FFI entry points, called from lua/flvedge/request.lua: exported, not for C callers. */
 int fe_lua_req_country(fe_req_view *r);

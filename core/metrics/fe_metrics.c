@@ -170,6 +170,7 @@ size_t fe_metrics_render(const fe_metrics *const *loops, int n, char *buf, size_
       F("vod_store_errors_total", "counter", vod_store_errors, 0),
       F("access_log_lines_total", "counter", access_log_lines, 0),
       F("access_log_dropped_total", "counter", access_log_dropped, 0),
+      F("lua_errors_total", "counter", lua_errors, 0),
       F("h2_connections", "gauge", h2_connections, 1),
       F("h2_streams_total", "counter", h2_streams, 0),
       F("h2_early_resets_total", "counter", h2_resets, 0),

@@ -76,6 +76,7 @@ typedef struct fe_metrics {
   uint64_t vod_origin_requests;  /* VOD origin requests made (slice fetches, revalidations) */
   uint64_t vod_store_errors;     /* slices or metas that could not be written to the cache dir */
   uint64_t access_log_lines;     /* access log lines handed to the writer */
+  uint64_t lua_errors;           /* policy hook calls that failed (error, budget, bad answer) */
   uint64_t access_log_dropped;   /* lines dropped: the writer's queue was full (slow device) */
   uint64_t first_byte[FE_METRICS_BUCKETS]; /* request start to its answer's first byte */
   uint64_t first_byte_sum_us;

@@ -140,6 +140,12 @@ class LatencyAndProcessTest(EdgeTestCase):
         edge.send_signal(signal.SIGHUP)
         wait_until(lambda: edge.metric("flvedge_reloads_total") == 1, T(10), "a reload counted")
         self.assertEqual(edge.metric("flvedge_reload_failures_total"), 0)
+        # Counted per loop, not per Lua state: the reloaded states add to the same total, on
+        # whichever loop each request lands.
+        self.assertEqual(edge.metric("flvedge_lua_errors_total"), 1)
+        for _ in range(4):
+            self.assertStatus(self.get(edge, "/flv/a.flv?boom"), 500)
+        self.assertEqual(edge.metric("flvedge_lua_errors_total"), 5)
 
 
 class PublicMetricsTest(EdgeTestCase):
