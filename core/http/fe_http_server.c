@@ -10,6 +10,7 @@
 #include "http/fe_http_router.h"
 #include "log/fe_log.h"
 #include "origin/fe_file.h"
+#include "origin/fe_health.h"
 #include "vod/fe_vod.h"
 
 #define FE_SWEEP_MS 250
@@ -40,6 +41,7 @@ struct fe_server {
   const fe_metrics **metrics;
   fe_relay_node *node;
   fe_files *files;            /* FLV files of file: origins, loaded once for every loop */
+  fe_health *health;          /* origin health marks, shared by every loop */
   fe_vod_node *vod;           /* the VOD caches, one per cache_dir, kept across reloads */
   fe_cfg_shared *cfg;         /* the control loop's reference to the newest config */
   fe_metrics_names names;     /* resource names -> metrics slots, append-only */
@@ -208,6 +210,7 @@ static int fe_slot_init(fe_server *s, int id, fe_lua *lua, int **fds, int nliste
   w->hubs = fe_hubs_new(&w->loop, s->node);
   w->loop.hubs = w->hubs;
   w->loop.files = s->files;
+  w->loop.health = s->health;
   sl->listeners = calloc((size_t)nlisten, sizeof(*sl->listeners));
   if (!w->gen || !w->hubs || !sl->listeners)
     return UV_ENOMEM;
@@ -269,6 +272,7 @@ int fe_server_start(uv_loop_t *main, fe_config *config, fe_lua **luas, int nwork
   s->loops = calloc((size_t)nworkers, sizeof(*s->loops));
   s->node = fe_relay_node_new(nworkers);
   s->files = fe_files_new();
+  s->health = fe_health_new();
   s->vod = fe_vod_node_new(nworkers);
   s->cfg = fe_cfg_shared_new(s, config);
   uv_async_init(main, &s->done_async, fe_server_on_done);
@@ -276,7 +280,7 @@ int fe_server_start(uv_loop_t *main, fe_config *config, fe_lua **luas, int nwork
   uv_async_init(main, &s->ctl_async, fe_server_on_ctl);
   s->ctl_async.data = s;
   uv_mutex_init(&s->ctl_mu);
-  if (!s->slots || !s->metrics || !s->loops || !s->node || !s->files || !s->vod || !s->cfg) {
+  if (!s->slots || !s->metrics || !s->loops || !s->node || !s->files || !s->health || !s->vod || !s->cfg) {
     for (int i = 0; i < nworkers; i++)
       fe_lua_unref(luas[i]);
     free(s->slots);
@@ -554,6 +558,7 @@ void fe_server_free(fe_server *s) {
   }
   fe_relay_node_free(s->node);
   fe_files_free(s->files);
+  fe_health_free(s->health);
   fe_vod_node_free(s->vod);
   /* The last lines written before the exit, unless the log's device is stuck. */
   fe_alog *log = s->cfg ? s->cfg->access_log : NULL;

@@ -61,6 +61,7 @@ typedef struct fe_loop {
   struct fe_hubs *hubs;  /* the live streams of this loop (hub/) */
   struct fe_files *files; /* the node's loaded FLV files (origin/fe_file), shared by every loop */
   struct fe_vod_node *vod; /* the node's VOD caches (vod/), shared by every loop */
+  struct fe_health *health; /* the node's origin health marks (origin/fe_health), shared by every loop */
   uv_prepare_t defer_prepare;
   fe_deferred *deferred;
   uv_idle_t later_idle;  /* active while slices are queued: the loop polls without waiting */

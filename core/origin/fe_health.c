@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
@@ -17,8 +18,26 @@ typedef struct fe_mark {
   uint64_t touched;
 } fe_mark;
 
-static pthread_mutex_t fe_health_lock = PTHREAD_MUTEX_INITIALIZER;
-static fe_mark fe_marks[FE_HEALTH_SLOTS];
+struct fe_health {
+  pthread_mutex_t lock;
+  fe_mark marks[FE_HEALTH_SLOTS];
+};
+
+fe_health *fe_health_new(void) {
+  fe_health *h = calloc(1, sizeof(*h));
+  if (h && pthread_mutex_init(&h->lock, NULL) != 0) {
+    free(h);
+    return NULL;
+  }
+  return h;
+}
+
+void fe_health_free(fe_health *h) {
+  if (!h)
+    return;
+  pthread_mutex_destroy(&h->lock);
+  free(h);
+}
 
 static uint64_t fe_now_ms(void) {
   return uv_hrtime() / 1000000;
@@ -39,54 +58,60 @@ static void fe_health_key(const char *url, char *key) {
   key[n] = 0;
 }
 
-static fe_mark *fe_health_find(const char *key) {
+static fe_mark *fe_health_find(fe_health *h, const char *key) {
   for (int i = 0; i < FE_HEALTH_SLOTS; i++)
-    if (fe_marks[i].fails && strcmp(fe_marks[i].key, key) == 0)
-      return &fe_marks[i];
+    if (h->marks[i].fails && strcmp(h->marks[i].key, key) == 0)
+      return &h->marks[i];
   return NULL;
 }
 
-int fe_health_usable(const char *url) {
+int fe_health_usable(fe_health *h, const char *url) {
+  if (!h)
+    return 1;
   char key[FE_HEALTH_KEY];
   fe_health_key(url, key);
   uint64_t now = fe_now_ms();
-  pthread_mutex_lock(&fe_health_lock);
-  fe_mark *m = fe_health_find(key);
+  pthread_mutex_lock(&h->lock);
+  fe_mark *m = fe_health_find(h, key);
   int ok = 1;
   if (m && (now < m->until || now < m->probe_until))
     ok = 0;
   else if (m)
     m->probe_until = now + FE_HEALTH_PROBE_MS;
-  pthread_mutex_unlock(&fe_health_lock);
+  pthread_mutex_unlock(&h->lock);
   return ok;
 }
 
-int fe_health_is_down(const char *url) {
+int fe_health_is_down(fe_health *h, const char *url) {
+  if (!h)
+    return 0;
   char key[FE_HEALTH_KEY];
   fe_health_key(url, key);
   uint64_t now = fe_now_ms();
-  pthread_mutex_lock(&fe_health_lock);
-  fe_mark *m = fe_health_find(key);
+  pthread_mutex_lock(&h->lock);
+  fe_mark *m = fe_health_find(h, key);
   int down = m && now < m->until;
-  pthread_mutex_unlock(&fe_health_lock);
+  pthread_mutex_unlock(&h->lock);
   return down;
 }
 
-void fe_health_failed(const char *url) {
+void fe_health_failed(fe_health *h, const char *url) {
+  if (!h)
+    return;
   char key[FE_HEALTH_KEY];
   fe_health_key(url, key);
   uint64_t now = fe_now_ms();
-  pthread_mutex_lock(&fe_health_lock);
-  fe_mark *m = fe_health_find(key);
+  pthread_mutex_lock(&h->lock);
+  fe_mark *m = fe_health_find(h, key);
   if (!m) {
-    m = &fe_marks[0];
+    m = &h->marks[0];
     for (int i = 0; i < FE_HEALTH_SLOTS; i++) {
-      if (!fe_marks[i].fails) {
-        m = &fe_marks[i];
+      if (!h->marks[i].fails) {
+        m = &h->marks[i];
         break;
       }
-      if (fe_marks[i].touched < m->touched)
-        m = &fe_marks[i];
+      if (h->marks[i].touched < m->touched)
+        m = &h->marks[i];
     }
     memset(m, 0, sizeof(*m));
     memcpy(m->key, key, strlen(key) + 1);
@@ -100,15 +125,17 @@ void fe_health_failed(const char *url) {
   m->until = now + backoff;
   m->probe_until = 0;
   m->touched = now;
-  pthread_mutex_unlock(&fe_health_lock);
+  pthread_mutex_unlock(&h->lock);
 }
 
-void fe_health_ok(const char *url) {
+void fe_health_ok(fe_health *h, const char *url) {
+  if (!h)
+    return;
   char key[FE_HEALTH_KEY];
   fe_health_key(url, key);
-  pthread_mutex_lock(&fe_health_lock);
-  fe_mark *m = fe_health_find(key);
+  pthread_mutex_lock(&h->lock);
+  fe_mark *m = fe_health_find(h, key);
   if (m)
     memset(m, 0, sizeof(*m));
-  pthread_mutex_unlock(&fe_health_lock);
+  pthread_mutex_unlock(&h->lock);
 }

@@ -1,9 +1,10 @@
 /*
- * fe_health: passive health marks of origins, shared by every loop of the process. A failure marks
- * the origin (its scheme://host:port, or the file of a file: source) down for a back-off that
- * doubles with each failure in a row (1 s up to 30 s); a success clears the mark. Once the back-off
- * is over, one caller gets to try it (a probe) while the others still see it down, so a dead origin
- * is not hammered by every stream that used it. Thread-safe; no caller owns anything inside.
+ * fe_health: passive health marks of origins, one set per node, shared by every loop (fe_loop's
+ * `health`). A failure marks the origin (its scheme://host:port, or the file of a file: source)
+ * down for a back-off that doubles with each failure in a row (1 s up to 30 s); a success clears
+ * the mark. Once the back-off is over, one caller gets to try it (a probe) while the others still
+ * see it down, so a dead origin is not hammered by every stream that used it. Thread-safe; no
+ * caller owns anything inside. A NULL set (a loop without a node, in tests) marks nothing.
  */
 #ifndef FE_HEALTH_H
 #define FE_HEALTH_H
@@ -11,16 +12,20 @@
 #define FE_HEALTH_BACKOFF_MIN_MS 1000
 #define FE_HEALTH_BACKOFF_MAX_MS 30000
 
+typedef struct fe_health fe_health;
+
+fe_health *fe_health_new(void);
+void fe_health_free(fe_health *h);
 /**
  * 1 when `url` may be tried now: it has no mark, or its back-off is over and no other caller is
  * probing it (the caller then is the probe, until it reports), else 0.
  */
-int fe_health_usable(const char *url);
+int fe_health_usable(fe_health *h, const char *url);
 /** A try of `url` failed: down for the next back-off. */
-void fe_health_failed(const char *url);
+void fe_health_failed(fe_health *h, const char *url);
 /** `url` delivered: the mark is gone. */
-void fe_health_ok(const char *url);
+void fe_health_ok(fe_health *h, const char *url);
 /** 1 when `url` is marked down now (no side effect, for logs and tests). */
-int fe_health_is_down(const char *url);
+int fe_health_is_down(fe_health *h, const char *url);
 
 #endif

@@ -288,7 +288,7 @@ static int fe_pull_next(fe_pull *p, const char *what, const char *failed, char *
     p->last_attempt = a;
     if (failed && strcmp(url, failed) == 0)
       continue; /* not the one that just failed, again */
-    if (!fe_health_usable(url)) {
+    if (!fe_health_usable(p->loop->health, url)) {
       fe_debug("stream %s: skipping %s (marked down)", p->key, url);
       if (!first[0]) {
         snprintf(first, sizeof(first), "%s", url);
@@ -368,7 +368,7 @@ static void fe_leg_failed(fe_leg *g, int err, const char *what) {
   if (!what)
     what = fe_pull_what(err, g->joined);
   if (strcmp(what, "ended") != 0 && g->attempt != 0)
-    fe_health_failed(g->url);
+    fe_health_failed(p->loop->health, g->url);
   fe_pull_count_error(p);
   if (g == p->probe) {
     fe_info("stream %s: re-check of %s failed (%s)", p->key, g->url, what);
@@ -393,7 +393,7 @@ static void fe_pull_on_recheck(uv_timer_t *t) {
     return;
   char url[FE_URL_MAX];
   int rc = p->opts.next_origin(p->opts.ud, 1, "recheck", url, sizeof(url));
-  if (rc != 1 || strcmp(url, p->cur->url) == 0 || !fe_health_usable(url))
+  if (rc != 1 || strcmp(url, p->cur->url) == 0 || !fe_health_usable(p->loop->health, url))
     return;
   fe_info("stream %s: re-checking %s", p->key, url);
   p->probe = fe_leg_open(p, url, 1);
@@ -439,7 +439,7 @@ static int fe_leg_join_tag(fe_leg *g, const fe_flv_tag *tag) {
   g->joined = 1;
   p->switched = p->have_ts;
   if (g->attempt != 0)
-    fe_health_ok(g->url);
+    fe_health_ok(p->loop->health, g->url);
   uint64_t now = uv_now(&p->loop->uv);
   fe_warn("stream %s: now from %s (attempt %d)%s; %llu ms since the last origin failed", p->key,
           g->url, g->attempt, g->attempt == 0 ? " (the slate)" : "",
@@ -533,7 +533,7 @@ static int fe_pull_on_tag(void *ud, const fe_flv_tag *tag) {
   g->joined = 1;
   p->last_attempt = g->attempt;
   p->asked = 0;
-  fe_health_ok(g->url);
+  fe_health_ok(p->loop->health, g->url);
   p->ops->start(p->sink, g->parser.header_flags);
   if (p->closed)
     return FE_FLV_ENOMEM;
@@ -604,7 +604,7 @@ static int fe_pull_failover_early(fe_pull *p, fe_leg *g, int err) {
   if (!n)
     return 0;
   if (g->err_status || err == FE_ORIGIN_ETIMEDOUT || err == FE_ORIGIN_EUNREACH)
-    fe_health_failed(g->url);
+    fe_health_failed(p->loop->health, g->url);
   p->cur = n;
   fe_leg_close(g);
   return 1;
@@ -703,7 +703,7 @@ fe_source *fe_pull_open(fe_loop *l, const char *url, const fe_pull_opts *opts,
   /* A first origin marked down by another stream's failure: straight to the next one. */
   char other[FE_URL_MAX];
   int attempt = 1;
-  if (p->key && opts->next_origin && !fe_health_usable(url) &&
+  if (p->key && opts->next_origin && !fe_health_usable(p->loop->health, url) &&
       fe_pull_next(p, "down", NULL, other, &attempt) == 1)
     url = other;
   p->asked = 0;

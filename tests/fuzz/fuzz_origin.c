@@ -23,6 +23,7 @@
 
 #include "log/fe_log.h"
 #include "loop/fe_loop.h"
+#include "origin/fe_health.h"
 #include "origin/fe_origin.h"
 #include "origin/fe_pull.h"
 
@@ -201,6 +202,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       .next_origin = fuzz_next_origin,
       .ud = &s,
   };
+  /* Health marks of its own: an input's failures do not change how the next one runs. */
+  fuzz_loop.health = fe_health_new();
+  FUZZ_CHECK(fuzz_loop.health != NULL);
   s.src = fe_pull_open(&fuzz_loop, "http://127.0.0.1:9/live", &po, &fuzz_sink_ops, &s);
   FUZZ_CHECK(s.src != NULL);
 
@@ -255,5 +259,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   for (int i = 0; i < 4 && uv_run(&fuzz_loop.uv, UV_RUN_NOWAIT); i++)
     ;
   FUZZ_CHECK(!uv_loop_alive(&fuzz_loop.uv));
+  fe_health_free(fuzz_loop.health);
+  fuzz_loop.health = NULL;
   return 0;
 }
