@@ -272,8 +272,13 @@ static void fe_fd_table_reserve(const fe_config *cfg) {
   if (want > (1u << 20))
     want = 1u << 20;
   int fd = (int)want - 1;
-  if (fd > 2 && fcntl(fd, F_GETFD) < 0 && errno == EBADF && dup2(2, fd) == fd)
-    close(fd);
+  if (fd <= 2 || fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+    return;
+  for (int from = 0; from <= 2; from++) /* any open descriptor will do; one may be closed */
+    if (dup2(from, fd) == fd) {
+      close(fd);
+      return;
+    }
 }
 
 int main(int argc, char **argv) {
