@@ -186,11 +186,12 @@ static int fe_pull_emit(fe_pull *p, fe_leg *g, const fe_flv_tag *tag) {
   t.timestamp = ts < 0 ? 0 : ts > UINT32_MAX ? UINT32_MAX : (uint32_t)ts;
   /* After a switch, each track's frames stay strictly increasing: the new origin's audio may
    * run a few ms behind its keyframe, which the join put just after everything the sink had.
-   * (Headers are not frames; the first origin's timestamps are left as they are.) */
+   * (Headers are not frames; the first origin's timestamps are left as they are. At the 32-bit
+   * limit, 49.7 days, they stay there rather than wrap to 0.) */
   if ((t.type == FE_FLV_AUDIO || t.type == FE_FLV_VIDEO) && !(t.flags & FE_FLV_SEQ_HEADER)) {
     int a = t.type == FE_FLV_AUDIO;
     if (p->switched && p->have_frame_ts[a] && t.timestamp <= p->last_frame_ts[a])
-      t.timestamp = p->last_frame_ts[a] + 1;
+      t.timestamp = p->last_frame_ts[a] == UINT32_MAX ? UINT32_MAX : p->last_frame_ts[a] + 1;
     p->last_frame_ts[a] = t.timestamp;
     p->have_frame_ts[a] = 1;
     if (!a && t.size > 0) {
