@@ -516,7 +516,7 @@ static int fe_h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, cons
     if (namelen == 7 && memcmp(name, ":method", 7) == 0) {
       int m = fe_h2_method(value, valuelen);
       if (m < 0) { /* a method HTTP/1.1 does not define: 501, as RFC 9110 15.6.2 asks */
-        fe_h2_refuse(st, 501, "method not implemented");
+        fe_h2_refuse(st, 501, "unknown method");
         return 0;
       }
       c->parser.method = (uint8_t)m;

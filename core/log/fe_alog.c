@@ -158,6 +158,16 @@ void fe_alog_ref(fe_alog *a) {
   __atomic_add_fetch(&a->refs, 1, __ATOMIC_RELAXED);
 }
 
+/* A full chunk to the writer's queue (under a->mu). */
+static void fe_alog_enqueue(fe_alog *a, fe_alog_chunk *c) {
+  if (a->tail)
+    a->tail->next = c;
+  else
+    a->head = c;
+  a->tail = c;
+  a->queued += c->len;
+}
+
 static int fe_alog_release(fe_alog *a, int wait) {
   if (__atomic_sub_fetch(&a->refs, 1, __ATOMIC_ACQ_REL) > 0)
     return 0;
@@ -170,12 +180,7 @@ static int fe_alog_release(fe_alog *a, int wait) {
       free(c);
       continue;
     }
-    if (a->tail)
-      a->tail->next = c;
-    else
-      a->head = c;
-    a->tail = c;
-    a->queued += c->len;
+    fe_alog_enqueue(a, c);
   }
   a->stopping = 1;
   a->waited = wait;
@@ -231,12 +236,7 @@ uint32_t fe_alog_flush(fe_alog *a, int loop) {
   if (a->queued + c->len > a->queue_max) {
     dropped = c->lines; /* the chunk stays the loop's, emptied */
   } else {
-    if (a->tail)
-      a->tail->next = c;
-    else
-      a->head = c;
-    a->tail = c;
-    a->queued += c->len;
+    fe_alog_enqueue(a, c);
     a->cur[loop] = NULL;
     pthread_cond_signal(&a->wake);
   }

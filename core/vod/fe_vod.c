@@ -482,6 +482,22 @@ static void fe_vod_box_push(fe_vod_node *n, fe_vod_waiter *w) {
   uv_mutex_unlock(&b->mu);
 }
 
+/* The first request queued for a fetch slot gets it: off the queue, to its loop's box. Under
+ * n->mu, so that its owner's detach cannot free it meanwhile. */
+static void fe_vod_slot_give(fe_vod_node *n) {
+  fe_vod_waiter *w = n->slot_head;
+  if (!w)
+    return;
+  n->slot_head = w->next;
+  if (n->slot_head)
+    n->slot_head->prev = NULL;
+  else
+    n->slot_tail = NULL;
+  w->prev = w->next = NULL;
+  w->slot_linked = 0;
+  fe_vod_box_push(n, w);
+}
+
 static void fe_vod_box_remove(fe_vod_node *n, fe_vod_waiter *w) {
   fe_vod_box *b = &n->boxes[w->loop->id];
   uv_mutex_lock(&b->mu);
@@ -977,17 +993,7 @@ static void fe_vod_fetch_uncount(fe_vod_fetch *f) {
   fe_vod_node *n = f->cache->node;
   __atomic_sub_fetch(&n->fetches, 1, __ATOMIC_RELAXED);
   uv_mutex_lock(&n->mu);
-  fe_vod_waiter *w = n->slot_head;
-  if (w) {
-    n->slot_head = w->next;
-    if (n->slot_head)
-      n->slot_head->prev = NULL;
-    else
-      n->slot_tail = NULL;
-    w->prev = w->next = NULL;
-    w->slot_linked = 0;
-    fe_vod_box_push(n, w); /* under n->mu: its owner's detach cannot free it meanwhile */
-  }
+  fe_vod_slot_give(n);
   uv_mutex_unlock(&n->mu);
 }
 
@@ -1713,16 +1719,8 @@ int fe_vod_slice_get(fe_vod_cache *c, const char *key, uint32_t idx, const fe_vo
       n->slot_head = w;
     n->slot_tail = w;
     /* A slot may have freed between the count and the lock: then it is ours at once. */
-    if (__atomic_load_n(&n->fetches, __ATOMIC_RELAXED) < FE_VOD_MAX_FETCHES && n->slot_head == w) {
-      n->slot_head = w->next;
-      if (n->slot_head)
-        n->slot_head->prev = NULL;
-      else
-        n->slot_tail = NULL;
-      w->prev = w->next = NULL;
-      w->slot_linked = 0;
-      fe_vod_box_push(n, w);
-    }
+    if (__atomic_load_n(&n->fetches, __ATOMIC_RELAXED) < FE_VOD_MAX_FETCHES && n->slot_head == w)
+      fe_vod_slot_give(n);
     uv_mutex_unlock(&n->mu);
     uv_mutex_unlock(&c->mu);
     return FE_VOD_SLICE_WAIT;
