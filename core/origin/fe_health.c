@@ -39,6 +39,12 @@ void fe_health_free(fe_health *h) {
   free(h);
 }
 
+void fe_health_clear(fe_health *h) {
+  pthread_mutex_lock(&h->lock);
+  memset(h->marks, 0, sizeof(h->marks));
+  pthread_mutex_unlock(&h->lock);
+}
+
 static uint64_t fe_now_ms(void) {
   return uv_hrtime() / 1000000;
 }

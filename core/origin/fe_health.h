@@ -25,6 +25,8 @@ int fe_health_usable(fe_health *h, const char *url);
 void fe_health_failed(fe_health *h, const char *url);
 /** `url` delivered: the mark is gone. */
 void fe_health_ok(fe_health *h, const char *url);
+/** Forgets every mark (a fuzz target starts each input from none). */
+void fe_health_clear(fe_health *h);
 /** 1 when `url` is marked down now (no side effect, for logs and tests). */
 int fe_health_is_down(fe_health *h, const char *url);
 

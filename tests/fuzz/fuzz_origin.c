@@ -194,6 +194,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   fe_log_set_level(fuzz_trace ? FE_LOG_DEBUG : FE_LOG_ERROR + 1);
   if (fe_loop_init(&fuzz_loop, 0) < 0)
     abort();
+  fuzz_loop.health = fe_health_new();
+  if (!fuzz_loop.health)
+    abort();
   return 0;
 }
 
@@ -223,9 +226,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       .next_origin = fuzz_next_origin,
       .ud = &s,
   };
-  /* Health marks of its own: an input's failures do not change how the next one runs. */
-  fuzz_loop.health = fe_health_new();
-  FUZZ_CHECK(fuzz_loop.health != NULL);
+  /* No marks from earlier inputs: an input's failures do not change how the next one runs (one
+   * set cleared, not a new one: 74 KB of fresh pages per input was a quarter of the time). */
+  fe_health_clear(fuzz_loop.health);
   s.src = fe_pull_open(&fuzz_loop, "http://127.0.0.1:9/live", &po, &fuzz_sink_ops, &s);
   FUZZ_CHECK(s.src != NULL);
 
@@ -280,7 +283,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   for (int i = 0; i < 4 && uv_run(&fuzz_loop.uv, UV_RUN_NOWAIT); i++)
     ;
   FUZZ_CHECK(!uv_loop_alive(&fuzz_loop.uv));
-  fe_health_free(fuzz_loop.health);
-  fuzz_loop.health = NULL;
   return 0;
 }
