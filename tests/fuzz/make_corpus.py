@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Writes the binary seed inputs of tests/fuzz/corpus/fuzz_flv/, fuzz_origin/ and fuzz_range/ (run from
-anywhere; rewrites only those seed-* files, never the regress-* inputs next to them). Each seed is
+"""Writes the binary seed inputs of tests/fuzz/corpus/fuzz_flv/, fuzz_origin/, fuzz_range/ and
+fuzz_tls/ (run from anywhere; rewrites only those seed-* files, never the regress-* inputs next to
+them). Each seed is
 a small valid or nearly valid input of the layout its target's top comment describes. The other
 targets' seeds are text, written by hand."""
 import os
@@ -119,6 +120,38 @@ def range_seeds():
     return seeds
 
 
+def tls_seeds():
+    # [split] then what a client sends an HTTPS listener: real ClientHellos (Python's ssl over
+    # memory BIOs: SNI for the wildcard, the default and no name; ALPN h2 and http/1.1; TLS 1.3's
+    # hello, which the server answers at 1.2), a plain HTTP request, and a record that is no hello.
+    import ssl
+
+    def hello(sni, alpn=None, maxv=ssl.TLSVersion.TLSv1_2):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.maximum_version = maxv
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
+        i, o = ssl.MemoryBIO(), ssl.MemoryBIO()
+        s = ctx.wrap_bio(i, o, server_hostname=sni)
+        try:
+            s.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        return o.read()
+
+    return {
+        "seed-hello-wild-alpn": b"\x07" + hello("a.w.test", ["h2", "http/1.1"]),
+        "seed-hello-wild-pieces": b"\x02" + hello("b.w.test", ["http/1.1"]),
+        "seed-hello-default": b"\x07" + hello("fuzz.test"),
+        "seed-hello-no-sni": b"\x07" + hello(None, ["h2"]),
+        "seed-hello-tls13": b"\x05" + hello("x.w.test", ["h2"], ssl.TLSVersion.TLSv1_3),
+        "seed-plain-http": b"\x07GET / HTTP/1.1\r\nHost: fuzz.test\r\n\r\n",
+        "seed-alert": b"\x07\x15\x03\x03\x00\x02\x02\x28",
+    }
+
+
 def write(target, seeds):
     d = os.path.join(HERE, "corpus", target)
     os.makedirs(d, exist_ok=True)
@@ -131,3 +164,4 @@ if __name__ == "__main__":
     write("fuzz_flv", flv_seeds())
     write("fuzz_origin", origin_seeds())
     write("fuzz_range", range_seeds())
+    write("fuzz_tls", tls_seeds())
