@@ -110,10 +110,11 @@ class H2:
     stream and, for the streams in `read`, given back with WINDOW_UPDATE (the connection's window
     always: a stream left unread then blocks only itself)."""
 
-    def __init__(self, port, window=65535, grant=True):
+    def __init__(self, port, window=65535, grant=True, conn_window=1 << 30, keep=()):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.lock = threading.Lock()
+        self.wlock = threading.Lock()
         self.data = {}         # stream -> bytes of DATA received
         self.first = {}        # stream -> first DATA payload bytes (up to 64 KiB)
         self.headers = set()   # streams whose HEADERS came
@@ -124,9 +125,11 @@ class H2:
         self.read = set()
         self.grant = grant
         self.sent_bytes = 0
+        self.keep = set(keep)  # streams whose whole DATA is kept in self.body
+        self.body = {}
+        grant0 = self.frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", conn_window)) if conn_window else b""
         self.sock.sendall(PREFACE + self.frame(SETTINGS, 0, 0, struct.pack(">HI", 4, window) +
-                                               struct.pack(">HI", 2, 0)) +
-                          self.frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", (1 << 30))))
+                                               struct.pack(">HI", 2, 0)) + grant0)
         self.thread = threading.Thread(target=self._reader, daemon=True)
         self.thread.start()
 
@@ -136,7 +139,8 @@ class H2:
 
     def send(self, data):
         try:
-            self.sock.sendall(data)
+            with self.wlock:  # the reader thread and the test both send: whole frames each
+                self.sock.sendall(data)
             self.sent_bytes += len(data)
             return True
         except OSError:
@@ -170,6 +174,8 @@ class H2:
                         self.data[sid] = self.data.get(sid, 0) + length
                         if len(self.first.get(sid, b"")) < 65536:
                             self.first[sid] = self.first.get(sid, b"") + payload
+                        if sid in self.keep:
+                            self.body.setdefault(sid, bytearray()).extend(payload)
                         if flags & END_STREAM:
                             self.ended.add(sid)
                         if length and self.grant:
@@ -194,6 +200,9 @@ class H2:
     def bytes_of(self, sid):
         with self.lock:
             return self.data.get(sid, 0)
+
+    def window_update(self, sid, n):
+        return self.send(self.frame(WINDOW_UPDATE, 0, sid, struct.pack(">I", n)))
 
     def close(self):
         try:
@@ -263,6 +272,7 @@ class H2Base(EdgeTestCase):
 
     limits = {}
     live = {}
+    files = None  # the edge's files (a policy), by name
 
     def setUp(self):
         self.media = ensure_vod_media()
@@ -279,7 +289,7 @@ class H2Base(EdgeTestCase):
             "listen": [{1: "127.0.0.1:0", "h2c": True},
                        {1: "127.0.0.1:0", "tls": {"cert": cert("local"), "key": key("local")}}],
             "access_log": "access.log", "workers": 1, "limits": dict(self.limits)})
-        self.edge = self.start_edge(cfg)
+        self.edge = self.start_edge(cfg, files=self.files)
         self.h2c = "http://127.0.0.1:%d" % self.edge.ports[0]
         self.tls = "https://localhost:%d" % self.edge.ports[1]
         with open(self.media, "rb") as f:
@@ -354,6 +364,83 @@ class H2cTest(H2Base):
         self.assertTrue(c.first[1].startswith(b"431 "), c.first.get(1))
         self.assertEqual(c.first[3], self.file[:10])
         self.assertFalse(c.closed)
+
+
+POLICY = r'''
+return {
+  access = function(req)
+    local a = req.args
+    if a.deny then
+      return 451, "denied over h2\n", { ["X-Policy"] = "h2", ["Retry-After"] = 7 }
+    end
+    if a.echo then
+      local h = req.headers
+      return 418, table.concat({ req.method, req.host, req.path, req.query, h["user-agent"] or "-",
+        h["X-Custom"] or "-", h.x_custom or "-", h["x-custom"] or "-", h.host or "-" }, "|") .. "\n"
+    end
+  end,
+}
+'''
+
+
+def curl_headers(url, *extra, timeout=20):
+    """curl as above, with the response's head too -> (rc, status, http_version, {name: value}, body, stderr);
+    names lower-cased (HTTP/2 sends them so; HTTP/1.1 as the server wrote them)."""
+    with tempfile.NamedTemporaryFile(prefix="flvedge-h2-head-") as f:
+        rc, status, ver, body, err = curl(url, "-D", f.name, *extra, timeout=timeout)
+        text = f.read().decode(errors="replace")
+    heads = {}
+    for line in text.splitlines()[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            heads[name.strip().lower()] = value.strip()
+    return rc, status, ver, heads, body, err
+
+
+class H2PolicyTest(H2Base):
+    """A live resource with an access policy: over h2 (ALPN and h2c prior knowledge) it sees the
+    request it sees over HTTP/1.1, req.host from :authority, and its denials come back whole."""
+
+    files = {"policy.lua": POLICY}
+    live = {"policy": "policy.lua"}
+    WANT = b"GET|edge.example.com|/flv/s0.flv|echo=1|UA/1.0|yes|yes|yes|Edge.Example.com:8080\n"
+
+    def test_policy_sees_host_from_authority_and_the_same_headers_as_over_http11(self):
+        hdrs = ["-H", "Host: Edge.Example.com:8080", "-H", "User-Agent: UA/1.0", "-H", "X-Custom: yes"]
+        url = "/flv/s0.flv?echo=1"
+        got = {}
+        for name, base, extra in (("HTTP/1.1", self.h2c, ["--http1.1"]),
+                                  ("h2c prior knowledge", self.h2c, ["--http2-prior-knowledge"]),
+                                  ("h2 by ALPN", self.tls, ["--http2"])):
+            rc, status, ver, body, err = curl(base + url, *(extra + hdrs))
+            self.assertEqual((rc, status), (0, 418), name + ": " + err)
+            self.assertEqual(ver, "1.1" if name == "HTTP/1.1" else "2", name)
+            got[name] = body
+        self.assertEqual(got["HTTP/1.1"], self.WANT)
+        self.assertEqual(got["h2c prior knowledge"], self.WANT)
+        self.assertEqual(got["h2 by ALPN"], self.WANT)
+        # exactly what comes on the wire: :authority and no host field, lower-case names (HPACK)
+        c = H2(self.edge.ports[0])
+        self.addCleanup(c.close)
+        c.send(H2.frame(HEADERS, END_STREAM | END_HEADERS, 1, request_block(
+            url, authority="Edge.Example.com:8080", headers=[("user-agent", "UA/1.0"), ("x-custom", "yes")])))
+        wait_until(lambda: 1 in c.ended, T(10), "the echo answered")
+        self.assertEqual(c.first[1], self.WANT)
+
+    def test_denial_with_status_headers_and_body_over_h2(self):
+        for name, base, extra in (("h2c prior knowledge", self.h2c, ["--http2-prior-knowledge"]),
+                                  ("h2 by ALPN", self.tls, ["--http2"]),
+                                  ("HTTP/1.1", self.h2c, ["--http1.1"])):
+            rc, status, ver, heads, body, err = curl_headers(base + "/flv/s0.flv?deny=1", *extra)
+            self.assertEqual((rc, status, body), (0, 451, b"denied over h2\n"), name + ": " + err)
+            self.assertEqual(ver, "1.1" if name == "HTTP/1.1" else "2", name)
+            self.assertEqual((heads.get("x-policy"), heads.get("retry-after")), ("h2", "7"), (name, heads))
+            self.assertEqual(heads.get("content-length"), str(len(body)), (name, heads))
+        self.assertEqual(self.origin.connections("/live/s0.flv"), 0, "a denied request reached the origin")
+        # an admitted one plays over h2
+        rc, status, ver, body, err = curl(self.h2c + "/flv/s0.flv", "--http2-prior-knowledge", timeout=3)
+        self.assertEqual((status, ver), (200, "2"), err)
+        self.assert_flv(body)
 
 
 class H2cStreamsTest(H2Base):
