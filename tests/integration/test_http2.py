@@ -335,6 +335,30 @@ class H2cTest(H2Base):
         self.assertEqual((rc, status), (0, 200), err)
         self.assertTrue(body.startswith(b"FLV") and len(body) < len(self.file), len(body))
 
+    def test_vod_cache_miss_then_hit_over_h2_and_the_origin_asked_once(self):
+        url = "/videos/" + self.name
+        origin_path = "/media/" + self.name
+        rc, status, ver, heads, body, err = curl_headers(self.h2c + url, "--http2-prior-knowledge")
+        self.assertEqual((rc, status, ver), (0, 200, "2"), err)
+        self.assertEqual(heads.get("x-cache-status"), "MISS", heads)
+        self.assertTrue(body == self.file, "the MISS body differs from the file")
+        # the store may end just after the body: a HEAD over h2 says when it is in
+        wait_until(lambda: curl_headers(self.h2c + url, "--http2-prior-knowledge", "-I")[3]
+                   .get("x-cache-status") == "HIT", T(10), "cached (HEAD over h2 -> HIT)")
+        # each 64 KiB slice asked of the origin once
+        ranges = self.vorigin.ranges(origin_path)
+        self.assertEqual(len(ranges), (len(self.file) + 65535) // 65536, ranges[:5])
+        self.assertEqual(len(set(ranges)), len(ranges), "a slice asked twice")
+        for base, extra in ((self.tls, "--http2"), (self.h2c, "--http2-prior-knowledge")):
+            rc, status, ver, heads, body, err = curl_headers(base + url, extra)
+            self.assertEqual((rc, status, ver), (0, 200, "2"), err)
+            self.assertEqual(heads.get("x-cache-status"), "HIT", heads)
+            self.assertTrue(body == self.file, "the HIT body differs from the file")
+            rc, status, ver, heads, body, err = curl_headers(base + url, extra, "-r", "2000000-2099999")
+            self.assertEqual((rc, status, ver, heads.get("x-cache-status")), (0, 206, "2", "HIT"), err)
+            self.assertTrue(body == self.file[2000000:2100000])
+        self.assertEqual(self.vorigin.ranges(origin_path), ranges, "a HIT over h2 asked the origin")
+
     def test_http11_is_still_served_on_the_h2c_listener(self):
         rc, status, ver, body, err = curl(self.h2c + "/videos/" + self.name, "--http1.1", "-r", "0-99")
         self.assertEqual((rc, status, ver, body), (0, 206, "1.1", self.file[:100]), err)
