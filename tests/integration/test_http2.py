@@ -567,15 +567,38 @@ class H2cAttackTest(H2Base):
         self.check_served_and_bounded(rss0)
 
     def test_continuation_flood(self):
+        # The limit is on CONTINUATION frames per header block (8), not on bytes or a rate: a head
+        # in 8 of them is served, one in 9 ends the connection with GOAWAY ENHANCE_YOUR_CALM.
+        path = "/videos/" + self.name
+        ok = H2(self.edge.ports[0])
+        self.addCleanup(ok.close)
+        ok.read.add(1)
+        ok.send(H2.frame(HEADERS, END_STREAM, 1, request_block(path, headers=[("range", "bytes=0-9")])) +
+                b"".join(H2.frame(CONTINUATION, END_HEADERS if i == 7 else 0, 1, hpack_literal("x-a", "b"))
+                         for i in range(8)))
+        wait_until(lambda: 1 in ok.ended, T(10), "the head in 8 CONTINUATION frames answered")
+        self.assertEqual(ok.first[1], self.file[:10])
+        self.assertIsNone(ok.goaway)
+        calm0 = self.edge.metric("flvedge_h2_flood_closes_total") or 0
+        nine = H2(self.edge.ports[0])
+        self.addCleanup(nine.close)
+        nine.send(H2.frame(HEADERS, END_STREAM, 1, request_block(path)) +
+                  H2.frame(CONTINUATION, 0, 1, hpack_literal("x-a", "b")) * 9)
+        wait_until(lambda: nine.closed, T(10), "the connection closed after a 9th CONTINUATION")
+        self.assertEqual(nine.goaway, ENHANCE_YOUR_CALM)
+        self.assertNotIn(1, nine.headers, "the stream was answered")
+        self.assertEqual(self.edge.metric("flvedge_h2_flood_closes_total"), calm0 + 1)
+        self.edge.wait_log("http2 .*CONTINUATION")
+        # and a flood of them, as an attacker sends it
         rss0 = self.edge.rss_kb()
         c = H2(self.edge.ports[0])
         self.addCleanup(c.close)
-        c.send(H2.frame(HEADERS, END_STREAM, 1, request_block("/videos/" + self.name)))
+        c.send(H2.frame(HEADERS, END_STREAM, 1, request_block(path)))
         for _ in range(100):
             if not c.send(H2.frame(CONTINUATION, 0, 1, hpack_literal("x-a", "b")) * 100):
                 break
         wait_until(lambda: c.closed, T(10), "the connection closed")
-        self.assertIsNotNone(c.goaway)
+        self.assertEqual(c.goaway, ENHANCE_YOUR_CALM)
         self.check_served_and_bounded(rss0)
 
     @unittest.skipUnless(shutil.which("h2load"), "h2load (nghttp2-client) not installed")
