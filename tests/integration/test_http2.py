@@ -839,17 +839,22 @@ class H2TlsTest(H2Base):
 
     @unittest.skipUnless(have_ffmpeg(), "ffmpeg/ffprobe not installed")
     def test_ffprobe_reads_live_and_vod_that_came_over_h2_only(self):
-        # ffmpeg's HTTP client speaks HTTP/1.1 only: ffprobe reads curl's HTTP/2 bytes from a pipe
+        # ffmpeg's HTTP client speaks HTTP/1.1 only: ffprobe reads curl's HTTP/2 bytes from a pipe;
+        # curl's -w says which protocol it really used, on its own file (stdout is the pipe)
         for path, max_time in (("/flv/s2.flv", "4"), ("/videos/" + self.name, "30")):
-            cmd = ("curl -sS --http2 --cacert %s --max-time %s %s | ffprobe -v error -show_entries "
-                   "stream=codec_name -of compact -i pipe:0" % (cert("ca"), max_time, self.tls + path))
-            r = subprocess.run(["bash", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               timeout=T(60))
-            codecs = sorted(l.split("=", 1)[1] for l in r.stdout.decode().splitlines()
-                            if l.startswith("stream|"))
-            self.assertTrue(codecs, r.stderr)
-            if path.startswith("/videos/"):
-                self.assertEqual(codecs, ["aac", "h264"], r.stderr)
+            with tempfile.NamedTemporaryFile(prefix="flvedge-h2-ver-") as ver:
+                cmd = ("curl -sS --http2 --cacert %s --max-time %s -w '%%{http_version} %%{http_code}' "
+                       "-o >(ffprobe -v error -show_entries stream=codec_type,codec_name -of compact "
+                       "-i pipe:0) %s >%s; wait" % (cert("ca"), max_time, self.tls + path, ver.name))
+                r = subprocess.run(["bash", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   timeout=T(60))
+                used = ver.read().decode()
+            self.assertEqual(used, "2 200", "curl did not get it over HTTP/2: %r %s" % (used, r.stderr[-500:]))
+            streams = [dict(f.split("=", 1) for f in l.split("|")[1:])
+                       for l in r.stdout.decode().splitlines() if l.startswith("stream|")]
+            # the live stream's video and audio, as the VOD file's
+            self.assertEqual(sorted((st.get("codec_type"), st.get("codec_name")) for st in streams),
+                             [("audio", "aac"), ("video", "h264")], "%s: %s" % (path, r.stderr[-1000:]))
 
 
 class H2OffTest(EdgeTestCase):
