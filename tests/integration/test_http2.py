@@ -857,6 +857,46 @@ class H2TlsTest(H2Base):
                              [("audio", "aac"), ("video", "h264")], "%s: %s" % (path, r.stderr[-1000:]))
 
 
+class H2QuickModeTest(EdgeTestCase):
+    """Quick mode with --tls-cert/--tls-key offers h2 by ALPN with no setting at all."""
+
+    def tls_args(self):
+        return ["--tls-cert", cert("local"), "--tls-key", key("local")]
+
+    def test_quick_mode_tls_negotiates_h2_for_live(self):
+        origin = self.start_origin()
+        origin.route("/live/s.flv", Synth())
+        edge = self.start_quick_edge(origin.url("/live"), extra_args=self.tls_args())
+        url = "https://localhost:%d/s.flv" % edge.port
+        rc, status, ver, body, err = curl(url, "--http2", timeout=2)
+        self.assertIn(rc, (0, 28), err)
+        self.assertEqual((status, ver), (200, "2"), err)
+        r = FlvReader()
+        r.feed(body)
+        self.assertGreaterEqual(len(r.tags), 10)
+        # a client that offers only HTTP/1.1 still gets it
+        rc, status, ver, body, err = curl(url, "--http1.1", timeout=1)
+        self.assertEqual((status, ver), (200, "1.1"), err)
+
+    def test_quick_mode_vod_with_tls_negotiates_h2(self):
+        media = ensure_vod_media()
+        name = os.path.basename(media)
+        with open(media, "rb") as f:
+            data = f.read()
+        vorigin = self.start_vod_origin(os.path.dirname(media))
+        cache = tempfile.mkdtemp(prefix="flvedge-vodcache-")
+        self.addCleanup(shutil.rmtree, cache, True)
+        edge = self.start_quick_edge(vorigin.url().rstrip("/"),
+                                     extra_args=["--vod", "--cache-dir", cache] + self.tls_args())
+        url = "https://localhost:%d/%s" % (edge.port, name)
+        rc, status, ver, heads, body, err = curl_headers(url, "--http2")
+        self.assertEqual((rc, status, ver, heads.get("x-cache-status")), (0, 200, "2", "MISS"), err)
+        self.assertTrue(body == data, "the body differs from the file")
+        rc, status, ver, heads, body, err = curl_headers(url, "--http2", "-r", "1000-1999")
+        self.assertEqual((rc, status, ver), (0, 206, "2"), err)
+        self.assertEqual(body, data[1000:2000])
+
+
 class H2OffTest(EdgeTestCase):
     def test_tls_http2_false_offers_http11_only_and_h2c_off_by_default(self):
         origin = self.start_origin()
