@@ -29,6 +29,7 @@ import unittest
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 from fe_harness import (SANITIZED, T, EdgeTestCase, FlvReader, Synth, ensure_vod_media, have_ffmpeg, run,
                         vod_config, wait_until)
+from test_slow_viewer import frame_no
 from test_tls import make_ca, make_cert
 
 CERTS = None
@@ -510,6 +511,114 @@ class H2cStreamsTest(H2Base):
         self.assertEqual(c.goaway, 1)  # PROTOCOL_ERROR
         self.assertTrue(self.edge.alive())
         wait_until(lambda: self.edge.metric("flvedge_viewers") == 0, T(5), "its viewers gone")
+
+
+def flv_frames(body):
+    """The Synth video frames of an FLV body, [(frame number, tag)]; FlvReader checks every tag
+    (PreviousTagSize == 11 + DataSize), so a body cut or spliced mid-tag fails here."""
+    r = FlvReader(digest=False)
+    r.feed(bytes(body))
+    return [(frame_no(t), t) for t in r.tags if frame_no(t) is not None]
+
+
+class H2cFlowControlTest(H2Base):
+    """Flow control stands in for the socket's back-pressure (docs/http2.md): a stream (or a whole
+    connection) whose client grants little window is moved forward to a keyframe as a slow
+    HTTP/1.1 viewer is, and nothing else waits for it. big.flv is about 1.6 MB/s; the hub's window
+    of 2 MiB holds about 1.3 s of it."""
+
+    live = {"slow_viewer_timeout": 30, "window_bytes": 2 << 20}
+
+    def setUp(self):
+        super().setUp()
+        self.origin.route("/live/big.flv", Synth(fps=25, gop=25, vsize=60_000, ksize=150_000, asize=400))
+
+    def jumps_of_big(self):
+        return sum(v for k, v in self.edge.series("flvedge_stream_viewer_jumps_total").items()
+                   if 'stream="big"' in k)
+
+    def assert_moved_forward_to_keyframes(self, body, what):
+        frames = flv_frames(body)
+        gaps = [(a, b, tb) for (a, _), (b, tb) in zip(frames, frames[1:]) if b != a + 1]
+        self.assertTrue(gaps, "%s: no gap in %d frames: never moved forward" % (what, len(frames)))
+        for a, b, tb in gaps:
+            self.assertGreater(b, a, "%s jumped backwards: frame %d -> %d" % (what, a, b))
+            self.assertTrue(tb.is_keyframe, "%s resumed at a non-keyframe after %d -> %d" % (what, a, b))
+
+    def test_a_slowly_read_stream_is_moved_to_a_keyframe_and_the_others_flow(self):
+        c = H2(self.edge.ports[0], keep={1})
+        self.addCleanup(c.close)
+        c.get(1, "/flv/big.flv", read=False)  # its window only from the trickle below
+        c.get(3, "/flv/s0.flv")
+        c.get(5, "/flv/s1.flv")
+        wait_until(lambda: c.bytes_of(1) >= 65535 and c.bytes_of(3) > 10000, T(10), "the streams started")
+        stop = threading.Event()
+
+        def trickle():  # about 160 KB/s of window for a stream of 1.6 MB/s: read, but slowly
+            while not stop.wait(0.05):
+                c.window_update(1, 8192)
+
+        t = threading.Thread(target=trickle, daemon=True)
+        t.start()
+        self.addCleanup(stop.set)
+        others0 = [c.bytes_of(3), c.bytes_of(5)]
+        jumps0 = self.jumps_of_big()
+        wait_until(lambda: self.jumps_of_big() > jumps0, T(15), "the slow stream moved forward (per-stream jumps)")
+        self.assertGreaterEqual(self.edge.metric("flvedge_viewer_jumps_total"), 1)
+        # what it reads after the jump starts at a keyframe and stays valid FLV
+        wait_until(lambda: self._gap(c), T(10), "frames after the jump at the client")
+        stop.set()
+        t.join(5)
+        self.assert_moved_forward_to_keyframes(self._body(c, 1), "the slow stream")
+        # the other streams of the connection kept flowing all along, and nothing was reset
+        wait_until(lambda: all(c.bytes_of(sid) - b0 > 100000 for sid, b0 in zip((3, 5), others0)),
+                   T(10), "the other streams flowing")
+        self.assertEqual((c.resets, c.goaway, c.closed), ({}, None, False))
+
+    def _body(self, c, sid):
+        with c.lock:
+            return bytes(c.body.get(sid, b""))
+
+    def _gap(self, c, sid=1):
+        frames = flv_frames(self._body(c, sid))
+        return any(b != a + 1 for (a, _), (b, _) in zip(frames, frames[1:]))
+
+    def test_a_closed_connection_window_stops_every_stream_until_it_reopens(self):
+        # The client's connection window is the default 65535 and it gives nothing back; each
+        # stream's own window is large, so only the connection's holds them.
+        c = H2(self.edge.ports[0], window=1 << 20, conn_window=None, grant=False, keep={1, 3, 5})
+        self.addCleanup(c.close)
+        for sid, path in ((1, "big"), (3, "s0"), (5, "s1")):
+            c.get(sid, "/flv/%s.flv" % path)
+        total = lambda: sum(c.bytes_of(sid) for sid in (1, 3, 5))
+        wait_until(lambda: total() == 65535, T(10), "the connection window used up")
+        rss0 = self.edge.rss_kb()
+        jumps0 = self.jumps_of_big()
+        # other connections are served meanwhile: curl, and a raw client reading big.flv
+        other = H2(self.edge.ports[0])
+        self.addCleanup(other.close)
+        other.get(1, "/flv/big.flv")
+        rc, status, ver, body, err = curl(self.h2c + "/flv/s2.flv", "--http2-prior-knowledge", timeout=2)
+        self.assertEqual((status, ver), (200, "2"), err)
+        self.assert_flv(body)
+        wait_until(lambda: other.bytes_of(1) > 3 << 20, T(10), "3 MiB of big.flv on another connection")
+        # long enough for big.flv to fall off the hub's window (about 1.3 s): nothing more came
+        self.assertEqual(total(), 65535, [c.bytes_of(sid) for sid in (1, 3, 5)])
+        self.assertEqual((c.resets, c.goaway, c.closed), ({}, None, False))
+        if not SANITIZED:
+            self.assertLess(self.edge.rss_kb() - rss0, 64 * 1024, "RSS growth (KiB)")
+        # the window reopens: every stream goes on, big.flv moved forward to a keyframe
+        before = [c.bytes_of(sid) for sid in (1, 3, 5)]
+        c.grant = True
+        c.window_update(0, 1 << 30)
+        wait_until(lambda: all(c.bytes_of(sid) - b > 100000 for sid, b in zip((1, 3, 5), before)),
+                   T(10), "every stream of the connection going on")
+        wait_until(lambda: self._gap(c), T(10), "big.flv's frames after the reopening")
+        self.assertGreater(self.jumps_of_big(), jumps0)
+        self.assert_moved_forward_to_keyframes(self._body(c, 1), "big.flv")
+        for sid in (3, 5):
+            flv_frames(self._body(c, sid))  # valid FLV all along
+        self.assertEqual((c.resets, c.goaway, c.closed), ({}, None, False))
 
 
 class H2cAttackTest(H2Base):
