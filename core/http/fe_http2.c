@@ -16,6 +16,7 @@
 #define FE_H2_LIVE_BYTES (128u << 10)  /* bytes of one live fill (whole tags: may be more) */
 #define FE_H2_ROUNDS 32                /* send + flush rounds per pump before the loop polls again */
 #define FE_H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#define FE_H2_MAX_CONTINUATIONS 8      /* CONTINUATION frames of one header block */
 
 enum { FE_H2B_NONE, FE_H2B_PIECES, FE_H2B_LIVE };
 
@@ -681,7 +682,7 @@ static fe_h2 *fe_h2_session_new(fe_conn *c) {
   /* Rapid reset (CVE-2023-44487): RST_STREAM at our control rate, as Debian's backport counts it. */
   nghttp2_option_set_stream_reset_rate_limit(opt, (uint64_t)cfg->h2_control_rate * 10, cfg->h2_control_rate);
   /* CONTINUATION floods (CVE-2024-28182): a header block in at most this many frames. */
-  nghttp2_option_set_max_continuations(opt, 8);
+  nghttp2_option_set_max_continuations(opt, FE_H2_MAX_CONTINUATIONS);
   if (nghttp2_session_server_new2(&s->ng, cbs, s, opt) != 0)
     goto fail;
   nghttp2_session_callbacks_del(cbs);
@@ -820,10 +821,15 @@ void fe_h2_on_read(fe_conn *c, const char *data, size_t len) {
     return;
   ssize_t rv = nghttp2_session_mem_recv(s->ng, (const uint8_t *)data, len);
   if (rv < 0) {
-    if (!s->fatal)
+    /* A flood (unread acks, a header block in too many CONTINUATION frames) is told apart from a
+     * broken client: ENHANCE_YOUR_CALM, counted with our own flood closes. */
+    int flood = rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS;
+    if (rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS)
+      fe_warn("http2 %s: a header block in more than %d CONTINUATION frames: GOAWAY", c->client_ip,
+              FE_H2_MAX_CONTINUATIONS);
+    else if (!s->fatal)
       fe_debug("http2 %s: %s", c->client_ip, nghttp2_strerror((int)rv));
-    nghttp2_session_terminate_session(s->ng, rv == NGHTTP2_ERR_FLOODED ? NGHTTP2_ENHANCE_YOUR_CALM
-                                                                       : NGHTTP2_PROTOCOL_ERROR);
+    nghttp2_session_terminate_session(s->ng, flood ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR);
     s->fatal = 1;
     s->ready = s->ready_tail = NULL;
   }

@@ -29,6 +29,7 @@ import unittest
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 from fe_harness import (SANITIZED, T, EdgeTestCase, FlvReader, Synth, ensure_vod_media, have_ffmpeg, run,
                         vod_config, wait_until)
+from test_slow_viewer import frame_no
 from test_tls import make_ca, make_cert
 
 CERTS = None
@@ -110,10 +111,11 @@ class H2:
     stream and, for the streams in `read`, given back with WINDOW_UPDATE (the connection's window
     always: a stream left unread then blocks only itself)."""
 
-    def __init__(self, port, window=65535, grant=True):
+    def __init__(self, port, window=65535, grant=True, conn_window=1 << 30, keep=()):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.lock = threading.Lock()
+        self.wlock = threading.Lock()
         self.data = {}         # stream -> bytes of DATA received
         self.first = {}        # stream -> first DATA payload bytes (up to 64 KiB)
         self.headers = set()   # streams whose HEADERS came
@@ -124,9 +126,11 @@ class H2:
         self.read = set()
         self.grant = grant
         self.sent_bytes = 0
+        self.keep = set(keep)  # streams whose whole DATA is kept in self.body
+        self.body = {}
+        grant0 = self.frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", conn_window)) if conn_window else b""
         self.sock.sendall(PREFACE + self.frame(SETTINGS, 0, 0, struct.pack(">HI", 4, window) +
-                                               struct.pack(">HI", 2, 0)) +
-                          self.frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", (1 << 30))))
+                                               struct.pack(">HI", 2, 0)) + grant0)
         self.thread = threading.Thread(target=self._reader, daemon=True)
         self.thread.start()
 
@@ -136,7 +140,8 @@ class H2:
 
     def send(self, data):
         try:
-            self.sock.sendall(data)
+            with self.wlock:  # the reader thread and the test both send: whole frames each
+                self.sock.sendall(data)
             self.sent_bytes += len(data)
             return True
         except OSError:
@@ -170,6 +175,8 @@ class H2:
                         self.data[sid] = self.data.get(sid, 0) + length
                         if len(self.first.get(sid, b"")) < 65536:
                             self.first[sid] = self.first.get(sid, b"") + payload
+                        if sid in self.keep:
+                            self.body.setdefault(sid, bytearray()).extend(payload)
                         if flags & END_STREAM:
                             self.ended.add(sid)
                         if length and self.grant:
@@ -194,6 +201,9 @@ class H2:
     def bytes_of(self, sid):
         with self.lock:
             return self.data.get(sid, 0)
+
+    def window_update(self, sid, n):
+        return self.send(self.frame(WINDOW_UPDATE, 0, sid, struct.pack(">I", n)))
 
     def close(self):
         try:
@@ -263,6 +273,7 @@ class H2Base(EdgeTestCase):
 
     limits = {}
     live = {}
+    files = None  # the edge's files (a policy), by name
 
     def setUp(self):
         self.media = ensure_vod_media()
@@ -279,7 +290,7 @@ class H2Base(EdgeTestCase):
             "listen": [{1: "127.0.0.1:0", "h2c": True},
                        {1: "127.0.0.1:0", "tls": {"cert": cert("local"), "key": key("local")}}],
             "access_log": "access.log", "workers": 1, "limits": dict(self.limits)})
-        self.edge = self.start_edge(cfg)
+        self.edge = self.start_edge(cfg, files=self.files)
         self.h2c = "http://127.0.0.1:%d" % self.edge.ports[0]
         self.tls = "https://localhost:%d" % self.edge.ports[1]
         with open(self.media, "rb") as f:
@@ -325,6 +336,30 @@ class H2cTest(H2Base):
         self.assertEqual((rc, status), (0, 200), err)
         self.assertTrue(body.startswith(b"FLV") and len(body) < len(self.file), len(body))
 
+    def test_vod_cache_miss_then_hit_over_h2_and_the_origin_asked_once(self):
+        url = "/videos/" + self.name
+        origin_path = "/media/" + self.name
+        rc, status, ver, heads, body, err = curl_headers(self.h2c + url, "--http2-prior-knowledge")
+        self.assertEqual((rc, status, ver), (0, 200, "2"), err)
+        self.assertEqual(heads.get("x-cache-status"), "MISS", heads)
+        self.assertTrue(body == self.file, "the MISS body differs from the file")
+        # the store may end just after the body: a HEAD over h2 says when it is in
+        wait_until(lambda: curl_headers(self.h2c + url, "--http2-prior-knowledge", "-I")[3]
+                   .get("x-cache-status") == "HIT", T(10), "cached (HEAD over h2 -> HIT)")
+        # each 64 KiB slice asked of the origin once
+        ranges = self.vorigin.ranges(origin_path)
+        self.assertEqual(len(ranges), (len(self.file) + 65535) // 65536, ranges[:5])
+        self.assertEqual(len(set(ranges)), len(ranges), "a slice asked twice")
+        for base, extra in ((self.tls, "--http2"), (self.h2c, "--http2-prior-knowledge")):
+            rc, status, ver, heads, body, err = curl_headers(base + url, extra)
+            self.assertEqual((rc, status, ver), (0, 200, "2"), err)
+            self.assertEqual(heads.get("x-cache-status"), "HIT", heads)
+            self.assertTrue(body == self.file, "the HIT body differs from the file")
+            rc, status, ver, heads, body, err = curl_headers(base + url, extra, "-r", "2000000-2099999")
+            self.assertEqual((rc, status, ver, heads.get("x-cache-status")), (0, 206, "2", "HIT"), err)
+            self.assertTrue(body == self.file[2000000:2100000])
+        self.assertEqual(self.vorigin.ranges(origin_path), ranges, "a HIT over h2 asked the origin")
+
     def test_http11_is_still_served_on_the_h2c_listener(self):
         rc, status, ver, body, err = curl(self.h2c + "/videos/" + self.name, "--http1.1", "-r", "0-99")
         self.assertEqual((rc, status, ver, body), (0, 206, "1.1", self.file[:100]), err)
@@ -354,6 +389,83 @@ class H2cTest(H2Base):
         self.assertTrue(c.first[1].startswith(b"431 "), c.first.get(1))
         self.assertEqual(c.first[3], self.file[:10])
         self.assertFalse(c.closed)
+
+
+POLICY = r'''
+return {
+  access = function(req)
+    local a = req.args
+    if a.deny then
+      return 451, "denied over h2\n", { ["X-Policy"] = "h2", ["Retry-After"] = 7 }
+    end
+    if a.echo then
+      local h = req.headers
+      return 418, table.concat({ req.method, req.host, req.path, req.query, h["user-agent"] or "-",
+        h["X-Custom"] or "-", h.x_custom or "-", h["x-custom"] or "-", h.host or "-" }, "|") .. "\n"
+    end
+  end,
+}
+'''
+
+
+def curl_headers(url, *extra, timeout=20):
+    """curl as above, with the response's head too -> (rc, status, http_version, {name: value}, body, stderr);
+    names lower-cased (HTTP/2 sends them so; HTTP/1.1 as the server wrote them)."""
+    with tempfile.NamedTemporaryFile(prefix="flvedge-h2-head-") as f:
+        rc, status, ver, body, err = curl(url, "-D", f.name, *extra, timeout=timeout)
+        text = f.read().decode(errors="replace")
+    heads = {}
+    for line in text.splitlines()[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            heads[name.strip().lower()] = value.strip()
+    return rc, status, ver, heads, body, err
+
+
+class H2PolicyTest(H2Base):
+    """A live resource with an access policy: over h2 (ALPN and h2c prior knowledge) it sees the
+    request it sees over HTTP/1.1, req.host from :authority, and its denials come back whole."""
+
+    files = {"policy.lua": POLICY}
+    live = {"policy": "policy.lua"}
+    WANT = b"GET|edge.example.com|/flv/s0.flv|echo=1|UA/1.0|yes|yes|yes|Edge.Example.com:8080\n"
+
+    def test_policy_sees_host_from_authority_and_the_same_headers_as_over_http11(self):
+        hdrs = ["-H", "Host: Edge.Example.com:8080", "-H", "User-Agent: UA/1.0", "-H", "X-Custom: yes"]
+        url = "/flv/s0.flv?echo=1"
+        got = {}
+        for name, base, extra in (("HTTP/1.1", self.h2c, ["--http1.1"]),
+                                  ("h2c prior knowledge", self.h2c, ["--http2-prior-knowledge"]),
+                                  ("h2 by ALPN", self.tls, ["--http2"])):
+            rc, status, ver, body, err = curl(base + url, *(extra + hdrs))
+            self.assertEqual((rc, status), (0, 418), name + ": " + err)
+            self.assertEqual(ver, "1.1" if name == "HTTP/1.1" else "2", name)
+            got[name] = body
+        self.assertEqual(got["HTTP/1.1"], self.WANT)
+        self.assertEqual(got["h2c prior knowledge"], self.WANT)
+        self.assertEqual(got["h2 by ALPN"], self.WANT)
+        # exactly what comes on the wire: :authority and no host field, lower-case names (HPACK)
+        c = H2(self.edge.ports[0])
+        self.addCleanup(c.close)
+        c.send(H2.frame(HEADERS, END_STREAM | END_HEADERS, 1, request_block(
+            url, authority="Edge.Example.com:8080", headers=[("user-agent", "UA/1.0"), ("x-custom", "yes")])))
+        wait_until(lambda: 1 in c.ended, T(10), "the echo answered")
+        self.assertEqual(c.first[1], self.WANT)
+
+    def test_denial_with_status_headers_and_body_over_h2(self):
+        for name, base, extra in (("h2c prior knowledge", self.h2c, ["--http2-prior-knowledge"]),
+                                  ("h2 by ALPN", self.tls, ["--http2"]),
+                                  ("HTTP/1.1", self.h2c, ["--http1.1"])):
+            rc, status, ver, heads, body, err = curl_headers(base + "/flv/s0.flv?deny=1", *extra)
+            self.assertEqual((rc, status, body), (0, 451, b"denied over h2\n"), name + ": " + err)
+            self.assertEqual(ver, "1.1" if name == "HTTP/1.1" else "2", name)
+            self.assertEqual((heads.get("x-policy"), heads.get("retry-after")), ("h2", "7"), (name, heads))
+            self.assertEqual(heads.get("content-length"), str(len(body)), (name, heads))
+        self.assertEqual(self.origin.connections("/live/s0.flv"), 0, "a denied request reached the origin")
+        # an admitted one plays over h2
+        rc, status, ver, body, err = curl(self.h2c + "/flv/s0.flv", "--http2-prior-knowledge", timeout=3)
+        self.assertEqual((status, ver), (200, "2"), err)
+        self.assert_flv(body)
 
 
 class H2cStreamsTest(H2Base):
@@ -399,6 +511,114 @@ class H2cStreamsTest(H2Base):
         self.assertEqual(c.goaway, 1)  # PROTOCOL_ERROR
         self.assertTrue(self.edge.alive())
         wait_until(lambda: self.edge.metric("flvedge_viewers") == 0, T(5), "its viewers gone")
+
+
+def flv_frames(body):
+    """The Synth video frames of an FLV body, [(frame number, tag)]; FlvReader checks every tag
+    (PreviousTagSize == 11 + DataSize), so a body cut or spliced mid-tag fails here."""
+    r = FlvReader(digest=False)
+    r.feed(bytes(body))
+    return [(frame_no(t), t) for t in r.tags if frame_no(t) is not None]
+
+
+class H2cFlowControlTest(H2Base):
+    """Flow control stands in for the socket's back-pressure (docs/http2.md): a stream (or a whole
+    connection) whose client grants little window is moved forward to a keyframe as a slow
+    HTTP/1.1 viewer is, and nothing else waits for it. big.flv is about 1.6 MB/s; the hub's window
+    of 2 MiB holds about 1.3 s of it."""
+
+    live = {"slow_viewer_timeout": 30, "window_bytes": 2 << 20}
+
+    def setUp(self):
+        super().setUp()
+        self.origin.route("/live/big.flv", Synth(fps=25, gop=25, vsize=60_000, ksize=150_000, asize=400))
+
+    def jumps_of_big(self):
+        return sum(v for k, v in self.edge.series("flvedge_stream_viewer_jumps_total").items()
+                   if 'stream="big"' in k)
+
+    def assert_moved_forward_to_keyframes(self, body, what):
+        frames = flv_frames(body)
+        gaps = [(a, b, tb) for (a, _), (b, tb) in zip(frames, frames[1:]) if b != a + 1]
+        self.assertTrue(gaps, "%s: no gap in %d frames: never moved forward" % (what, len(frames)))
+        for a, b, tb in gaps:
+            self.assertGreater(b, a, "%s jumped backwards: frame %d -> %d" % (what, a, b))
+            self.assertTrue(tb.is_keyframe, "%s resumed at a non-keyframe after %d -> %d" % (what, a, b))
+
+    def test_a_slowly_read_stream_is_moved_to_a_keyframe_and_the_others_flow(self):
+        c = H2(self.edge.ports[0], keep={1})
+        self.addCleanup(c.close)
+        c.get(1, "/flv/big.flv", read=False)  # its window only from the trickle below
+        c.get(3, "/flv/s0.flv")
+        c.get(5, "/flv/s1.flv")
+        wait_until(lambda: c.bytes_of(1) >= 65535 and c.bytes_of(3) > 10000, T(10), "the streams started")
+        stop = threading.Event()
+
+        def trickle():  # about 160 KB/s of window for a stream of 1.6 MB/s: read, but slowly
+            while not stop.wait(0.05):
+                c.window_update(1, 8192)
+
+        t = threading.Thread(target=trickle, daemon=True)
+        t.start()
+        self.addCleanup(stop.set)
+        others0 = [c.bytes_of(3), c.bytes_of(5)]
+        jumps0 = self.jumps_of_big()
+        wait_until(lambda: self.jumps_of_big() > jumps0, T(15), "the slow stream moved forward (per-stream jumps)")
+        self.assertGreaterEqual(self.edge.metric("flvedge_viewer_jumps_total"), 1)
+        # what it reads after the jump starts at a keyframe and stays valid FLV
+        wait_until(lambda: self._gap(c), T(10), "frames after the jump at the client")
+        stop.set()
+        t.join(5)
+        self.assert_moved_forward_to_keyframes(self._body(c, 1), "the slow stream")
+        # the other streams of the connection kept flowing all along, and nothing was reset
+        wait_until(lambda: all(c.bytes_of(sid) - b0 > 100000 for sid, b0 in zip((3, 5), others0)),
+                   T(10), "the other streams flowing")
+        self.assertEqual((c.resets, c.goaway, c.closed), ({}, None, False))
+
+    def _body(self, c, sid):
+        with c.lock:
+            return bytes(c.body.get(sid, b""))
+
+    def _gap(self, c, sid=1):
+        frames = flv_frames(self._body(c, sid))
+        return any(b != a + 1 for (a, _), (b, _) in zip(frames, frames[1:]))
+
+    def test_a_closed_connection_window_stops_every_stream_until_it_reopens(self):
+        # The client's connection window is the default 65535 and it gives nothing back; each
+        # stream's own window is large, so only the connection's holds them.
+        c = H2(self.edge.ports[0], window=1 << 20, conn_window=None, grant=False, keep={1, 3, 5})
+        self.addCleanup(c.close)
+        for sid, path in ((1, "big"), (3, "s0"), (5, "s1")):
+            c.get(sid, "/flv/%s.flv" % path)
+        total = lambda: sum(c.bytes_of(sid) for sid in (1, 3, 5))
+        wait_until(lambda: total() == 65535, T(10), "the connection window used up")
+        rss0 = self.edge.rss_kb()
+        jumps0 = self.jumps_of_big()
+        # other connections are served meanwhile: curl, and a raw client reading big.flv
+        other = H2(self.edge.ports[0])
+        self.addCleanup(other.close)
+        other.get(1, "/flv/big.flv")
+        rc, status, ver, body, err = curl(self.h2c + "/flv/s2.flv", "--http2-prior-knowledge", timeout=2)
+        self.assertEqual((status, ver), (200, "2"), err)
+        self.assert_flv(body)
+        wait_until(lambda: other.bytes_of(1) > 3 << 20, T(10), "3 MiB of big.flv on another connection")
+        # long enough for big.flv to fall off the hub's window (about 1.3 s): nothing more came
+        self.assertEqual(total(), 65535, [c.bytes_of(sid) for sid in (1, 3, 5)])
+        self.assertEqual((c.resets, c.goaway, c.closed), ({}, None, False))
+        if not SANITIZED:
+            self.assertLess(self.edge.rss_kb() - rss0, 64 * 1024, "RSS growth (KiB)")
+        # the window reopens: every stream goes on, big.flv moved forward to a keyframe
+        before = [c.bytes_of(sid) for sid in (1, 3, 5)]
+        c.grant = True
+        c.window_update(0, 1 << 30)
+        wait_until(lambda: all(c.bytes_of(sid) - b > 100000 for sid, b in zip((1, 3, 5), before)),
+                   T(10), "every stream of the connection going on")
+        wait_until(lambda: self._gap(c), T(10), "big.flv's frames after the reopening")
+        self.assertGreater(self.jumps_of_big(), jumps0)
+        self.assert_moved_forward_to_keyframes(self._body(c, 1), "big.flv")
+        for sid in (3, 5):
+            flv_frames(self._body(c, sid))  # valid FLV all along
+        self.assertEqual((c.resets, c.goaway, c.closed), ({}, None, False))
 
 
 class H2cAttackTest(H2Base):
@@ -456,36 +676,64 @@ class H2cAttackTest(H2Base):
         self.check_served_and_bounded(rss0)
 
     def test_continuation_flood(self):
+        # The limit is on CONTINUATION frames per header block (8), not on bytes or a rate: a head
+        # in 8 of them is served, one in 9 ends the connection with GOAWAY ENHANCE_YOUR_CALM.
+        path = "/videos/" + self.name
+        ok = H2(self.edge.ports[0])
+        self.addCleanup(ok.close)
+        ok.read.add(1)
+        ok.send(H2.frame(HEADERS, END_STREAM, 1, request_block(path, headers=[("range", "bytes=0-9")])) +
+                b"".join(H2.frame(CONTINUATION, END_HEADERS if i == 7 else 0, 1, hpack_literal("x-a", "b"))
+                         for i in range(8)))
+        wait_until(lambda: 1 in ok.ended, T(10), "the head in 8 CONTINUATION frames answered")
+        self.assertEqual(ok.first[1], self.file[:10])
+        self.assertIsNone(ok.goaway)
+        calm0 = self.edge.metric("flvedge_h2_flood_closes_total") or 0
+        nine = H2(self.edge.ports[0])
+        self.addCleanup(nine.close)
+        nine.send(H2.frame(HEADERS, END_STREAM, 1, request_block(path)) +
+                  H2.frame(CONTINUATION, 0, 1, hpack_literal("x-a", "b")) * 9)
+        wait_until(lambda: nine.closed, T(10), "the connection closed after a 9th CONTINUATION")
+        self.assertEqual(nine.goaway, ENHANCE_YOUR_CALM)
+        self.assertNotIn(1, nine.headers, "the stream was answered")
+        self.assertEqual(self.edge.metric("flvedge_h2_flood_closes_total"), calm0 + 1)
+        self.edge.wait_log("http2 .*CONTINUATION")
+        # and a flood of them, as an attacker sends it
         rss0 = self.edge.rss_kb()
         c = H2(self.edge.ports[0])
         self.addCleanup(c.close)
-        c.send(H2.frame(HEADERS, END_STREAM, 1, request_block("/videos/" + self.name)))
-        for _ in range(100):
-            if not c.send(H2.frame(CONTINUATION, 0, 1, hpack_literal("x-a", "b")) * 100):
-                break
+        # one send: an ACK of our reader between two CONTINUATION frames would be a protocol error
+        c.send(H2.frame(HEADERS, END_STREAM, 1, request_block(path)) +
+               H2.frame(CONTINUATION, 0, 1, hpack_literal("x-a", "b")) * 10000)
         wait_until(lambda: c.closed, T(10), "the connection closed")
-        self.assertIsNotNone(c.goaway)
+        self.assertEqual(c.goaway, ENHANCE_YOUR_CALM)
         self.check_served_and_bounded(rss0)
 
-    @unittest.skipUnless(shutil.which("h2load"), "h2load (nghttp2-client) not installed")
-    def test_h2load_clients_are_served_during_a_rapid_reset_flood(self):
+    def h2load_during(self, blob):
+        """h2load's 2000 requests on 4 connections while attackers send `blob` on connection after
+        connection (each until the edge closes it): every request succeeds, the attackers were
+        closed as floods, memory stays bounded."""
         rss0 = self.edge.rss_kb()
+        calm0 = self.edge.metric("flvedge_h2_flood_closes_total") or 0
         stop = threading.Event()
+        goaways = []
 
         def attack():
             while not stop.is_set():
                 c = H2(self.edge.ports[0])
-                blob = b"".join(H2.frame(HEADERS, END_STREAM | END_HEADERS, 1 + 2 * i,
-                                         request_block("/videos/" + self.name)) +
-                                H2.frame(RST_STREAM, 0, 1 + 2 * i, struct.pack(">I", CANCEL))
-                                for i in range(2000))
                 c.send(blob)
                 wait_until(lambda: c.closed or stop.is_set(), T(10), "closed")
+                if c.closed:
+                    goaways.append(c.goaway)
                 c.close()
 
         t = threading.Thread(target=attack, daemon=True)
         t.start()
         try:
+            # the attacker's first connection is under way before the clients start
+            wait_until(lambda: goaways or (self.edge.metric("flvedge_h2_flood_closes_total") or 0) > calm0,
+                       T(10), "a flood connection closed")
+            n0 = len(goaways)
             r = run(["h2load", "-n", "2000", "-c", "4", "-m", "10", "-H", "Range: bytes=0-4095",
                      self.h2c + "/videos/" + self.name], timeout=T(60))
         finally:
@@ -493,8 +741,30 @@ class H2cAttackTest(H2Base):
             t.join(T(20))
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("2000 succeeded, 0 failed", r.stdout, r.stdout)
-        self.assertGreaterEqual(self.edge.metric("flvedge_h2_flood_closes_total"), 1)
+        self.assertTrue(goaways and all(g == ENHANCE_YOUR_CALM for g in goaways), goaways)
+        self.assertGreater(len(goaways), n0, "no flood connection closed while h2load ran")
+        self.assertGreaterEqual(self.edge.metric("flvedge_h2_flood_closes_total"), calm0 + len(goaways))
         self.check_served_and_bounded(rss0)
+
+    @unittest.skipUnless(shutil.which("h2load"), "h2load (nghttp2-client) not installed")
+    def test_h2load_clients_are_served_during_a_rapid_reset_flood(self):
+        self.h2load_during(b"".join(H2.frame(HEADERS, END_STREAM | END_HEADERS, 1 + 2 * i,
+                                             request_block("/videos/" + self.name)) +
+                                    H2.frame(RST_STREAM, 0, 1 + 2 * i, struct.pack(">I", CANCEL))
+                                    for i in range(2000)))
+
+    @unittest.skipUnless(shutil.which("h2load"), "h2load (nghttp2-client) not installed")
+    def test_h2load_clients_are_served_during_a_ping_flood(self):
+        self.h2load_during(b"".join(H2.frame(PING, 0, 0, struct.pack(">Q", i)) for i in range(4000)))
+
+    @unittest.skipUnless(shutil.which("h2load"), "h2load (nghttp2-client) not installed")
+    def test_h2load_clients_are_served_during_a_settings_flood(self):
+        self.h2load_during(H2.frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 65535)) * 4000)
+
+    @unittest.skipUnless(shutil.which("h2load"), "h2load (nghttp2-client) not installed")
+    def test_h2load_clients_are_served_during_an_empty_data_flood(self):
+        self.h2load_during(H2.frame(HEADERS, END_HEADERS, 1, request_block("/videos/" + self.name)) +
+                           H2.frame(DATA, 0, 1) * 4000)
 
 
 class H2cUpgradeTest(H2Base):
@@ -678,17 +948,62 @@ class H2TlsTest(H2Base):
 
     @unittest.skipUnless(have_ffmpeg(), "ffmpeg/ffprobe not installed")
     def test_ffprobe_reads_live_and_vod_that_came_over_h2_only(self):
-        # ffmpeg's HTTP client speaks HTTP/1.1 only: ffprobe reads curl's HTTP/2 bytes from a pipe
+        # ffmpeg's HTTP client speaks HTTP/1.1 only: ffprobe reads curl's HTTP/2 bytes from a pipe;
+        # curl's -w says which protocol it really used, on its own file (stdout is the pipe)
         for path, max_time in (("/flv/s2.flv", "4"), ("/videos/" + self.name, "30")):
-            cmd = ("curl -sS --http2 --cacert %s --max-time %s %s | ffprobe -v error -show_entries "
-                   "stream=codec_name -of compact -i pipe:0" % (cert("ca"), max_time, self.tls + path))
-            r = subprocess.run(["bash", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               timeout=T(60))
-            codecs = sorted(l.split("=", 1)[1] for l in r.stdout.decode().splitlines()
-                            if l.startswith("stream|"))
-            self.assertTrue(codecs, r.stderr)
-            if path.startswith("/videos/"):
-                self.assertEqual(codecs, ["aac", "h264"], r.stderr)
+            with tempfile.NamedTemporaryFile(prefix="flvedge-h2-ver-") as ver:
+                cmd = ("curl -sS --http2 --cacert %s --max-time %s -w '%%{http_version} %%{http_code}' "
+                       "-o >(ffprobe -v error -show_entries stream=codec_type,codec_name -of compact "
+                       "-i pipe:0) %s >%s; wait" % (cert("ca"), max_time, self.tls + path, ver.name))
+                r = subprocess.run(["bash", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   timeout=T(60))
+                used = ver.read().decode()
+            self.assertEqual(used, "2 200", "curl did not get it over HTTP/2: %r %s" % (used, r.stderr[-500:]))
+            streams = [dict(f.split("=", 1) for f in l.split("|")[1:])
+                       for l in r.stdout.decode().splitlines() if l.startswith("stream|")]
+            # the live stream's video and audio, as the VOD file's
+            self.assertEqual(sorted((st.get("codec_type"), st.get("codec_name")) for st in streams),
+                             [("audio", "aac"), ("video", "h264")], "%s: %s" % (path, r.stderr[-1000:]))
+
+
+class H2QuickModeTest(EdgeTestCase):
+    """Quick mode with --tls-cert/--tls-key offers h2 by ALPN with no setting at all."""
+
+    def tls_args(self):
+        return ["--tls-cert", cert("local"), "--tls-key", key("local")]
+
+    def test_quick_mode_tls_negotiates_h2_for_live(self):
+        origin = self.start_origin()
+        origin.route("/live/s.flv", Synth())
+        edge = self.start_quick_edge(origin.url("/live"), extra_args=self.tls_args())
+        url = "https://localhost:%d/s.flv" % edge.port
+        rc, status, ver, body, err = curl(url, "--http2", timeout=2)
+        self.assertIn(rc, (0, 28), err)
+        self.assertEqual((status, ver), (200, "2"), err)
+        r = FlvReader()
+        r.feed(body)
+        self.assertGreaterEqual(len(r.tags), 10)
+        # a client that offers only HTTP/1.1 still gets it
+        rc, status, ver, body, err = curl(url, "--http1.1", timeout=1)
+        self.assertEqual((status, ver), (200, "1.1"), err)
+
+    def test_quick_mode_vod_with_tls_negotiates_h2(self):
+        media = ensure_vod_media()
+        name = os.path.basename(media)
+        with open(media, "rb") as f:
+            data = f.read()
+        vorigin = self.start_vod_origin(os.path.dirname(media))
+        cache = tempfile.mkdtemp(prefix="flvedge-vodcache-")
+        self.addCleanup(shutil.rmtree, cache, True)
+        edge = self.start_quick_edge(vorigin.url().rstrip("/"),
+                                     extra_args=["--vod", "--cache-dir", cache] + self.tls_args())
+        url = "https://localhost:%d/%s" % (edge.port, name)
+        rc, status, ver, heads, body, err = curl_headers(url, "--http2")
+        self.assertEqual((rc, status, ver, heads.get("x-cache-status")), (0, 200, "2", "MISS"), err)
+        self.assertTrue(body == data, "the body differs from the file")
+        rc, status, ver, heads, body, err = curl_headers(url, "--http2", "-r", "1000-1999")
+        self.assertEqual((rc, status, ver), (0, 206, "2"), err)
+        self.assertEqual(body, data[1000:2000])
 
 
 class H2OffTest(EdgeTestCase):
