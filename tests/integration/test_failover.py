@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import unittest
+import zlib
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 from fe_harness import (T, EdgeTestCase, Synth, check_monotonic, live_config, wait_until)
@@ -105,6 +106,23 @@ class FailoverTest(EdgeTestCase):
         self.assertEqual(sorted(t.type for t in new[1:]), [8, 9])
         self.assertTrue(all(t.ts == new[0].ts for t in new), "inserted headers at one time: %r" % new)
         self.assertIsNotNone(head)
+        # They are the backup's own: its metadata (1280x720, 48 kHz, variant 1), its SPS, its AAC
+        # config, byte for byte (payload size and CRC of what the backup sent).
+        want = {}
+        for _, raw in Synth(variant=1).header_items():
+            if len(raw) > 13:
+                payload = raw[11:-4]
+                want[raw[0]] = (len(payload), zlib.crc32(payload))
+        for t in new:
+            self.assertEqual((t.size, t.crc), want[t.type],
+                             "the re-sent %r is not the backup's" % t)
+        self.assertIn(b"onMetaData", new[0].head)
+        vseq = next(t for t in new if t.is_video)
+        self.assertEqual(vseq.head[6:9], bytes([0x4D, 0x00, 0x28]), "not the backup's SPS")
+        aseq = next(t for t in new if t.is_audio)
+        self.assertEqual(aseq.head[:4], bytes([0xAF, 0x00, 0x11, 0x90]), "not the backup's AAC config")
+        old = inserted[:3]
+        self.assertNotEqual([(t.size, t.crc) for t in old], [(t.size, t.crc) for t in new])
         # A viewer joining now gets the backup's headers in its prefix, and plays.
         w = self.viewer(edge, "/flv/s.flv")
         w.read_until(lambda w: any(t.is_keyframe for t in w.tags), T(10), "a keyframe")
@@ -186,9 +204,14 @@ class FailoverTest(EdgeTestCase):
                                      extra_args=["--origin", self.b.url("/live/")])
         v = self.viewer(edge, "/s.flv")
         v.read_media_ms(500, T(10))
+        # The first --origin is the primary: the stream came from it, the backup was not asked.
+        self.assertTrue(all(from_origin(t, 0) for t in v.tags if t.is_media))
+        self.assertEqual(self.b.connections("/live/s.flv"), 0, "the backup was asked first")
+        self.assertEqual(self.a.connections("/live/s.flv"), 1)
         self.a.kill()
         v.read_until(lambda v: any(from_origin(t, BACKUP) for t in v.tags), T(15), "backup")
         self.check_switch(v)
+        self.assertEqual(self.b.connections("/live/s.flv"), 1)
 
     def test_clean_end_ends_the_stream_unless_failover_on_end(self):
         self.a.route("/live/s.flv", Synth(duration_ms=1000))
