@@ -11,6 +11,7 @@ from BACKUP, the slate's from SLATE.
 """
 
 import os
+import re
 import sys
 import time
 import unittest
@@ -139,6 +140,76 @@ class FailoverTest(EdgeTestCase):
         quiet = v.tags[i].recv_time - v.tags[i - 1].recv_time
         self.assertGreater(quiet, READ_TIMEOUT * 0.8, "switched before the read timeout")
         self.assertLess(quiet, READ_TIMEOUT + 1.0, "a stall took %.2f s to fail over" % quiet)
+
+    def test_connect_timeout_fails_over_before_the_start(self):
+        # The primary never completes the TCP handshake: after origin_connect_timeout the group's
+        # next origin serves, and the viewer gets a 200 with the backup's stream.
+        dead = self.start_syn_dropper()
+        self.b.route("/live/s.flv", Synth(serial_base=BACKUP))
+        edge = self.start_edge(live_config([dead.url("/live/"), self.b.url("/live/")],
+                                           **timeouts(origin_connect_timeout=0.5)))
+        t0 = time.monotonic()
+        v = self.viewer(edge, "/flv/s.flv")
+        self.assertEqual(v.status, 200)
+        v.read_until(lambda v: any(t.is_keyframe for t in v.tags), T(10), "a keyframe")
+        took = v.tags[0].recv_time - t0
+        self.assertGreater(took, 0.4, "the backup was asked before the connect timeout")
+        self.assertLess(took, 0.5 + 1.0, "a connect timeout took %.2f s to fail over" % took)
+        self.assertTrue(all(from_origin(t, BACKUP) for t in v.tags if t.is_media))
+        self.assertTrue(edge.log_lines(re.escape("origin failed (timeout); trying %s" % self.b.url("/live/"))))
+
+    def test_connect_timeout_mid_stream_moves_to_the_next(self):
+        # The primary dies; the next origin of the group never answers the SYN; the one after it
+        # serves, origin_connect_timeout after the death, and the viewer's response goes on.
+        dead = self.start_syn_dropper()
+        c = self.start_origin()
+        self.a.route("/live/s.flv", Synth())
+        c.route("/live/s.flv", Synth(serial_base=BACKUP))
+        edge = self.start_edge(live_config([self.a.url("/live/"), dead.url("/live/"),
+                                            c.url("/live/")],
+                                           **timeouts(origin_connect_timeout=0.5)))
+        v = self.viewer(edge, "/flv/s.flv")
+        v.read_media_ms(500, T(10))
+        killed = self.a.kill()
+        v.read_until(lambda v: sum(from_origin(t, BACKUP) for t in v.tags) > 10, T(10), "backup")
+        i = self.check_switch(v)
+        gap = v.tags[i].recv_time - killed
+        self.assertGreater(gap, 0.4, "the third origin was asked before the connect timeout")
+        self.assertLess(gap, 0.5 + 1.0, "a connect timeout took %.2f s to fail over" % gap)
+        self.assertTrue(edge.log_lines(re.escape("origin failed mid-stream (timeout); trying %s"
+                                                 % c.url("/live/s.flv"))))
+        self.assertFalse(v.ended)
+
+    def test_5xx_primary_fails_over_before_the_start(self):
+        # No policy: the group's first origin answers 503, the next one serves.
+        self.a.route("/live/s.flv", status=503, body=b"busy\n")
+        self.b.route("/live/s.flv", Synth(serial_base=BACKUP))
+        edge = self.group_edge()
+        v = self.viewer(edge, "/flv/s.flv")
+        self.assertEqual(v.status, 200)
+        v.read_until(lambda v: any(t.is_keyframe for t in v.tags), T(10), "a keyframe")
+        self.assertTrue(all(from_origin(t, BACKUP) for t in v.tags if t.is_media))
+        self.assertEqual(self.a.connections("/live/s.flv"), 1)
+        self.assertTrue(edge.log_lines(re.escape("origin failed (status 503); trying")))
+
+    def test_5xx_mid_stream_moves_to_the_next(self):
+        # The primary dies mid-stream; the group's second origin answers 503; the third serves.
+        c = self.start_origin()
+        self.a.route("/live/s.flv", Synth())
+        self.b.route("/live/s.flv", status=503, body=b"busy\n")
+        c.route("/live/s.flv", Synth(serial_base=BACKUP))
+        edge = self.start_edge(live_config([self.a.url("/live/"), self.b.url("/live/"),
+                                            c.url("/live/")], **timeouts()))
+        v = self.viewer(edge, "/flv/s.flv")
+        v.read_media_ms(500, T(10))
+        killed = self.a.kill()
+        v.read_until(lambda v: sum(from_origin(t, BACKUP) for t in v.tags) > 10, T(10), "backup")
+        i = self.check_switch(v)
+        self.assertLess(v.tags[i].recv_time - killed, 1.0)
+        self.assertEqual(self.b.connections("/live/s.flv"), 1, "the 503 origin was not asked")
+        self.assertTrue(edge.log_lines(re.escape("origin failed mid-stream (status 503); trying %s"
+                                                 % c.url("/live/s.flv"))))
+        self.assertFalse(v.ended)
 
     def test_health_mark_spares_the_dead_origin(self):
         # The primary stalls for one stream: marked down, the next stream goes to the backup
