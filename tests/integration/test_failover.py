@@ -226,6 +226,47 @@ class FailoverTest(EdgeTestCase):
         self.assertTrue(all(from_origin(t, BACKUP) for t in w.tags if t.is_media))
         self.assertEqual(self.a.connections("/live/two.flv"), 0, "the dead origin was asked")
 
+    def test_dead_origin_reprobed_with_growing_backoff_one_probe_at_a_time(self):
+        # fe_health's rule: a failure marks the origin down for 1 s, doubling with each failed try
+        # after a back-off; once a back-off is over, one caller (a probe) tries it while the others
+        # still see it down. Three streams on the primary, re-checking it every 0.1 s once on the
+        # backup: the primary comes back answering 503. Its connection log shows one probe 1 s
+        # after its death, the next one 2 s after that, and nothing in between.
+        paths = ["/live/%s.flv" % n for n in ("one", "two", "three")]
+        for p in paths:
+            self.a.route(p, Synth())
+            self.b.route(p, Synth(serial_base=BACKUP))
+        edge = self.group_edge(origin_recheck=0.1)
+        viewers = [self.viewer(edge, p.replace("/live/", "/flv/")) for p in paths]
+        for v in viewers:
+            v.read_media_ms(300, T(10))
+        for p in paths:
+            self.a.route(p, status=503, body=b"down\n")  # for new connections only
+        killed = min(self.a.kill(p) for p in paths)
+        for v in viewers:
+            v.read_until(lambda v: any(from_origin(t, BACKUP) for t in v.tags), T(10), "backup")
+
+        def probes():
+            return sorted(c.opened_at for p in paths for c in self.a.conns_for(p)
+                          if c.opened_at > killed)
+        try:
+            wait_until(lambda: len(probes()) >= 2, T(6), "two probes of the dead origin")
+        except AssertionError:
+            self.fail("probes at %r s after the death" % [t - killed for t in probes()])
+        second = probes()[1]
+        wait_until(lambda: time.monotonic() > second + 0.5, T(2))  # room for a wrong third
+        got = probes()
+        self.assertEqual(len(got), 2, "probes at %r s after the death" % [t - killed for t in got])
+        first_wait, second_wait = got[0] - killed, got[1] - got[0]
+        self.assertGreater(first_wait, 0.9, "probed %.2f s after the death" % first_wait)
+        self.assertLess(first_wait, 1.6, "first probe %.2f s after the death" % first_wait)
+        self.assertGreater(second_wait, 1.9, "the back-off did not grow: %.2f s" % second_wait)
+        self.assertLess(second_wait, 2.6, "second probe %.2f s after the first" % second_wait)
+        for v in viewers:
+            v.pump(0.2)
+            self.assertFalse(v.ended)
+            self.check_switch(v)  # the 503 probes never reached the viewers
+
     def test_returns_to_the_primary_when_healthy(self):
         self.a.route("/live/s.flv", Synth())
         self.b.route("/live/s.flv", Synth(serial_base=BACKUP))
