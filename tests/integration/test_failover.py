@@ -18,7 +18,8 @@ import unittest
 import zlib
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-from fe_harness import (T, EdgeTestCase, Synth, check_monotonic, live_config, wait_until)
+from fe_harness import (T, EdgeTestCase, Synth, check_monotonic, free_port, live_config,
+                        wait_until)
 
 BACKUP = 1_000_000
 SLATE = 5_000_000
@@ -355,6 +356,83 @@ end }
         self.check_switch(v)
         targets = [r["target"] for r in self.b.requests_for("/live/s.flv")]
         self.assertEqual(targets, ["/live/s.flv?attempt=2&error=stall"])
+
+    def test_policy_hook_sees_every_mid_stream_attempt_and_error(self):
+        # Each call's (attempt, last_error) goes into the URL the hook returns, accumulated, so
+        # the last origin's request shows every call: the primary killed (its listener gone too),
+        # the next one refused, the one after stalls, the last one serves.
+        c = self.start_origin()
+        refused = "http://127.0.0.1:%d/live/s.flv" % free_port()
+        self.a.route("/live/s.flv", Synth())
+        self.b.route("/live/s.flv", Synth(serial_base=BACKUP), stall_after_ms=1000)
+        c.route("/live/s.flv", Synth(serial_base=2 * BACKUP))
+        policy = """
+local urls = { %r, %r, %r, %r }
+local seen = ""
+return { origin = function(req, attempt, last_error)
+  seen = seen .. attempt .. ":" .. tostring(last_error) .. ","
+  if urls[attempt] then return urls[attempt] .. "?seen=" .. seen end
+end }
+""" % (self.a.url("/live/s.flv"), refused, self.b.url("/live/s.flv"), c.url("/live/s.flv"))
+        edge = self.start_edge(live_config(self.a.url("/live/"), policy="hook_policy.lua",
+                                           **timeouts(origin_recheck=0)),
+                               files={"hook_policy.lua": policy})
+        v = self.viewer(edge, "/flv/s.flv")
+        v.read_media_ms(500, T(10))
+        self.a.kill()
+        v.read_until(lambda v: any(from_origin(t, BACKUP) for t in v.tags), T(10), "the backup")
+        v.read_until(lambda v: any(from_origin(t, 2 * BACKUP) for t in v.tags), T(10), "the third")
+        self.check_switch(v)
+        self.check_switch(v, new_base=2 * BACKUP, old_base=BACKUP,
+                          start=next(i for i, t in enumerate(v.tags) if from_origin(t, BACKUP)))
+        self.assertFalse(v.ended)
+        targets = [r["target"] for r in c.requests_for("/live/s.flv")]
+        self.assertEqual(targets, ["/live/s.flv?seen=1:nil,2:broken,3:unreachable,4:stall,"])
+
+    def test_policy_hook_giving_up_mid_stream_ends_the_stream_cleanly(self):
+        # The hook has nothing after the primary (nil): asked once more from attempt 1 (the
+        # primary that just failed is not used again), then the stream ends for the viewers as
+        # on a clean end (docs/live.md), promptly, with one log line naming the fault.
+        self.a.route("/live/s.flv", Synth())
+        policy = """
+local a = %r
+return { origin = function(req, attempt, last_error)
+  if attempt == 1 then return a end
+end }
+""" % self.a.url("/live/s.flv")
+        edge = self.start_edge(live_config(self.a.url("/live/"), policy="giveup_policy.lua",
+                                           **timeouts()),
+                               files={"giveup_policy.lua": policy})
+        v = self.viewer(edge, "/flv/s.flv")
+        v.read_media_ms(500, T(10))
+        killed = self.a.kill()
+        self.assertTrue(v.read_to_end(T(5)), "the viewer's response did not end cleanly")
+        self.assertLess(time.monotonic() - killed, 1.0, "the stream took long to end")
+        check_monotonic(v.tags)
+        self.assertTrue(edge.log_lines("stream .*no origin left \\(broken\\); ending the stream"))
+        self.assertEqual(self.a.connections("/live/s.flv"), 1, "the failed primary asked again")
+        self.assertEqual(edge.metric("flvedge_origin_failovers_total"), 0)
+
+    def test_policy_hook_giving_up_mid_stream_goes_to_the_slate(self):
+        slate = os.path.join(self.start_slate_dir(), "slate.flv")
+        with open(slate, "wb") as f:
+            f.write(Synth(duration_ms=2000, serial_base=SLATE).to_bytes())
+        self.a.route("/live/s.flv", Synth())
+        policy = """
+local a = %r
+return { origin = function(req, attempt, last_error)
+  if attempt == 1 and last_error ~= "recheck" then return a end
+end }
+""" % self.a.url("/live/s.flv")
+        edge = self.start_edge(live_config(self.a.url("/live/"), policy="giveup_policy.lua",
+                                           slate="file:" + slate, **timeouts()),
+                               files={"giveup_policy.lua": policy})
+        v = self.viewer(edge, "/flv/s.flv")
+        v.read_media_ms(500, T(10))
+        self.a.kill()
+        v.read_until(lambda v: sum(from_origin(t, SLATE) for t in v.tags) > 10, T(10), "the slate")
+        self.check_switch(v, new_base=SLATE)
+        self.assertFalse(v.ended)
 
     def test_relayed_loops_get_the_switch(self):
         self.a.route("/live/s.flv", Synth())
