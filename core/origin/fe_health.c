@@ -121,6 +121,12 @@ void fe_health_failed(fe_health *h, const char *url) {
     }
     memset(m, 0, sizeof(*m));
     memcpy(m->key, key, strlen(key) + 1);
+  } else if (now < m->until) {
+    /* Still down: a try begun before the mark (another stream's, the same death) is not one
+     * more failure in a row; only tries after a back-off make it grow. */
+    m->touched = now;
+    pthread_mutex_unlock(&h->lock);
+    return;
   }
   uint64_t backoff = FE_HEALTH_BACKOFF_MIN_MS;
   for (uint32_t i = 0; i < m->fails && backoff < FE_HEALTH_BACKOFF_MAX_MS; i++)

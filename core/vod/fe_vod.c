@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "log/fe_log.h"
+#include "origin/fe_health.h"
 
 #define FE_VOD_BUCKETS 4096
 #define FE_VOD_META_VERSION "flvedge-vod 2"
@@ -140,6 +141,7 @@ struct fe_vod_fetch {
   /* the origin group: the same object at the backups, tried in order when an origin fails */
   char **alts;
   int nalts, alt;
+  const char *cur;    /* the origin asked now: url or one of alts (fe_health marks it) */
   int resuming;       /* the body goes on from another origin at start + len */
   double connect_timeout, read_timeout;
   struct fe_tls_client *tls; /* https origins */
@@ -1340,9 +1342,15 @@ static const fe_origin_cbs fe_vod_origin_cbs;
  * request is under way, 0 when no origin is left.
  */
 static int fe_vod_fetch_next(fe_vod_fetch *f, const char *why) {
+  fe_health_failed(f->loop->health, f->cur);
   if (f->alt >= f->nalts)
     return 0;
+  /* Backups marked down by a recent failure (any fetch, any stream) are skipped; the last one is
+   * tried all the same. */
+  while (f->alt < f->nalts - 1 && !fe_health_usable(f->loop->health, f->alts[f->alt]))
+    f->alt++;
   const char *url = f->alts[f->alt++];
+  f->cur = url;
   if (f->origin)
     fe_origin_close(f->origin);
   f->origin = NULL;
@@ -1381,10 +1389,12 @@ static void fe_vod_on_resume(fe_vod_fetch *f, int status) {
   if (status == 206 && fe_vod_content_range(h->content_range, &first, &last, &size) == 0 &&
       first == at && last == f->start + f->want - 1 && size == f->meta.size) {
     f->skip = 0;
+    fe_health_ok(f->loop->health, f->cur);
     return;
   }
   if (status == 200 && h->content_length >= 0 && (uint64_t)h->content_length == f->meta.size) {
     f->skip = at;
+    fe_health_ok(f->loop->health, f->cur);
     return;
   }
   char why[64];
@@ -1411,6 +1421,8 @@ static void fe_vod_on_response(void *ud, int status, const char *ctype) {
   const fe_origin_head *h = fe_origin_response_head(f->origin);
   uint64_t size = 0, first = 0, last = 0;
   int ok = status == 200 || status == 206;
+  if (ok || status == 304)
+    fe_health_ok(f->loop->health, f->cur);
   if (status == 206 && fe_vod_content_range(h->content_range, &first, &last, &size) < 0) {
     fe_vod_fetch_fail(f, FE_VOD_EPROTO);
     return;
@@ -1668,6 +1680,24 @@ static fe_vod_fetch *fe_vod_fetch_new(fe_vod_cache *c, fe_vod_obj *o, uint32_t i
   return f;
 }
 
+/* The first origin a fetch asks: the primary, unless it is marked down (a recent failure, any
+ * fetch or stream) and a backup is not; when all are down, the primary all the same. A dead primary
+ * then costs one connect timeout per back-off, not one per slice. */
+static const char *fe_vod_fetch_first(fe_vod_fetch *f) {
+  fe_health *h = f->loop->health;
+  if (f->nalts == 0 || fe_health_usable(h, f->url))
+    return f->url;
+  for (int i = 0; i < f->nalts; i++) {
+    if (fe_health_usable(h, f->alts[i])) {
+      fe_debug("vod: %s slice %u: %s is marked down; asking %s", f->path, f->idx, f->url,
+               f->alts[i]);
+      f->alt = i + 1;
+      return f->alts[i];
+    }
+  }
+  return f->url;
+}
+
 int fe_vod_slice_get(fe_vod_cache *c, const char *key, uint32_t idx, const fe_vod_fetch_opts *opts,
                      fe_vod_waiter *w, fe_vod_file *file) {
   fe_vod_node *n = c->node;
@@ -1769,7 +1799,8 @@ int fe_vod_slice_get(fe_vod_cache *c, const char *key, uint32_t idx, const fe_vo
                        .tls = f->tls};
   FE_METRIC_INC(&w->loop->metrics, vod_origin_requests);
   FE_METRIC_INC(&w->loop->metrics, origin_connects);
-  f->origin = fe_origin_open(w->loop, f->url, &oo, &fe_vod_origin_cbs, f);
+  f->cur = fe_vod_fetch_first(f);
+  f->origin = fe_origin_open(w->loop, f->cur, &oo, &fe_vod_origin_cbs, f);
   if (!f->origin)
     fe_vod_fetch_fail(f, UV_ENOMEM);
   return FE_VOD_SLICE_FETCH;

@@ -8,6 +8,11 @@
 //      the edge agree on h2 by ALPN: the check needs the page's nextHopProtocol to be "h2" and the
 //      edge's access log to have the stream's request as HTTP/2.0 (the certificate, made here by
 //      openssl, is trusted by its key's hash: --ignore-certificate-errors-spki-list).
+//   2c. live failover to a backup at another resolution: a resource whose origin is a group of two
+//      live origins served here (640x360, then 320x240), the primary's process "killed" (its
+//      connections cut, its port closed) while the page plays: playback must go on with no player
+//      error, currentTime advancing 1.5 s past the switch and video.videoWidth/Height becoming the
+//      backup's (mpegts.js reconfigures on the new sequence header the edge re-sends).
 //   3. VOD (when the binary has the vod resource; else a SKIP line): the player page with ?vod=1
 //      plays a 60 s FLV (keyframe index) through the edge's vod resource from a small Range-capable
 //      origin here, then seeks to 30 s: playback must resume and currentTime land within 3 s of it.
@@ -39,7 +44,7 @@ const CHECK_TIMEOUT_MS = Number(process.env.FE_BROWSER_TIMEOUT_MS || 30000);
 const SCREENSHOT = process.env.FE_SCREENSHOT ||
   (fs.existsSync(path.dirname(BIN)) ? path.join(path.dirname(BIN), 'player-screenshot.png') : '/tmp/flvedge-player.png');
 const PLAYER_DIR = path.join(ROOT, 'examples', 'player');
-const TOTAL_TIMEOUT_MS = 4 * CHECK_TIMEOUT_MS + 90000;
+const TOTAL_TIMEOUT_MS = 5 * CHECK_TIMEOUT_MS + 90000;
 
 const results = [];
 let edge = null;
@@ -84,13 +89,13 @@ function missingPrerequisites() {
 
 // ---- test media: 10 s of 640x360 30 fps H.264 (keyframe every 2 s, CBR) + AAC, cached -----
 
-function testMedia() {
-  const file = path.join(MEDIA_DIR, 'browser-640x360-30fps-10s.flv');
+function testMedia(size = '640x360') {
+  const file = path.join(MEDIA_DIR, `browser-${size}-30fps-10s.flv`);
   if (fs.existsSync(file) && fs.statSync(file).size > 100000) return file;
   fs.mkdirSync(MEDIA_DIR, { recursive: true });
   const tmp = `${file}.${process.pid}.tmp`;
   const r = spawnSync('ffmpeg', ['-nostdin', '-hide_banner', '-loglevel', 'error', '-y',
-    '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30',
+    '-f', 'lavfi', '-i', `testsrc2=size=${size}:rate=30`,
     '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
     '-t', '10', '-pix_fmt', 'yuv420p',
     '-c:v', 'libx264', '-preset', 'veryfast', '-g', '60', '-keyint_min', '60', '-sc_threshold', '0',
@@ -128,6 +133,7 @@ function vodSupported(dir) {
 }
 
 let vodOrigin = null;
+const liveOrigins = [];
 
 // Serves one file at /media/test.flv with single Range requests (206), HEAD and an ETag.
 function startVodOrigin(file) {
@@ -216,6 +222,149 @@ async function vodSeekCheck(name, pageUrl, target) {
     pass(name, `seek to ${target} s: currentTime ${last.currentTime.toFixed(2)} s after ` +
       `${((Date.now() - seekedAt) / 1000).toFixed(1)} s, ${last.totalVideoFrames} frames decoded; ` +
       `${ranged.length} range requests past byte 0 (${ranged[ranged.length - 1]})`);
+  }
+  await page.close();
+}
+
+// ---- live origins for the failover check: an FLV file served as a live stream ---------------
+
+// The tags of an FLV file: { header (13 bytes), tags: [{ type, ts, data (tag + PreviousTagSize) }] }.
+function readFlv(file) {
+  const buf = fs.readFileSync(file);
+  const tags = [];
+  let pos = 13;
+  while (pos + 15 <= buf.length) {
+    const size = buf.readUIntBE(pos + 1, 3);
+    const ts = buf.readUIntBE(pos + 4, 3) | (buf[pos + 7] << 24);
+    if (pos + 15 + size > buf.length) break;
+    tags.push({ type: buf[pos], ts, data: buf.subarray(pos, pos + 15 + size) });
+    pos += 15 + size;
+  }
+  return { header: buf.subarray(0, 13), tags };
+}
+
+// GET /live/s.flv: the file in real time from its start, over and over (timestamps going on),
+// chunked. kill(): every connection cut and the port closed, as when the process dies.
+function startLiveOrigin(file) {
+  const flv = readFlv(file);
+  // The leading metadata and sequence headers: sent once, not again on each round.
+  const isHead = (t) => t.type === 18 || (t.data[12] === 0 &&
+    ((t.type === 9 && (t.data[11] & 0x0f) === 7) || (t.type === 8 && (t.data[11] >> 4) === 10)));
+  let heads = 0;
+  while (heads < flv.tags.length && isHead(flv.tags[heads])) heads++;
+  const span = flv.tags[flv.tags.length - 1].ts + 33;
+  const sockets = new Set();
+  const timers = new Set();
+  const server = http.createServer((req, res) => {
+    if (new URL(req.url, 'http://x').pathname !== '/live/s.flv') {
+      res.writeHead(404, { 'Content-Type': 'text/plain' });
+      res.end('not found\n');
+      return;
+    }
+    res.writeHead(200, { 'Content-Type': 'video/x-flv', 'Cache-Control': 'no-cache' });
+    res.write(flv.header);
+    const t0 = Date.now();
+    let i = 0;
+    let round = 0;
+    const timer = setInterval(() => {
+      const now = Date.now() - t0;
+      for (;;) {
+        if (i === flv.tags.length) { i = heads; round++; }
+        const t = flv.tags[i];
+        const ts = t.ts + round * span;
+        if (ts > now) break;
+        if (round === 0) res.write(t.data);
+        else {
+          const d = Buffer.from(t.data);
+          d.writeUIntBE(ts & 0xffffff, 4, 3);
+          d[7] = (ts >>> 24) & 0xff;
+          res.write(d);
+        }
+        i++;
+      }
+    }, 10);
+    timers.add(timer);
+    res.on('close', () => { clearInterval(timer); timers.delete(timer); });
+  });
+  server.on('connection', (sock) => { sockets.add(sock); sock.on('close', () => sockets.delete(sock)); });
+  const origin = {
+    server,
+    connections: 0,
+    kill() {
+      server.close();
+      for (const t of timers) clearInterval(t);
+      for (const sock of sockets) sock.destroy();
+    },
+  };
+  server.on('request', () => { origin.connections++; });
+  return new Promise((resolve, reject) => {
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => { origin.port = server.address().port; resolve(origin); });
+  });
+}
+
+// Plays the failover resource, kills the primary once playback is under way at its size, and
+// waits for playback to go on at the backup's size.
+async function failoverCheck(name, pageUrl, primary, backup, want) {
+  const page = await context.newPage();
+  const consoleLines = [];
+  page.on('console', (m) => consoleLines.push(`console.${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
+  const deadline = Date.now() + CHECK_TIMEOUT_MS;
+  let last = null;
+  let reason = null;
+  let killedAt = null;
+  let ctAtKill = null;
+  let ctAtSwitch = null;
+  let framesAtSwitch = null;
+  const stats = () => page.evaluate(() => {
+    if (!window.fePlayer) return null;
+    const s = window.fePlayer.stats();
+    const v = document.querySelector('video');
+    s.videoWidth = v.videoWidth;
+    s.videoHeight = v.videoHeight;
+    return s;
+  });
+  try {
+    await page.goto(pageUrl, { waitUntil: 'load', timeout: CHECK_TIMEOUT_MS });
+    for (;;) {
+      last = await stats();
+      if (last && (last.state === 'error' || last.errors.length)) {
+        reason = `the player reports an error${killedAt ? ' after the kill' : ''}: ${last.errors.join(' | ')}`;
+        break;
+      }
+      const size = last ? `${last.videoWidth}x${last.videoHeight}` : '';
+      if (killedAt === null && last && last.currentTime > 1.5 && size === want.primary) {
+        primary.kill();
+        killedAt = Date.now();
+        ctAtKill = last.currentTime;
+      } else if (killedAt !== null && ctAtSwitch === null && size === want.backup) {
+        ctAtSwitch = last.currentTime;
+        framesAtSwitch = last.totalVideoFrames;
+      } else if (ctAtSwitch !== null && last.currentTime > ctAtSwitch + 1.5 &&
+                 last.totalVideoFrames > framesAtSwitch + 20) {
+        break;
+      }
+      if (Date.now() > deadline) {
+        reason = killedAt === null ? `currentTime did not pass 1.5 s at ${want.primary} before the kill`
+          : ctAtSwitch === null ? `the video never became ${want.backup} after the kill (now ${size})`
+            : `playback did not go on 1.5 s past the switch to ${want.backup}`;
+        break;
+      }
+      await sleep(100);
+    }
+  } catch (e) {
+    reason = `${e.message.split('\n')[0]}`;
+  }
+  if (!reason && !/now from http:\/\/127\.0\.0\.1:\d+\/live\/s\.flv/.test(edgeLog)) reason = 'the edge logged no switch';
+  if (!reason && backup.connections !== 1) reason = `the backup saw ${backup.connections} connections, not 1`;
+  if (reason) {
+    fail(name, reason, [`page: ${pageUrl}`, `last stats: ${JSON.stringify(last)}`,
+      ...consoleLines.slice(-20), ...edgeLogTail(15)]);
+  } else {
+    pass(name, `killed at currentTime ${ctAtKill.toFixed(2)} s (${want.primary}); ${want.backup} from ` +
+      `${ctAtSwitch.toFixed(2)} s, ${((Date.now() - killedAt) / 1000).toFixed(1)} s after the kill; currentTime ` +
+      `${last.currentTime.toFixed(2)} s, ${last.totalVideoFrames} frames, ${last.droppedVideoFrames} dropped, no error`);
   }
   await page.close();
 }
@@ -388,6 +537,7 @@ async function cleanup() {
   if (context) { try { await context.close(); } catch (e) { /* browser gone */ } context = null; }
   if (pageServer) { pageServer.close(); pageServer = null; }
   if (vodOrigin) { vodOrigin.close(); vodOrigin = null; }
+  for (const o of liveOrigins.splice(0)) o.kill();
   await stopEdge();
   if (tmpDir) { try { fs.rmSync(tmpDir, { recursive: true, force: true }); } catch (e) { /* best effort */ } }
 }
@@ -428,6 +578,10 @@ async function main() {
     'subjectAltName=DNS:localhost'], { encoding: 'utf8' });
   const spki = ssl.status === 0 ? spawnSync('bash', ['-c', `openssl x509 -in ${crt} -pubkey -noout | ` +
     'openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64'], { encoding: 'utf8' }).stdout.trim() : '';
+  // Check 2c's origin group: a primary at 640x360, a backup at 320x240.
+  const foPrimary = await startLiveOrigin(media);
+  const foBackup = await startLiveOrigin(testMedia('320x240'));
+  liveOrigins.push(foPrimary, foBackup);
   const accessLog = path.join(tmpDir, 'access.log');
   const config = path.join(tmpDir, 'flvedge.lua');
   fs.writeFileSync(config, [
@@ -439,6 +593,8 @@ async function main() {
     '  -- cors_origin left at its default ("*"): check 2 relies on it',
     '  resources = {',
     `    { name = "live", prefix = "/flv/", type = "live", stamp_time = true, origin = ${luaString('file:' + media)} },`,
+    `    { name = "failover", prefix = "/fo/", type = "live", origin = { "http://127.0.0.1:${foPrimary.port}/live/", ` +
+      `"http://127.0.0.1:${foBackup.port}/live/" }, origin_connect_timeout = 1, origin_read_timeout = 1, origin_recheck = 0 },`,
     ...vodResource,
     `    { name = "player", prefix = "/", type = "static", root = ${luaString(PLAYER_DIR)} },`,
     '  },',
@@ -485,6 +641,11 @@ async function main() {
       `${tlsBase}/index.html?autoplay=1&src=${encodeURIComponent(tlsStream)}`,
       { streamUrl: tlsStream, protocol: 'h2', accessLog });
   }
+
+  const foStream = `${edgeBase}/fo/s.flv`;
+  await failoverCheck('live failover to a backup at another resolution (origin group, primary killed mid-play)',
+    `${edgeBase}/index.html?autoplay=1&src=${encodeURIComponent(foStream)}`, foPrimary, foBackup,
+    { primary: '640x360', backup: '320x240' });
 
   if (!vod.ok) {
     log(`SKIP vod seek: this flvedge has no vod resource yet (${vod.text})`);

@@ -2358,6 +2358,40 @@ def free_port():
     return p
 
 
+class SynDropper:
+    """
+    A port whose TCP handshake never completes: a listener with a backlog of 0 that never
+    accepts, its accept queue filled by one connection of ours, so Linux drops every further SYN
+    (the connecting side retries until its own timeout). For connect timeouts without a netns.
+    """
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port = self.sock.getsockname()[1]
+        self.fillers = []
+        # Connect until one hangs: that is the queue full (one connection with backlog 0).
+        for _ in range(8):
+            c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", self.port))
+            self.fillers.append(c)
+            _, w, _ = select.select([], [c], [], 0.3)
+            if not w:
+                return
+        self.close()
+        raise RuntimeError("SynDropper: every connection was accepted by the kernel")
+
+    def url(self, path=""):
+        return "http://127.0.0.1:%d%s" % (self.port, path)
+
+    def close(self):
+        for c in self.fillers:
+            c.close()
+        self.sock.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # unittest glue
 # ---------------------------------------------------------------------------------------------
@@ -2366,6 +2400,11 @@ class EdgeTestCase(unittest.TestCase):
     """Starts origins, edges and viewers with cleanups in the right order (LIFO)."""
 
     maxDiff = 4000
+
+    def start_syn_dropper(self):
+        d = SynDropper()
+        self.addCleanup(d.close)
+        return d
 
     def start_origin(self):
         o = TestOrigin()

@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
@@ -46,6 +47,18 @@ class VodFailoverTest(EdgeTestCase):
         dead = "http://127.0.0.1:%d/media/" % free_port()
         edge = self.edge(dead)
         self.get_all(edge)
+        self.assertGreater(len(self.b.requests("/media/a.flv")), 0)
+
+    def test_connect_timeout_primary_serves_from_the_backup(self):
+        # The primary never completes the TCP handshake: after origin_connect_timeout (1 s) the
+        # request goes to the backup and the viewer gets the whole file.
+        dead = self.start_syn_dropper()
+        edge = self.edge(dead.url("/media/"))
+        t0 = time.monotonic()
+        self.get_all(edge)
+        took = time.monotonic() - t0
+        self.assertGreater(took, 0.9, "served before the connect timeout: was the primary asked?")
+        self.assertLess(took, 1.0 + 1.5, "a connect timeout took %.2f s to fail over" % took)
         self.assertGreater(len(self.b.requests("/media/a.flv")), 0)
 
     def test_5xx_primary_serves_from_the_backup(self):
