@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # LuaJIT: Debian's luajit or OpenResty's luajit2 (the one nginx's lua module needs); either serves.
 packages=(build-essential cmake pkg-config clang libclang-rt-14-dev libuv1-dev libluajit2-5.1-dev
           luajit2 node-llhttp libmbedtls-dev libnghttp2-dev nghttp2-client libmaxminddb-dev mmdb-bin lua-busted ffmpeg python3
-          chromium curl procps openssl iproute2)
+          chromium curl procps openssl iproute2 logrotate)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 missing=()

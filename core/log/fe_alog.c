@@ -30,6 +30,7 @@ struct fe_alog {
   fe_alog_chunk *head, *tail;
   size_t queued;             /* handed over and not written yet (taken by the writer included) */
   int reopen, stopping, done, waited;
+  uint32_t lost;             /* atomic: lines the writer could not write, for a loop to count */
 };
 
 static fe_alog_chunk *fe_alog_chunk_new(size_t cap) {
@@ -70,21 +71,37 @@ static int fe_alog_open_fd(const fe_alog *a) {
   return fd;
 }
 
-static void fe_alog_write_all(int fd, const char *p, size_t len) {
+/* Writes a chunk; returns the lines not (wholly) written. A full disk (ENOSPC) or any other
+ * write error loses the rest of the chunk, as a dropped chunk would be; logged when it starts. */
+static uint32_t fe_alog_write_all(const fe_alog *a, int fd, const fe_alog_chunk *c, int *failing) {
+  const char *p = c->data;
+  size_t len = c->len;
+  if (fd < 0)
+    return c->lines; /* the open failed (logged) */
   while (len > 0) {
     ssize_t w = write(fd, p, len);
     if (w < 0 && errno == EINTR)
       continue;
-    if (w <= 0)
-      return; /* a full disk: the rest of this chunk is lost, as a dropped chunk would be */
+    if (w <= 0) {
+      if (!*failing)
+        fe_error("access_log \"%s\": cannot write: %s (lines are dropped until it can)", a->path,
+                 w < 0 ? strerror(errno) : "nothing written");
+      *failing = 1;
+      uint32_t n = 0;
+      for (const char *e = p + len; p < e; p++)
+        n += *p == '\n';
+      return n;
+    }
     p += w;
     len -= (size_t)w;
   }
+  *failing = 0;
+  return 0;
 }
 
 static void *fe_alog_run(void *arg) {
   fe_alog *a = arg;
-  int fd = -1, tried = 0;
+  int fd = -1, tried = 0, failing = 0;
   pthread_mutex_lock(&a->mu);
   for (;;) {
     while (!a->head && !a->reopen && !a->stopping)
@@ -105,14 +122,16 @@ static void *fe_alog_run(void *arg) {
       tried = 1;
     }
     size_t written = 0;
+    uint32_t lost = 0;
     while (list) {
       fe_alog_chunk *c = list;
       list = c->next;
-      if (fd >= 0)
-        fe_alog_write_all(fd, c->data, c->len);
+      lost += fe_alog_write_all(a, fd, c, &failing);
       written += c->len;
       free(c);
     }
+    if (lost) /* counted by the next loop that flushes (the writer has no loop's metrics) */
+      __atomic_add_fetch(&a->lost, lost, __ATOMIC_RELAXED);
     pthread_mutex_lock(&a->mu);
     a->queued -= written;
     if (stopping && !a->head)
@@ -229,8 +248,12 @@ void fe_alog_reopen(fe_alog *a) {
 
 uint32_t fe_alog_flush(fe_alog *a, int loop) {
   fe_alog_chunk *c = a->cur[loop];
+  /* What the writer lost goes to whichever loop flushes first (each does every sweep). */
+  uint32_t lost = 0;
+  if (__atomic_load_n(&a->lost, __ATOMIC_RELAXED))
+    lost = __atomic_exchange_n(&a->lost, 0, __ATOMIC_RELAXED);
   if (!c || c->len == 0)
-    return 0;
+    return lost;
   uint32_t dropped = 0;
   pthread_mutex_lock(&a->mu);
   if (a->queued + c->len > a->queue_max) {
@@ -245,7 +268,7 @@ uint32_t fe_alog_flush(fe_alog *a, int loop) {
     c->len = 0;
     c->lines = 0;
   }
-  return dropped;
+  return dropped + lost;
 }
 
 uint32_t fe_alog_append(fe_alog *a, int loop, const char *line, size_t len) {

@@ -4,7 +4,8 @@
  * a full chunk, or the loop's periodic flush, hands it to the writer's queue under a mutex the
  * writer holds only to take the queue, never across open() or write(). The queue is bounded: a
  * chunk that does not fit is dropped whole and its lines are reported to the loop that flushed
- * it (which counts them in its metrics). The file is opened by the writer thread (opening a FIFO
+ * it (which counts them in its metrics). Lines the writer cannot write (a full disk: ENOSPC, a
+ * file that does not open) are reported to the next loop that flushes. The file is opened by the writer thread (opening a FIFO
  * blocks until a reader comes) and reopened on fe_alog_reopen (SIGUSR1, after logrotate renamed
  * it).
  *
@@ -42,7 +43,8 @@ const char *fe_alog_path(const fe_alog *a);
  * caused (the chunk was full and the queue too), else 0. Only loop `loop`'s thread calls this.
  */
 uint32_t fe_alog_append(fe_alog *a, int loop, const char *line, size_t len);
-/** Hands loop `loop`'s chunk to the writer. Returns the lines dropped (queue full), else 0. */
+/** Hands loop `loop`'s chunk to the writer. Returns the lines dropped (queue full, or lost by
+ * the writer since the last flush of any loop), else 0. */
 uint32_t fe_alog_flush(fe_alog *a, int loop);
 /** Asks the writer to reopen the file before its next write (any thread). */
 void fe_alog_reopen(fe_alog *a);

@@ -441,6 +441,8 @@ void fe_lua_log(fe_lua *F, int resource, uint64_t id, fe_req_view *req, const fe
                 char *extra, size_t cap) {
   lua_State *L = F->L;
   extra[0] = 0;
+  /* for req.country here, and the access log's country after: no earlier phase may have run */
+  req->geo = F->geo;
   unsigned phases = fe_lua_phases(F, resource);
   if (!(phases & FE_LUA_LOG)) {
     /* boot.lua keeps a request for its log and cache phases only: the request is over here. */

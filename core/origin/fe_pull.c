@@ -603,7 +603,9 @@ static int fe_pull_failover_early(fe_pull *p, fe_leg *g, int err) {
     p->opts.stats->origin_failovers++;
   fe_leg *n = fe_leg_open(p, url, attempt);
   if (!n)
-    return 0;
+    return 0; /* the caller answers the viewers and counts the error */
+  /* The origin that failed is an error even when another one takes over (as after the start). */
+  fe_pull_count_error(p);
   if (g->err_status || err == FE_ORIGIN_ETIMEDOUT || err == FE_ORIGIN_EUNREACH)
     fe_health_failed(p->loop->health, g->url);
   p->cur = n;

@@ -3,11 +3,15 @@ The access log (docs/configuration.md): one line per answer in the combined-like
 string field escaped as nginx's escape=default does, and requests that failed to parse logged too.
 """
 
+import errno
 import json
 import os
 import re
+import shutil
 import signal
 import socket
+import ssl
+import subprocess
 import sys
 import tempfile
 import time
@@ -16,6 +20,7 @@ import unittest
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 from fe_harness import (T, EdgeTestCase, HttpConn, Synth, live_config, media_span_ms, raw_exchange,
                         status_of, wait_until)
+from fe_mmdb import write_country_db
 
 # client - - [time] "request" status bytes "referer" "user-agent" duration cache resource extra
 LINE = re.compile(r'^(\S+) - - \[([^\]]+)\] "((?:[^"\\]|\\x[0-9A-F]{2})*)" (\d{3}) (\d+) '
@@ -229,6 +234,93 @@ class JsonAccessLogTest(EdgeTestCase):
         m = self.edge.metrics()
         self.assertGreaterEqual(m["flvedge_access_log_lines_total"], 2000)
         self.assertEqual(m["flvedge_viewers"], 2)
+
+    def test_country_comes_from_the_geoip_db(self):
+        geo = os.path.join(tempfile.mkdtemp(prefix="flvedge-geo-"), "geo.mmdb")
+        self.addCleanup(shutil.rmtree, os.path.dirname(geo), True)
+        write_country_db(geo, {"127.0.0.2/32": "DE", "127.0.0.3/32": "FR"})
+        self.start(geoip_db=geo)
+        for source in ("127.0.0.2", "127.0.0.3", "127.0.0.1"):
+            self.assertStatus(self.get(self.edge, "/pub/index.html?" + source, source=source), 200)
+        v = self.viewer(self.edge, "/flv/a.flv", source="127.0.0.2")
+        v.read_media_ms(200)
+        v.close()
+        got = {r["uri"]: (r["client"], r["country"]) for r in self.records(4)}
+        self.assertEqual(got, {"/pub/index.html?127.0.0.2": ("127.0.0.2", "DE"),
+                               "/pub/index.html?127.0.0.3": ("127.0.0.3", "FR"),
+                               "/pub/index.html?127.0.0.1": ("127.0.0.1", ""),   # not in the db
+                               "/flv/a.flv": ("127.0.0.2", "DE")})
+
+    @unittest.skipUnless(shutil.which("openssl"), "openssl not installed")
+    def test_tls_version_and_cipher_over_https(self):
+        d = tempfile.mkdtemp(prefix="flvedge-alog-tls-")
+        self.addCleanup(shutil.rmtree, d, True)
+        crt, key = os.path.join(d, "site.crt"), os.path.join(d, "site.key")
+        r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", crt,
+                            "-days", "2", "-subj", "/CN=localhost", "-addext",
+                            "subjectAltName=DNS:localhost"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.start(listen=["127.0.0.1:0", {1: "127.0.0.1:0", "tls": {"cert": crt, "key": key}}])
+        plain, tls = self.edge.ports
+        self.assertStatus(self.get(self.edge, "/pub/index.html?plain"), 200)
+        ctx = ssl.create_default_context(cafile=crt)
+        ctx.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")   # the suite the log must name
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        with socket.create_connection(("127.0.0.1", tls), timeout=T(10)) as s:
+            with ctx.wrap_socket(s, server_hostname="localhost") as t:
+                self.assertEqual(t.cipher()[0], "ECDHE-ECDSA-AES128-GCM-SHA256")
+                t.sendall(b"GET /pub/index.html?tls HTTP/1.1\r\nHost: localhost\r\n"
+                          b"Connection: close\r\n\r\n")
+                data = b""
+                while True:
+                    chunk = t.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+        self.assertEqual(status_of(data), 200, data[:200])
+        got = {r["uri"]: (r["tls_version"], r["tls_cipher"]) for r in self.records(2)}
+        self.assertEqual(got, {"/pub/index.html?plain": ("", ""),
+                               "/pub/index.html?tls": ("TLSv1.2",
+                                                       "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256")})
+
+    def test_a_full_disk_counts_dropped_lines_and_never_stalls_viewers(self):
+        # /dev/full: every write fails with ENOSPC, as on a full disk.
+        try:
+            with open("/dev/full", "w") as f:
+                f.write("x")
+                f.flush()
+            raise unittest.SkipTest("/dev/full accepted a write: no ENOSPC device here")
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise unittest.SkipTest("/dev/full is not usable here: %s" % e)
+        self.start(access_log="/dev/full")
+        viewers = [self.viewer(self.edge, "/flv/a.flv") for _ in range(2)]
+        for v in viewers:
+            v.read_media_ms(300)
+        s = socket.create_connection(("127.0.0.1", self.edge.port), timeout=T(10))
+        self.addCleanup(s.close)
+        s.sendall(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n" * 300)
+        got = b""
+        while got.count(b"HTTP/1.1 404") < 300:
+            chunk = s.recv(65536)
+            self.assertTrue(chunk, "the edge closed the connection")
+            got += chunk
+        # every one of those lines is lost, and counted: none was written
+        wait_until(lambda: self.edge.metric("flvedge_access_log_dropped_total") >= 300, T(10),
+                   "the lines the full disk took counted as dropped")
+        self.edge.wait_log(r'access_log "/dev/full": cannot write: No space left on device')
+        self.assertEqual(len(self.edge.log_lines("cannot write")), 1, "logged once, not per chunk")
+        for v in viewers:
+            start = media_span_ms(v.tags)
+            t1 = time.monotonic()
+            v.read_until(lambda v: media_span_ms(v.tags) >= start + 1000, T(6), "1 s more media")
+            self.assertLess(time.monotonic() - t1, T(3))
+        m = self.edge.metrics()
+        self.assertEqual(m["flvedge_viewers"], 2)
+        # the scrapes' own lines are lost too: dropped never exceeds what was logged
+        self.assertLessEqual(m["flvedge_access_log_dropped_total"], m["flvedge_access_log_lines_total"])
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import tempfile
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-from fe_harness import (ADMIN_TOKEN, BIN, WORKERS, T, EdgeTestCase, HttpConn, Synth, admin_request,
+from fe_harness import (ADMIN_TOKEN, BIN, SRC, WORKERS, T, EdgeTestCase, HttpConn, Synth, admin_request,
                         live_config, run, to_lua, wait_until)
 
 TOKEN = "tok-0123456789abcdef"
@@ -340,6 +340,54 @@ class StreamsApiTest(EdgeTestCase):
         self.assertEqual((r.status, r.json), (404, {"error": "no such stream on any loop"}))
         for path in ("/streams", "/streams/live/a"):
             self.assertEqual(admin_request(edge, "GET", path, token=None).status, 401)
+
+    # Every field of a STREAM in docs/operations.md, and nothing else.
+    STREAM_FIELDS = {
+        "key", "resource", "stream", "viewers", "viewers_per_loop", "live", "bitrate", "uptime",
+        "origin", "origin_status", "window_bytes", "video_codec", "audio_codec", "bytes_sent_total",
+        "origin_bytes_total", "origin_connects_total", "origin_failovers_total", "origin_errors_total",
+        "frames_dropped_total", "viewer_jumps_total", "viewers_kicked_total", "joins_total"}
+
+    def test_stream_detail_has_every_documented_field(self):
+        edge = self.start()
+        va = [self.viewer(edge, "/flv/a.flv") for _ in range(3)]
+        for v in va:
+            v.read_media_ms(1200)
+        with open(os.path.join(SRC, "docs", "operations.md")) as f:
+            doc = f.read()
+        documented = set(re.findall(r'"(\w+)":', doc[doc.index("A `STREAM`:"):doc.index("`bitrate` is")]))
+        self.assertEqual(documented, self.STREAM_FIELDS, "docs/operations.md's STREAM changed")
+        before = edge.series("flvedge_stream_bytes_sent_total")['{resource="live",stream="a"}']
+        r = admin_request(edge, "GET", "/streams/live/a")
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(r.header("Content-Type"), "application/json")
+        d = r.json
+        self.assertEqual(set(d), self.STREAM_FIELDS)
+        after = edge.series("flvedge_stream_bytes_sent_total")['{resource="live",stream="a"}']
+        self.assertEqual((d["key"], d["resource"], d["stream"]), ("live/a", "live", "a"))
+        self.assertEqual(d["viewers"], 3)
+        self.assertEqual(len(d["viewers_per_loop"]), WORKERS)
+        self.assertEqual(sum(d["viewers_per_loop"]), 3)
+        self.assertIs(d["live"], True)
+        self.assertTrue(100e3 < d["bitrate"] < 1e6, d["bitrate"])           # Synth: ~0.3 Mbit/s
+        self.assertTrue(1.0 <= d["uptime"] < T(30), d["uptime"])
+        self.assertEqual((d["origin"], d["origin_status"]), (self.origin.url("/live/a.flv"), 200))
+        self.assertTrue(0 < d["window_bytes"] <= d["origin_bytes_total"], d)
+        self.assertEqual((d["video_codec"], d["audio_codec"]), ("avc", "aac"))
+        # the counters are the stream's metrics series at that moment
+        self.assertTrue(before <= d["bytes_sent_total"] <= after, (before, d, after))
+        self.assertGreater(d["bytes_sent_total"], 3 * 30000, "three viewers took 1.2 s each")
+        self.assertGreater(d["origin_bytes_total"], 30000)
+        self.assertEqual(d["origin_connects_total"], 1)
+        self.assertEqual(d["joins_total"], 3)
+        for name in ("origin_failovers_total", "origin_errors_total", "frames_dropped_total",
+                     "viewer_jumps_total", "viewers_kicked_total"):
+            self.assertEqual(d[name], 0, name)
+        # the list has the same entry
+        listed = admin_request(edge, "GET", "/streams").json["streams"]
+        self.assertEqual(len(listed), 1)
+        self.assertEqual(set(listed[0]), self.STREAM_FIELDS)
+        self.assertEqual(listed[0]["key"], "live/a")
 
     def test_kick_cuts_every_viewer_of_the_stream_on_every_loop(self):
         edge = self.start()

@@ -8,14 +8,24 @@ process series (memory, Lua errors, reloads), and the public /_flvedge/metrics b
 import re
 import signal
 import sys
+import time
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-from fe_harness import (WORKERS, T, EdgeTestCase, Synth, live_config, wait_until)
+from fe_harness import (WORKERS, T, EdgeTestCase, HttpConn, Synth, live_config, media_span_ms,
+                        parse_metrics, wait_until)
 
 
 def stream_labels(resource, stream):
     return '{resource="%s",stream="%s"}' % (resource, stream)
+
+
+def loop_series(text, name):
+    """flvedge_loop_NAME{loop="i"} of one scrape: a list indexed by loop."""
+    out = {}
+    for m in re.finditer(r'^flvedge_loop_%s\{loop="(\d+)"\} (\S+)$' % re.escape(name), text, re.M):
+        out[int(m.group(1))] = float(m.group(2))
+    return [out[i] for i in sorted(out)]
 
 
 class StreamMetricsTest(EdgeTestCase):
@@ -104,7 +114,129 @@ class StreamMetricsTest(EdgeTestCase):
         s = stream_labels("live", "a")
         self.assertEqual(edge.series("flvedge_stream_origin_connects_total")[s], 2)
         self.assertEqual(edge.series("flvedge_stream_origin_failovers_total")[s], 1)
+        # the refused connect is an origin error of this stream, and of the node
+        self.assertEqual(edge.series("flvedge_stream_origin_errors_total")[s], 1)
+        self.assertEqual(edge.metric("flvedge_origin_failures_total"), 1)
         v.close()
+
+    def test_an_origin_error_mid_stream_is_counted_per_stream_and_the_stream_fails_over(self):
+        primary, backup = self.start_origin(), self.start_origin()
+        for o in (primary, backup):
+            o.route("/live/a.flv", Synth())
+            o.route("/live/b.flv", Synth())
+        edge = self.start_edge(live_config([primary.url("/live/"), backup.url("/live/")]))
+        va, vb = self.viewer(edge, "/flv/a.flv"), self.viewer(edge, "/flv/b.flv")
+        for v in (va, vb):
+            v.read_media_ms(500)
+        a, b = stream_labels("live", "a"), stream_labels("live", "b")
+        self.assertEqual(edge.series("flvedge_stream_origin_errors_total"), {a: 0, b: 0})
+        primary.kill("/live/a.flv")  # a's pull dies mid-tag, without an end of body
+        wait_until(lambda: backup.connections("/live/a.flv") == 1, T(10), "a's pull fails over")
+        start = media_span_ms(va.tags)
+        va.read_until(lambda v: media_span_ms(v.tags) >= start + 500, T(10), "a plays on")
+        self.assertFalse(va.ended)
+        self.assertEqual(edge.series("flvedge_stream_origin_errors_total"), {a: 1, b: 0},
+                         "only the stream whose origin failed counts it")
+        self.assertEqual(edge.series("flvedge_stream_origin_failovers_total"), {a: 1, b: 0})
+        self.assertEqual(edge.series("flvedge_stream_origin_connects_total"), {a: 2, b: 1})
+        self.assertEqual(edge.metric("flvedge_origin_failures_total"), 1)
+
+    def test_slow_viewers_are_counted_per_stream_as_jumps_dropped_frames_and_kicks(self):
+        # One loop: a stream's counters are those of its copies on the loops where it is still
+        # open, so every viewer of it shares the loop the normal viewer keeps it open on.
+        origin = self.start_origin()
+        # About 2.8 MB/s against a 1 MiB window: a viewer that stops for a second falls out of it.
+        origin.route("/live/big.flv", Synth(fps=25, gop=25, vsize=100_000, ksize=300_000, asize=400))
+        origin.route("/live/calm.flv", Synth())
+        edge = self.start_edge(live_config(origin.url("/live/"), slow_viewer_timeout=2,
+                                           window_bytes=1 << 20, send_buffer=65536,
+                                           top={"workers": 1}))
+        normal = self.viewer(edge, "/flv/big.flv", digest=False)
+        calm = self.viewer(edge, "/flv/calm.flv")
+        stuck = self.viewer(edge, "/flv/big.flv", rcvbuf=4096, digest=False)     # never reads
+        jumper = self.viewer(edge, "/flv/big.flv", rcvbuf=4096, digest=False)    # stops, then reads
+        s, c = stream_labels("live", "big"), stream_labels("live", "calm")
+
+        def keep_reading(*viewers):
+            for v in viewers:
+                try:
+                    v.pump(0.02)
+                except TimeoutError:
+                    pass
+                self.assertFalse(v.ended, "a viewer that keeps up was cut: %s" % v.path)
+
+        def until(cond, what, *readers):
+            deadline = time.monotonic() + T(10)
+            while not cond():
+                self.assertLess(time.monotonic(), deadline, what)
+                keep_reading(normal, calm, *readers)
+
+        # the jumper and the stuck viewer take nothing while 1.2 s of media goes by
+        start = media_span_ms(normal.tags)
+        until(lambda: media_span_ms(normal.tags) >= start + 1200, "1.2 s more media")
+        self.assertEqual(edge.series("flvedge_stream_viewer_jumps_total")[s], 0)
+        # the jumper reads again: what it stopped at has left the window, it is moved forward
+        until(lambda: edge.series("flvedge_stream_viewer_jumps_total")[s] >= 1,
+              "the jumper moved forward", jumper)
+        # the stuck one stays stuck past slow_viewer_timeout (2 s): cut off
+        until(lambda: edge.series("flvedge_stream_viewers_kicked_total")[s] >= 1,
+              "the stuck viewer cut off", jumper)
+        self.assertTrue(stuck.conn.wait_closed(T(5)), "the stuck viewer was left open")
+        m = edge.metrics()
+        big = {name: edge.series("flvedge_stream_" + name)[s]
+               for name in ("viewer_jumps_total", "frames_dropped_total", "viewers_kicked_total")}
+        self.assertGreater(big["frames_dropped_total"], 0)
+        self.assertEqual(big["viewers_kicked_total"], 1)
+        # The stream's series are the node's (only this stream had slow viewers)...
+        self.assertEqual(big["viewer_jumps_total"], m["flvedge_viewer_jumps_total"])
+        self.assertEqual(big["frames_dropped_total"], m["flvedge_frames_dropped_total"])
+        self.assertEqual(big["viewers_kicked_total"], m["flvedge_viewers_kicked_total"])
+        # ...and the calm stream, read all along, counts none of it.
+        for name in ("viewer_jumps_total", "frames_dropped_total", "viewers_kicked_total"):
+            self.assertEqual(edge.series("flvedge_stream_" + name)[c], 0, name)
+        self.assertEqual(edge.series("flvedge_stream_viewers")[s], 2)
+
+    def test_loop_connections_sum_to_the_open_connections_and_loop_lag_is_plausible(self):
+        origin = self.start_origin()
+        origin.route("/live/a.flv", Synth())
+        edge = self.start_edge(live_config(origin.url("/live/")))
+        viewers = [self.viewer(edge, "/flv/a.flv") for _ in range(2 * WORKERS + 1)]
+        idle = [HttpConn(edge.port, "/nothing") for _ in range(3)]   # answered 404, kept alive
+        for c in idle:
+            self.addCleanup(c.close)
+            self.assertEqual(c.read_head(T(5)).status, 404)
+        for v in viewers:
+            v.read_media_ms(200)
+        open_now = len(viewers) + len(idle) + 1   # and the metrics request itself
+        wait_until(lambda: edge.metric("flvedge_connections") == open_now, T(10),
+                   "%d connections open" % open_now)
+        text = edge.metrics_text()
+        m = parse_metrics(text)
+        per_loop = loop_series(text, "connections")
+        self.assertEqual(len(per_loop), WORKERS)
+        self.assertEqual(sum(per_loop), m["flvedge_connections"])
+        self.assertEqual(sum(loop_series(text, "viewers")), len(viewers))
+        if WORKERS > 1:
+            self.assertTrue(all(n > 0 for n in per_loop), "SO_REUSEPORT spreads them: %r" % per_loop)
+        # The lag histogram: a 50 ms timer on each loop, how late it fires; an idle test loop is
+        # late by well under 50 ms on average, and every loop keeps counting.
+        count0 = loop_series(text, "lag_seconds_count")
+        self.assertEqual(len(count0), WORKERS)
+        wait_until(lambda: all(b > a + 5 for a, b in zip(count0, edge.loop_metric("lag_seconds_count"))),
+                   T(10), "every loop's lag timer fires")
+        text = edge.metrics_text()
+        counts, sums = loop_series(text, "lag_seconds_count"), loop_series(text, "lag_seconds_sum")
+        for i, (n, total) in enumerate(zip(counts, sums)):
+            self.assertTrue(0 <= total / n < 0.05, "loop %d: mean lag %.4f s" % (i, total / n))
+            inf = float(re.search(r'(?m)^flvedge_loop_lag_seconds_bucket\{loop="%d",le="\+Inf"\} (\S+)$'
+                                  % i, text).group(1))
+            self.assertEqual(inf, n)
+        for v in viewers:
+            v.close()
+        for c in idle:
+            c.close()
+        wait_until(lambda: edge.metric("flvedge_connections") == 1, T(10), "only the scrape left")
+        self.assertEqual(edge.loop_metric("connections").count(0), WORKERS - 1)
 
 
 class LatencyAndProcessTest(EdgeTestCase):

@@ -21,8 +21,9 @@ import time
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-from fe_harness import (SANITIZED, T, EdgeTestCase, Synth, ensure_media, ffprobe_streams, file_source,
-                        have_ffmpeg, live_config, run, vod_config, wait_until)
+from fe_harness import (ADMIN_TOKEN, SANITIZED, T, EdgeTestCase, Synth, admin_request, ensure_media,
+                        ffprobe_streams, file_source, have_ffmpeg, live_config, run, vod_config,
+                        wait_until)
 
 CERTS = None  # the directory of the test CA's files, made once by setUpModule
 
@@ -40,10 +41,12 @@ def make_ca(d, name):
             cwd=d)
 
 
-def make_cert(d, ca, name, dns, start=None, end=None):
-    """A certificate signed by `ca` for the DNS names; start/end (YYYYMMDDHHMMSSZ) make it
-    expired: `openssl ca` takes explicit dates where `x509 -req` takes only -days."""
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+def make_cert(d, ca, name, dns, start=None, end=None, rsa=False):
+    """A certificate signed by `ca` for the DNS names (an EC P-256 key, or RSA 2048); start/end
+    (YYYYMMDDHHMMSSZ) make it expired: `openssl ca` takes explicit dates where `x509 -req` takes
+    only -days."""
+    keyopts = ["rsa:2048"] if rsa else ["ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    openssl("req", "-newkey", *keyopts, "-nodes",
             "-keyout", name + ".key", "-out", name + ".csr", "-subj", "/CN=" + dns[0], cwd=d)
     ext = "subjectAltName=" + ",".join("DNS:" + n for n in dns) + "\n"
     with open(os.path.join(d, name + ".ext"), "w") as f:
@@ -78,6 +81,7 @@ def setUpModule():
     make_cert(CERTS, "ca", "local", ["localhost", "a.test"])
     make_cert(CERTS, "ca", "local2", ["localhost", "a.test"])
     make_cert(CERTS, "ca", "b", ["b.test"])
+    make_cert(CERTS, "ca", "rsa", ["localhost"], rsa=True)
     make_cert(CERTS, "ca", "expired", ["localhost"], start="20200101000000Z", end="20200102000000Z")
     make_cert(CERTS, "otherca", "stranger", ["localhost"])
 
@@ -261,6 +265,136 @@ class HttpsLiveTest(EdgeTestCase):
         self.assertTrue(data.startswith(b"HTTP/1.1 400 "), data)
         self.assertIn(b"HTTPS port", data)
         self.assertTrue(self.edge.alive())
+
+
+class QuickModeHttpsTest(EdgeTestCase):
+    """flvedge --listen ... --origin ... --tls-cert F --tls-key F --admin ...: the quick listener
+    speaks HTTPS, offers h2 and http/1.1, and the admin API stays plain on its own port."""
+
+    def test_quick_mode_serves_the_live_stream_over_https_with_h2_and_http11(self):
+        origin = self.start_origin()
+        origin.route("/live/q.flv", Synth(vsize=4000))
+        edge = self.start_quick_edge(origin.url(""), extra_args=[
+            "--tls-cert", cert("local"), "--tls-key", key("local"),
+            "--admin", "127.0.0.1:0", "--admin-token", ADMIN_TOKEN])
+        self.assertIn("listening on https://127.0.0.1:%d" % edge.port, edge.stderr_text())
+        base = "https://localhost:%d" % edge.port
+        for flag, version in (("--http2", "2"), ("--http1.1", "1.1")):
+            with self.subTest(alpn=flag):
+                # the live stream itself, to --max-time (28): %{http_version} is what ALPN agreed
+                r = subprocess.run(["curl", "-sS", "--cacert", cert("ca"), flag, "--max-time", "2",
+                                    "-o", "-", "-w", "\n%{http_code} %{http_version}",
+                                    base + "/live/q.flv"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+                err = r.stderr.decode(errors="replace")
+                self.assertIn(r.returncode, (0, 28), err)
+                body, _, tail = r.stdout.rpartition(b"\n")
+                self.assertEqual(tail.decode(), "200 " + version, err)
+                self.assertTrue(flv_ok(body), body[:32])
+                self.assertGreater(len(body), 20000, "a second or more of a 4 KB-per-frame stream")
+        for proto in ("h2", "http/1.1"):
+            with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as s:
+                ctx = tls_context()
+                ctx.set_alpn_protocols([proto])
+                with ctx.wrap_socket(s, server_hostname="localhost") as t:
+                    self.assertEqual(t.selected_alpn_protocol(), proto)
+        # the admin listener of quick mode is plain HTTP on its own port
+        self.assertNotIn(edge.admin_port, edge.ports)
+        self.assertEqual(admin_request(edge, "GET", "/health").json["status"], "ok")
+
+
+class TwoListenersTest(EdgeTestCase):
+    def test_two_tls_listeners_each_present_their_own_certificate(self):
+        origin = self.start_origin()
+        origin.route("/live/s.flv", Synth())
+        edge = self.start_edge(live_config(origin.url("/live/"), top={"listen": [
+            {1: "127.0.0.1:0", "tls": {"cert": cert("local"), "key": key("local")}},
+            {1: "127.0.0.1:0", "tls": {"cert": cert("b"), "key": key("b")}}]}))
+        self.assertEqual(len(edge.ports), 2)
+        p1, p2 = edge.ports
+
+        def peer(port, name):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                with tls_context().wrap_socket(s, server_hostname=name) as t:
+                    return t.getpeercert(), t.getpeercert(binary_form=True)
+
+        c1, d1 = peer(p1, "localhost")
+        c2, d2 = peer(p2, "b.test")
+        self.assertEqual(d1, der_of("local"))
+        self.assertEqual(d2, der_of("b"))
+        self.assertEqual(dict(x[0] for x in c1["subject"])["commonName"], "localhost")
+        self.assertEqual(sorted(c1["subjectAltName"]), [("DNS", "a.test"), ("DNS", "localhost")])
+        self.assertEqual(dict(x[0] for x in c2["subject"])["commonName"], "b.test")
+        self.assertEqual(c2["subjectAltName"], (("DNS", "b.test"),))
+        # each is its own listener's default: "localhost" on the second port gets b.test's,
+        # which a verifying client refuses
+        with socket.create_connection(("127.0.0.1", p2), timeout=10) as s:
+            with self.assertRaises(ssl.SSLCertVerificationError):
+                tls_context().wrap_socket(s, server_hostname="localhost")
+        # and both serve the stream
+        for port, name in ((p1, "localhost"), (p2, "b.test")):
+            rc, status, body, err = curl("https://%s:%d/flv/s.flv" % (name, port), timeout=1,
+                                         resolve="%s:%d:127.0.0.1" % (name, port))
+            self.assertIn(rc, (0, 28), err)
+            self.assertEqual(status, 200, err)
+            self.assertTrue(flv_ok(body), body[:32])
+
+
+def s_client(port, *args):
+    """openssl s_client's handshake with the edge -> (returncode, its output)."""
+    r = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port,
+                        "-servername", "localhost", "-CAfile", cert("ca")] + list(args),
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=30)
+    return r.returncode, r.stdout.decode(errors="replace")
+
+
+class ModernSuitesOnlyTest(EdgeTestCase):
+    """TLS 1.2 minimum, ECDHE with AEAD only. The client is openssl s_client at SECLEVEL=0 (so the
+    client itself allows the old protocol or suite): the refusal must be the server's alert, 70
+    (protocol_version) or 40 (handshake_failure), and the same client with a modern suite on the
+    same port succeeds."""
+
+    def setUp(self):
+        origin = self.start_origin()
+        self.edge = self.start_edge(live_config(origin.url("/live/"), top={"listen": [
+            {1: "127.0.0.1:0", "tls": {"cert": cert("local"), "key": key("local")}},    # ECDSA
+            {1: "127.0.0.1:0", "tls": {"cert": cert("rsa"), "key": key("rsa")}}]}))     # RSA
+        self.ec, self.rsa = self.edge.ports
+
+    def accepted(self, port, *args):
+        rc, out = s_client(port, *args)
+        self.assertEqual(rc, 0, out)
+        self.assertRegex(out, r"New, TLSv1\.2, Cipher is ECDHE-")
+        self.assertIn("Verify return code: 0 (ok)", out)
+
+    def refused(self, port, alert, *args):
+        rc, out = s_client(port, *args)
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("Cipher is (NONE)", out)
+        self.assertIn("SSL alert number %d" % alert, out, "not refused by the server's alert")
+        self.assertNotIn("no protocols available", out)
+        self.assertNotIn("no cipher", out.lower())
+
+    def test_tls10_and_tls11_are_refused(self):
+        self.accepted(self.ec, "-tls1_2")
+        for port in (self.ec, self.rsa):
+            for proto in ("-tls1", "-tls1_1"):
+                with self.subTest(port=port, proto=proto):
+                    self.refused(port, 70, proto, "-cipher", "DEFAULT@SECLEVEL=0")
+
+    def test_cbc_and_non_ecdhe_suites_are_refused(self):
+        self.accepted(self.ec, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256")
+        self.accepted(self.ec, "-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305")
+        self.accepted(self.rsa, "-tls1_2", "-cipher", "ECDHE-RSA-AES256-GCM-SHA384")
+        for port, suite in ((self.ec, "ECDHE-ECDSA-AES128-SHA"),       # CBC
+                            (self.ec, "ECDHE-ECDSA-AES256-SHA384"),    # CBC
+                            (self.rsa, "ECDHE-RSA-AES128-SHA"),        # CBC
+                            (self.rsa, "AES128-GCM-SHA256"),           # RSA key exchange
+                            (self.rsa, "AES256-SHA"),                  # RSA key exchange, CBC
+                            (self.rsa, "DHE-RSA-AES128-GCM-SHA256")):  # finite-field DHE
+            with self.subTest(suite=suite):
+                self.refused(port, 40, "-tls1_2", "-cipher", suite + "@SECLEVEL=0")
 
 
 @unittest.skipUnless(have_ffmpeg(), "ffmpeg/ffprobe not installed")
