@@ -535,7 +535,7 @@ static int fe_h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, cons
     fe_h2_refuse(st, 431, "request header fields too large");
     return 0;
   }
-  st->host_seen |= namelen == 4 && memcmp(name, "host", 4) == 0;
+  st->host_seen |= namelen == 4 && memcmp(name, "host", 4) == 0; /* a second one: nghttp2 resets */
   fe_header *h = &c->hdr[c->nhdr];
   if (fe_h2_append(c, name, namelen, &h->name) < 0 || fe_h2_append(c, value, valuelen, &h->value) < 0)
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -853,6 +853,12 @@ void fe_h2_on_read(fe_conn *c, const char *data, size_t len) {
           r->nhdr++;
       }
     }
+    /* RFC 9113 8.3.1: a Host naming another site than :authority makes the request malformed. */
+    const fe_span *host = st->host_seen && st->authority.len ? fe_conn_header(r, "Host") : NULL;
+    if (host && !st->refuse &&
+        (host->len != st->authority.len ||
+         strncasecmp(r->buf + host->off, r->buf + st->authority.off, host->len) != 0))
+      fe_h2_refuse(st, 400, "bad request: Host differs from :authority");
     r->have_method = st->method_seen;
     r->have_version = 1;
     if (!st->refuse && (!st->method_seen || !r->url.len))

@@ -451,6 +451,22 @@ class H2PolicyTest(H2Base):
             url, authority="Edge.Example.com:8080", headers=[("user-agent", "UA/1.0"), ("x-custom", "yes")])))
         wait_until(lambda: 1 in c.ended, T(10), "the echo answered")
         self.assertEqual(c.first[1], self.WANT)
+        # a host field besides :authority: the same site (any case) is served; another site makes
+        # the request malformed (RFC 9113 8.3.1): 400, never seen by the policy; two host fields:
+        # nghttp2 resets the stream (PROTOCOL_ERROR)
+        for sid, hosts, want in ((3, ["edge.example.COM:8080"], b"|yes|yes|yes|edge.example.COM:8080\n"),
+                                 (5, ["other.example.com"], b"bad request: Host differs from :authority"),
+                                 (7, ["Edge.Example.com:8080"] * 2, None)):
+            c.send(H2.frame(HEADERS, END_STREAM | END_HEADERS, sid, request_block(
+                url, authority="Edge.Example.com:8080",
+                headers=[("user-agent", "UA/1.0"), ("x-custom", "yes")] + [("host", h) for h in hosts])))
+            wait_until(lambda: sid in c.ended or sid in c.resets, T(10), "stream %d answered" % sid)
+            if want is None:
+                self.assertEqual(c.resets.get(sid), 1, "two host fields: RST_STREAM PROTOCOL_ERROR")
+            else:
+                self.assertIn(want, c.first.get(sid, b""), hosts)
+        self.assertFalse(c.closed)
+        self.assertEqual(self.origin.connections("/live/s0.flv"), 0)
 
     def test_denial_with_status_headers_and_body_over_h2(self):
         for name, base, extra in (("h2c prior knowledge", self.h2c, ["--http2-prior-knowledge"]),
@@ -694,7 +710,7 @@ class H2cAttackTest(H2Base):
         nine.send(H2.frame(HEADERS, END_STREAM, 1, request_block(path)) +
                   H2.frame(CONTINUATION, 0, 1, hpack_literal("x-a", "b")) * 9)
         wait_until(lambda: nine.closed, T(10), "the connection closed after a 9th CONTINUATION")
-        self.assertEqual(nine.goaway, ENHANCE_YOUR_CALM)
+        self.assertEqual(nine.goaway, ENHANCE_YOUR_CALM, self.edge.stderr_tail(3000))
         self.assertNotIn(1, nine.headers, "the stream was answered")
         self.assertEqual(self.edge.metric("flvedge_h2_flood_closes_total"), calm0 + 1)
         self.edge.wait_log("http2 .*CONTINUATION")
