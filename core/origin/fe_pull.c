@@ -455,14 +455,19 @@ static int fe_leg_join_tag(fe_leg *g, const fe_flv_tag *tag) {
   p->wrapped = 0;
   p->last_attempt = g->attempt;
   fe_pull_recheck_arm(p);
-  int rc = fe_pull_emit_kept(p, g, &g->meta, &p->sent_meta, FE_FLV_SCRIPT, tag->timestamp);
+  /* The sink may let go of the pull in any of these tags: nothing goes to it after that. */
+  int rc = p->closed ? FE_FLV_ENOMEM : 0;
   if (rc == 0)
+    rc = fe_pull_emit_kept(p, g, &g->meta, &p->sent_meta, FE_FLV_SCRIPT, tag->timestamp);
+  if (rc == 0 && !p->closed)
     rc = fe_pull_emit_kept(p, g, &g->vseq, &p->sent_vseq, FE_FLV_VIDEO, tag->timestamp);
-  if (rc == 0)
+  if (rc == 0 && !p->closed)
     rc = fe_pull_emit_kept(p, g, &g->aseq, &p->sent_aseq, FE_FLV_AUDIO, tag->timestamp);
   fe_kept_clear(&g->meta);
   fe_kept_clear(&g->vseq);
   fe_kept_clear(&g->aseq);
+  if (rc == 0 && p->closed)
+    rc = FE_FLV_ENOMEM; /* stops the feed, as fe_pull_on_tag does for a closed pull */
   return rc ? rc : fe_pull_emit(p, g, tag);
 }
 
