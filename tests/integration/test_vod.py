@@ -186,6 +186,20 @@ class VodBasicsTest(VodCase):
         self.assertEqual([(q["method"], q["range"]) for q in reqs],
                          [("GET", "bytes=%d-%d" % (11 * SLICE, 12 * SLICE - 1))])
 
+    def test_query_string_is_ignored_without_a_hook(self):
+        """No cache hook: the query is not sent to the origin and not part of the key, so
+        ?x=1 fills the object the bare path (and any other query) then hits."""
+        r = self.get_ok("/videos/s.flv?x=1", self.small)
+        self.assertEqual(cache_status(r), "MISS")
+        self.assertEqual([q["target"] for q in self.origin_gets("s.flv")], ["/media/s.flv"] * 4,
+                         "the origin was asked with the query or not in slices")
+        self.wait_cached("/videos/s.flv")
+        n = len(self.origin.requests())
+        for path in ("/videos/s.flv", "/videos/s.flv?y=2&x=1"):
+            with self.subTest(path=path):
+                self.assertEqual(cache_status(self.get_ok(path, self.small)), "HIT")
+        self.assertEqual(len(self.origin.requests()), n, "a request with another query went to the origin")
+
     def test_head(self):
         r = self.get("/videos/a.flv", method="HEAD")
         self.assertStatus(r, 200)
@@ -199,6 +213,47 @@ class VodBasicsTest(VodCase):
         r = self.get("/videos/none.flv")
         self.assertStatus(r, 404)
         self.assertEqual(len(self.origin.requests("/media/none.flv")), 2, "a 404 was cached")
+
+
+@unittest.skipUnless(VOD, WHY)
+class VodCorsTest(VodCase):
+    """A player on another site (mpegts.js) reads Content-Length and Content-Range and sends
+    Range: VOD answers carry the CORS headers and a preflight on the prefix allows Range."""
+
+    def check_cors(self, r, allow="*"):
+        self.assertEqual(r.header("Access-Control-Allow-Origin"), allow)
+        exposed = [h.strip().lower() for h in (r.header("Access-Control-Expose-Headers") or "").split(",")]
+        for h in ("content-length", "content-range", "x-cache-status"):
+            self.assertIn(h, exposed)
+
+    def test_answers_carry_cors_headers(self):
+        o = {"Origin": "https://player.example"}
+        for cached in (False, True):
+            with self.subTest(cached=cached):
+                self.check_cors(self.get_ok("/videos/s.flv", self.small, 200, o))
+                self.check_cors(self.get_ok("/videos/s.flv", self.small[10:20], 206,
+                                            dict(o, Range="bytes=10-19")))
+                self.check_cors(self.get("/videos/s.flv", dict(o, Range="bytes=900000-")))  # 416
+                self.check_cors(self.get("/videos/s.flv", o, method="HEAD"))
+            if not cached:
+                self.wait_cached("/videos/s.flv")
+
+    def test_cors_origin_setting_is_used(self):
+        edge = self.start_vod_edge(self.origin, slice_size=SLICE, top={"cors_origin": "https://p.example"})
+        self.check_cors(self.get_ok("/videos/s.flv", self.small, edge=edge), "https://p.example")
+
+    def test_preflight_allows_range(self):
+        n = len(self.origin.requests())
+        r = self.get("/videos/a.flv", {"Origin": "https://player.example",
+                                       "Access-Control-Request-Method": "GET",
+                                       "Access-Control-Request-Headers": "range"}, method="OPTIONS")
+        self.assertIn(r.status, (200, 204))
+        self.assertEqual(r.header("Access-Control-Allow-Origin"), "*")
+        methods = [m.strip() for m in (r.header("Access-Control-Allow-Methods") or "").split(",")]
+        self.assertIn("GET", methods)
+        allowed = [h.strip().lower() for h in (r.header("Access-Control-Allow-Headers") or "").split(",")]
+        self.assertIn("range", allowed)
+        self.assertEqual(len(self.origin.requests()), n, "a preflight went to the origin")
 
 
 @unittest.skipUnless(VOD, WHY)
@@ -251,6 +306,34 @@ class VodRangeTest(VodCase):
                     {"Range": "bytes=1000-1999", "If-Range": etag})
         self.get_ok("/videos/a.flv", self.data, 200,
                     {"Range": "bytes=1000-1999", "If-Range": '"stale-etag"'})
+
+    def test_if_range_with_a_date(self):
+        """If-Range with an HTTP date: the object's Last-Modified -> the range (206); an older
+        date -> the whole file (200), for an uncached and a cached object."""
+        for cached in (False, True):
+            lm = self.get("/videos/a.flv", method="HEAD").header("Last-Modified")
+            self.assertIsNotNone(lm)
+            with self.subTest(cached=cached):
+                r = self.get_ok("/videos/a.flv", self.data[1000:2000], 206,
+                                {"Range": "bytes=1000-1999", "If-Range": lm})
+                self.assertEqual(r.header("Content-Range"), "bytes 1000-1999/%d" % len(self.data))
+                self.get_ok("/videos/a.flv", self.data, 200,
+                            {"Range": "bytes=1000-1999", "If-Range": "Mon, 01 Jan 2001 00:00:00 GMT"})
+            if not cached:
+                self.fetch_whole()
+
+    def test_if_none_match_takes_precedence_over_if_modified_since(self):
+        """RFC 9110 13.2.2: with If-None-Match, If-Modified-Since is not looked at."""
+        self.fetch_whole()
+        head = self.get("/videos/a.flv", method="HEAD")
+        etag, lm = head.header("ETag"), head.header("Last-Modified")
+        # If-Modified-Since alone would say 304; the ETag does not match: 200 whole.
+        self.get_ok("/videos/a.flv", self.data, 200, {"If-None-Match": '"other"', "If-Modified-Since": lm})
+        # If-Modified-Since alone would say 200; the ETag matches: 304.
+        r = self.get("/videos/a.flv", {"If-None-Match": etag,
+                                       "If-Modified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"})
+        self.assertStatus(r, 304)
+        self.assertEqual(r.body, b"")
 
     def test_if_none_match_and_if_modified_since(self):
         for cached in (False, True):
@@ -364,12 +447,20 @@ class VodSeekTest(VodCase):
 
     @unittest.skipUnless(have_ffmpeg(), "ffmpeg/ffprobe not installed")
     def test_t_seconds_starts_at_the_keyframe_before(self):
-        t = 29.5
+        self.check_time_seek("/videos/a.flv?t=%g", 29.5)
+
+    @unittest.skipUnless(have_ffmpeg(), "ffmpeg/ffprobe not installed")
+    def test_start_seconds_with_start_unit_seconds(self):
+        """start_unit = "seconds": ?start=S is a time, as ?t=S (not a byte offset)."""
+        self.edge = self.start_vod_edge(self.origin, slice_size=SLICE, start_unit="seconds")
+        self.check_time_seek("/videos/a.flv?start=%g", 41.3)
+
+    def check_time_seek(self, fmt, t):
         tags = flv_tags(self.data)
         key = [(o, ts) for o, ty, ts, k in tags if k and ts <= t * 1000][-1]
         for cached in (False, True):
             with self.subTest(cached=cached):
-                r = self.get("/videos/a.flv?t=%g" % t)
+                r = self.get(fmt % t)
                 self.assertStatus(r, 200)
                 self.assertTrue(r.clean_end)
                 self.assertEqual(r.header("Content-Length"), str(len(r.body)))
@@ -378,9 +469,14 @@ class VodSeekTest(VodCase):
                 self.assertTrue(body.endswith(self.data[key[0]:]), "not the file from the keyframe")
                 self.assertLess(len(body), len(self.data) - key[0] + 13 + 4096, "a prefix too big")
                 parsed = parse_flv_bytes(body).tags
+                self.assertTrue(parsed[0].is_metadata, "the answer does not start with onMetaData")
+                first = next(i for i, x in enumerate(parsed) if x.is_media and not x.is_seq_header)
+                self.assertTrue(any(x.is_video and x.is_seq_header for x in parsed[:first]),
+                                "no video sequence header before the first frame")
+                self.assertTrue(any(x.is_audio and x.is_seq_header for x in parsed[:first]),
+                                "no audio sequence header before the first frame")
                 media = [x for x in parsed if x.is_video and not x.is_seq_header]
                 self.assertTrue(media[0].is_keyframe, "the first video frame is no keyframe")
-                self.assertTrue(any(x.is_seq_header for x in parsed if x.is_video))
                 with tempfile.NamedTemporaryFile(suffix=".flv") as f:
                     f.write(body)
                     f.flush()
