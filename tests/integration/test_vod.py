@@ -438,6 +438,109 @@ class VodAdminTest(VodCase):
 
 
 @unittest.skipUnless(VOD, WHY)
+class VodEvictionTest(VodCase):
+    """cache_max_size reached: the least recently used object goes, a recently used one stays."""
+
+    SLICE = 400000    # one slice a file
+    FILE = 350000
+    MAX = 1100000     # three files fit, a fourth goes over (the smallest limit is 1 MiB)
+
+    def setUp(self):
+        self.root2 = tempfile.mkdtemp(prefix="flvedge-vodlru-")
+        self.addCleanup(shutil.rmtree, self.root2, True)
+        self.files = {}
+        for name in "abcd":
+            self.files[name] = (self.data[:self.FILE - 1] + name.encode())
+            with open(os.path.join(self.root2, name + ".flv"), "wb") as f:
+                f.write(self.files[name])
+        self.origin = self.start_vod_origin(self.root2, "/media/")
+
+    def fill(self, edge, prefix, name):
+        path = "%s%s.flv" % (prefix, name)
+        r = self.get_ok(path, self.files[name], edge=edge)
+        self.wait_cached(path, edge)
+        return r
+
+    def check_lru(self, edge, pa, pb, cache_dir):
+        """a, b, c stored (through prefixes pa/pb alternately), a used again, d stored: b goes."""
+        self.fill(edge, pa, "a")
+        self.fill(edge, pb, "b")
+        self.fill(edge, pa, "c")
+        self.assertEqual(cache_status(self.get_ok(pb + "a.flv", self.files["a"], edge=edge)), "HIT")
+        self.fill(edge, pb, "d")
+        wait_until(lambda: edge.metric("flvedge_vod_cache_objects") == 3, T(10),
+                   "one object evicted (objects: %s)" % edge.metric("flvedge_vod_cache_objects"))
+        wait_until(lambda: dir_bytes(cache_dir) - sum(
+            s for rel, (s, _) in dir_snapshot(cache_dir).items() if rel.endswith(".meta")) <= self.MAX,
+                   T(10), "the slice files under cache_max_size")
+        self.assertEqual(edge.metric("flvedge_vod_cache_bytes"), 3 * self.FILE)
+        n = len(self.origin.requests())
+        for name in "acd":
+            with self.subTest(kept=name):
+                self.assertEqual(cache_status(self.get_ok(pa + name + ".flv", self.files[name],
+                                                          edge=edge)), "HIT")
+        self.assertEqual(len(self.origin.requests()), n, "a kept object was fetched again")
+        r = self.get_ok(pb + "b.flv", self.files["b"], edge=edge)
+        self.assertEqual(cache_status(r), "MISS", "the least recently used object was not evicted")
+        self.assertEqual(len(self.origin.requests("/media/b.flv", "GET")), 2)
+
+    def test_least_recently_used_goes_first(self):
+        edge = self.start_vod_edge(self.origin, slice_size=self.SLICE, cache_max_size=self.MAX)
+        self.check_lru(edge, "/videos/", "/videos/", edge.cache_dir)
+
+    def test_two_resources_share_one_cache_directory(self):
+        """Two vod resources, one directory: one object per origin URL whichever prefix asked,
+        and one size limit over both, the largest (/clips/' 1 MiB alone would hold two files)."""
+        cache_dir = tempfile.mkdtemp(prefix="flvedge-vodshared-")
+        self.addCleanup(shutil.rmtree, cache_dir, True)
+        clips = {"name": "clips", "prefix": "/clips/", "type": "vod", "origin": self.origin.url(),
+                 "cache_dir": cache_dir, "slice_size": self.SLICE, "cache_max_size": 2 ** 20}
+        edge = self.start_vod_edge(self.origin, cache_dir=cache_dir, slice_size=self.SLICE,
+                                   cache_max_size=self.MAX, extra_resources=[clips])
+        self.check_lru(edge, "/videos/", "/clips/", cache_dir)
+
+
+@unittest.skipUnless(VOD, WHY)
+class VodPrefetchListTest(VodCase):
+    """A prefetch of several paths: at most 4 files fetched at a time (docs/vod.md), and each
+    becomes a HIT with no viewer request reaching the origin."""
+
+    N = 9
+
+    def setUp(self):
+        self.root2 = tempfile.mkdtemp(prefix="flvedge-vodpf-")
+        self.addCleanup(shutil.rmtree, self.root2, True)
+        self.files = {}
+        for i in range(self.N):
+            self.files[i] = self.small[:100000] + bytes([i])  # two slices each
+            with open(os.path.join(self.root2, "p%d.flv" % i), "wb") as f:
+                f.write(self.files[i])
+        self.origin = self.start_vod_origin(self.root2, "/media/")
+        self.edge = self.start_vod_edge(self.origin, slice_size=SLICE)
+
+    def test_prefetch_of_a_list_is_bounded_and_fills_the_cache(self):
+        self.origin.set_fault("delay", after=0.3)  # every origin answer held: overlaps show
+        urls = ["/videos/p%d.flv" % i for i in range(self.N)]
+        r = admin_request(self.edge, "POST", "/vod/prefetch", {"urls": urls})
+        self.assertStatus(r, 202)
+        self.assertEqual(r.json, {"queued": self.N})
+        total = sum(len(b) for b in self.files.values())
+        wait_until(lambda: self.edge.metric("flvedge_vod_cache_bytes") == total
+                   and self.edge.metric("flvedge_vod_fetches") == 0, T(30),
+                   "every prefetched file stored (%s of %d bytes)"
+                   % (self.edge.metric("flvedge_vod_cache_bytes"), total))
+        self.origin.clear_fault()
+        self.assertLessEqual(self.origin.max_active, 4, "more than 4 prefetch fetches at once")
+        self.assertGreaterEqual(self.origin.max_active, 2, "the prefetches ran one by one")
+        self.assertEqual(len(self.origin.requests(method="GET")), 2 * self.N, "a slice fetched twice")
+        self.origin.clear_log()
+        for i in range(self.N):
+            with self.subTest(path=urls[i]):
+                self.assertEqual(cache_status(self.get_ok(urls[i], self.files[i])), "HIT")
+        self.assertEqual(self.origin.requests(), [], "a viewer went to the origin after the prefetch")
+
+
+@unittest.skipUnless(VOD, WHY)
 class VodSeekTest(VodCase):
     def test_start_bytes(self):
         tags = flv_tags(self.data)
