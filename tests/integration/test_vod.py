@@ -31,7 +31,8 @@ SLICE = 64 * 1024   # the smallest slice_size: many slices in a small file
 GOP_S = 2.0         # make_vod_media.sh: a keyframe every 50 frames at 25 fps
 
 # The cache hook of the hook tests: ttl 1 s under /videos/short/, bypass under /videos/nocache/,
-# and under /videos/q/ the query kept (sent to the origin, part of the key) minus `token`.
+# under /videos/q/ the query kept (sent to the origin, part of the key) minus `token`, and under
+# /videos/neg/ error answers cached for 2 s.
 HOOKS = r"""
 return {
   cache = function(req, res)
@@ -49,6 +50,7 @@ return {
       return nil
     end
     if p:find("^/videos/short/") then return { ttl = 1 } end
+    if p:find("^/videos/neg/") and res.status >= 400 then return { cacheable = true, ttl = 2 } end
     return nil
   end,
 }
@@ -848,6 +850,37 @@ class VodHookTest(VodCase):
                        T(5), "the origin sending the whole file %d times" % i)
         self.assertEqual(dir_bytes(self.edge.cache_dir) < len(self.small), True,
                          "a bypassed answer was stored")
+
+    def test_error_answers_cached_when_the_hook_says_so(self):
+        """A 404 and a 503 the hook calls cacheable: the next request is answered from the cache
+        (HIT, same status and body) without the origin; after the ttl, or a purge, it is asked
+        again. Without the hook's word they are never kept (test_missing_file_is_404_...)."""
+        os.makedirs(os.path.join(self.root, "neg"), exist_ok=True)
+        with open(os.path.join(self.root, "neg", "s.flv"), "wb") as f:
+            f.write(self.small)
+        self.origin.set_fault("status", path="/media/neg/s.flv", status=503)
+        for path, status in (("/videos/neg/none.flv", 404), ("/videos/neg/s.flv", 503)):
+            with self.subTest(path=path):
+                opath = path.replace("/videos/", "/media/")
+                r1 = self.get(path)
+                self.assertStatus(r1, status)
+                self.assertEqual(len(self.origin.requests(opath)), 1)
+                r2 = self.get(path)
+                self.assertStatus(r2, status)
+                self.assertEqual(cache_status(r2), "HIT")
+                self.assertEqual(r2.body, r1.body)
+                self.assertEqual(len(self.origin.requests(opath)), 1, "a cached error asked the origin")
+        self.origin.clear_fault()
+        # The 503 expires (2 s): the origin is asked again and the file comes.
+        wait_until(lambda: self.get("/videos/neg/s.flv").status == 200, T(10), "the cached 503 expiring")
+        self.assertEqual(len(self.origin.requests("/media/neg/s.flv", "GET")), 1 + 4)  # the 503, 4 slices
+        # A purge drops a cached error answer.
+        self.assertStatus(self.get("/videos/neg/none.flv"), 404)
+        n = len(self.origin.requests("/media/neg/none.flv"))
+        r = admin_request(self.edge, "POST", "/vod/purge", {"urls": ["/videos/neg/none.flv"]})
+        self.assertEqual(r.json, {"purged": 1})
+        self.assertStatus(self.get("/videos/neg/none.flv"), 404)
+        self.assertEqual(len(self.origin.requests("/media/neg/none.flv")), n + 1)
 
     def test_key_without_token_args(self):
         r = self.get_ok("/videos/q/s.flv?token=aaa&v=1", self.small)
