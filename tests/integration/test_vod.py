@@ -897,6 +897,82 @@ class VodHookTest(VodCase):
         self.assertGreater(len(self.origin_gets("q/s.flv")), n)
 
 
+
+def meta_ttls(cache_dir):
+    """{client path: expires - stored} of every object's .meta file in cache_dir."""
+    out = {}
+    for rel in dir_snapshot(cache_dir):
+        if not rel.endswith(".meta"):
+            continue
+        try:
+            with open(os.path.join(cache_dir, rel), encoding="latin-1") as f:
+                fields = dict(line.partition(" ")[::2] for line in f.read().splitlines()[1:])
+        except OSError:
+            continue
+        out[fields["path"]] = float(fields["expires"]) - float(fields["stored"])
+    return out
+
+
+@unittest.skipUnless(VOD, WHY)
+class VodCacheRulesTest(VodCase):
+    """policies/cache_rules.lua loaded by the binary: TTL by path prefix and extension (in the
+    stored meta, and an expiry seen), bypass by rule, the key without the auth arguments, and a
+    404 kept because cache_errors lists it."""
+
+    SETTINGS = {"rules": [{"prefix": "/videos/short/", "ttl": 1},
+                          {"match": "%.bin$", "ttl": 120},
+                          {"prefix": "/videos/nocache/", "bypass": True}],
+                "default_ttl": 600, "keep_query": True, "cache_errors": {404: 30}}
+
+    def setUp(self):
+        with open(os.path.join(self.root, "x.bin"), "wb") as f:
+            f.write(self.small[:5000])
+        self.origin = self.start_vod_origin(self.root, "/media/")
+        self.edge = self.start_vod_edge(self.origin, slice_size=SLICE, policy="cache_rules",
+                                        policy_settings=self.SETTINGS)
+
+    def test_ttl_by_pattern_and_prefix(self):
+        for path, want in (("/videos/s.flv", self.small), ("/videos/x.bin", self.small[:5000]),
+                           ("/videos/short/s.flv", self.small)):
+            self.get_ok(path, want)
+            self.wait_cached(path)
+        ttls = meta_ttls(self.edge.cache_dir)
+        self.assertAlmostEqual(ttls.get("/videos/s.flv", -1), 600, delta=0.01, msg=ttls)
+        self.assertAlmostEqual(ttls.get("/videos/x.bin", -1), 120, delta=0.01, msg=ttls)
+        self.assertAlmostEqual(ttls.get("/videos/short/s.flv", -1), 1, delta=0.01, msg=ttls)
+        wait_until(lambda: cache_status(self.get("/videos/short/s.flv", method="HEAD")) == "EXPIRED",
+                   T(10), "the 1 s rule expiring")
+        self.assertEqual(cache_status(self.get_ok("/videos/s.flv", self.small)), "HIT")
+
+    def test_bypass_rule(self):
+        for _ in range(2):
+            self.assertEqual(cache_status(self.get_ok("/videos/nocache/s.flv", self.small)), "BYPASS")
+        self.assertEqual(len(self.origin_gets("nocache/s.flv")), 2 * 4, "a bypassed file was kept")
+
+    def test_key_without_auth_args(self):
+        first = "/videos/s.flv?token=aaa&expires=1&v=1"
+        r = self.get_ok(first, self.small)
+        self.assertEqual(cache_status(r), "MISS")
+        self.assertTrue(all("v=1" in q["target"] for q in self.origin_gets("s.flv")),
+                        "keep_query: the query goes to the origin")
+        self.wait_cached(first)
+        n = len(self.origin.requests())
+        for path in ("/videos/s.flv?v=1&expires=2&token=bbb", "/videos/s.flv?sign=x&v=1"):
+            with self.subTest(path=path):
+                self.assertEqual(cache_status(self.get_ok(path, self.small)), "HIT",
+                                 "other auth arguments made another key")
+        self.assertEqual(len(self.origin.requests()), n)
+        self.assertEqual(cache_status(self.get_ok("/videos/s.flv?v=2&token=aaa", self.small)), "MISS",
+                         "v is not an auth argument: part of the key")
+
+    def test_cache_errors_keeps_a_404(self):
+        self.assertStatus(self.get("/videos/none.flv"), 404)
+        r = self.get("/videos/none.flv")
+        self.assertStatus(r, 404)
+        self.assertEqual(cache_status(r), "HIT")
+        self.assertEqual(len(self.origin.requests("/media/none.flv")), 1)
+
+
 if __name__ == "__main__":
     exit_skip_unless_vod()
     unittest.main(verbosity=2)
