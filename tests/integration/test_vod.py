@@ -399,6 +399,60 @@ class VodSharingTest(VodCase):
 
 
 @unittest.skipUnless(VOD, WHY)
+class VodMultiLoopTest(VodCase):
+    """Two loops: misses for one slice from clients on both loops make one origin request, and
+    every client is fed from it. Which loop holds a connection is read from the per-loop
+    connections gauge as each connection is opened."""
+
+    LOOPS = 2
+
+    def setUp(self):
+        self.origin = self.start_vod_origin(self.root, "/media/")
+        self.edge = self.start_vod_edge(self.origin, slice_size=SLICE, top={"workers": self.LOOPS})
+
+    def open_on_loops(self, per_loop, limit=200):
+        """Idle connections until each loop holds per_loop of them: {loop: [HttpConn]}."""
+        by_loop = {}
+        for _ in range(limit):
+            before = self.edge.loop_metric("connections")
+            c = HttpConn(self.edge.port, raw=b"")
+            self.addCleanup(c.close)
+            after = wait_until(lambda: (lambda a: a if sum(a) == sum(before) + 1 else None)(
+                self.edge.loop_metric("connections")), T(10), "the new connection in the gauge")
+            loop = next(i for i in range(len(after)) if after[i] == before[i] + 1)
+            if len(by_loop.get(loop, [])) < per_loop:
+                by_loop.setdefault(loop, []).append(c)
+            else:
+                c.close()
+                wait_until(lambda: sum(self.edge.loop_metric("connections")) == sum(before), T(10),
+                           "a spare connection gone")
+            if len(by_loop) == self.LOOPS and all(len(v) == per_loop for v in by_loop.values()):
+                return by_loop
+        self.fail("connections never spread over %d loops: %r"
+                  % (self.LOOPS, {k: len(v) for k, v in by_loop.items()}))
+
+    def test_misses_on_different_loops_make_one_origin_request(self):
+        by_loop = self.open_on_loops(3)
+        a = 2 * SLICE
+        # The origin sends the head and 2000 bytes of the slice, then stalls: every client asks
+        # for bytes inside those, so all complete while that one request is all there is.
+        self.origin.set_fault("stall", path="/media/a.flv", after=2000)
+        req = ("GET /videos/a.flv HTTP/1.1\r\nHost: x\r\nRange: bytes=%d-%d\r\n\r\n"
+               % (a + 100, a + 1099)).encode()
+        conns = [c for cs in by_loop.values() for c in cs]
+        for c in conns:
+            c.send(req)
+        for c in conns:
+            r = c.read_head(T(10))
+            self.assertEqual(r.status, 206)
+            self.assertEqual(c.read_body_all(T(10)), self.data[a + 100:a + 1100])
+        gets = self.origin_gets()
+        self.assertEqual([g["range"] for g in gets], ["bytes=%d-%d" % (a, a + SLICE - 1)])
+        self.assertEqual(sorted(by_loop), list(range(self.LOOPS)))
+        self.origin.clear_fault()
+
+
+@unittest.skipUnless(VOD, WHY)
 class VodAdminTest(VodCase):
     def test_admin_needs_the_token(self):
         self.assertStatus(admin_request(self.edge, "POST", "/vod/purge", {"urls": ["/videos/a.flv"]},
