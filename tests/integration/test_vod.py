@@ -872,6 +872,71 @@ class VodSlowClientTest(VodCase):
 
 
 @unittest.skipUnless(VOD, WHY)
+@unittest.skipUnless(shutil.which("strace"), "strace not installed")
+class VodSendfileTest(VodCase):
+    """A HIT over plain TCP goes out with sendfile(2), called from the thread pool: strace on the
+    running edge sees sendfile calls carrying the body, none of them on a thread that polls (a
+    loop: epoll_wait/epoll_pwait). The answer's last 256 KiB or less are read on the loop from
+    the page cache instead (preadv2 RWF_NOWAIT, docs/vod.md), so not every byte is sendfile's."""
+
+    READ_ON_LOOP = 256 * 1024
+
+    def test_hit_is_sent_with_sendfile_off_the_loops(self):
+        self.fetch_whole()
+        out = os.path.join(self.edge.dir, "strace.txt")
+        st = subprocess.Popen(["strace", "-f", "-p", str(self.edge.pid), "-o", out,
+                               "-e", "trace=sendfile,epoll_wait,epoll_pwait"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+        def stop_strace():
+            if st.poll() is None:
+                st.terminate()
+                st.wait(T(10))
+        self.addCleanup(stop_strace)
+        self.addCleanup(st.stderr.close)
+        # "Process N attached with M threads": strace attached every thread (the loops, the
+        # pool's) before it says so.
+        line = st.stderr.readline()
+        if "attached" not in line:
+            stop_strace()
+            self.skipTest("strace cannot attach here: %s" % line.strip())
+        r = self.get_ok("/videos/a.flv", self.data)
+        self.assertEqual(cache_status(r), "HIT")
+
+        def parse():
+            pollers, sent = set(), {}
+            with open(out) as f:
+                lines = f.read().splitlines()
+            for line in lines:
+                # "TID call(...) = N", or a call cut in two by another thread's:
+                # "TID call(... <unfinished ...>" then "TID <... call resumed>...) = N".
+                m = re.match(r"^(\d+)\s+(?:<\.\.\. )?(\w+)(?:\(| resumed>)", line)
+                if not m:
+                    continue
+                tid, call = int(m.group(1)), m.group(2)
+                if call.startswith("epoll"):
+                    pollers.add(tid)
+                elif call == "sendfile" and not line.endswith("<unfinished ...>"):
+                    ret = re.search(r"\)\s*=\s*(-?\d+)", line)
+                    if ret and int(ret.group(1)) > 0:
+                        sent[tid] = sent.get(tid, 0) + int(ret.group(1))
+            return pollers, sent
+        # strace writes its lines a little after the calls return.
+        try:
+            wait_until(lambda: sum(parse()[1].values()) >= len(self.data) - self.READ_ON_LOOP,
+                       T(5), "the trace")
+        except AssertionError:
+            pass  # reported below
+        stop_strace()
+        pollers, sent = parse()
+        self.assertLessEqual(sum(sent.values()), len(self.data))
+        self.assertGreaterEqual(sum(sent.values()), len(self.data) - self.READ_ON_LOOP,
+                                "the HIT's bytes did not go out with sendfile: %r" % sent)
+        self.assertTrue(pollers, "no loop thread seen")
+        self.assertFalse(set(sent) & pollers, "sendfile ran on a loop thread")
+
+
+@unittest.skipUnless(VOD, WHY)
 class VodHookTest(VodCase):
     def setUp(self):
         self.origin = self.start_vod_origin(self.root, "/media/")
