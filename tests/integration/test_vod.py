@@ -749,7 +749,12 @@ class VodBadInputTest(VodCase):
         self.assertEqual(len(self.origin_gets()), n, "a hit of the whole file asked the origin")
 
     def corrupt_largest_cache_file(self, how):
-        files = sorted(dir_snapshot(self.edge.cache_dir).items(), key=lambda kv: -kv[1][0])
+        # Every slice stored first: a slice still being written is a .tmp, and corrupting that
+        # one corrupts nothing the index knows.
+        wait_until(lambda: self.edge.metric("flvedge_vod_cache_bytes") == len(self.data)
+                   and self.edge.metric("flvedge_vod_fetches") == 0, T(10), "every slice stored")
+        files = sorted(((rel, v) for rel, v in dir_snapshot(self.edge.cache_dir).items()
+                        if not rel.endswith(".tmp")), key=lambda kv: -kv[1][0])
         self.assertTrue(files, "nothing in the cache directory")
         p = os.path.join(self.edge.cache_dir, files[0][0])
         size = files[0][1][0]
