@@ -1189,6 +1189,15 @@ void fe_vod_serve(fe_conn *c, const fe_resource *res, const char *rest, size_t l
     fe_vreq_answer(v);
     return;
   }
+  fe_vod_error kept;
+  if (found == FE_VOD_ABSENT && !bypass && fe_vod_error_lookup(cache, v->key, fe_vod_now(), &kept)) {
+    /* An origin error the hook made cacheable: answered from memory, the origin not asked. */
+    v->cstatus = FE_VOD_CS_HIT;
+    v->c->cache_status = fe_vod_cs_names[v->cstatus];
+    fe_vreq_respond(v, kept.status, kept.ctype[0] ? kept.ctype : NULL, "X-Cache-Status: HIT\r\n",
+                    kept.body, kept.len);
+    return;
+  }
   uint64_t slice = res->slice_size;
   if (found == FE_VOD_EXPIRED) {
     v->old = v->meta;

@@ -17,6 +17,8 @@
 
 #define FE_VOD_BUCKETS 4096
 #define FE_VOD_META_VERSION "flvedge-vod 2"
+#define FE_VOD_NEG_BUCKETS 256
+#define FE_VOD_NEG_MAX 4096 /* cached error answers per cache; beyond, a new one is not kept */
 
 /* A slice of an object as the index keeps it. */
 typedef struct fe_vod_slot {
@@ -41,6 +43,14 @@ typedef struct fe_vod_obj {
   uint64_t gen;        /* bumped when the content changes: stores of the old one are dropped */
 } fe_vod_obj;
 
+/* A cached error answer (fe_vod_error_lookup). */
+typedef struct fe_vod_neg {
+  struct fe_vod_neg *next;
+  char *key, *path;
+  double expires;
+  fe_vod_error e;
+} fe_vod_neg;
+
 typedef struct fe_vod_box {
   uv_mutex_t mu;
   uv_async_t async;
@@ -57,6 +67,8 @@ struct fe_vod_cache {
   fe_vod_obj *buckets[FE_VOD_BUCKETS];
   uint64_t bytes, objects; /* stored slice bytes; objects (atomic reads for metrics) */
   fe_vod_slot lru;         /* sentinel */
+  fe_vod_neg *negs[FE_VOD_NEG_BUCKETS];
+  uint32_t nnegs;
 };
 
 /* A prefetch: one object's slices, one after another. */
@@ -224,6 +236,34 @@ static fe_vod_obj *fe_vod_find(fe_vod_cache *c, const char *key) {
       return o;
   return NULL;
 }
+
+/* The cached error answers: a small hash table of their own, beside the objects (they have no
+ * meta, no slices and no files). */
+static fe_vod_neg **fe_vod_neg_slot(fe_vod_cache *c, const char *key) {
+  fe_vod_neg **p = &c->negs[fe_vod_bucket(key) % FE_VOD_NEG_BUCKETS];
+  while (*p && strcmp((*p)->key, key) != 0)
+    p = &(*p)->next;
+  return p;
+}
+
+static void fe_vod_neg_unlink(fe_vod_cache *c, fe_vod_neg **p) {
+  fe_vod_neg *g = *p;
+  *p = g->next;
+  c->nnegs--;
+  free(g->key);
+  free(g->path);
+  free(g);
+}
+
+static void fe_vod_neg_drop(fe_vod_cache *c, const char *key) {
+  fe_vod_neg **p = fe_vod_neg_slot(c, key);
+  if (*p)
+    fe_vod_neg_unlink(c, p);
+}
+
+/* Keeps f's error answer for key until `expires`. When the table is full, the expired ones go
+ * first; if none has, the new answer is not kept (the origin is asked again, as without it). */
+static void fe_vod_neg_put(fe_vod_cache *c, const fe_vod_fetch *f, double now, double expires);
 
 static fe_vod_obj *fe_vod_obj_new(fe_vod_cache *c, const char *key, const char *path) {
   fe_vod_obj *o = calloc(1, sizeof(*o));
@@ -405,6 +445,9 @@ static void fe_vod_cache_free(fe_vod_cache *c) {
       o = next;
     }
   }
+  for (int b = 0; b < FE_VOD_NEG_BUCKETS; b++)
+    while (c->negs[b])
+      fe_vod_neg_unlink(c, &c->negs[b]);
   free(t.paths);
   uv_mutex_destroy(&c->mu);
   free(c->dir);
@@ -768,6 +811,20 @@ int fe_vod_lookup(fe_vod_cache *c, const char *key, double now, fe_vod_meta *out
   return rc;
 }
 
+int fe_vod_error_lookup(fe_vod_cache *c, const char *key, double now, fe_vod_error *out) {
+  uv_mutex_lock(&c->mu);
+  fe_vod_neg **p = fe_vod_neg_slot(c, key);
+  int rc = 0;
+  if (*p && now < (*p)->expires) {
+    *out = (*p)->e;
+    rc = 1;
+  } else if (*p) {
+    fe_vod_neg_unlink(c, p);
+  }
+  uv_mutex_unlock(&c->mu);
+  return rc;
+}
+
 static int fe_vod_match(const char *pat, const char *s) {
   if (!strchr(pat, '*'))
     return strcmp(pat, s) == 0;
@@ -812,6 +869,17 @@ int fe_vod_purge(fe_vod_cache *c, fe_loop *l, const char *path) {
         n++;
       }
       o = next;
+    }
+  }
+  for (int b = 0; b < FE_VOD_NEG_BUCKETS; b++) {
+    fe_vod_neg **p = &c->negs[b];
+    while (*p) {
+      if (fe_vod_match(path, (*p)->path)) {
+        fe_vod_neg_unlink(c, p);
+        n++;
+      } else {
+        p = &(*p)->next;
+      }
     }
   }
   uv_mutex_unlock(&c->mu);
@@ -1032,6 +1100,42 @@ static void fe_vod_fetch_end(fe_vod_fetch *f) {
   }
   fe_vod_fetch_uncount(f);
   fe_vod_fetch_unref(f);
+}
+
+static void fe_vod_neg_put(fe_vod_cache *c, const fe_vod_fetch *f, double now, double expires) {
+  fe_vod_neg **p = fe_vod_neg_slot(c, f->key);
+  if (*p)
+    fe_vod_neg_unlink(c, p);
+  for (int b = 0; b < FE_VOD_NEG_BUCKETS && c->nnegs >= FE_VOD_NEG_MAX; b++) {
+    fe_vod_neg **q = &c->negs[b];
+    while (*q) {
+      if ((*q)->expires <= now)
+        fe_vod_neg_unlink(c, q);
+      else
+        q = &(*q)->next;
+    }
+  }
+  if (c->nnegs >= FE_VOD_NEG_MAX || expires <= now)
+    return;
+  fe_vod_neg *g = calloc(1, sizeof(*g));
+  if (!g)
+    return;
+  g->key = strdup(f->key);
+  g->path = strdup(f->path);
+  if (!g->key || !g->path) {
+    free(g->key);
+    free(g->path);
+    free(g);
+    return;
+  }
+  g->expires = expires;
+  g->e.status = f->status;
+  snprintf(g->e.ctype, sizeof(g->e.ctype), "%s", f->ectype);
+  g->e.len = f->elen < sizeof(g->e.body) ? f->elen : sizeof(g->e.body);
+  memcpy(g->e.body, f->ebody, g->e.len);
+  g->next = c->negs[fe_vod_bucket(f->key) % FE_VOD_NEG_BUCKETS];
+  c->negs[fe_vod_bucket(f->key) % FE_VOD_NEG_BUCKETS] = g;
+  c->nnegs++;
 }
 
 static void fe_vod_fetch_fail(fe_vod_fetch *f, int err) {
@@ -1469,6 +1573,8 @@ static void fe_vod_on_response(void *ud, int status, const char *ctype) {
     f->status = status;
     snprintf(f->ectype, sizeof(f->ectype), "%s", ctype ? ctype : "");
     f->err = FE_VOD_ESTATUS;
+    f->cacheable = cacheable && f->listed; /* the hook kept it: fe_vod_neg_put at the end */
+    f->meta.expires = now + ttl;
     return; /* the short body is gathered, then the fetch fails with it */
   }
   f->meta.size = size;
@@ -1496,6 +1602,8 @@ static void fe_vod_on_response(void *ud, int status, const char *ctype) {
   fe_vod_trash t = {0};
   uv_mutex_lock(&c->mu);
   fe_vod_obj *o = f->listed ? fe_vod_find(c, f->key) : NULL;
+  if (f->listed)
+    fe_vod_neg_drop(c, f->key); /* the object is there now: a kept error answer is stale */
   if (o && cacheable) {
     fe_vod_meta *m = &o->meta;
     if (o->known && (m->size != size || strcmp(m->etag, f->meta.etag) != 0 ||
@@ -1603,6 +1711,11 @@ static void fe_vod_on_end(void *ud, int err) {
     return;
   }
   if (f->err == FE_VOD_ESTATUS) {
+    if (f->cacheable) {
+      uv_mutex_lock(&f->cache->mu);
+      fe_vod_neg_put(f->cache, f, fe_now(), f->meta.expires);
+      uv_mutex_unlock(&f->cache->mu);
+    }
     fe_vod_fetch_fail(f, FE_VOD_ESTATUS);
     return;
   }

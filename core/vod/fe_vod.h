@@ -90,8 +90,19 @@ enum { FE_VOD_ABSENT, FE_VOD_FRESH, FE_VOD_EXPIRED };
 
 /** Looks key up: FE_VOD_ABSENT, or FRESH/EXPIRED (at time now) with its meta copied to out. */
 int fe_vod_lookup(fe_vod_cache *c, const char *key, double now, fe_vod_meta *out);
+/** An origin error answer kept because the `cache` hook called it cacheable (a 404, say): in
+ * memory only, never on disk, until it expires, is purged or a 200/206 for its key comes. */
+typedef struct fe_vod_error {
+  int status;
+  char ctype[128];
+  char body[512];
+  size_t len;
+} fe_vod_error;
+/** 1 with *out filled when key has a fresh cached error answer (at time now), else 0. */
+int fe_vod_error_lookup(fe_vod_cache *c, const char *key, double now, fe_vod_error *out);
 /** Drops every object whose client path is `path`, or matches it when it holds '*' (any run of
- * bytes). Their files are deleted in the thread pool of loop l. Returns how many. */
+ * bytes), and the cached error answers of those paths. Their files are deleted in the thread
+ * pool of loop l. Returns how many objects and error answers. */
 int fe_vod_purge(fe_vod_cache *c, fe_loop *l, const char *path);
 /** The same over every cache of the node. */
 int fe_vod_purge_all(fe_vod_node *n, fe_loop *l, const char *path);

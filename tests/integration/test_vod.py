@@ -31,7 +31,8 @@ SLICE = 64 * 1024   # the smallest slice_size: many slices in a small file
 GOP_S = 2.0         # make_vod_media.sh: a keyframe every 50 frames at 25 fps
 
 # The cache hook of the hook tests: ttl 1 s under /videos/short/, bypass under /videos/nocache/,
-# and under /videos/q/ the query kept (sent to the origin, part of the key) minus `token`.
+# under /videos/q/ the query kept (sent to the origin, part of the key) minus `token`, and under
+# /videos/neg/ error answers cached for 2 s.
 HOOKS = r"""
 return {
   cache = function(req, res)
@@ -49,6 +50,7 @@ return {
       return nil
     end
     if p:find("^/videos/short/") then return { ttl = 1 } end
+    if p:find("^/videos/neg/") and res.status >= 400 then return { cacheable = true, ttl = 2 } end
     return nil
   end,
 }
@@ -186,6 +188,20 @@ class VodBasicsTest(VodCase):
         self.assertEqual([(q["method"], q["range"]) for q in reqs],
                          [("GET", "bytes=%d-%d" % (11 * SLICE, 12 * SLICE - 1))])
 
+    def test_query_string_is_ignored_without_a_hook(self):
+        """No cache hook: the query is not sent to the origin and not part of the key, so
+        ?x=1 fills the object the bare path (and any other query) then hits."""
+        r = self.get_ok("/videos/s.flv?x=1", self.small)
+        self.assertEqual(cache_status(r), "MISS")
+        self.assertEqual([q["target"] for q in self.origin_gets("s.flv")], ["/media/s.flv"] * 4,
+                         "the origin was asked with the query or not in slices")
+        self.wait_cached("/videos/s.flv")
+        n = len(self.origin.requests())
+        for path in ("/videos/s.flv", "/videos/s.flv?y=2&x=1"):
+            with self.subTest(path=path):
+                self.assertEqual(cache_status(self.get_ok(path, self.small)), "HIT")
+        self.assertEqual(len(self.origin.requests()), n, "a request with another query went to the origin")
+
     def test_head(self):
         r = self.get("/videos/a.flv", method="HEAD")
         self.assertStatus(r, 200)
@@ -199,6 +215,47 @@ class VodBasicsTest(VodCase):
         r = self.get("/videos/none.flv")
         self.assertStatus(r, 404)
         self.assertEqual(len(self.origin.requests("/media/none.flv")), 2, "a 404 was cached")
+
+
+@unittest.skipUnless(VOD, WHY)
+class VodCorsTest(VodCase):
+    """A player on another site (mpegts.js) reads Content-Length and Content-Range and sends
+    Range: VOD answers carry the CORS headers and a preflight on the prefix allows Range."""
+
+    def check_cors(self, r, allow="*"):
+        self.assertEqual(r.header("Access-Control-Allow-Origin"), allow)
+        exposed = [h.strip().lower() for h in (r.header("Access-Control-Expose-Headers") or "").split(",")]
+        for h in ("content-length", "content-range", "x-cache-status"):
+            self.assertIn(h, exposed)
+
+    def test_answers_carry_cors_headers(self):
+        o = {"Origin": "https://player.example"}
+        for cached in (False, True):
+            with self.subTest(cached=cached):
+                self.check_cors(self.get_ok("/videos/s.flv", self.small, 200, o))
+                self.check_cors(self.get_ok("/videos/s.flv", self.small[10:20], 206,
+                                            dict(o, Range="bytes=10-19")))
+                self.check_cors(self.get("/videos/s.flv", dict(o, Range="bytes=900000-")))  # 416
+                self.check_cors(self.get("/videos/s.flv", o, method="HEAD"))
+            if not cached:
+                self.wait_cached("/videos/s.flv")
+
+    def test_cors_origin_setting_is_used(self):
+        edge = self.start_vod_edge(self.origin, slice_size=SLICE, top={"cors_origin": "https://p.example"})
+        self.check_cors(self.get_ok("/videos/s.flv", self.small, edge=edge), "https://p.example")
+
+    def test_preflight_allows_range(self):
+        n = len(self.origin.requests())
+        r = self.get("/videos/a.flv", {"Origin": "https://player.example",
+                                       "Access-Control-Request-Method": "GET",
+                                       "Access-Control-Request-Headers": "range"}, method="OPTIONS")
+        self.assertIn(r.status, (200, 204))
+        self.assertEqual(r.header("Access-Control-Allow-Origin"), "*")
+        methods = [m.strip() for m in (r.header("Access-Control-Allow-Methods") or "").split(",")]
+        self.assertIn("GET", methods)
+        allowed = [h.strip().lower() for h in (r.header("Access-Control-Allow-Headers") or "").split(",")]
+        self.assertIn("range", allowed)
+        self.assertEqual(len(self.origin.requests()), n, "a preflight went to the origin")
 
 
 @unittest.skipUnless(VOD, WHY)
@@ -251,6 +308,34 @@ class VodRangeTest(VodCase):
                     {"Range": "bytes=1000-1999", "If-Range": etag})
         self.get_ok("/videos/a.flv", self.data, 200,
                     {"Range": "bytes=1000-1999", "If-Range": '"stale-etag"'})
+
+    def test_if_range_with_a_date(self):
+        """If-Range with an HTTP date: the object's Last-Modified -> the range (206); an older
+        date -> the whole file (200), for an uncached and a cached object."""
+        for cached in (False, True):
+            lm = self.get("/videos/a.flv", method="HEAD").header("Last-Modified")
+            self.assertIsNotNone(lm)
+            with self.subTest(cached=cached):
+                r = self.get_ok("/videos/a.flv", self.data[1000:2000], 206,
+                                {"Range": "bytes=1000-1999", "If-Range": lm})
+                self.assertEqual(r.header("Content-Range"), "bytes 1000-1999/%d" % len(self.data))
+                self.get_ok("/videos/a.flv", self.data, 200,
+                            {"Range": "bytes=1000-1999", "If-Range": "Mon, 01 Jan 2001 00:00:00 GMT"})
+            if not cached:
+                self.fetch_whole()
+
+    def test_if_none_match_takes_precedence_over_if_modified_since(self):
+        """RFC 9110 13.2.2: with If-None-Match, If-Modified-Since is not looked at."""
+        self.fetch_whole()
+        head = self.get("/videos/a.flv", method="HEAD")
+        etag, lm = head.header("ETag"), head.header("Last-Modified")
+        # If-Modified-Since alone would say 304; the ETag does not match: 200 whole.
+        self.get_ok("/videos/a.flv", self.data, 200, {"If-None-Match": '"other"', "If-Modified-Since": lm})
+        # If-Modified-Since alone would say 200; the ETag matches: 304.
+        r = self.get("/videos/a.flv", {"If-None-Match": etag,
+                                       "If-Modified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"})
+        self.assertStatus(r, 304)
+        self.assertEqual(r.body, b"")
 
     def test_if_none_match_and_if_modified_since(self):
         for cached in (False, True):
@@ -314,6 +399,60 @@ class VodSharingTest(VodCase):
 
 
 @unittest.skipUnless(VOD, WHY)
+class VodMultiLoopTest(VodCase):
+    """Two loops: misses for one slice from clients on both loops make one origin request, and
+    every client is fed from it. Which loop holds a connection is read from the per-loop
+    connections gauge as each connection is opened."""
+
+    LOOPS = 2
+
+    def setUp(self):
+        self.origin = self.start_vod_origin(self.root, "/media/")
+        self.edge = self.start_vod_edge(self.origin, slice_size=SLICE, top={"workers": self.LOOPS})
+
+    def open_on_loops(self, per_loop, limit=200):
+        """Idle connections until each loop holds per_loop of them: {loop: [HttpConn]}."""
+        by_loop = {}
+        for _ in range(limit):
+            before = self.edge.loop_metric("connections")
+            c = HttpConn(self.edge.port, raw=b"")
+            self.addCleanup(c.close)
+            after = wait_until(lambda: (lambda a: a if sum(a) == sum(before) + 1 else None)(
+                self.edge.loop_metric("connections")), T(10), "the new connection in the gauge")
+            loop = next(i for i in range(len(after)) if after[i] == before[i] + 1)
+            if len(by_loop.get(loop, [])) < per_loop:
+                by_loop.setdefault(loop, []).append(c)
+            else:
+                c.close()
+                wait_until(lambda: sum(self.edge.loop_metric("connections")) == sum(before), T(10),
+                           "a spare connection gone")
+            if len(by_loop) == self.LOOPS and all(len(v) == per_loop for v in by_loop.values()):
+                return by_loop
+        self.fail("connections never spread over %d loops: %r"
+                  % (self.LOOPS, {k: len(v) for k, v in by_loop.items()}))
+
+    def test_misses_on_different_loops_make_one_origin_request(self):
+        by_loop = self.open_on_loops(3)
+        a = 2 * SLICE
+        # The origin sends the head and 2000 bytes of the slice, then stalls: every client asks
+        # for bytes inside those, so all complete while that one request is all there is.
+        self.origin.set_fault("stall", path="/media/a.flv", after=2000)
+        req = ("GET /videos/a.flv HTTP/1.1\r\nHost: x\r\nRange: bytes=%d-%d\r\n\r\n"
+               % (a + 100, a + 1099)).encode()
+        conns = [c for cs in by_loop.values() for c in cs]
+        for c in conns:
+            c.send(req)
+        for c in conns:
+            r = c.read_head(T(10))
+            self.assertEqual(r.status, 206)
+            self.assertEqual(c.read_body_all(T(10)), self.data[a + 100:a + 1100])
+        gets = self.origin_gets()
+        self.assertEqual([g["range"] for g in gets], ["bytes=%d-%d" % (a, a + SLICE - 1)])
+        self.assertEqual(sorted(by_loop), list(range(self.LOOPS)))
+        self.origin.clear_fault()
+
+
+@unittest.skipUnless(VOD, WHY)
 class VodAdminTest(VodCase):
     def test_admin_needs_the_token(self):
         self.assertStatus(admin_request(self.edge, "POST", "/vod/purge", {"urls": ["/videos/a.flv"]},
@@ -355,6 +494,109 @@ class VodAdminTest(VodCase):
 
 
 @unittest.skipUnless(VOD, WHY)
+class VodEvictionTest(VodCase):
+    """cache_max_size reached: the least recently used object goes, a recently used one stays."""
+
+    SLICE = 400000    # one slice a file
+    FILE = 350000
+    MAX = 1100000     # three files fit, a fourth goes over (the smallest limit is 1 MiB)
+
+    def setUp(self):
+        self.root2 = tempfile.mkdtemp(prefix="flvedge-vodlru-")
+        self.addCleanup(shutil.rmtree, self.root2, True)
+        self.files = {}
+        for name in "abcd":
+            self.files[name] = (self.data[:self.FILE - 1] + name.encode())
+            with open(os.path.join(self.root2, name + ".flv"), "wb") as f:
+                f.write(self.files[name])
+        self.origin = self.start_vod_origin(self.root2, "/media/")
+
+    def fill(self, edge, prefix, name):
+        path = "%s%s.flv" % (prefix, name)
+        r = self.get_ok(path, self.files[name], edge=edge)
+        self.wait_cached(path, edge)
+        return r
+
+    def check_lru(self, edge, pa, pb, cache_dir):
+        """a, b, c stored (through prefixes pa/pb alternately), a used again, d stored: b goes."""
+        self.fill(edge, pa, "a")
+        self.fill(edge, pb, "b")
+        self.fill(edge, pa, "c")
+        self.assertEqual(cache_status(self.get_ok(pb + "a.flv", self.files["a"], edge=edge)), "HIT")
+        self.fill(edge, pb, "d")
+        wait_until(lambda: edge.metric("flvedge_vod_cache_objects") == 3, T(10),
+                   "one object evicted (objects: %s)" % edge.metric("flvedge_vod_cache_objects"))
+        wait_until(lambda: dir_bytes(cache_dir) - sum(
+            s for rel, (s, _) in dir_snapshot(cache_dir).items() if rel.endswith(".meta")) <= self.MAX,
+                   T(10), "the slice files under cache_max_size")
+        self.assertEqual(edge.metric("flvedge_vod_cache_bytes"), 3 * self.FILE)
+        n = len(self.origin.requests())
+        for name in "acd":
+            with self.subTest(kept=name):
+                self.assertEqual(cache_status(self.get_ok(pa + name + ".flv", self.files[name],
+                                                          edge=edge)), "HIT")
+        self.assertEqual(len(self.origin.requests()), n, "a kept object was fetched again")
+        r = self.get_ok(pb + "b.flv", self.files["b"], edge=edge)
+        self.assertEqual(cache_status(r), "MISS", "the least recently used object was not evicted")
+        self.assertEqual(len(self.origin.requests("/media/b.flv", "GET")), 2)
+
+    def test_least_recently_used_goes_first(self):
+        edge = self.start_vod_edge(self.origin, slice_size=self.SLICE, cache_max_size=self.MAX)
+        self.check_lru(edge, "/videos/", "/videos/", edge.cache_dir)
+
+    def test_two_resources_share_one_cache_directory(self):
+        """Two vod resources, one directory: one object per origin URL whichever prefix asked,
+        and one size limit over both, the largest (/clips/' 1 MiB alone would hold two files)."""
+        cache_dir = tempfile.mkdtemp(prefix="flvedge-vodshared-")
+        self.addCleanup(shutil.rmtree, cache_dir, True)
+        clips = {"name": "clips", "prefix": "/clips/", "type": "vod", "origin": self.origin.url(),
+                 "cache_dir": cache_dir, "slice_size": self.SLICE, "cache_max_size": 2 ** 20}
+        edge = self.start_vod_edge(self.origin, cache_dir=cache_dir, slice_size=self.SLICE,
+                                   cache_max_size=self.MAX, extra_resources=[clips])
+        self.check_lru(edge, "/videos/", "/clips/", cache_dir)
+
+
+@unittest.skipUnless(VOD, WHY)
+class VodPrefetchListTest(VodCase):
+    """A prefetch of several paths: at most 4 files fetched at a time (docs/vod.md), and each
+    becomes a HIT with no viewer request reaching the origin."""
+
+    N = 9
+
+    def setUp(self):
+        self.root2 = tempfile.mkdtemp(prefix="flvedge-vodpf-")
+        self.addCleanup(shutil.rmtree, self.root2, True)
+        self.files = {}
+        for i in range(self.N):
+            self.files[i] = self.small[:100000] + bytes([i])  # two slices each
+            with open(os.path.join(self.root2, "p%d.flv" % i), "wb") as f:
+                f.write(self.files[i])
+        self.origin = self.start_vod_origin(self.root2, "/media/")
+        self.edge = self.start_vod_edge(self.origin, slice_size=SLICE)
+
+    def test_prefetch_of_a_list_is_bounded_and_fills_the_cache(self):
+        self.origin.set_fault("delay", after=0.3)  # every origin answer held: overlaps show
+        urls = ["/videos/p%d.flv" % i for i in range(self.N)]
+        r = admin_request(self.edge, "POST", "/vod/prefetch", {"urls": urls})
+        self.assertStatus(r, 202)
+        self.assertEqual(r.json, {"queued": self.N})
+        total = sum(len(b) for b in self.files.values())
+        wait_until(lambda: self.edge.metric("flvedge_vod_cache_bytes") == total
+                   and self.edge.metric("flvedge_vod_fetches") == 0, T(30),
+                   "every prefetched file stored (%s of %d bytes)"
+                   % (self.edge.metric("flvedge_vod_cache_bytes"), total))
+        self.origin.clear_fault()
+        self.assertLessEqual(self.origin.max_active, 4, "more than 4 prefetch fetches at once")
+        self.assertGreaterEqual(self.origin.max_active, 2, "the prefetches ran one by one")
+        self.assertEqual(len(self.origin.requests(method="GET")), 2 * self.N, "a slice fetched twice")
+        self.origin.clear_log()
+        for i in range(self.N):
+            with self.subTest(path=urls[i]):
+                self.assertEqual(cache_status(self.get_ok(urls[i], self.files[i])), "HIT")
+        self.assertEqual(self.origin.requests(), [], "a viewer went to the origin after the prefetch")
+
+
+@unittest.skipUnless(VOD, WHY)
 class VodSeekTest(VodCase):
     def test_start_bytes(self):
         tags = flv_tags(self.data)
@@ -364,12 +606,20 @@ class VodSeekTest(VodCase):
 
     @unittest.skipUnless(have_ffmpeg(), "ffmpeg/ffprobe not installed")
     def test_t_seconds_starts_at_the_keyframe_before(self):
-        t = 29.5
+        self.check_time_seek("/videos/a.flv?t=%g", 29.5)
+
+    @unittest.skipUnless(have_ffmpeg(), "ffmpeg/ffprobe not installed")
+    def test_start_seconds_with_start_unit_seconds(self):
+        """start_unit = "seconds": ?start=S is a time, as ?t=S (not a byte offset)."""
+        self.edge = self.start_vod_edge(self.origin, slice_size=SLICE, start_unit="seconds")
+        self.check_time_seek("/videos/a.flv?start=%g", 41.3)
+
+    def check_time_seek(self, fmt, t):
         tags = flv_tags(self.data)
         key = [(o, ts) for o, ty, ts, k in tags if k and ts <= t * 1000][-1]
         for cached in (False, True):
             with self.subTest(cached=cached):
-                r = self.get("/videos/a.flv?t=%g" % t)
+                r = self.get(fmt % t)
                 self.assertStatus(r, 200)
                 self.assertTrue(r.clean_end)
                 self.assertEqual(r.header("Content-Length"), str(len(r.body)))
@@ -378,9 +628,14 @@ class VodSeekTest(VodCase):
                 self.assertTrue(body.endswith(self.data[key[0]:]), "not the file from the keyframe")
                 self.assertLess(len(body), len(self.data) - key[0] + 13 + 4096, "a prefix too big")
                 parsed = parse_flv_bytes(body).tags
+                self.assertTrue(parsed[0].is_metadata, "the answer does not start with onMetaData")
+                first = next(i for i, x in enumerate(parsed) if x.is_media and not x.is_seq_header)
+                self.assertTrue(any(x.is_video and x.is_seq_header for x in parsed[:first]),
+                                "no video sequence header before the first frame")
+                self.assertTrue(any(x.is_audio and x.is_seq_header for x in parsed[:first]),
+                                "no audio sequence header before the first frame")
                 media = [x for x in parsed if x.is_video and not x.is_seq_header]
                 self.assertTrue(media[0].is_keyframe, "the first video frame is no keyframe")
-                self.assertTrue(any(x.is_seq_header for x in parsed if x.is_video))
                 with tempfile.NamedTemporaryFile(suffix=".flv") as f:
                     f.write(body)
                     f.flush()
@@ -494,7 +749,12 @@ class VodBadInputTest(VodCase):
         self.assertEqual(len(self.origin_gets()), n, "a hit of the whole file asked the origin")
 
     def corrupt_largest_cache_file(self, how):
-        files = sorted(dir_snapshot(self.edge.cache_dir).items(), key=lambda kv: -kv[1][0])
+        # Every slice stored first: a slice still being written is a .tmp, and corrupting that
+        # one corrupts nothing the index knows.
+        wait_until(lambda: self.edge.metric("flvedge_vod_cache_bytes") == len(self.data)
+                   and self.edge.metric("flvedge_vod_fetches") == 0, T(10), "every slice stored")
+        files = sorted(((rel, v) for rel, v in dir_snapshot(self.edge.cache_dir).items()
+                        if not rel.endswith(".tmp")), key=lambda kv: -kv[1][0])
         self.assertTrue(files, "nothing in the cache directory")
         p = os.path.join(self.edge.cache_dir, files[0][0])
         size = files[0][1][0]
@@ -617,6 +877,71 @@ class VodSlowClientTest(VodCase):
 
 
 @unittest.skipUnless(VOD, WHY)
+@unittest.skipUnless(shutil.which("strace"), "strace not installed")
+class VodSendfileTest(VodCase):
+    """A HIT over plain TCP goes out with sendfile(2), called from the thread pool: strace on the
+    running edge sees sendfile calls carrying the body, none of them on a thread that polls (a
+    loop: epoll_wait/epoll_pwait). The answer's last 256 KiB or less are read on the loop from
+    the page cache instead (preadv2 RWF_NOWAIT, docs/vod.md), so not every byte is sendfile's."""
+
+    READ_ON_LOOP = 256 * 1024
+
+    def test_hit_is_sent_with_sendfile_off_the_loops(self):
+        self.fetch_whole()
+        out = os.path.join(self.edge.dir, "strace.txt")
+        st = subprocess.Popen(["strace", "-f", "-p", str(self.edge.pid), "-o", out,
+                               "-e", "trace=sendfile,epoll_wait,epoll_pwait"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+        def stop_strace():
+            if st.poll() is None:
+                st.terminate()
+                st.wait(T(10))
+        self.addCleanup(stop_strace)
+        self.addCleanup(st.stderr.close)
+        # "Process N attached with M threads": strace attached every thread (the loops, the
+        # pool's) before it says so.
+        line = st.stderr.readline()
+        if "attached" not in line:
+            stop_strace()
+            self.skipTest("strace cannot attach here: %s" % line.strip())
+        r = self.get_ok("/videos/a.flv", self.data)
+        self.assertEqual(cache_status(r), "HIT")
+
+        def parse():
+            pollers, sent = set(), {}
+            with open(out) as f:
+                lines = f.read().splitlines()
+            for line in lines:
+                # "TID call(...) = N", or a call cut in two by another thread's:
+                # "TID call(... <unfinished ...>" then "TID <... call resumed>...) = N".
+                m = re.match(r"^(\d+)\s+(?:<\.\.\. )?(\w+)(?:\(| resumed>)", line)
+                if not m:
+                    continue
+                tid, call = int(m.group(1)), m.group(2)
+                if call.startswith("epoll"):
+                    pollers.add(tid)
+                elif call == "sendfile" and not line.endswith("<unfinished ...>"):
+                    ret = re.search(r"\)\s*=\s*(-?\d+)", line)
+                    if ret and int(ret.group(1)) > 0:
+                        sent[tid] = sent.get(tid, 0) + int(ret.group(1))
+            return pollers, sent
+        # strace writes its lines a little after the calls return.
+        try:
+            wait_until(lambda: sum(parse()[1].values()) >= len(self.data) - self.READ_ON_LOOP,
+                       T(5), "the trace")
+        except AssertionError:
+            pass  # reported below
+        stop_strace()
+        pollers, sent = parse()
+        self.assertLessEqual(sum(sent.values()), len(self.data))
+        self.assertGreaterEqual(sum(sent.values()), len(self.data) - self.READ_ON_LOOP,
+                                "the HIT's bytes did not go out with sendfile: %r" % sent)
+        self.assertTrue(pollers, "no loop thread seen")
+        self.assertFalse(set(sent) & pollers, "sendfile ran on a loop thread")
+
+
+@unittest.skipUnless(VOD, WHY)
 class VodHookTest(VodCase):
     def setUp(self):
         self.origin = self.start_vod_origin(self.root, "/media/")
@@ -650,6 +975,37 @@ class VodHookTest(VodCase):
         self.assertEqual(dir_bytes(self.edge.cache_dir) < len(self.small), True,
                          "a bypassed answer was stored")
 
+    def test_error_answers_cached_when_the_hook_says_so(self):
+        """A 404 and a 503 the hook calls cacheable: the next request is answered from the cache
+        (HIT, same status and body) without the origin; after the ttl, or a purge, it is asked
+        again. Without the hook's word they are never kept (test_missing_file_is_404_...)."""
+        os.makedirs(os.path.join(self.root, "neg"), exist_ok=True)
+        with open(os.path.join(self.root, "neg", "s.flv"), "wb") as f:
+            f.write(self.small)
+        self.origin.set_fault("status", path="/media/neg/s.flv", status=503)
+        for path, status in (("/videos/neg/none.flv", 404), ("/videos/neg/s.flv", 503)):
+            with self.subTest(path=path):
+                opath = path.replace("/videos/", "/media/")
+                r1 = self.get(path)
+                self.assertStatus(r1, status)
+                self.assertEqual(len(self.origin.requests(opath)), 1)
+                r2 = self.get(path)
+                self.assertStatus(r2, status)
+                self.assertEqual(cache_status(r2), "HIT")
+                self.assertEqual(r2.body, r1.body)
+                self.assertEqual(len(self.origin.requests(opath)), 1, "a cached error asked the origin")
+        self.origin.clear_fault()
+        # The 503 expires (2 s): the origin is asked again and the file comes.
+        wait_until(lambda: self.get("/videos/neg/s.flv").status == 200, T(10), "the cached 503 expiring")
+        self.assertEqual(len(self.origin.requests("/media/neg/s.flv", "GET")), 1 + 4)  # the 503, 4 slices
+        # A purge drops a cached error answer.
+        self.assertStatus(self.get("/videos/neg/none.flv"), 404)
+        n = len(self.origin.requests("/media/neg/none.flv"))
+        r = admin_request(self.edge, "POST", "/vod/purge", {"urls": ["/videos/neg/none.flv"]})
+        self.assertEqual(r.json, {"purged": 1})
+        self.assertStatus(self.get("/videos/neg/none.flv"), 404)
+        self.assertEqual(len(self.origin.requests("/media/neg/none.flv")), n + 1)
+
     def test_key_without_token_args(self):
         r = self.get_ok("/videos/q/s.flv?token=aaa&v=1", self.small)
         self.assertEqual(cache_status(r), "MISS")
@@ -663,6 +1019,82 @@ class VodHookTest(VodCase):
         r = self.get_ok("/videos/q/s.flv?token=aaa&v=2", self.small)
         self.assertEqual(cache_status(r), "MISS", "v is part of the hook's key")
         self.assertGreater(len(self.origin_gets("q/s.flv")), n)
+
+
+
+def meta_ttls(cache_dir):
+    """{client path: expires - stored} of every object's .meta file in cache_dir."""
+    out = {}
+    for rel in dir_snapshot(cache_dir):
+        if not rel.endswith(".meta"):
+            continue
+        try:
+            with open(os.path.join(cache_dir, rel), encoding="latin-1") as f:
+                fields = dict(line.partition(" ")[::2] for line in f.read().splitlines()[1:])
+        except OSError:
+            continue
+        out[fields["path"]] = float(fields["expires"]) - float(fields["stored"])
+    return out
+
+
+@unittest.skipUnless(VOD, WHY)
+class VodCacheRulesTest(VodCase):
+    """policies/cache_rules.lua loaded by the binary: TTL by path prefix and extension (in the
+    stored meta, and an expiry seen), bypass by rule, the key without the auth arguments, and a
+    404 kept because cache_errors lists it."""
+
+    SETTINGS = {"rules": [{"prefix": "/videos/short/", "ttl": 1},
+                          {"match": "%.bin$", "ttl": 120},
+                          {"prefix": "/videos/nocache/", "bypass": True}],
+                "default_ttl": 600, "keep_query": True, "cache_errors": {404: 30}}
+
+    def setUp(self):
+        with open(os.path.join(self.root, "x.bin"), "wb") as f:
+            f.write(self.small[:5000])
+        self.origin = self.start_vod_origin(self.root, "/media/")
+        self.edge = self.start_vod_edge(self.origin, slice_size=SLICE, policy="cache_rules",
+                                        policy_settings=self.SETTINGS)
+
+    def test_ttl_by_pattern_and_prefix(self):
+        for path, want in (("/videos/s.flv", self.small), ("/videos/x.bin", self.small[:5000]),
+                           ("/videos/short/s.flv", self.small)):
+            self.get_ok(path, want)
+            self.wait_cached(path)
+        ttls = meta_ttls(self.edge.cache_dir)
+        self.assertAlmostEqual(ttls.get("/videos/s.flv", -1), 600, delta=0.01, msg=ttls)
+        self.assertAlmostEqual(ttls.get("/videos/x.bin", -1), 120, delta=0.01, msg=ttls)
+        self.assertAlmostEqual(ttls.get("/videos/short/s.flv", -1), 1, delta=0.01, msg=ttls)
+        wait_until(lambda: cache_status(self.get("/videos/short/s.flv", method="HEAD")) == "EXPIRED",
+                   T(10), "the 1 s rule expiring")
+        self.assertEqual(cache_status(self.get_ok("/videos/s.flv", self.small)), "HIT")
+
+    def test_bypass_rule(self):
+        for _ in range(2):
+            self.assertEqual(cache_status(self.get_ok("/videos/nocache/s.flv", self.small)), "BYPASS")
+        self.assertEqual(len(self.origin_gets("nocache/s.flv")), 2 * 4, "a bypassed file was kept")
+
+    def test_key_without_auth_args(self):
+        first = "/videos/s.flv?token=aaa&expires=1&v=1"
+        r = self.get_ok(first, self.small)
+        self.assertEqual(cache_status(r), "MISS")
+        self.assertTrue(all("v=1" in q["target"] for q in self.origin_gets("s.flv")),
+                        "keep_query: the query goes to the origin")
+        self.wait_cached(first)
+        n = len(self.origin.requests())
+        for path in ("/videos/s.flv?v=1&expires=2&token=bbb", "/videos/s.flv?sign=x&v=1"):
+            with self.subTest(path=path):
+                self.assertEqual(cache_status(self.get_ok(path, self.small)), "HIT",
+                                 "other auth arguments made another key")
+        self.assertEqual(len(self.origin.requests()), n)
+        self.assertEqual(cache_status(self.get_ok("/videos/s.flv?v=2&token=aaa", self.small)), "MISS",
+                         "v is not an auth argument: part of the key")
+
+    def test_cache_errors_keeps_a_404(self):
+        self.assertStatus(self.get("/videos/none.flv"), 404)
+        r = self.get("/videos/none.flv")
+        self.assertStatus(r, 404)
+        self.assertEqual(cache_status(r), "HIT")
+        self.assertEqual(len(self.origin.requests("/media/none.flv")), 1)
 
 
 if __name__ == "__main__":
