@@ -1051,7 +1051,9 @@ static void fe_vreq_origin_failed(fe_vreq *v, fe_vod_fetch *f) {
   }
   int st = err == FE_VOD_EFULL ? 503 : err <= -2000 && err > -3000 ? fe_origin_status(err) : 502;
   int n = snprintf(msg, sizeof(msg), "%d %s\n", st,
-                   err <= -3000 ? "origin answer unusable" : fe_origin_strerror(err));
+                   err == FE_VOD_ETOOBIG ? "object larger than the cache takes"
+                   : err <= -3000        ? "origin answer unusable"
+                                         : fe_origin_strerror(err));
   fe_vod_waiter_detach(&v->w);
   fe_vreq_respond(v, st, NULL, NULL, msg, (size_t)n);
 }

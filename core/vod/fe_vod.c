@@ -16,6 +16,7 @@
 #include "origin/fe_health.h"
 
 #define FE_VOD_BUCKETS 4096
+#define FE_VOD_CHUNK 256 /* slots made together, when the first of them is used */
 #define FE_VOD_META_VERSION "flvedge-vod 2"
 #define FE_VOD_NEG_BUCKETS 256
 #define FE_VOD_NEG_MAX 4096 /* cached error answers per cache; beyond, a new one is not kept */
@@ -37,7 +38,7 @@ typedef struct fe_vod_obj {
   int known;           /* meta known (an answer came, or it was read from disk) */
   fe_vod_meta meta;
   uint32_t nslices;
-  fe_vod_slot *slots;
+  fe_vod_slot **chunks; /* nslices / FE_VOD_CHUNK of them, each made when a slot in it is used */
   uint32_t nstored;
   fe_vod_fetch *fetches; /* in flight, by f->onext */
   uint64_t gen;        /* bumped when the content changes: stores of the old one are dropped */
@@ -352,14 +353,41 @@ static void fe_vod_slot_forget(fe_vod_cache *c, fe_vod_slot *s, fe_vod_trash *t)
   s->obj->nstored--;
 }
 
+/* Slot idx of o; its chunk is made when `make` (NULL when out of memory), else NULL when the
+ * chunk was never used: nothing was ever stored there. NULL past the object's end. */
+static fe_vod_slot *fe_vod_slot_at(fe_vod_obj *o, uint64_t idx, int make) {
+  if (!o || idx >= o->nslices)
+    return NULL;
+  fe_vod_slot **ch = &o->chunks[idx / FE_VOD_CHUNK];
+  if (!*ch && make) {
+    *ch = calloc(FE_VOD_CHUNK, sizeof(fe_vod_slot));
+    uint32_t base = (uint32_t)(idx / FE_VOD_CHUNK * FE_VOD_CHUNK);
+    for (uint32_t i = 0; *ch && i < FE_VOD_CHUNK; i++) {
+      (*ch)[i].obj = o;
+      (*ch)[i].idx = base + i;
+    }
+  }
+  return *ch ? &(*ch)[idx % FE_VOD_CHUNK] : NULL;
+}
+
+/* Frees the slots (the stored ones forgotten first when t is given). */
+static void fe_vod_obj_free_slots(fe_vod_cache *c, fe_vod_obj *o, fe_vod_trash *t) {
+  uint32_t nchunks = (o->nslices + FE_VOD_CHUNK - 1) / FE_VOD_CHUNK;
+  for (uint32_t k = 0; o->chunks && k < nchunks; k++) {
+    for (uint32_t i = 0; t && o->chunks[k] && i < FE_VOD_CHUNK; i++)
+      if (k * FE_VOD_CHUNK + i < o->nslices)
+        fe_vod_slot_forget(c, &o->chunks[k][i], t);
+    free(o->chunks[k]);
+  }
+  free(o->chunks);
+  o->chunks = NULL;
+  o->nslices = 0;
+}
+
 /* The object's stored content goes (its slices and its meta file); the object stays listed while
  * fetches use it. */
 static void fe_vod_obj_clear(fe_vod_cache *c, fe_vod_obj *o, fe_vod_trash *t) {
-  for (uint32_t i = 0; i < o->nslices; i++)
-    fe_vod_slot_forget(c, &o->slots[i], t);
-  free(o->slots);
-  o->slots = NULL;
-  o->nslices = 0;
+  fe_vod_obj_free_slots(c, o, t);
   o->known = 0;
   o->gen++;
 }
@@ -381,19 +409,20 @@ static void fe_vod_obj_remove(fe_vod_cache *c, fe_vod_obj *o, fe_vod_trash *t) {
   free(o);
 }
 
-/* Sizes the slots for a known size. 0 or -1 (out of memory). */
-static int fe_vod_obj_size(fe_vod_obj *o, uint64_t size, uint64_t slice) {
-  uint32_t n = (uint32_t)((size + slice - 1) / slice);
-  if (o->slots && o->nslices == n)
+/* Sizes the slots for a known size: only the chunk array is made now (8 bytes per FE_VOD_CHUNK
+ * slices), a chunk of slots when one of them is used, so a size an origin claims costs next to
+ * nothing until slices are stored. 0, or -1 (more than FE_VOD_MAX_SLICES, or out of memory). */
+static int fe_vod_obj_size(fe_vod_cache *c, fe_vod_obj *o, uint64_t size, uint64_t slice) {
+  uint64_t n = size / slice + (size % slice != 0);
+  if (n > FE_VOD_MAX_SLICES)
+    return -1;
+  if (o->chunks && o->nslices == n)
     return 0;
-  free(o->slots);
-  o->slots = calloc(n ? n : 1, sizeof(fe_vod_slot));
-  o->nslices = o->slots ? n : 0;
-  for (uint32_t i = 0; i < o->nslices; i++) {
-    o->slots[i].obj = o;
-    o->slots[i].idx = i;
-  }
-  return o->slots ? 0 : -1;
+  fe_vod_obj_free_slots(c, o, NULL); /* nothing stored: a new size comes with a cleared object */
+  uint32_t nchunks = ((uint32_t)n + FE_VOD_CHUNK - 1) / FE_VOD_CHUNK;
+  o->chunks = calloc(nchunks ? nchunks : 1, sizeof(*o->chunks));
+  o->nslices = o->chunks ? (uint32_t)n : 0;
+  return o->chunks ? 0 : -1;
 }
 
 static uint64_t fe_vod_slice_len(const fe_vod_meta *m, uint32_t idx) {
@@ -438,7 +467,7 @@ static void fe_vod_cache_free(fe_vod_cache *c) {
     fe_vod_obj *o = c->buckets[b];
     while (o) {
       fe_vod_obj *next = o->hnext;
-      free(o->slots);
+      fe_vod_obj_free_slots(c, o, NULL);
       free(o->key);
       free(o->path);
       free(o);
@@ -646,7 +675,7 @@ static void fe_vod_scan_sub(fe_vod_cache *c, const char *sub, fe_vod_trash *t) {
         if ((size_t)(dot - e->d_name) == 40 && memcmp(hash, e->d_name, 40) == 0 &&
             !fe_vod_find(c, key))
           o = fe_vod_obj_new(c, key, path);
-        if (o && fe_vod_obj_size(o, m.size, m.slice_size) == 0) {
+        if (o && fe_vod_obj_size(c, o, m.size, m.slice_size) == 0) {
           o->meta = m;
           o->known = 1;
         } else if (!o) {
@@ -669,13 +698,12 @@ static void fe_vod_scan_sub(fe_vod_cache *c, const char *sub, fe_vod_trash *t) {
             if (memcmp(o->hash, e->d_name, 40) == 0)
               owner = o;
       }
-      if (!owner || ver != owner->meta.version || idx >= owner->nslices || stat(file, &st) < 0 ||
-          (uint64_t)st.st_size != fe_vod_slice_len(&owner->meta, (uint32_t)idx) ||
-          owner->slots[idx].stored) {
+      fe_vod_slot *s = owner && ver == owner->meta.version ? fe_vod_slot_at(owner, idx, 1) : NULL;
+      if (!s || stat(file, &st) < 0 ||
+          (uint64_t)st.st_size != fe_vod_slice_len(&owner->meta, (uint32_t)idx) || s->stored) {
         unlink(file);
         continue;
       }
-      fe_vod_slot *s = &owner->slots[idx];
       s->stored = 1;
       s->size = (uint64_t)st.st_size;
       s->ino = (uint64_t)st.st_ino;
@@ -901,7 +929,8 @@ int fe_vod_purge_all(fe_vod_node *nd, fe_loop *l, const char *path) {
 int fe_vod_slice_stored(fe_vod_cache *c, const char *key, uint32_t idx) {
   uv_mutex_lock(&c->mu);
   fe_vod_obj *o = fe_vod_find(c, key);
-  int stored = o && idx < o->nslices && o->slots[idx].stored;
+  fe_vod_slot *s = fe_vod_slot_at(o, idx, 0);
+  int stored = s && s->stored;
   uv_mutex_unlock(&c->mu);
   return stored;
 }
@@ -909,8 +938,9 @@ int fe_vod_slice_stored(fe_vod_cache *c, const char *key, uint32_t idx) {
 void fe_vod_slice_touch(fe_vod_cache *c, const char *key, uint32_t idx) {
   uv_mutex_lock(&c->mu);
   fe_vod_obj *o = fe_vod_find(c, key);
-  if (o && idx < o->nslices && o->slots[idx].stored)
-    fe_vod_lru_front(c, &o->slots[idx]);
+  fe_vod_slot *s = fe_vod_slot_at(o, idx, 0);
+  if (s && s->stored)
+    fe_vod_lru_front(c, s);
   uv_mutex_unlock(&c->mu);
 }
 
@@ -919,9 +949,10 @@ void fe_vod_slice_drop(fe_vod_cache *c, fe_loop *l, const char *key, uint32_t id
   fe_vod_trash t = {0};
   uv_mutex_lock(&c->mu);
   fe_vod_obj *o = fe_vod_find(c, key);
-  if (o && idx < o->nslices && o->slots[idx].stored && o->slots[idx].ino == file->ino &&
-      o->slots[idx].mtime_ns == file->mtime_ns && o->slots[idx].size == file->size) {
-    fe_vod_slot_forget(c, &o->slots[idx], &t);
+  fe_vod_slot *s = fe_vod_slot_at(o, idx, 0);
+  if (s && s->stored && s->ino == file->ino && s->mtime_ns == file->mtime_ns &&
+      s->size == file->size) {
+    fe_vod_slot_forget(c, s, &t);
     fe_warn("vod cache %s: %s slice %u changed on disk: dropped, fetched again", c->dir, o->path,
             idx);
   }
@@ -1244,8 +1275,8 @@ static void fe_vod_store_work(uv_work_t *w) {
  * name is deleted. */
 static void fe_vod_slot_publish(fe_vod_cache *c, fe_vod_obj *o, int current, uint32_t idx,
                                 const fe_vod_file *file, fe_vod_trash *t) {
-  if (current && idx < o->nslices && !o->slots[idx].stored) {
-    fe_vod_slot *s = &o->slots[idx];
+  fe_vod_slot *s = current ? fe_vod_slot_at(o, idx, 1) : NULL;
+  if (s && !s->stored) {
     s->stored = 1;
     s->size = file->size;
     s->ino = file->ino;
@@ -1254,7 +1285,7 @@ static void fe_vod_slot_publish(fe_vod_cache *c, fe_vod_obj *o, int current, uin
     c->bytes += s->size;
     fe_vod_lru_front(c, s);
     fe_vod_evict(c, t);
-  } else if (!(o && idx < o->nslices && o->slots[idx].ino == file->ino)) {
+  } else if (!((s = fe_vod_slot_at(o, idx, 0)) && s->ino == file->ino)) {
     fe_vod_trash_add(t, file->path);
   }
 }
@@ -1577,6 +1608,12 @@ static void fe_vod_on_response(void *ud, int status, const char *ctype) {
     f->meta.expires = now + ttl;
     return; /* the short body is gathered, then the fetch fails with it */
   }
+  /* A size past what the index takes (an origin may claim any): refused before anything is made
+   * for it; the requests' slice numbers stay within 32 bits too. */
+  if (size / f->meta.slice_size + (size % f->meta.slice_size != 0) > FE_VOD_MAX_SLICES) {
+    fe_vod_fetch_fail(f, FE_VOD_ETOOBIG);
+    return;
+  }
   f->meta.size = size;
   f->meta.stored = now;
   f->meta.expires = now + ttl;
@@ -1612,7 +1649,7 @@ static void fe_vod_on_response(void *ud, int status, const char *ctype) {
       fe_vod_obj_clear(c, o, &t);
     /* The same content keeps its version (its slices' names); a new one takes a new version. */
     f->meta.version = o->known ? m->version : fe_vod_new_version(m->version);
-    if (fe_vod_obj_size(o, size, f->meta.slice_size) == 0) {
+    if (fe_vod_obj_size(c, o, size, f->meta.slice_size) == 0) {
       o->meta = f->meta;
       o->known = 1;
     }
@@ -1818,8 +1855,8 @@ int fe_vod_slice_get(fe_vod_cache *c, const char *key, uint32_t idx, const fe_vo
   char cond[512] = "";
   uv_mutex_lock(&c->mu);
   fe_vod_obj *o = fe_vod_find(c, key);
-  if (o && o->known && idx < o->nslices && o->slots[idx].stored && !opts->revalidate) {
-    fe_vod_slot *s = &o->slots[idx];
+  fe_vod_slot *s = o && o->known && !opts->revalidate ? fe_vod_slot_at(o, idx, 0) : NULL;
+  if (s && s->stored) {
     fe_vod_slice_path(c, o->hash, o->meta.version, idx, file->path, sizeof(file->path));
     file->size = s->size;
     file->ino = s->ino;

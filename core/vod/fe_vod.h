@@ -38,6 +38,9 @@
 #define FE_VOD_STORE_BACKLOG (256ull << 20) /* bytes of fetched slices waiting for the disk, per
                                                node; beyond: served, not stored */
 #define FE_VOD_PREFETCH_CONCURRENCY 4
+/* Slices of one object at most (10 TiB at the default 10 MiB, 64 GiB at the smallest, 64 KiB): an
+ * origin that announces more is answered 502, whatever size it claims. */
+#define FE_VOD_MAX_SLICES (1u << 20)
 
 typedef struct fe_vod_node fe_vod_node;
 typedef struct fe_vod_cache fe_vod_cache;
@@ -61,6 +64,7 @@ enum {
   FE_VOD_ESTATUS = -3004,  /* the origin answered with an error status (fetch's status/body) */
   FE_VOD_EPROTO = -3005,   /* the origin's answer does not fit the request (Content-Range) */
   FE_VOD_ENOSIZE = -3006,  /* the origin's answer has no size (no Content-Length/Content-Range) */
+  FE_VOD_ETOOBIG = -3007,  /* the object has more than FE_VOD_MAX_SLICES slices */
 };
 
 /* ---- the node ------------------------------------------------------------------------------ */

@@ -17,7 +17,7 @@ import time
 import unittest
 
 sys.dont_write_bytecode = True
-from fe_harness import BIN, T, EdgeTestCase, HttpConn, ensure_media, http_request, run, to_lua, wait_until
+from fe_harness import BIN, SANITIZED, T, EdgeTestCase, HttpConn, ensure_media, http_request, run, to_lua, wait_until
 
 SLICE = 64 * 1024
 
@@ -32,6 +32,7 @@ class FileOrigin:
         self.cut_after = None       # bytes: close the connection after this much body
         self.delay = 0.0            # seconds before answering
         self.no_range = False
+        self.claims = {}            # path -> the size claimed, bytes made up (claimed_bytes)
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -46,6 +47,13 @@ class FileOrigin:
     def requests(self, path=None):
         with self.lock:
             return [r for r in self.log if path is None or r[0] == path]
+
+    PATTERN = bytes(range(251))  # a made-up object's byte at offset i: i % 251
+
+    @classmethod
+    def claimed_bytes(cls, first, n):
+        k = first % 251
+        return (cls.PATTERN * (n // 251 + 2))[k:k + n]
 
     def stop(self):
         self.stopped = True
@@ -82,6 +90,15 @@ class FileOrigin:
                 self.log.append((path, rng))
             if self.delay:
                 time.sleep(self.delay)
+            claim = self.claims.get(path.split("?")[0])
+            if claim is not None and rng and rng.startswith("bytes="):
+                a, _, b = rng[6:].partition("-")
+                first, last = int(a), min(int(b), claim - 1)
+                part = self.claimed_bytes(first, last - first + 1)
+                c.sendall(("HTTP/1.1 206 Partial Content\r\nContent-Length: %d\r\nETag: \"claim\"\r\n"
+                           "Content-Range: bytes %d-%d/%d\r\nConnection: close\r\n\r\n"
+                           % (len(part), first, last, claim)).encode() + part)
+                return
             body = self.files.get(path.split("?")[0])
             if body is None:
                 c.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\nConnection: close\r\n\r\nnot found\n")
@@ -423,6 +440,35 @@ class VodCoreTest(EdgeTestCase):
         p = run([BIN, "--listen", "127.0.0.1:0", "--origin", self.origin.url("/"), "--vod"], T(20))
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("--cache-dir", p.stderr)
+
+    def test_a_claimed_size_is_taken_up_to_the_slice_limit_and_costs_memory_only_when_used(self):
+        # An origin may claim any size. 2^20 slices are taken, and the index makes room only for
+        # the slices used (a claimed 64 GiB object here); one slice more is refused with a 502
+        # before anything is made for it (1 PB: 15 billion slices of 64 KiB).
+        at_limit = (1 << 20) * SLICE
+        self.origin.claims["/media/big.flv"] = at_limit
+        self.origin.claims["/media/huge.flv"] = 10 ** 15
+        self.origin.claims["/media/over.flv"] = at_limit + 1
+        e = self.edge()
+        rss0 = e.rss_kb()
+        off = at_limit - 1000
+        want = self.origin.claimed_bytes(off, 100)
+        r = self.get(e, "/videos/big.flv", headers={"Range": "bytes=%d-%d" % (off, off + 99)})
+        self.assertStatus(r, 206)
+        self.assertEqual(r.body, want)
+        self.assertEqual(r.header("Content-Range"), "bytes %d-%d/%d" % (off, off + 99, at_limit))
+        wait_until(lambda: e.metric("flvedge_vod_cache_bytes") == SLICE, T(10), "the last slice stored")
+        asked = len(self.origin.requests())
+        r = self.get(e, "/videos/big.flv", headers={"Range": "bytes=%d-%d" % (off, off + 99)})
+        self.assertEqual((r.status, r.header("X-Cache-Status"), r.body), (206, "HIT", want))
+        self.assertEqual(len(self.origin.requests()), asked)
+        for name in ("huge.flv", "over.flv"):
+            r = self.get(e, "/videos/" + name, headers={"Range": "bytes=0-99"})
+            self.assertStatus(r, 502)
+            self.assertIn(b"object larger than the cache takes", r.body)
+        if not SANITIZED:  # ASan's quarantine and shadow memory make RSS say little
+            self.assertLess(e.rss_kb() - rss0, 16 * 1024, "the claimed sizes cost memory")
+        self.assertStatus(self.get(e, "/videos/a.flv"), 200)
 
     def test_quick_mode(self):
         e = self.start_quick_edge(self.origin.url("/media"), extra_args=["--vod", "--cache-dir", self.cache])
