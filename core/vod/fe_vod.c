@@ -594,50 +594,106 @@ static void fe_vod_box_remove(fe_vod_node *n, fe_vod_waiter *w) {
 
 /* ---- scanning a directory at startup ------------------------------------------------------- */
 
-static int fe_vod_meta_read(const char *file, char **key, char **path, fe_vod_meta *m) {
-  FILE *f = fopen(file, "r");
-  if (!f)
+/* A decimal number that is the whole of [s, e): digits only, no overflow. 0 or -1. */
+static int fe_vod_u64(const char *s, const char *e, uint64_t *out) {
+  uint64_t v = 0;
+  if (s >= e)
     return -1;
-  char line[2048];
-  int ok = fgets(line, sizeof(line), f) && strncmp(line, FE_VOD_META_VERSION "\n", 14) == 0;
+  for (; s < e; s++) {
+    unsigned d = (unsigned)(unsigned char)*s - '0';
+    if (d > 9 || v > (UINT64_MAX - d) / 10)
+      return -1;
+    v = v * 10 + d;
+  }
+  *out = v;
+  return 0;
+}
+
+/* A time in Unix seconds as the meta writes it ("%.3f"): finite and not negative. */
+static int fe_vod_seconds(const char *s, size_t n, double *out) {
+  char b[32];
+  if (n == 0 || n >= sizeof(b))
+    return -1;
+  memcpy(b, s, n);
+  b[n] = 0;
+  char *e;
+  double v = strtod(b, &e);
+  if (*e || !(v >= 0 && v < 1e15))
+    return -1;
+  *out = v;
+  return 0;
+}
+
+int fe_vod_meta_parse(const char *text, size_t len, char **key, char **path, fe_vod_meta *m) {
+  static const char head[] = FE_VOD_META_VERSION "\n";
+  static const char *const names[] = {"key",     "path", "size",          "slice",        "stored",
+                                      "expires", "etag", "last_modified", "content_type", "version"};
   memset(m, 0, sizeof(*m));
   *key = *path = NULL;
-  while (ok && fgets(line, sizeof(line), f)) {
-    size_t n = strlen(line);
-    if (n && line[n - 1] == '\n')
-      line[--n] = 0;
-    char *sp = strchr(line, ' ');
-    const char *v = sp ? sp + 1 : "";
-    if (sp)
-      *sp = 0;
-    if (strcmp(line, "key") == 0)
-      *key = strdup(v);
-    else if (strcmp(line, "path") == 0)
-      *path = strdup(v);
-    else if (strcmp(line, "size") == 0)
-      m->size = strtoull(v, NULL, 10);
-    else if (strcmp(line, "slice") == 0)
-      m->slice_size = strtoull(v, NULL, 10);
-    else if (strcmp(line, "stored") == 0)
-      m->stored = strtod(v, NULL);
-    else if (strcmp(line, "expires") == 0)
-      m->expires = strtod(v, NULL);
-    else if (strcmp(line, "etag") == 0)
-      snprintf(m->etag, sizeof(m->etag), "%s", v);
-    else if (strcmp(line, "last_modified") == 0)
-      snprintf(m->last_modified, sizeof(m->last_modified), "%s", v);
-    else if (strcmp(line, "content_type") == 0)
-      snprintf(m->content_type, sizeof(m->content_type), "%s", v);
-    else if (strcmp(line, "version") == 0)
-      m->version = (uint32_t)strtoul(v, NULL, 16);
+  int ok = len >= sizeof(head) - 1 && memcmp(text, head, sizeof(head) - 1) == 0 &&
+           !memchr(text, 0, len);
+  const char *p = text + sizeof(head) - 1, *end = text + len;
+  unsigned seen = 0;
+  while (ok && p < end) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    const char *le = nl ? nl : end;
+    const char *sp = memchr(p, ' ', (size_t)(le - p));
+    const char *v = sp ? sp + 1 : le;
+    size_t nlen = (size_t)((sp ? sp : le) - p), vlen = (size_t)(le - v);
+    int f = -1;
+    for (int i = 0; i < (int)(sizeof(names) / sizeof(names[0])) && f < 0; i++)
+      if (strlen(names[i]) == nlen && memcmp(p, names[i], nlen) == 0)
+        f = i;
+    p = nl ? nl + 1 : end;
+    if (f < 0)
+      continue; /* a field of a later format: ignored */
+    ok = !(seen & 1u << f); /* each at most once */
+    seen |= 1u << f;
+    char *hv = f == 6 ? m->etag : f == 7 ? m->last_modified : f == 8 ? m->content_type : NULL;
+    if (!ok) {
+    } else if (f == 0 || f == 1) {
+      char **out = f == 0 ? key : path;
+      ok = (*out = strndup(v, vlen)) != NULL;
+    } else if (f == 2 || f == 3) {
+      ok = fe_vod_u64(v, le, f == 2 ? &m->size : &m->slice_size) == 0;
+    } else if (f == 4 || f == 5) {
+      ok = fe_vod_seconds(v, vlen, f == 4 ? &m->stored : &m->expires) == 0;
+    } else if (hv) {
+      ok = vlen < FE_ORIGIN_HVAL;
+      if (ok)
+        memcpy(hv, v, vlen), hv[vlen] = 0;
+    } else {
+      uint64_t ver = 0;
+      for (const char *c = v; ok && c < le; c++) {
+        int d = *c >= '0' && *c <= '9' ? *c - '0' : *c >= 'a' && *c <= 'f' ? *c - 'a' + 10 : -1;
+        ok = d >= 0;
+        ver = ver << 4 | (unsigned)d;
+      }
+      ok = ok && vlen > 0 && vlen <= 8;
+      m->version = (uint32_t)ver;
+    }
   }
-  fclose(f);
-  if (!ok || !*key || !*path || m->slice_size < 65536 || m->size == 0) {
+  /* What a fetch of this node could have stored: a size, and a slice size the config allows. */
+  if (!ok || !*key || !*path || m->size == 0 || m->slice_size < 65536 || m->slice_size > (1u << 30) ||
+      m->size / m->slice_size + (m->size % m->slice_size != 0) > FE_VOD_MAX_SLICES) {
     free(*key);
     free(*path);
+    *key = *path = NULL;
     return -1;
   }
   return 0;
+}
+
+static int fe_vod_meta_read(const char *file, char **key, char **path, fe_vod_meta *m) {
+  char buf[8192];
+  int fd = open(file, O_RDONLY | O_CLOEXEC);
+  ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf));
+  if (fd >= 0)
+    close(fd);
+  /* A record fills a few hundred bytes: one that fills the buffer is no record of ours. */
+  if (n < 0 || (size_t)n == sizeof(buf))
+    return -1;
+  return fe_vod_meta_parse(buf, (size_t)n, key, path, m);
 }
 
 /* One 2-hex subdirectory: metas first, then the slices they own. Anything else goes. */
@@ -1229,8 +1285,8 @@ static int fe_vod_write_file(const char *path, const uint8_t *data, uint64_t len
   return rc;
 }
 
-static size_t fe_vod_meta_text(const fe_vod_meta *m, const char *key, const char *path, char *buf,
-                               size_t cap) {
+size_t fe_vod_meta_format(const fe_vod_meta *m, const char *key, const char *path, char *buf,
+                          size_t cap) {
   int n = snprintf(buf, cap,
                    FE_VOD_META_VERSION "\nkey %s\npath %s\nsize %llu\nslice %llu\nstored %.3f\n"
                                        "expires %.3f\netag %s\nlast_modified %s\ncontent_type %s\n"
@@ -1264,7 +1320,7 @@ static void fe_vod_store_work(uv_work_t *w) {
   }
   if (f->store_rc == 0) {
     char text[2048];
-    size_t n = fe_vod_meta_text(&f->meta, f->key, f->obj_path, text, sizeof(text));
+    size_t n = fe_vod_meta_format(&f->meta, f->key, f->obj_path, text, sizeof(text));
     fe_vod_file_path(c, f->hash, "meta", path, sizeof(path));
     f->store_rc = fe_vod_write_file(path, (const uint8_t *)text, n, 1, &st);
   }
@@ -1449,21 +1505,14 @@ static void fe_vod_side_bytes(fe_vod_fetch *f, const uint8_t *data, size_t len) 
   fe_vod_tail_cover(f);
 }
 
-static int fe_vod_content_range(const char *s, uint64_t *first, uint64_t *last, uint64_t *total) {
-  char *end;
+int fe_vod_content_range_parse(const char *s, uint64_t *first, uint64_t *last, uint64_t *total) {
   if (strncasecmp(s, "bytes ", 6) != 0)
     return -1;
   s += 6;
-  *first = strtoull(s, &end, 10);
-  if (end == s || *end != '-')
-    return -1;
-  s = end + 1;
-  *last = strtoull(s, &end, 10);
-  if (end == s || *end != '/')
-    return -1;
-  s = end + 1;
-  *total = strtoull(s, &end, 10);
-  if (end == s || *end || *first > *last || *last >= *total)
+  const char *dash = strchr(s, '-'), *slash = dash ? strchr(dash, '/') : NULL;
+  if (!slash || fe_vod_u64(s, dash, first) < 0 || fe_vod_u64(dash + 1, slash, last) < 0 ||
+      fe_vod_u64(slash + 1, slash + 1 + strlen(slash + 1), total) < 0 || *first > *last ||
+      *last >= *total)
     return -1;
   return 0;
 }
@@ -1521,7 +1570,7 @@ static void fe_vod_on_resume(fe_vod_fetch *f, int status) {
   const fe_origin_head *h = fe_origin_response_head(f->origin);
   uint64_t first = 0, last = 0, size = 0;
   uint64_t at = f->start + __atomic_load_n(&f->len, __ATOMIC_RELAXED);
-  if (status == 206 && fe_vod_content_range(h->content_range, &first, &last, &size) == 0 &&
+  if (status == 206 && fe_vod_content_range_parse(h->content_range, &first, &last, &size) == 0 &&
       first == at && last == f->start + f->want - 1 && size == f->meta.size) {
     f->skip = 0;
     fe_health_ok(f->loop->health, f->cur);
@@ -1558,7 +1607,7 @@ static void fe_vod_on_response(void *ud, int status, const char *ctype) {
   int ok = status == 200 || status == 206;
   if (ok || status == 304)
     fe_health_ok(f->loop->health, f->cur);
-  if (status == 206 && fe_vod_content_range(h->content_range, &first, &last, &size) < 0) {
+  if (status == 206 && fe_vod_content_range_parse(h->content_range, &first, &last, &size) < 0) {
     fe_vod_fetch_fail(f, FE_VOD_EPROTO);
     return;
   }

@@ -216,6 +216,23 @@ void fe_vod_fetch_forget_answer(fe_vod_fetch *f, void *ud);
  */
 int fe_vod_prefetch(fe_vod_cache *c, fe_loop *l, const char *key, const fe_vod_fetch_opts *o);
 
+/* ---- the text it reads: parsers of outside input (tests/fuzz/fuzz_vod.c) ------------------- */
+
+/**
+ * An object's .meta record as fe_vod writes it (fe_vod_meta_format): a format line, then `name
+ * value` lines. 0 with *key and *path malloc'd (the caller frees them) and *m filled; -1 (nothing
+ * to free) for a record of another format, a field given twice or out of its range, a NUL, or a
+ * size no fetch of this node could have stored (a slice size outside 64 KiB..1 GiB, more than
+ * FE_VOD_MAX_SLICES slices). A cache directory is outside input: it may be changed behind our back.
+ */
+int fe_vod_meta_parse(const char *text, size_t len, char **key, char **path, fe_vod_meta *m);
+/** Writes m's record into buf (cut at cap); returns its length. */
+size_t fe_vod_meta_format(const fe_vod_meta *m, const char *key, const char *path, char *buf,
+                          size_t cap);
+/** An origin's Content-Range, "bytes FIRST-LAST/TOTAL" (digits only): 0 when FIRST <= LAST <
+ * TOTAL, else -1. */
+int fe_vod_content_range_parse(const char *s, uint64_t *first, uint64_t *last, uint64_t *total);
+
 /** SHA-1 hex of key (41 bytes with the NUL): the file names of its object. */
 void fe_vod_hash(const char *key, char out[41]);
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Writes the binary seed inputs of tests/fuzz/corpus/fuzz_flv/, fuzz_origin/, fuzz_range/ and
-fuzz_tls/ (run from anywhere; rewrites only those seed-* files, never the regress-* inputs next to
-them). Each seed is
+"""Writes the binary seed inputs of tests/fuzz/corpus/fuzz_flv/, fuzz_origin/, fuzz_range/,
+fuzz_tls/ and fuzz_vod/ (run from anywhere; rewrites only those seed-* files, never the regress-*
+inputs next to them; the TLS hellos differ at every run, their random fields). Each seed is
 a small valid or nearly valid input of the layout its target's top comment describes. The other
 targets' seeds are text, written by hand."""
 import os
@@ -152,6 +152,24 @@ def tls_seeds():
     }
 
 
+def vod_seeds():
+    # [selector] then: 0 a Content-Range value; 1 a .meta record as fe_vod writes it
+    meta = (b"flvedge-vod 2\nkey http://127.0.0.1:8080/media/a.flv\npath /videos/a.flv\nsize 5244114\n"
+            b"slice 65536\nstored 1764500000.123\nexpires 1764503600.123\netag \"5244114-17\"\n"
+            b"last_modified Sun, 06 Nov 1994 08:49:37 GMT\ncontent_type video/x-flv\nversion 0000002a\n")
+    return {
+        "seed-range": b"\x00bytes 0-65535/5244114",
+        "seed-range-last": b"\x00Bytes 5242880-5244113/5244114",
+        "seed-range-limit": b"\x00bytes 0-0/18446744073709551615",
+        "seed-meta": b"\x01" + meta,
+        "seed-meta-no-validators": b"\x01" + meta.replace(b"etag \"5244114-17\"\n", b"etag \n"),
+        # the old reader kept the first key's copy and leaked it
+        "seed-meta-key-twice": b"\x01" + meta.replace(b"path ", b"key http://other/\npath "),
+        "seed-meta-10tib": b"\x01" + meta.replace(b"size 5244114", b"size 10995116277760")
+                                          .replace(b"slice 65536", b"slice 10485760"),
+    }
+
+
 def write(target, seeds):
     d = os.path.join(HERE, "corpus", target)
     os.makedirs(d, exist_ok=True)
@@ -165,3 +183,4 @@ if __name__ == "__main__":
     write("fuzz_origin", origin_seeds())
     write("fuzz_range", range_seeds())
     write("fuzz_tls", tls_seeds())
+    write("fuzz_vod", vod_seeds())
