@@ -508,6 +508,125 @@ class UnfinishedHandshakesTest(EdgeTestCase):
         wait_until(lambda: edge.metric("flvedge_connections") <= 1, T(10), "no connection left")
 
 
+class RecordCounter:
+    """A relay between one client and the edge's TLS port that reads the headers of the records the
+    edge sends (they are cleartext): the lengths of its application-data records."""
+
+    def __init__(self, port):
+        self.upstream = port
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.port = self.sock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.app = []  # application_data record lengths, in order
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def records(self):
+        with self.lock:
+            return list(self.app)
+
+    def _pipe(self, a, b, parse):
+        buf = b""
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+                if not parse:
+                    continue
+                buf += d
+                while len(buf) >= 5 and len(buf) >= 5 + int.from_bytes(buf[3:5], "big"):
+                    n = int.from_bytes(buf[3:5], "big")
+                    if buf[0] == 23:
+                        with self.lock:
+                            self.app.append(n)
+                    buf = buf[5 + n:]
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _run(self):
+        try:
+            c, _ = self.sock.accept()
+        except OSError:
+            return
+        u = socket.create_connection(("127.0.0.1", self.upstream), timeout=10)
+        c.settimeout(None)
+        u.settimeout(None)
+        threading.Thread(target=self._pipe, args=(c, u, False), daemon=True).start()
+        self._pipe(u, c, True)
+        c.close()
+        u.close()
+
+    def close(self):
+        self.sock.close()
+
+
+class TlsFanoutTest(EdgeTestCase):
+    """docs/tls.md, "Live fan-out over TLS": a viewer's batch is gathered into few full records
+    (not one per tag, chunk line and CRLF), and a TLS viewer costs its TLS buffers, not a copy of
+    the stream."""
+
+    def setUp(self):
+        self.origin = self.start_origin()
+        # ~100 KB/s: 25 frames of 4 KB a second and AAC
+        self.origin.route("/live/s.flv", Synth(vsize=4000))
+        self.edge = self.start_edge(live_config(self.origin.url("/live/"), merge_ms=100,
+                                                top={"listen": tls_listen()}))
+
+    def test_a_viewers_batches_go_out_in_few_full_records(self):
+        relay = RecordCounter(self.edge.port)
+        self.addCleanup(relay.close)
+        got = 0
+        with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as s:
+            with tls_context().wrap_socket(s, server_hostname="localhost") as t:
+                t.sendall(b"GET /flv/s.flv HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                deadline = time.monotonic() + T(10)
+                while got < 250000 and time.monotonic() < deadline:
+                    got += len(t.recv(65536))
+        recs = relay.records()
+        self.assertGreater(got, 250000 - 1, "the stream came")
+        self.assertGreater(len(recs), 5)
+        self.assertTrue(all(n <= 16384 + 256 for n in recs), max(recs))
+        # A 100 ms batch of this stream is ~10 KB in some 10 tags, each a chunk with its size line
+        # and CRLF: one record a piece would average under 1 KB.
+        mean = sum(recs) / len(recs)
+        sys.stderr.write("\n%d application records, %.0f bytes on average\n" % (len(recs), mean))
+        self.assertGreater(mean, 6000, "records per batch: %r" % recs[:40])
+
+    def test_a_tls_viewer_costs_its_buffers_not_a_copy_of_the_stream(self):
+        n = 40
+        first = self.tls_viewer()
+        first.recv(65536)  # the stream is pulled and its window warm
+        rss0 = self.edge.rss_kb()
+        viewers = [self.tls_viewer() for _ in range(n)]
+        for v in viewers:
+            got = 0
+            while got < 60000:
+                got += len(v.recv(65536))
+        rss1 = self.edge.rss_kb()
+        per = (rss1 - rss0) / n
+        sys.stderr.write("\n%d TLS viewers: RSS %d -> %d KB (%.1f KB each)\n" % (n, rss0, rss1, per))
+        if not SANITIZED:  # ASan's shadow memory and quarantine multiply RSS
+            # mbedTLS's record buffers (16 KiB in, 16 KiB out) and the connection: no stream copy
+            self.assertLess(per, 100, "memory per TLS viewer (KB)")
+        for v in viewers + [first]:
+            v.close()
+
+    def tls_viewer(self):
+        s = socket.create_connection(("127.0.0.1", self.edge.port), timeout=10)
+        t = tls_context().wrap_socket(s, server_hostname="localhost")
+        self.addCleanup(t.close)
+        t.sendall(b"GET /flv/s.flv HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        return t
+
+
 class ReloadCertificateTest(EdgeTestCase):
     def test_reload_swaps_the_certificate_while_a_viewer_keeps_watching(self):
         origin = self.start_origin()
