@@ -35,6 +35,7 @@ typedef struct fe_main {
   int workers;           /* --workers, 0: the config's */
   int log_level_set;     /* --log-level wins over the config's, on reload too */
   char *pid_file;
+  fe_tls_clients *tls;   /* origins' TLS contexts: every config load's, for the process's life */
 } fe_main;
 
 static const char *fe_env_or(const char *name, const char *fallback) {
@@ -54,9 +55,9 @@ static void fe_unref_all(fe_lua **luas, int n) {
 static int fe_load(const fe_main *m, int nloops, fe_config *cfg, fe_lua ***luas, char *err,
                    size_t errlen) {
   *luas = NULL;
-  int rc = m->config_path ? fe_config_load(cfg, m->config_path, err, errlen)
+  int rc = m->config_path ? fe_config_load(cfg, m->config_path, m->tls, err, errlen)
                           : fe_config_quick(cfg, m->listen, m->origins, m->norigins,
-                                            m->vod ? m->cache_dir : NULL, err, errlen);
+                                            m->vod ? m->cache_dir : NULL, m->tls, err, errlen);
   if (rc == 0 && m->admin && fe_config_admin(cfg, m->admin, m->admin_token, err, errlen) < 0) {
     fe_config_free(cfg);
     rc = -1;
@@ -384,28 +385,32 @@ int main(int argc, char **argv) {
   fe_config cfg;
   fe_lua **luas = NULL;
   char err[1024];
-  atexit(fe_tls_clients_free); /* origins' TLS contexts live as long as the process */
   if (signal_what && !m.config_path)
     return fe_signal_running(signal_what, pid_file);
   if (signal_what && strcmp(signal_what, "stop") == 0)
     return fe_stop_running(m.config_path, pid_file);
+  m.tls = fe_tls_clients_new();
+  if (!m.tls) {
+    fprintf(stderr, "flvedge: out of memory\n");
+    return 1;
+  }
   /* -s and -t need one policy state at most: checking it is what they are for. */
   int nloops = fe_load(&m, signal_what || test_only ? 1 : 0, &cfg, &luas, err, sizeof(err));
   if (nloops < 0) {
     fprintf(stderr, "flvedge: %s: %s\n", m.config_path ? m.config_path : "quick mode", err);
+    fe_tls_clients_free(m.tls);
     return 1;
   }
-  if (signal_what) {
-    int rc = fe_signal_running(signal_what, pid_file ? pid_file : cfg.pid_file);
+  if (signal_what || test_only) {
+    int rc = 0;
+    if (signal_what)
+      rc = fe_signal_running(signal_what, pid_file ? pid_file : cfg.pid_file);
+    else
+      printf("flvedge: configuration %s is ok\n", m.config_path ? m.config_path : "(quick mode)");
     fe_config_free(&cfg);
     fe_unref_all(luas, nloops);
+    fe_tls_clients_free(m.tls);
     return rc;
-  }
-  if (test_only) {
-    printf("flvedge: configuration %s is ok\n", m.config_path ? m.config_path : "(quick mode)");
-    fe_config_free(&cfg);
-    fe_unref_all(luas, nloops);
-    return 0;
   }
   m.log_level_set = level != NULL;
   fe_log_set_level(level ? fe_log_parse_level(level) : cfg.log_level);
@@ -422,12 +427,13 @@ int main(int argc, char **argv) {
 
   fe_threadpool_size(nloops);
   m.loop = uv_default_loop();
-  int rc = fe_server_start(m.loop, &cfg, luas, nloops, &m.server);
+  int rc = fe_server_start(m.loop, &cfg, luas, nloops, m.tls, &m.server);
   free(luas);
   if (rc < 0) {
     fe_server_free(m.server);
     uv_run(m.loop, UV_RUN_DEFAULT);
     free(m.pid_file);
+    fe_tls_clients_free(m.tls);
     return 1;
   }
   if (m.pid_file && fe_write_pid(m.pid_file) < 0)
@@ -451,6 +457,7 @@ int main(int argc, char **argv) {
   signal(SIGHUP, SIG_IGN);
   signal(SIGUSR1, SIG_IGN);
   uv_loop_close(m.loop);
+  fe_tls_clients_free(m.tls); /* the server, its loops and configs are gone */
   if (m.pid_file)
     unlink(m.pid_file);
   free(m.pid_file);

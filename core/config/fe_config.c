@@ -27,6 +27,7 @@ typedef struct fe_cfg_reader {
   char *err;
   size_t errlen;
   const char *dir; /* directory of the config file, with trailing '/' */
+  struct fe_tls_clients *tls; /* where https origins' client contexts come from */
 } fe_cfg_reader;
 
 static int fe_cfg_fail(fe_cfg_reader *r, const char *fmt, ...) {
@@ -196,7 +197,7 @@ static int fe_cfg_origin_tls(fe_cfg_reader *r, int idx, const char *where, const
   }
   char *abs = ca ? fe_cfg_path(r, ca) : NULL;
   char err[256];
-  res->origin_tls = fe_tls_client_get(abs ? abs : global_ca, verify, err, sizeof(err));
+  res->origin_tls = fe_tls_client_get(r->tls, abs ? abs : global_ca, verify, err, sizeof(err));
   free(abs);
   free(ca);
   return res->origin_tls ? 0 : fe_cfg_fail(r, "%s%s", where, err);
@@ -801,7 +802,8 @@ static int fe_cfg_read(fe_cfg_reader *r, fe_config *cfg) {
   return 0;
 }
 
-int fe_config_load(fe_config *cfg, const char *path, char *err, size_t errlen) {
+int fe_config_load(fe_config *cfg, const char *path, struct fe_tls_clients *tls, char *err,
+                   size_t errlen) {
   fe_config_defaults(cfg);
   cfg->path = fe_strdup(path);
   char dir[4096];
@@ -815,7 +817,7 @@ int fe_config_load(fe_config *cfg, const char *path, char *err, size_t errlen) {
   } else {
     strcpy(dir, "./");
   }
-  fe_cfg_reader r = {.L = luaL_newstate(), .err = err, .errlen = errlen, .dir = dir};
+  fe_cfg_reader r = {.L = luaL_newstate(), .err = err, .errlen = errlen, .dir = dir, .tls = tls};
   if (!r.L) {
     snprintf(err, errlen, "out of memory");
     return -1;
@@ -863,7 +865,7 @@ int fe_config_pid_file(const char *path, char **out, char *err, size_t errlen) {
 }
 
 int fe_config_quick(fe_config *cfg, const char *listen, const char *const *origins, int norigins,
-                    const char *cache_dir, char *err, size_t errlen) {
+                    const char *cache_dir, struct fe_tls_clients *tls, char *err, size_t errlen) {
   fe_config_defaults(cfg);
   for (int i = 0; i < norigins; i++) {
     const char *origin = origins[i];
@@ -907,7 +909,7 @@ int fe_config_quick(fe_config *cfg, const char *listen, const char *const *origi
   int https = 0;
   for (int i = 0; i < norigins; i++)
     https |= strncmp(origins[i], "https://", 8) == 0;
-  if (https && !(res->origin_tls = fe_tls_client_get(NULL, 1, err, errlen))) {
+  if (https && !(res->origin_tls = fe_tls_client_get(tls, NULL, 1, err, errlen))) {
     fe_config_free(cfg);
     return -1;
   }

@@ -10,6 +10,7 @@
 
 struct fe_tls_server;
 struct fe_tls_client;
+struct fe_tls_clients;
 
 enum fe_resource_type { FE_RES_LIVE, FE_RES_STATIC, FE_RES_VOD };
 
@@ -27,7 +28,8 @@ typedef struct fe_resource {
   char *slate;  /* "file:PATH" (absolute) played when every origin failed mid-stream; NULL: none */
   double origin_recheck; /* seconds between re-checks of the primary while on a backup; 0: never */
   int failover_on_end;   /* the group moves on when an origin ends the stream cleanly */
-  struct fe_tls_client *origin_tls; /* an https origin's TLS client context (node-wide, net/fe_tls.h) */
+  struct fe_tls_client *origin_tls; /* an https origin's TLS client context (in the set the
+                                       config was loaded with, net/fe_tls.h) */
   uint32_t max_viewers_per_stream;
   double window_seconds;
   size_t window_bytes;
@@ -95,8 +97,12 @@ typedef struct fe_config {
 /** The fewest characters an admin token may have. */
 #define FE_ADMIN_TOKEN_MIN 16
 
-/** Loads `path`. On failure returns -1 with a message (without the path) in err. */
-int fe_config_load(fe_config *cfg, const char *path, char *err, size_t errlen);
+/**
+ * Loads `path`; https origins get their TLS client contexts from `tls` (the node's set, which
+ * must outlive the config). On failure returns -1 with a message (without the path) in err.
+ */
+int fe_config_load(fe_config *cfg, const char *path, struct fe_tls_clients *tls, char *err,
+                   size_t errlen);
 /**
  * Only the pid_file of the config at `path` (absolute; NULL when it sets none), whatever else in
  * the file is wrong: what -s stop needs. -1 with a message when the file does not run.
@@ -108,7 +114,7 @@ int fe_config_pid_file(const char *path, char **out, char *err, size_t errlen);
  * directory.
  */
 int fe_config_quick(fe_config *cfg, const char *listen, const char *const *origins, int norigins,
-                    const char *cache_dir, char *err, size_t errlen);
+                    const char *cache_dir, struct fe_tls_clients *tls, char *err, size_t errlen);
 /**
  * Quick mode's --admin ADDR --admin-token TOKEN: checks them as the config's `admin` table is
  * checked and sets them. -1 with a message in err.

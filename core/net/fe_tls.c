@@ -268,8 +268,10 @@ void fe_tls_server_unref(fe_tls_server *s) {
 
 /* ---- client contexts ----------------------------------------------------------------------- */
 
-static pthread_mutex_t fe_tls_clients_mu = PTHREAD_MUTEX_INITIALIZER;
-static fe_tls_client *fe_tls_clients; /* made at config loads; read by origins through pointers */
+struct fe_tls_clients {
+  pthread_mutex_t mu;
+  fe_tls_client *head; /* made at config loads; read by origins through pointers */
+};
 
 static void fe_tls_client_free(fe_tls_client *c) {
   mbedtls_ssl_config_free(&c->conf);
@@ -278,27 +280,53 @@ static void fe_tls_client_free(fe_tls_client *c) {
   free(c);
 }
 
-fe_tls_client *fe_tls_client_get(const char *ca_file, int verify, char *err, size_t errlen) {
+fe_tls_clients *fe_tls_clients_new(void) {
+  fe_tls_clients *set = calloc(1, sizeof(*set));
+  if (set && pthread_mutex_init(&set->mu, NULL) != 0) {
+    free(set);
+    return NULL;
+  }
+  return set;
+}
+
+void fe_tls_clients_free(fe_tls_clients *set) {
+  if (!set)
+    return;
+  while (set->head) {
+    fe_tls_client *c = set->head;
+    set->head = c->next;
+    fe_tls_client_free(c);
+  }
+  pthread_mutex_destroy(&set->mu);
+  free(set);
+}
+
+fe_tls_client *fe_tls_client_get(fe_tls_clients *set, const char *ca_file, int verify, char *err,
+                                 size_t errlen) {
   const char *path = verify ? (ca_file ? ca_file : FE_TLS_SYSTEM_CA) : "";
+  if (!set) {
+    snprintf(err, errlen, "no TLS client contexts here");
+    return NULL;
+  }
   struct stat st = {0};
   if (verify && stat(path, &st) < 0) {
     snprintf(err, errlen, "ca_file \"%s\": %s", path, strerror(errno));
     return NULL;
   }
-  pthread_mutex_lock(&fe_tls_clients_mu);
+  pthread_mutex_lock(&set->mu);
   fe_tls_client *c;
-  for (c = fe_tls_clients; c; c = c->next)
+  for (c = set->head; c; c = c->next)
     if (c->verify == verify && strcmp(c->ca_file, path) == 0 && c->size == st.st_size &&
         c->mtime.tv_sec == st.st_mtim.tv_sec && c->mtime.tv_nsec == st.st_mtim.tv_nsec)
       break;
   if (c) {
-    pthread_mutex_unlock(&fe_tls_clients_mu);
+    pthread_mutex_unlock(&set->mu);
     return c;
   }
   c = calloc(1, sizeof(*c));
   if (!c || !(c->ca_file = strdup(path))) {
     free(c);
-    pthread_mutex_unlock(&fe_tls_clients_mu);
+    pthread_mutex_unlock(&set->mu);
     snprintf(err, errlen, "out of memory");
     return NULL;
   }
@@ -329,24 +357,14 @@ fe_tls_client *fe_tls_client_get(const char *ca_file, int verify, char *err, siz
   mbedtls_ssl_conf_authmode(&c->conf, verify ? MBEDTLS_SSL_VERIFY_REQUIRED : MBEDTLS_SSL_VERIFY_NONE);
   if (verify)
     mbedtls_ssl_conf_ca_chain(&c->conf, &c->ca, NULL);
-  c->next = fe_tls_clients;
-  fe_tls_clients = c;
-  pthread_mutex_unlock(&fe_tls_clients_mu);
+  c->next = set->head;
+  set->head = c;
+  pthread_mutex_unlock(&set->mu);
   return c;
 fail:
-  pthread_mutex_unlock(&fe_tls_clients_mu);
+  pthread_mutex_unlock(&set->mu);
   fe_tls_client_free(c);
   return NULL;
-}
-
-void fe_tls_clients_free(void) {
-  pthread_mutex_lock(&fe_tls_clients_mu);
-  while (fe_tls_clients) {
-    fe_tls_client *c = fe_tls_clients;
-    fe_tls_clients = c->next;
-    fe_tls_client_free(c);
-  }
-  pthread_mutex_unlock(&fe_tls_clients_mu);
 }
 
 /* ---- the record layer's I/O ---------------------------------------------------------------- */

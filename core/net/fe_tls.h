@@ -7,9 +7,9 @@
  * accepted under it hold a reference, so a reload that brings new certificates lets the streams
  * already open finish under the old ones while new handshakes use the new ones.
  *
- * A client context (an origin's) holds a CA chain, or none when verification is off. They are
- * node-wide and kept until fe_tls_clients_free() at exit: one per (ca_file, verify, file version),
- * so an origin never holds a reference and a reload that changes a CA file makes a new one.
+ * A client context (an origin's) holds a CA chain, or none when verification is off. They live in
+ * the node's fe_tls_clients set until it is freed: one per (ca_file, verify, file version), so an
+ * origin never holds a reference and a reload that changes a CA file makes a new one.
  *
  * Debian 12's mbedTLS is 2.28: TLS 1.2 only (no TLS 1.3). Only ECDHE key exchange with AES-GCM or
  * ChaCha20-Poly1305 is offered. Everything mbedTLS-specific stays in fe_tls.c.
@@ -23,6 +23,7 @@
 
 typedef struct fe_tls_server fe_tls_server;
 typedef struct fe_tls_client fe_tls_client;
+typedef struct fe_tls_clients fe_tls_clients;
 
 /** One certificate of a listener: PEM files of the chain and its key. `name` is the SNI name it
  * answers ("example.com" or "*.example.com"), NULL for the default one. */
@@ -45,14 +46,20 @@ void fe_tls_server_ref(fe_tls_server *s);
 void fe_tls_server_unref(fe_tls_server *s);
 
 /**
- * The client context for origins: verifying against the PEM bundle `ca_file` (NULL: the system's,
- * /etc/ssl/certs/ca-certificates.crt), or not verifying at all when `verify` is 0. Node-wide,
- * never released before fe_tls_clients_free. NULL with a message in err when the CA file does
- * not load.
+ * The node's client contexts (origins'): one per (ca_file, verify, file version), made by config
+ * loads (the control thread) and by origins a policy named (any loop; under a mutex), kept until
+ * the set is freed. Made before the first config load; freed after every loop and every config
+ * that holds one of its contexts is gone. NULL when out of memory.
  */
-fe_tls_client *fe_tls_client_get(const char *ca_file, int verify, char *err, size_t errlen);
-/** At exit, after every loop has ended. */
-void fe_tls_clients_free(void);
+fe_tls_clients *fe_tls_clients_new(void);
+void fe_tls_clients_free(fe_tls_clients *set);
+/**
+ * The client context of `set` for origins: verifying against the PEM bundle `ca_file` (NULL: the
+ * system's, /etc/ssl/certs/ca-certificates.crt), or not verifying at all when `verify` is 0.
+ * NULL with a message in err when the CA file does not load (or set is NULL).
+ */
+fe_tls_client *fe_tls_client_get(fe_tls_clients *set, const char *ca_file, int verify, char *err,
+                                 size_t errlen);
 
 /** fe_net's side: makes the stream n just accepted a TLS server stream of s (referenced). */
 int fe_tls_accept(fe_net *n, fe_tls_server *s);

@@ -565,7 +565,8 @@ fe_origin *fe_origin_open(fe_loop *loop, const char *url, const fe_origin_opts *
     o->kind = FE_OK_HTTP;
     if (o->https && !o->tls) {
       char err[256];
-      o->tls = fe_tls_client_get(NULL, 1, err, sizeof(err)); /* NULL: it fails at connect */
+      /* NULL (no CA bundle, or a loop without a node): it fails at connect */
+      o->tls = fe_tls_client_get(loop->tls_clients, NULL, 1, err, sizeof(err));
     }
     llhttp_settings_init(&o->settings);
     o->settings.on_header_field = fe_oh_on_header_field;

@@ -26,15 +26,18 @@
 #include <unistd.h>
 
 #include "config/fe_config.h"
+#include "net/fe_tls.h"
 
 #include "fuzz_check.h"
 
 static char fuzz_dir[64];
 static char fuzz_path[96];
+static fe_tls_clients *fuzz_tls; /* the https origins' contexts, as main makes them */
 
 static void fuzz_cleanup(void) {
   unlink(fuzz_path);
   rmdir(fuzz_dir);
+  fe_tls_clients_free(fuzz_tls);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -47,6 +50,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
       abort();
   }
   snprintf(fuzz_path, sizeof(fuzz_path), "%s/flvedge.lua", fuzz_dir);
+  fuzz_tls = fe_tls_clients_new();
+  if (!fuzz_tls)
+    abort();
   atexit(fuzz_cleanup);
   return 0;
 }
@@ -146,7 +152,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fe_config cfg;
   char err[512];
   memset(err, 0x55, sizeof(err)); /* not NUL-terminated unless the loader writes a message */
-  if (fe_config_load(&cfg, fuzz_path, err, sizeof(err)) == 0) {
+  if (fe_config_load(&cfg, fuzz_path, fuzz_tls, err, sizeof(err)) == 0) {
     fuzz_check_config(&cfg);
     fe_config_free(&cfg);
     return 0;

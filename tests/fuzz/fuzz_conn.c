@@ -38,6 +38,7 @@
 #include "http/fe_http_router.h"
 #include "hub/fe_relay.h"
 #include "log/fe_log.h"
+#include "net/fe_tls.h"
 #include "origin/fe_file.h"
 
 #include "fuzz_check.h"
@@ -47,6 +48,7 @@
 static fe_worker fuzz_w;
 static const fe_metrics *fuzz_metrics[1];
 static fe_relay_node *fuzz_node;
+static fe_tls_clients *fuzz_tls; /* the config's origin TLS contexts, kept as main keeps its own */
 static unsigned fuzz_base_handles; /* the loop's own active handles (relay box, ...) */
 static int fuzz_trace;
 /* The methods of the request heads routed in this input, in order. */
@@ -68,7 +70,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   signal(SIGPIPE, SIG_IGN);
   fe_config cfg;
   char err[256];
-  if (fe_config_load(&cfg, FE_FUZZ_DIR "/fuzz_conn.lua", err, sizeof(err)) < 0) {
+  fuzz_tls = fe_tls_clients_new();
+  FUZZ_CHECK(fuzz_tls != NULL);
+  if (fe_config_load(&cfg, FE_FUZZ_DIR "/fuzz_conn.lua", fuzz_tls, err, sizeof(err)) < 0) {
     fprintf(stderr, "fuzz_conn: %s\n", err);
     abort();
   }
@@ -89,6 +93,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   w->hubs = fe_hubs_new(&w->loop, fuzz_node);
   w->loop.hubs = w->hubs;
   w->loop.files = fe_files_new();
+  w->loop.tls_clients = fuzz_tls;
   FUZZ_CHECK(fuzz_node && w->gen && w->hubs && w->loop.files);
   FUZZ_CHECK(fe_relay_box_open(fuzz_node, 0, &w->loop, &fe_hubs_relay_handlers, w->hubs) == 0);
   fuzz_base_handles = w->loop.uv.active_handles;
