@@ -1758,8 +1758,9 @@ class VodOrigin:
       - a strong ETag "SIZE-MTIME_NS" and Last-Modified; If-None-Match / If-Modified-Since -> 304,
         If-Range with another validator -> the whole file;
       - every request logged before it is answered (self.log: dicts with method, target, path,
-        range, if_range, if_none_match, if_modified_since, headers, conn, time; status and sent
-        filled in once answered), and body bytes counted (body_bytes, per path in bytes_by_path).
+        range, if_range, if_none_match, if_modified_since, headers, conn, time; status filled in
+        before the head goes out, sent as the body does), and body bytes counted (body_bytes, per
+        path in bytes_by_path).
     Faults, switched at run time with set_fault(kind, path=None, times=None, ...):
       "close"     send the head and `after` body bytes, then close;
       "short"     announce the honest length but send `missing` bytes less, then close;
@@ -1946,10 +1947,10 @@ class VodOrigin:
     def _simple(self, s, req, status, body, extra=()):
         headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
         headers += list(extra)
+        req["status"] = status  # logged before the client can see it (tests read the log then)
         self._send_head(s, status, headers)
         if req["method"] != "HEAD":
             s.sendall(body)
-        req["status"] = status
         return True
 
     def _answer(self, s, req):
@@ -1987,8 +1988,8 @@ class VodOrigin:
         common += list(self.headers.items())
         h = req["headers"]
         if _vod_not_modified(h, etag, int(st.st_mtime)):
-            self._send_head(s, 304, common)
             req["status"] = 304
+            self._send_head(s, 304, common)
             return True
         start, end = 0, size - 1
         status = 200
@@ -2015,8 +2016,8 @@ class VodOrigin:
         headers = [("Content-Type", ctype), ("Content-Length", str(length))] + common
         if status == 206:
             headers.append(("Content-Range", "bytes %d-%d/%d" % (start, end, size)))
-        self._send_head(s, status, headers)
         req["status"] = status
+        self._send_head(s, status, headers)
         if req["method"] == "HEAD":
             return True
         todo = length
