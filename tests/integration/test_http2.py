@@ -484,6 +484,35 @@ class H2PolicyTest(H2Base):
         self.assert_flv(body)
 
 
+class H2FanoutMemoryTest(H2Base):
+    """Live over h2 keeps the shared buffers: DATA frames point into the hub's blocks, so a viewer's
+    h2 stream costs its stream state and buffers, not a copy of the stream it watches."""
+
+    def test_many_h2_streams_of_one_live_stream_cost_no_copy_of_it(self):
+        warm = H2(self.edge.ports[0])
+        self.addCleanup(warm.close)
+        self.assertTrue(warm.get(1, "/flv/s0.flv"))
+        wait_until(lambda: warm.bytes_of(1) > 50000, T(10), "the stream pulled and its window warm")
+        rss0 = self.edge.rss_kb()
+        conns, n = [], 0
+        for _ in range(4):
+            c = H2(self.edge.ports[0])
+            self.addCleanup(c.close)
+            for i in range(10):
+                self.assertTrue(c.get(1 + 2 * i, "/flv/s0.flv"))
+                n += 1
+            conns.append(c)
+        wait_until(lambda: all(c.bytes_of(1 + 2 * i) > 50000 for c in conns for i in range(10)),
+                   T(15), "every h2 stream past its join")
+        per = (self.edge.rss_kb() - rss0) / n
+        sys.stderr.write("\n%d h2 viewers on 4 connections: %.1f KB each\n" % (n, per))
+        if not SANITIZED:  # ASan's shadow memory and quarantine multiply RSS
+            self.assertLess(per, 64, "memory per h2 viewer (KB)")
+        for c in conns:
+            self.assertFalse(c.closed)
+            self.assertIsNone(c.goaway)
+
+
 class H2cStreamsTest(H2Base):
     live = {"slow_viewer_timeout": 3}
     limits = {"h2_max_streams": 8}
