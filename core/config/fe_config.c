@@ -327,7 +327,8 @@ static int fe_cfg_vod(fe_cfg_reader *r, int idx, const char *where, fe_resource 
   }
   res->start_unit = unit && strcmp(unit, "seconds") == 0 ? FE_START_SECONDS : FE_START_BYTES;
   if (fe_cfg_size(r, idx, where, "cache_max_size", 1 << 20, 1125899906842624.0, &res->cache_max_size) < 0 ||
-      fe_cfg_size(r, idx, where, "slice_size", 65536, 1 << 30, &res->slice_size) < 0 ||
+      fe_cfg_size(r, idx, where, "slice_size", FE_SLICE_SIZE_MIN, FE_SLICE_SIZE_MAX,
+                   &res->slice_size) < 0 ||
       fe_cfg_number(r, idx, where, "cache_ttl", 0, 315360000, &res->cache_ttl) < 0 ||
       fe_cfg_number(r, idx, where, "origin_connect_timeout", 0.1, 600, &res->origin_connect_timeout) < 0 ||
       fe_cfg_number(r, idx, where, "origin_read_timeout", 0.1, 3600, &res->origin_read_timeout) < 0)

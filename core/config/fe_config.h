@@ -96,6 +96,9 @@ typedef struct fe_config {
 
 /** The fewest characters an admin token may have. */
 #define FE_ADMIN_TOKEN_MIN 16
+/** A vod resource's slice_size: at least, at most (bytes). */
+#define FE_SLICE_SIZE_MIN 65536
+#define FE_SLICE_SIZE_MAX (1u << 30)
 
 /**
  * Loads `path`; https origins get their TLS client contexts from `tls` (the node's set, which

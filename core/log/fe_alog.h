@@ -5,9 +5,9 @@
  * writer holds only to take the queue, never across open() or write(). The queue is bounded: a
  * chunk that does not fit is dropped whole and its lines are reported to the loop that flushed
  * it (which counts them in its metrics). Lines the writer cannot write (a full disk: ENOSPC, a
- * file that does not open) are reported to the next loop that flushes. The file is opened by the writer thread (opening a FIFO
- * blocks until a reader comes) and reopened on fe_alog_reopen (SIGUSR1, after logrotate renamed
- * it).
+ * file that does not open) are reported to the next loop that flushes. The file is opened by the
+ * writer thread (opening a FIFO blocks until a reader comes) and reopened on fe_alog_reopen
+ * (SIGUSR1, after logrotate renamed it).
  *
  * Refcounted across threads: every config generation that names the path holds a reference.
  * The last fe_alog_unref lets the writer drain the queue and end on its own; fe_alog_close waits

@@ -256,6 +256,25 @@ static void fe_vod_neg_unlink(fe_vod_cache *c, fe_vod_neg **p) {
   free(g);
 }
 
+/* Drops the answers whose client path matches `pattern` (fe_vod_match), or with no pattern the
+ * expired ones. Returns how many. */
+static int fe_vod_match(const char *pat, const char *s);
+static int fe_vod_neg_sweep(fe_vod_cache *c, const char *pattern, double now) {
+  int n = 0;
+  for (int b = 0; b < FE_VOD_NEG_BUCKETS; b++) {
+    fe_vod_neg **p = &c->negs[b];
+    while (*p) {
+      if (pattern ? fe_vod_match(pattern, (*p)->path) : (*p)->expires <= now) {
+        fe_vod_neg_unlink(c, p);
+        n++;
+      } else {
+        p = &(*p)->next;
+      }
+    }
+  }
+  return n;
+}
+
 static void fe_vod_neg_drop(fe_vod_cache *c, const char *key) {
   fe_vod_neg **p = fe_vod_neg_slot(c, key);
   if (*p)
@@ -409,11 +428,16 @@ static void fe_vod_obj_remove(fe_vod_cache *c, fe_vod_obj *o, fe_vod_trash *t) {
   free(o);
 }
 
+/* The slices an object of `size` bytes has. */
+static uint64_t fe_vod_slices(uint64_t size, uint64_t slice) {
+  return size / slice + (size % slice != 0);
+}
+
 /* Sizes the slots for a known size: only the chunk array is made now (8 bytes per FE_VOD_CHUNK
  * slices), a chunk of slots when one of them is used, so a size an origin claims costs next to
  * nothing until slices are stored. 0, or -1 (more than FE_VOD_MAX_SLICES, or out of memory). */
 static int fe_vod_obj_size(fe_vod_cache *c, fe_vod_obj *o, uint64_t size, uint64_t slice) {
-  uint64_t n = size / slice + (size % slice != 0);
+  uint64_t n = fe_vod_slices(size, slice);
   if (n > FE_VOD_MAX_SLICES)
     return -1;
   if (o->chunks && o->nslices == n)
@@ -650,8 +674,9 @@ int fe_vod_meta_parse(const char *text, size_t len, char **key, char **path, fe_
     ok = !(seen & 1u << f); /* each at most once */
     seen |= 1u << f;
     char *hv = f == 6 ? m->etag : f == 7 ? m->last_modified : f == 8 ? m->content_type : NULL;
-    if (!ok) {
-    } else if (f == 0 || f == 1) {
+    if (!ok)
+      break;
+    if (f == 0 || f == 1) {
       char **out = f == 0 ? key : path;
       ok = (*out = strndup(v, vlen)) != NULL;
     } else if (f == 2 || f == 3) {
@@ -674,8 +699,8 @@ int fe_vod_meta_parse(const char *text, size_t len, char **key, char **path, fe_
     }
   }
   /* What a fetch of this node could have stored: a size, and a slice size the config allows. */
-  if (!ok || !*key || !*path || m->size == 0 || m->slice_size < 65536 || m->slice_size > (1u << 30) ||
-      m->size / m->slice_size + (m->size % m->slice_size != 0) > FE_VOD_MAX_SLICES) {
+  if (!ok || !*key || !*path || m->size == 0 || m->slice_size < FE_SLICE_SIZE_MIN ||
+      m->slice_size > FE_SLICE_SIZE_MAX || fe_vod_slices(m->size, m->slice_size) > FE_VOD_MAX_SLICES) {
     free(*key);
     free(*path);
     *key = *path = NULL;
@@ -955,17 +980,7 @@ int fe_vod_purge(fe_vod_cache *c, fe_loop *l, const char *path) {
       o = next;
     }
   }
-  for (int b = 0; b < FE_VOD_NEG_BUCKETS; b++) {
-    fe_vod_neg **p = &c->negs[b];
-    while (*p) {
-      if (fe_vod_match(path, (*p)->path)) {
-        fe_vod_neg_unlink(c, p);
-        n++;
-      } else {
-        p = &(*p)->next;
-      }
-    }
-  }
+  n += fe_vod_neg_sweep(c, path, 0);
   uv_mutex_unlock(&c->mu);
   fe_vod_trash_empty(&t, l);
   return n;
@@ -1193,15 +1208,8 @@ static void fe_vod_neg_put(fe_vod_cache *c, const fe_vod_fetch *f, double now, d
   fe_vod_neg **p = fe_vod_neg_slot(c, f->key);
   if (*p)
     fe_vod_neg_unlink(c, p);
-  for (int b = 0; b < FE_VOD_NEG_BUCKETS && c->nnegs >= FE_VOD_NEG_MAX; b++) {
-    fe_vod_neg **q = &c->negs[b];
-    while (*q) {
-      if ((*q)->expires <= now)
-        fe_vod_neg_unlink(c, q);
-      else
-        q = &(*q)->next;
-    }
-  }
+  if (c->nnegs >= FE_VOD_NEG_MAX)
+    fe_vod_neg_sweep(c, NULL, now);
   if (c->nnegs >= FE_VOD_NEG_MAX || expires <= now)
     return;
   fe_vod_neg *g = calloc(1, sizeof(*g));
@@ -1220,8 +1228,9 @@ static void fe_vod_neg_put(fe_vod_cache *c, const fe_vod_fetch *f, double now, d
   snprintf(g->e.ctype, sizeof(g->e.ctype), "%s", f->ectype);
   g->e.len = f->elen < sizeof(g->e.body) ? f->elen : sizeof(g->e.body);
   memcpy(g->e.body, f->ebody, g->e.len);
-  g->next = c->negs[fe_vod_bucket(f->key) % FE_VOD_NEG_BUCKETS];
-  c->negs[fe_vod_bucket(f->key) % FE_VOD_NEG_BUCKETS] = g;
+  fe_vod_neg **head = &c->negs[fe_vod_bucket(f->key) % FE_VOD_NEG_BUCKETS];
+  g->next = *head;
+  *head = g;
   c->nnegs++;
 }
 
@@ -1659,7 +1668,7 @@ static void fe_vod_on_response(void *ud, int status, const char *ctype) {
   }
   /* A size past what the index takes (an origin may claim any): refused before anything is made
    * for it; the requests' slice numbers stay within 32 bits too. */
-  if (size / f->meta.slice_size + (size % f->meta.slice_size != 0) > FE_VOD_MAX_SLICES) {
+  if (fe_vod_slices(size, f->meta.slice_size) > FE_VOD_MAX_SLICES) {
     fe_vod_fetch_fail(f, FE_VOD_ETOOBIG);
     return;
   }
