@@ -427,7 +427,7 @@ int main(int argc, char **argv) {
 
   fe_threadpool_size(nloops);
   m.loop = uv_default_loop();
-  int rc = fe_server_start(m.loop, &cfg, luas, nloops, m.tls, &m.server);
+  int rc = fe_server_start(m.loop, &cfg, luas, nloops, &m.server);
   free(luas);
   if (rc < 0) {
     fe_server_free(m.server);

@@ -18,12 +18,11 @@ typedef struct fe_server fe_server;
  * Binds every listener of `cfg` for `nworkers` loops and starts them. Logs one "listening on" line
  * per listener once every loop accepts on it. Takes over cfg's contents (cfg is left empty) and
  * the Lua states luas[0..nworkers-1] (each may be NULL), one per loop. `main` is the caller's loop,
- * where `done` of fe_server_stop runs. `tls` is the set of origin TLS contexts the configs are
- * loaded with (net/fe_tls.h), borrowed: the loops' origins take theirs from it too; it outlives
- * the server. Returns 0, or a negative error (logged once here); free the server either way.
+ * where `done` of fe_server_stop runs. Returns 0, or a negative error (logged once here); free
+ * the server either way.
  */
 int fe_server_start(uv_loop_t *main, fe_config *cfg, fe_lua **luas, int nworkers,
-                    struct fe_tls_clients *tls, fe_server **out);
+                    fe_server **out);
 /** The number of loops. */
 int fe_server_workers(const fe_server *s);
 /**

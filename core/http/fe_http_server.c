@@ -42,7 +42,6 @@ struct fe_server {
   fe_relay_node *node;
   fe_files *files;            /* FLV files of file: origins, loaded once for every loop */
   fe_health *health;          /* origin health marks, shared by every loop */
-  struct fe_tls_clients *tls; /* origin TLS contexts (borrowed from the caller) */
   fe_vod_node *vod;           /* the VOD caches, one per cache_dir, kept across reloads */
   fe_cfg_shared *cfg;         /* the control loop's reference to the newest config */
   fe_metrics_names names;     /* resource names -> metrics slots, append-only */
@@ -212,7 +211,6 @@ static int fe_slot_init(fe_server *s, int id, fe_lua *lua, int **fds, int nliste
   w->loop.hubs = w->hubs;
   w->loop.files = s->files;
   w->loop.health = s->health;
-  w->loop.tls_clients = s->tls;
   sl->listeners = calloc((size_t)nlisten, sizeof(*sl->listeners));
   if (!w->gen || !w->hubs || !sl->listeners)
     return UV_ENOMEM;
@@ -262,13 +260,12 @@ int fe_server_workers(const fe_server *s) {
 }
 
 int fe_server_start(uv_loop_t *main, fe_config *config, fe_lua **luas, int nworkers,
-                    struct fe_tls_clients *tls, fe_server **out) {
+                    fe_server **out) {
   fe_server *s = calloc(1, sizeof(*s));
   *out = s;
   if (!s)
     return UV_ENOMEM;
   s->main = main;
-  s->tls = tls;
   s->nworkers = nworkers;
   s->started = uv_hrtime();
   s->slots = calloc((size_t)nworkers, sizeof(*s->slots));

@@ -62,7 +62,6 @@ typedef struct fe_loop {
   struct fe_files *files; /* the node's loaded FLV files (origin/fe_file), shared by every loop */
   struct fe_vod_node *vod; /* the node's VOD caches (vod/), shared by every loop */
   struct fe_health *health; /* the node's origin health marks (origin/fe_health), shared by every loop */
-  struct fe_tls_clients *tls_clients; /* the node's origin TLS contexts (net/fe_tls), every loop's */
   uv_prepare_t defer_prepare;
   fe_deferred *deferred;
   uv_idle_t later_idle;  /* active while slices are queued: the loop polls without waiting */

@@ -47,8 +47,8 @@ void fe_tls_server_unref(fe_tls_server *s);
 
 /**
  * The node's client contexts (origins'): one per (ca_file, verify, file version), made by config
- * loads (the control thread) and by origins a policy named (any loop; under a mutex), kept until
- * the set is freed. Made before the first config load; freed after every loop and every config
+ * loads only, never by a loop (a CA bundle takes milliseconds to read), kept until the set is
+ * freed. An origin a policy names uses its resource's context. Made before the first config load; freed after every loop and every config
  * that holds one of its contexts is gone. NULL when out of memory.
  */
 fe_tls_clients *fe_tls_clients_new(void);

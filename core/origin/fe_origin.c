@@ -563,11 +563,6 @@ fe_origin *fe_origin_open(fe_loop *loop, const char *url, const fe_origin_opts *
     start = fe_origin_start_file;
   } else if (fe_origin_parse_url(o, url, opts->extra_headers) == 0) {
     o->kind = FE_OK_HTTP;
-    if (o->https && !o->tls) {
-      char err[256];
-      /* NULL (no CA bundle, or a loop without a node): it fails at connect */
-      o->tls = fe_tls_client_get(loop->tls_clients, NULL, 1, err, sizeof(err));
-    }
     llhttp_settings_init(&o->settings);
     o->settings.on_header_field = fe_oh_on_header_field;
     o->settings.on_header_field_complete = fe_oh_on_header_field_complete;

@@ -93,7 +93,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   w->hubs = fe_hubs_new(&w->loop, fuzz_node);
   w->loop.hubs = w->hubs;
   w->loop.files = fe_files_new();
-  w->loop.tls_clients = fuzz_tls;
   FUZZ_CHECK(fuzz_node && w->gen && w->hubs && w->loop.files);
   FUZZ_CHECK(fe_relay_box_open(fuzz_node, 0, &w->loop, &fe_hubs_relay_handlers, w->hubs) == 0);
   fuzz_base_handles = w->loop.uv.active_handles;

@@ -22,8 +22,8 @@ import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 from fe_harness import (ADMIN_TOKEN, SANITIZED, T, EdgeTestCase, Synth, admin_request, ensure_media,
-                        ffprobe_streams, file_source, have_ffmpeg, live_config, run, vod_config,
-                        wait_until)
+                        ffprobe_streams, file_source, free_port, have_ffmpeg, live_config, run,
+                        vod_config, wait_until)
 
 CERTS = None  # the directory of the test CA's files, made once by setUpModule
 
@@ -702,6 +702,35 @@ class HttpsOriginTest(EdgeTestCase):
         v = self.viewer(edge, "/other/s.flv")
         self.assertEqual(v.status, 200)
         v.read_until(lambda v: len(v.tags) > 10, T(10), "tags through the unverified origin")
+
+    def test_an_https_backup_after_an_http_primary_is_verified_by_the_ca_file(self):
+        # The resource's ca_file holds for every origin of its group, not only an https primary
+        # (a backup used to be verified against the system bundle, made by the loop).
+        dead = "http://127.0.0.1:%d/live/" % free_port()
+        edge = self.start_edge(live_config([dead, self.proxy.url("/live/")], ca_file=cert("ca")))
+        v = self.viewer(edge, "/flv/s.flv")
+        self.assertEqual(v.status, 200)
+        v.read_until(lambda v: len(v.tags) > 10, T(10), "tags through the https backup")
+        self.assertGreater(self.proxy.handshakes, 0)
+
+    def test_an_https_url_from_a_policy_uses_the_resources_ca_file(self):
+        # An http resource whose origin hook answers https: the context is made at the load from
+        # the resource's ca_file (before: the system bundle, read by the loop), so the test CA
+        # verifies it, and the stranger's certificate still fails.
+        policy = """
+local good, bad = %r, %r
+return { origin = function(req) return req.path:find("bad") and bad or good end }
+""" % (self.proxy.url("/live/s.flv"), self.stranger.url("/live/s.flv"))
+        plain = "http://127.0.0.1:%d/live/" % self.origin.port
+        edge = self.start_edge(live_config(plain, ca_file=cert("ca"), policy="p.lua"),
+                               files={"p.lua": policy})
+        v = self.viewer(edge, "/flv/s.flv")
+        self.assertEqual(v.status, 200)
+        v.read_until(lambda v: len(v.tags) > 10, T(10), "tags through the policy's https origin")
+        self.assertGreater(self.proxy.handshakes, 0)
+        rc, status, body, _ = run_plain(edge.port, "/flv/bad.flv")
+        self.assertEqual(status, 502, body)
+        edge.wait_log("origin certificate not verified", timeout=T(10))
 
     def test_vod_fetches_from_an_https_origin(self):
         root = tempfile.mkdtemp(prefix="flvedge-vodroot-")
