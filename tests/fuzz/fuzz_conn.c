@@ -42,6 +42,7 @@
 #include "origin/fe_file.h"
 
 #include "fuzz_check.h"
+#include "fuzz_client.h"
 
 #define FUZZ_MAX_ROUTED 4096
 
@@ -100,35 +101,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 }
 
 /* ---- the client's end ---------------------------------------------------------------------- */
-
-typedef struct fuzz_client {
-  int fd;
-  char *in; /* every byte the server wrote */
-  size_t len, cap;
-  int eof;
-} fuzz_client;
-
-static void fuzz_drain(fuzz_client *cl) {
-  for (;;) {
-    if (cl->cap - cl->len < 65536) {
-      cl->cap = cl->cap ? cl->cap * 2 : 131072;
-      cl->in = realloc(cl->in, cl->cap);
-      FUZZ_CHECK(cl->in != NULL);
-    }
-    ssize_t n = read(cl->fd, cl->in + cl->len, cl->cap - cl->len);
-    if (n > 0) {
-      cl->len += (size_t)n;
-      continue;
-    }
-    if (n == 0)
-      cl->eof = 1;
-    else
-      FUZZ_CHECK(errno == EAGAIN || errno == ECONNRESET);
-    if (n < 0 && errno == ECONNRESET)
-      cl->eof = 1;
-    return;
-  }
-}
 
 /* The connection, while open: w->conns holds at most this one. */
 static fe_conn *fuzz_conn(void) {

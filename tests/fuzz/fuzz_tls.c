@@ -35,6 +35,7 @@
 #include "net/fe_tls.h"
 
 #include "fuzz_check.h"
+#include "fuzz_client.h"
 
 static fe_loop fuzz_loop;
 static fe_tls_server *fuzz_srv;
@@ -80,32 +81,6 @@ static void fuzz_on_read(fe_net *n, ssize_t nread, const char *data) {
   s->ends++;
   s->end = (int)nread;
   fe_net_close(n, fuzz_on_close); /* as the server's connections do on an error or the end */
-}
-
-typedef struct fuzz_client {
-  int fd;
-  char *in; /* every byte the server wrote */
-  size_t len, cap;
-  int eof;
-} fuzz_client;
-
-static void fuzz_drain(fuzz_client *cl) {
-  for (;;) {
-    if (cl->cap - cl->len < 65536) {
-      cl->cap = cl->cap ? cl->cap * 2 : 131072;
-      cl->in = realloc(cl->in, cl->cap);
-      FUZZ_CHECK(cl->in != NULL);
-    }
-    ssize_t n = read(cl->fd, cl->in + cl->len, cl->cap - cl->len);
-    if (n > 0) {
-      cl->len += (size_t)n;
-      continue;
-    }
-    FUZZ_CHECK(n == 0 || errno == EAGAIN || errno == ECONNRESET);
-    if (n == 0 || errno == ECONNRESET)
-      cl->eof = 1;
-    return;
-  }
 }
 
 /* What the server wrote: the plain-HTTP answer, or whole TLS records before the handshake's end. */
