@@ -53,13 +53,17 @@ typedef struct fe_vseg {
 
 enum { FE_VP_META, FE_VP_SEEKHEAD, FE_VP_BODY };
 
+#define FE_VREQ_BYPASS_TAG 32 /* "#bypass-" and a request id in hex, with room to spare */
+
 typedef struct fe_vreq {
   fe_conn *c;          /* NULL once the connection closed */
   fe_loop *loop;
   fe_vod_cache *cache;
   const fe_resource *res;
   int resource;        /* index, for the hook */
-  char key[1200], url[1200], path[600];
+  char *key, *url, *path; /* the cache key, the origin URL, the client's path: in strs */
+  size_t key_cap, url_cap;
+  char *strs;             /* one allocation, sized for this request */
   int keep, head_only, hook;
   int phase;
   int cstatus;         /* FE_VOD_CS_* */
@@ -209,6 +213,7 @@ static void fe_vreq_release(fe_vreq *v) {
     v->fd = -1;
   }
   free(v->mem);
+  free(v->strs);
   fe_loop_big_put(v->loop, v->rbuf);
   free(v->seekbuf);
   free(v);
@@ -1138,11 +1143,25 @@ void fe_vod_serve(fe_conn *c, const fe_resource *res, const char *rest, size_t l
   v->w.loop = &c->w->loop;
   v->w.wake = fe_vreq_wake;
   v->cstatus = FE_VOD_CS_MISS;
-  size_t olen = strlen(res->origin);
+  /* The strings, sized here so that nothing is cut: a key cut short would be another object's. */
+  size_t olen = strlen(res->origin), plen = c->view.path.len;
   int slash = olen && res->origin[olen - 1] == '/';
-  snprintf(v->path, sizeof(v->path), "%.*s", (int)c->view.path.len, c->view.path.p);
-  snprintf(v->url, sizeof(v->url), "%s%s%.*s", res->origin, slash ? "" : "/", (int)len, rest);
-  snprintf(v->key, sizeof(v->key), "%s", v->url);
+  v->url_cap = olen + 1 + len + 1 + c->view.query.len + 1; /* room for "?query" */
+  v->key_cap = (v->url_cap > sizeof(((fe_lua_cache_out *)0)->key) ? v->url_cap
+                : sizeof(((fe_lua_cache_out *)0)->key)) + FE_VREQ_BYPASS_TAG;
+  v->strs = malloc(plen + 1 + v->url_cap + v->key_cap);
+  if (!v->strs) {
+    free(v);
+    fe_conn_respond(c, 503, NULL, NULL, "503 out of memory\n", 18, !keep);
+    return;
+  }
+  v->path = v->strs;
+  v->url = v->path + plen + 1;
+  v->key = v->url + v->url_cap;
+  memcpy(v->path, c->view.path.p, plen);
+  v->path[plen] = 0;
+  snprintf(v->url, v->url_cap, "%s%s%.*s", res->origin, slash ? "" : "/", (int)len, rest);
+  snprintf(v->key, v->key_cap, "%s", v->url);
   fe_conn_answer_begin(c);
   c->on_close = fe_vreq_on_conn_close;
   c->on_sweep = fe_vreq_check_slow;
@@ -1159,12 +1178,12 @@ void fe_vod_serve(fe_conn *c, const fe_resource *res, const char *rest, size_t l
       bypass = out.bypass;
       if (out.keep_query && c->view.query.len) {
         size_t ul = strlen(v->url);
-        snprintf(v->url + ul, sizeof(v->url) - ul, "?%.*s", (int)c->view.query.len, c->view.query.p);
+        snprintf(v->url + ul, v->url_cap - ul, "?%.*s", (int)c->view.query.len, c->view.query.p);
       }
-      snprintf(v->key, sizeof(v->key), "%s", out.key[0] ? out.key : v->url);
+      snprintf(v->key, v->key_cap, "%s", out.key[0] ? out.key : v->url);
     }
   }
-  if (fe_origin_check_url(v->url) < 0 || strlen(v->url) >= sizeof(v->url) - 1) {
+  if (fe_origin_check_url(v->url) < 0) {
     fe_vreq_respond(v, 400, NULL, NULL, "400 bad request: path not usable at the origin\n", 47);
     return;
   }
@@ -1178,10 +1197,8 @@ void fe_vod_serve(fe_conn *c, const fe_resource *res, const char *rest, size_t l
   if (bypass) {
     /* A key of its own that no lookup shares, and nothing stored: the origin's bytes pass
      * through the same fetch machinery, slice by slice. */
-    char own[40];
-    snprintf(own, sizeof(own), "#bypass-%llx", (unsigned long long)c->id);
-    if (strlen(v->key) + strlen(own) < sizeof(v->key))
-      strcat(v->key, own);
+    size_t kl = strlen(v->key);
+    snprintf(v->key + kl, v->key_cap - kl, "#bypass-%llx", (unsigned long long)c->id);
     v->fo.no_store = 1;
     v->cstatus = FE_VOD_CS_BYPASS;
   }

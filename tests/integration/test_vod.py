@@ -202,6 +202,23 @@ class VodBasicsTest(VodCase):
                 self.assertEqual(cache_status(self.get_ok(path, self.small)), "HIT")
         self.assertEqual(len(self.origin.requests()), n, "a request with another query went to the origin")
 
+    def test_long_paths_sharing_their_first_1700_bytes_are_two_objects(self):
+        # The origin URL and the cache key are sized per request: paths longer than the old
+        # fixed buffers (1200 bytes) are served (they were refused with 400), each its own object.
+        deep = "/".join(["d" * 200] * 8)
+        os.makedirs(os.path.join(self.root, deep), exist_ok=True)
+        bodies = {"x1.flv": self.small[:100000], "x2.flv": self.small[100000:]}
+        for name, body in bodies.items():
+            with open(os.path.join(self.root, deep, name), "wb") as f:
+                f.write(body)
+        for name, body in bodies.items():
+            path = "/videos/%s/%s" % (deep, name)
+            self.assertEqual(cache_status(self.get_ok(path, body)), "MISS")
+            self.wait_cached(path)
+        for name, body in bodies.items():
+            with self.subTest(name=name):
+                self.assertEqual(cache_status(self.get_ok("/videos/%s/%s" % (deep, name), body)), "HIT")
+
     def test_head(self):
         r = self.get("/videos/a.flv", method="HEAD")
         self.assertStatus(r, 200)
