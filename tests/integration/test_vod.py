@@ -140,6 +140,12 @@ class VodCase(EdgeTestCase):
         wait_until(lambda: cache_status(self.get(path, method="HEAD", edge=edge)) == "HIT",
                    T(10), "%s cached (HEAD -> HIT)" % path)
 
+    def wait_stored(self, size):
+        """Until every slice is stored (HIT says only that the object is known: a slice may still
+        be on its way to the disk, and a request then takes it from the fetch's memory)."""
+        wait_until(lambda: self.edge.metric("flvedge_vod_cache_bytes") == size
+                   and self.edge.metric("flvedge_vod_fetches") == 0, T(10), "every slice stored")
+
     def fetch_whole(self, path="/videos/a.flv", want=None, edge=None):
         r = self.get_ok(path, self.data if want is None else want, edge=edge)
         self.wait_cached(path, edge)
@@ -768,8 +774,7 @@ class VodBadInputTest(VodCase):
     def corrupt_largest_cache_file(self, how):
         # Every slice stored first: a slice still being written is a .tmp, and corrupting that
         # one corrupts nothing the index knows.
-        wait_until(lambda: self.edge.metric("flvedge_vod_cache_bytes") == len(self.data)
-                   and self.edge.metric("flvedge_vod_fetches") == 0, T(10), "every slice stored")
+        self.wait_stored(len(self.data))
         files = sorted(((rel, v) for rel, v in dir_snapshot(self.edge.cache_dir).items()
                         if not rel.endswith(".tmp")), key=lambda kv: -kv[1][0])
         self.assertTrue(files, "nothing in the cache directory")
@@ -905,6 +910,7 @@ class VodSendfileTest(VodCase):
 
     def test_hit_is_sent_with_sendfile_off_the_loops(self):
         self.fetch_whole()
+        self.wait_stored(len(self.data))  # else a slice still being stored comes from memory
         out = os.path.join(self.edge.dir, "strace.txt")
         st = subprocess.Popen(["strace", "-f", "-p", str(self.edge.pid), "-o", out,
                                "-e", "trace=sendfile,epoll_wait,epoll_pwait"],
