@@ -732,6 +732,18 @@ return { origin = function(req) return req.path:find("bad") and bad or good end 
         self.assertEqual(status, 502, body)
         edge.wait_log("origin certificate not verified", timeout=T(10))
 
+    def test_a_policy_resource_whose_ca_file_does_not_load_starts_with_a_warning(self):
+        # Its configured origins are http, so the load goes on; only https URLs from the policy
+        # would fail (at connect), and the log says so once, at the load.
+        plain = "http://127.0.0.1:%d/live/" % self.origin.port
+        edge = self.start_edge(live_config(plain, ca_file="missing.pem", policy="p.lua"),
+                               files={"p.lua": "return { origin = function(req) end }\n"})
+        edge.wait_log("https origins from its policy will fail", timeout=T(10))
+        self.assertIn("missing.pem", edge.stderr_tail())
+        v = self.viewer(edge, "/flv/s.flv")
+        self.assertEqual(v.status, 200)
+        v.read_until(lambda v: len(v.tags) > 10, T(10), "tags through the http origin")
+
     def test_vod_fetches_from_an_https_origin(self):
         root = tempfile.mkdtemp(prefix="flvedge-vodroot-")
         self.addCleanup(shutil.rmtree, root, True)
