@@ -1183,6 +1183,10 @@ void fe_vod_serve(fe_conn *c, const fe_resource *res, const char *rest, size_t l
       snprintf(v->key, v->key_cap, "%s", out.key[0] ? out.key : v->url);
     }
   }
+  if (plen > FE_VOD_PATH_MAX || strlen(v->url) > FE_VOD_PATH_MAX || strlen(v->key) > FE_VOD_PATH_MAX) {
+    fe_vreq_respond(v, 414, NULL, NULL, "414 URI too long\n", 17);
+    return;
+  }
   if (fe_origin_check_url(v->url) < 0) {
     fe_vreq_respond(v, 400, NULL, NULL, "400 bad request: path not usable at the origin\n", 47);
     return;
@@ -1258,8 +1262,12 @@ static void fe_vreq_meta_get(fe_vreq *v) {
 /* ---- admin entries ------------------------------------------------------------------------- */
 
 int fe_vod_purge_path(fe_worker *w, const char *path) {
-  char p[1200];
-  snprintf(p, sizeof(p), "%.*s", (int)strcspn(path, "?"), path);
+  char p[FE_VOD_PATH_MAX + 1];
+  size_t n = strcspn(path, "?");
+  if (n > FE_VOD_PATH_MAX)
+    return 0; /* no object has such a path (and a pattern cut short would match others) */
+  memcpy(p, path, n);
+  p[n] = 0;
   return w->loop.vod ? fe_vod_purge_all(w->loop.vod, &w->loop, p) : 0;
 }
 
@@ -1274,10 +1282,13 @@ int fe_vod_prefetch_path(fe_worker *w, const char *path) {
   if (!cache || plen <= pre)
     return -1;
   size_t olen = strlen(res->origin);
-  char url[1200], cpath[600];
-  snprintf(url, sizeof(url), "%s%s%.*s", res->origin, olen && res->origin[olen - 1] == '/' ? "" : "/",
-           (int)(plen - pre), path + pre);
-  snprintf(cpath, sizeof(cpath), "%.*s", (int)plen, path);
+  char url[FE_VOD_PATH_MAX + 1], cpath[FE_VOD_PATH_MAX + 1];
+  int n = snprintf(url, sizeof(url), "%s%s%.*s", res->origin,
+                   olen && res->origin[olen - 1] == '/' ? "" : "/", (int)(plen - pre), path + pre);
+  if (plen > FE_VOD_PATH_MAX || n < 0 || (size_t)n > FE_VOD_PATH_MAX)
+    return -1; /* as a request for it would be refused (414) */
+  memcpy(cpath, path, plen);
+  cpath[plen] = 0;
   if (fe_origin_check_url(url) < 0)
     return -1;
   /* The default key (the hook's lookup call needs a request; a prefetch has none). */

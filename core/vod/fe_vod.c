@@ -134,7 +134,6 @@ struct fe_vod_fetch {
   uv_work_t work;
   int store_rc;
   fe_vod_file file;
-  char obj_path[512]; /* the client path for the meta file */
   int runs;           /* what must finish before the fetch ends: its slice, and a tail reader */
   int counted;        /* holds one of the node's FE_VOD_MAX_FETCHES slots (while its origin runs) */
   uint64_t backlog;   /* its share of the node's store backlog while its store is queued */
@@ -710,7 +709,7 @@ int fe_vod_meta_parse(const char *text, size_t len, char **key, char **path, fe_
 }
 
 static int fe_vod_meta_read(const char *file, char **key, char **path, fe_vod_meta *m) {
-  char buf[8192];
+  char buf[FE_VOD_META_MAX];
   int fd = open(file, O_RDONLY | O_CLOEXEC);
   ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf));
   if (fd >= 0)
@@ -1328,10 +1327,12 @@ static void fe_vod_store_work(uv_work_t *w) {
     }
   }
   if (f->store_rc == 0) {
-    char text[2048];
-    size_t n = fe_vod_meta_format(&f->meta, f->key, f->obj_path, text, sizeof(text));
+    char text[FE_VOD_META_MAX];
+    size_t n = fe_vod_meta_format(&f->meta, f->key, f->path, text, sizeof(text));
     fe_vod_file_path(c, f->hash, "meta", path, sizeof(path));
-    f->store_rc = fe_vod_write_file(path, (const uint8_t *)text, n, 1, &st);
+    /* Never a record cut short (FE_VOD_PATH_MAX keeps every one within the size). */
+    f->store_rc = n + 1 >= sizeof(text) ? -ENAMETOOLONG
+                                        : fe_vod_write_file(path, (const uint8_t *)text, n, 1, &st);
   }
 }
 
@@ -1854,7 +1855,6 @@ static fe_vod_fetch *fe_vod_fetch_new(fe_vod_cache *c, fe_vod_obj *o, uint32_t i
     return NULL;
   }
   memcpy(f->hash, o->hash, sizeof(f->hash));
-  snprintf(f->obj_path, sizeof(f->obj_path), "%s", o->path);
   f->idx = idx;
   f->ttl = opts->ttl;
   f->no_store = opts->no_store;

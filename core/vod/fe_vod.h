@@ -41,6 +41,11 @@
 /* Slices of one object at most (10 TiB at the default 10 MiB, 64 GiB at the smallest, 64 KiB): an
  * origin that announces more is answered 502, whatever size it claims. */
 #define FE_VOD_MAX_SLICES (1u << 20)
+/* The longest client path, origin URL or cache key of an object (a longer request gets 414):
+ * nothing is ever cut, since a key cut short would be another object's, and an object's .meta
+ * record (both, and at most ~1 KiB more) stays within FE_VOD_META_MAX. */
+#define FE_VOD_PATH_MAX 3072
+#define FE_VOD_META_MAX 8192
 
 typedef struct fe_vod_node fe_vod_node;
 typedef struct fe_vod_cache fe_vod_cache;

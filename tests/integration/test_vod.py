@@ -208,22 +208,40 @@ class VodBasicsTest(VodCase):
                 self.assertEqual(cache_status(self.get_ok(path, self.small)), "HIT")
         self.assertEqual(len(self.origin.requests()), n, "a request with another query went to the origin")
 
-    def test_long_paths_sharing_their_first_1700_bytes_are_two_objects(self):
-        # The origin URL and the cache key are sized per request: paths longer than the old
-        # fixed buffers (1200 bytes) are served (they were refused with 400), each its own object.
+    def test_long_paths_are_whole_objects_up_to_3072_bytes_then_414(self):
+        # The origin URL, the cache key and the client path are never cut (a key cut short would
+        # be another object's): two paths sharing their first 1700 bytes are two objects, kept
+        # across a restart (their .meta records hold both whole) and purged by their own path;
+        # a path past FE_VOD_PATH_MAX (3072) gets 414, as does its prefetch.
         deep = "/".join(["d" * 200] * 8)
         os.makedirs(os.path.join(self.root, deep), exist_ok=True)
         bodies = {"x1.flv": self.small[:100000], "x2.flv": self.small[100000:]}
         for name, body in bodies.items():
             with open(os.path.join(self.root, deep, name), "wb") as f:
                 f.write(body)
-        for name, body in bodies.items():
-            path = "/videos/%s/%s" % (deep, name)
+        paths = {"/videos/%s/%s" % (deep, name): body for name, body in bodies.items()}
+        for path, body in paths.items():
             self.assertEqual(cache_status(self.get_ok(path, body)), "MISS")
             self.wait_cached(path)
-        for name, body in bodies.items():
-            with self.subTest(name=name):
-                self.assertEqual(cache_status(self.get_ok("/videos/%s/%s" % (deep, name), body)), "HIT")
+        self.wait_stored(len(self.small))
+        cache_dir = self.edge.cache_dir
+        self.edge.finish()
+        self.origin.clear_log()
+        self.edge = self.start_vod_edge(self.origin, cache_dir=cache_dir, slice_size=SLICE)
+        for path, body in paths.items():
+            with self.subTest(path=path[-6:]):
+                self.assertEqual(cache_status(self.get_ok(path, body)), "HIT")
+        self.assertEqual(self.origin.requests(), [], "the origin was asked after the restart")
+        first = next(iter(paths))
+        r = admin_request(self.edge, "POST", "/vod/purge", {"urls": [first]})
+        self.assertEqual(r.json, {"purged": 1})
+        self.assertEqual([cache_status(self.get(p, method="HEAD")) for p in paths], ["MISS", "HIT"])
+        too_long = "/videos/" + "/".join(["e" * 200] * 16) + "/x.flv"
+        self.assertStatus(self.get(too_long), 414)
+        self.assertFalse([q for q in self.origin.requests() if "eeee" in q["target"]],
+                         "a path past the limit went to the origin")
+        r = admin_request(self.edge, "POST", "/vod/prefetch", {"urls": [too_long]})
+        self.assertEqual(r.json.get("queued"), 0, r.json)
 
     def test_head(self):
         r = self.get("/videos/a.flv", method="HEAD")
