@@ -316,15 +316,17 @@ int fe_live_prepare(fe_conn *c, const fe_resource *res, const char *rest, size_t
 /* The URL to pull a stream from, by one rule for a resource's origin and for a policy's answer:
  * a URL that ends in .flv or has a query names the stream itself (every stream of a `file:`
  * slate, or a policy's full URL) and is used as is; anything else is a base, {base}/{stream}.flv. */
-static void fe_live_stream_url(const char *src, fe_str stream, char *out, size_t cap) {
+static int fe_live_stream_url(const char *src, fe_str stream, char *out, size_t cap) {
   size_t n = strlen(src);
+  int w;
   if ((n > 4 && strcmp(src + n - 4, ".flv") == 0) || strchr(src, '?')) {
-    snprintf(out, cap, "%s", src);
-    return;
+    w = snprintf(out, cap, "%s", src);
+  } else {
+    while (n > 0 && src[n - 1] == '/')
+      n--;
+    w = snprintf(out, cap, "%.*s/%.*s.flv", (int)n, src, (int)stream.len, stream.p);
   }
-  while (n > 0 && src[n - 1] == '/')
-    n--;
-  snprintf(out, cap, "%.*s/%.*s.flv", (int)n, src, (int)stream.len, stream.p);
+  return w >= 0 && (size_t)w < cap ? 0 : -1; /* never a URL cut short: that is another stream's */
 }
 
 /*
@@ -383,7 +385,12 @@ static void fe_origin_ctx_free(void *ud) {
 /* The URL to pull from a policy's answer. -1 when it cannot be pulled (logged here, once): the
  * policy is at fault, so the viewers get 500, not an origin's status. */
 static int fe_origin_ctx_url(fe_origin_ctx *x, const char *got, char *url, size_t cap) {
-  fe_live_stream_url(got, x->view.stream, url, cap);
+  if (fe_live_stream_url(got, x->view.stream, url, cap) < 0) {
+    fe_error("origin hook (resource %s, stream %.*s): the URL is longer than %zu bytes",
+             x->gen->cfg->resources[x->resource].name, (int)x->view.stream.len, x->view.stream.p,
+             cap - 1);
+    return -1;
+  }
   if (fe_origin_check_url(url) == 0)
     return 0;
   char shown[512];
@@ -403,8 +410,12 @@ static int fe_origin_ctx_group(fe_origin_ctx *x, int attempt, const char *last_e
     return 0;
   if (attempt < 1 || attempt > 1 + res->nbackups)
     return 0;
-  fe_live_stream_url(attempt == 1 ? res->origin : res->backups[attempt - 2], x->view.stream, url,
-                     cap);
+  if (fe_live_stream_url(attempt == 1 ? res->origin : res->backups[attempt - 2], x->view.stream,
+                         url, cap) < 0) {
+    fe_error("resource %s: origin %d with the stream name is longer than %zu bytes", res->name,
+             attempt, cap - 1);
+    return -1;
+  }
   return 1;
 }
 
@@ -432,8 +443,10 @@ static fe_source *fe_live_open_pull(void *ud, fe_loop *l, const char *key, const
     x->policy_failed = 1;
     return NULL;
   }
-  if (rc == 0)
-    fe_live_stream_url(res->origin, x->view.stream, url, sizeof(url));
+  if (rc == 0 && fe_origin_ctx_group(x, 1, NULL, url, sizeof(url)) < 0) {
+    x->policy_failed = 1;
+    return NULL;
+  }
   fe_pull_opts po = {
       .key = key,
       .connect_timeout = res->origin_connect_timeout,

@@ -68,6 +68,7 @@ INJECT = r'''
 return {
   origin = function(req, attempt)
     if req.args.dead_first and attempt == 1 then return os.getenv("FE_DEAD") end
+    if req.args.long then return os.getenv("FE_GOOD") .. "/" .. string.rep("a", 4070) end
     return os.getenv("FE_GOOD") .. "/live/s.flv?x=" .. req.args.x
   end,
 }
@@ -260,6 +261,12 @@ class OriginPhaseTest(EdgeTestCase):
                 self.assertEqual(len(edge.log_lines("not an origin URL")), i + 1,
                                  "one log line per bad URL; log tail:\n%s" % edge.stderr_tail(1500))
         self.assertEqual(good.requests_for("/live/s.flv"), [], "a bad URL reached the origin")
+        # A base URL that fits, but not with the stream's name after it: never cut short (that
+        # would be another URL), the policy's fault.
+        r = self.get(edge, "/flv/long.flv?long=1")
+        self.assertStatus(r, 500)
+        edge.wait_log("origin hook", "is longer than 4095 bytes")
+        self.assertEqual(len(good.requests), 0, "a URL cut short reached the origin")
         # A hook that raises on failover (no x: concatenating nil) is the policy's fault too.
         r = self.get(edge, "/flv/raise.flv?dead_first=1")
         self.assertStatus(r, 500)
