@@ -32,26 +32,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "config/fe_config.h"
-#include "log/fe_alog.h"
-#include "http/fe_http_conn.h"
 #include "http/fe_http_router.h"
-#include "hub/fe_relay.h"
-#include "log/fe_log.h"
-#include "net/fe_tls.h"
-#include "origin/fe_file.h"
 
-#include "fuzz_check.h"
-#include "fuzz_client.h"
+#include "fuzz_worker.h"
 
 #define FUZZ_MAX_ROUTED 4096
 
-static fe_worker fuzz_w;
-static const fe_metrics *fuzz_metrics[1];
-static fe_relay_node *fuzz_node;
-static fe_tls_clients *fuzz_tls; /* the config's origin TLS contexts, kept as main keeps its own */
-static unsigned fuzz_base_handles; /* the loop's own active handles (relay box, ...) */
-static int fuzz_trace;
 /* The methods of the request heads routed in this input, in order. */
 static int fuzz_methods[FUZZ_MAX_ROUTED];
 static int fuzz_routed;
@@ -66,46 +52,12 @@ static int fuzz_route(fe_conn *c) {
 static const fe_conn_kind fuzz_kind = {.route = fuzz_route};
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-  fuzz_trace = getenv("FUZZ_TRACE") != NULL;
-  fe_log_set_level(fuzz_trace ? FE_LOG_DEBUG : FE_LOG_ERROR + 1);
-  signal(SIGPIPE, SIG_IGN);
-  fe_config cfg;
-  char err[256];
-  fuzz_tls = fe_tls_clients_new();
-  FUZZ_CHECK(fuzz_tls != NULL);
-  if (fe_config_load(&cfg, FE_FUZZ_DIR "/fuzz_conn.lua", fuzz_tls, err, sizeof(err)) < 0) {
-    fprintf(stderr, "fuzz_conn: %s\n", err);
-    abort();
-  }
-  fe_cfg_shared *shared = calloc(1, sizeof(*shared));
-  FUZZ_CHECK(shared != NULL);
-  shared->cfg = cfg;
-  shared->refs = 1;
-  shared->access_log = fe_alog_open(cfg.access_log, 1, 1u << 20); /* written by its thread */
-  FUZZ_CHECK(shared->access_log != NULL);
-  fe_worker *w = &fuzz_w;
-  FUZZ_CHECK(fe_loop_init(&w->loop, 0) == 0);
-  fuzz_node = fe_relay_node_new(1);
-  w->id = 0;
-  fuzz_metrics[0] = &w->loop.metrics;
-  w->all_metrics = fuzz_metrics;
-  w->nloops = 1;
-  w->gen = fe_gen_new(shared, NULL);
-  w->hubs = fe_hubs_new(&w->loop, fuzz_node);
-  w->loop.hubs = w->hubs;
-  w->loop.files = fe_files_new();
-  FUZZ_CHECK(fuzz_node && w->gen && w->hubs && w->loop.files);
-  FUZZ_CHECK(fe_relay_box_open(fuzz_node, 0, &w->loop, &fe_hubs_relay_handlers, w->hubs) == 0);
-  fuzz_base_handles = w->loop.uv.active_handles;
+  (void)argc, (void)argv;
+  fuzz_worker_init("fuzz_conn", FE_FUZZ_DIR "/fuzz_conn.lua");
   return 0;
 }
 
 /* ---- the client's end ---------------------------------------------------------------------- */
-
-/* The connection, while open: w->conns holds at most this one. */
-static fe_conn *fuzz_conn(void) {
-  return fuzz_w.conns;
-}
 
 /* Quiet: closed, or reading with nothing of its own to do (all it has is read). */
 static int fuzz_quiet(void) {
@@ -240,18 +192,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fuzz_settle(&cl);
   }
   fuzz_settle(&cl);
-  /* The client is done: its end of the stream closes the connection. */
   shutdown(sv[1], SHUT_WR);
-  for (int i = 0; i < 10000 && (fuzz_w.conn_handles > 0 || !cl.eof); i++) {
-    uv_run(&fuzz_w.loop.uv, i < 4 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
-    fuzz_drain(&cl);
-  }
-  FUZZ_CHECK(fuzz_w.conn_handles == 0 && fuzz_w.conns == NULL && cl.eof);
-  fe_hubs_end_all(fuzz_w.hubs);
-  for (int i = 0; i < 10000 && fuzz_w.loop.uv.active_handles > fuzz_base_handles; i++)
-    uv_run(&fuzz_w.loop.uv, i < 4 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
-  uv_run(&fuzz_w.loop.uv, UV_RUN_NOWAIT); /* deferred frees */
-  FUZZ_CHECK(fuzz_w.loop.uv.active_handles == fuzz_base_handles);
+  fuzz_worker_finish(&cl);
 
   if (fuzz_trace)
     fprintf(stderr, "fuzz_conn: answers:\n%.*s\n", (int)cl.len, cl.in);

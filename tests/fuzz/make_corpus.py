@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the binary seed inputs of tests/fuzz/corpus/fuzz_flv/, fuzz_origin/, fuzz_range/,
-fuzz_tls/ and fuzz_vod/ (run from anywhere; rewrites only those seed-* files, never the regress-*
-inputs next to them; the TLS hellos differ at every run, their random fields). Each seed is
+fuzz_tls/, fuzz_vod/ and fuzz_h2/ (run from anywhere; rewrites only those seed-* files, never the
+regress-* inputs next to them; the TLS hellos differ at every run, their random fields). Each seed is
 a small valid or nearly valid input of the layout its target's top comment describes. The other
 targets' seeds are text, written by hand."""
 import os
@@ -170,6 +170,51 @@ def vod_seeds():
     }
 
 
+def h2_frame(kind, flags, stream, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def h2_request(stream, path, method=b"\x82", end=True, authority=b"a"):
+    """A HEADERS frame of a request, HPACK by hand: :method from the static table (0x82 GET,
+    0x83 POST; a literal otherwise), :scheme http, :path and :authority as literals."""
+    block = method + b"\x86" + b"\x04" + bytes([len(path)]) + path + b"\x01" + bytes([len(authority)]) + authority
+    return h2_frame(1, 0x04 | (0x01 if end else 0), stream, block)
+
+
+def h2_seeds():
+    settings = h2_frame(4, 0, 0, b"\x00\x03\x00\x00\x00\x64" + b"\x00\x04\x00\x00\xff\xff")
+    ack = h2_frame(4, 1, 0)
+    head = b"\x02\x04" + b"HEAD"  # a literal :method (name index 2)
+    upgrade = (b"GET /seed-get-static HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+               b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    split = h2_request(3, b"/seed-get-static")
+    block = split[9:]
+    return {
+        # mode 0x07: the preface is sent by the target, pieces up to 64 KiB
+        "seed-get-static": b"\x07" + settings + h2_request(1, b"/seed-get-static"),
+        "seed-get-live": b"\x07" + settings + h2_request(1, b"/live/s.flv"),
+        "seed-get-file": b"\x07" + settings + h2_request(1, b"/file/s.flv"),
+        "seed-file-window": b"\x07" + settings + h2_request(1, b"/file/s.flv") + h2_request(3, b"/file/s.flv") +
+                            h2_frame(8, 0, 0, b"\x00\x10\x00\x00") + h2_frame(8, 0, 1, b"\x00\x10\x00\x00"),
+        "seed-status": b"\x07" + settings + h2_request(1, b"/_flvedge/"),
+        "seed-head": b"\x07" + settings + h2_request(1, b"/seed-get-static", method=head),
+        "seed-many": b"\x07" + settings + ack + b"".join(
+            h2_request(i, b"/seed-get-static") for i in range(1, 40, 2)),
+        "seed-control": b"\x07" + settings + h2_request(1, b"/live/s.flv", end=False) +
+                        h2_frame(6, 0, 0, b"12345678") + h2_frame(8, 0, 0, b"\x00\x01\x00\x00") +
+                        h2_frame(8, 0, 1, b"\x00\x01\x00\x00") + h2_frame(3, 0, 1, b"\x00\x00\x00\x08") +
+                        h2_frame(7, 0, 0, b"\x00\x00\x00\x01\x00\x00\x00\x00"),
+        "seed-continuation": b"\x07" + settings + h2_frame(1, 0x01, 3, block[:5]) +
+                             h2_frame(9, 0, 3, block[5:9]) + h2_frame(9, 0x04, 3, block[9:]),
+        "seed-post-body": b"\x07" + settings + h2_request(1, b"/seed-get-static", method=b"\x83", end=False) +
+                          h2_frame(0, 0x01, 1, b"body"),
+        # bit 3: as they are (an Upgrade, then the client's preface), in pieces of 1 byte
+        "seed-upgrade": b"\x08" + upgrade + preface + settings + h2_request(3, b"/live/s.flv"),
+        "seed-upgrade-64": b"\x0c" + upgrade + preface + settings,
+    }
+
+
 def write(target, seeds):
     d = os.path.join(HERE, "corpus", target)
     os.makedirs(d, exist_ok=True)
@@ -180,6 +225,7 @@ def write(target, seeds):
 
 if __name__ == "__main__":
     write("fuzz_flv", flv_seeds())
+    write("fuzz_h2", h2_seeds())
     write("fuzz_origin", origin_seeds())
     write("fuzz_range", range_seeds())
     write("fuzz_tls", tls_seeds())

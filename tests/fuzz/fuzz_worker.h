@@ -1,0 +1,83 @@
+/* The worker the targets that drive one connection (fuzz_conn, fuzz_h2) serve from: one loop set
+ * up as fe_http_server.c sets up a loop, with a config of tests/fuzz/ (no policy). */
+#ifndef FUZZ_WORKER_H
+#define FUZZ_WORKER_H
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "config/fe_config.h"
+#include "http/fe_http_conn.h"
+#include "hub/fe_relay.h"
+#include "log/fe_alog.h"
+#include "log/fe_log.h"
+#include "net/fe_tls.h"
+#include "origin/fe_file.h"
+
+#include "fuzz_check.h"
+#include "fuzz_client.h"
+
+static fe_worker fuzz_w;
+static const fe_metrics *fuzz_metrics[1];
+static fe_relay_node *fuzz_node;
+static fe_tls_clients *fuzz_tls; /* the config's origin TLS contexts, kept as main keeps its own */
+static unsigned fuzz_base_handles; /* the loop's own active handles (relay box, ...) */
+static int fuzz_trace;
+
+static void fuzz_worker_init(const char *name, const char *config) {
+  fuzz_trace = getenv("FUZZ_TRACE") != NULL;
+  fe_log_set_level(fuzz_trace ? FE_LOG_DEBUG : FE_LOG_ERROR + 1);
+  signal(SIGPIPE, SIG_IGN);
+  fe_config cfg;
+  char err[256];
+  fuzz_tls = fe_tls_clients_new();
+  FUZZ_CHECK(fuzz_tls != NULL);
+  if (fe_config_load(&cfg, config, fuzz_tls, err, sizeof(err)) < 0) {
+    fprintf(stderr, "%s: %s\n", name, err);
+    abort();
+  }
+  fe_cfg_shared *shared = calloc(1, sizeof(*shared));
+  FUZZ_CHECK(shared != NULL);
+  shared->cfg = cfg;
+  shared->refs = 1;
+  shared->access_log = fe_alog_open(cfg.access_log, 1, 1u << 20); /* written by its thread */
+  FUZZ_CHECK(shared->access_log != NULL);
+  fe_worker *w = &fuzz_w;
+  FUZZ_CHECK(fe_loop_init(&w->loop, 0) == 0);
+  fuzz_node = fe_relay_node_new(1);
+  w->id = 0;
+  fuzz_metrics[0] = &w->loop.metrics;
+  w->all_metrics = fuzz_metrics;
+  w->nloops = 1;
+  w->gen = fe_gen_new(shared, NULL);
+  w->hubs = fe_hubs_new(&w->loop, fuzz_node);
+  w->loop.hubs = w->hubs;
+  w->loop.files = fe_files_new();
+  FUZZ_CHECK(fuzz_node && w->gen && w->hubs && w->loop.files);
+  FUZZ_CHECK(fe_relay_box_open(fuzz_node, 0, &w->loop, &fe_hubs_relay_handlers, w->hubs) == 0);
+  fuzz_base_handles = w->loop.uv.active_handles;
+}
+
+/* The connection, while open: w->conns holds at most this one. */
+static fe_conn *fuzz_conn(void) {
+  return fuzz_w.conns;
+}
+
+/* The client is done: its end of the stream (shut down by the caller) closes the connection,
+ * which must go, with every answer read; then the live streams end and the loop must hold no
+ * handle of the input. */
+static void fuzz_worker_finish(fuzz_client *cl) {
+  for (int i = 0; i < 10000 && (fuzz_w.conn_handles > 0 || !cl->eof); i++) {
+    uv_run(&fuzz_w.loop.uv, i < 4 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+    fuzz_drain(cl);
+  }
+  FUZZ_CHECK(fuzz_w.conn_handles == 0 && fuzz_w.conns == NULL && cl->eof);
+  fe_hubs_end_all(fuzz_w.hubs);
+  for (int i = 0; i < 10000 && fuzz_w.loop.uv.active_handles > fuzz_base_handles; i++)
+    uv_run(&fuzz_w.loop.uv, i < 4 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+  uv_run(&fuzz_w.loop.uv, UV_RUN_NOWAIT); /* deferred frees */
+  FUZZ_CHECK(fuzz_w.loop.uv.active_handles == fuzz_base_handles);
+}
+
+#endif
