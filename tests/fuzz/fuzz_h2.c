@@ -10,8 +10,11 @@
  *
  * Input: [mode] client bytes. mode: bits 0-2 pick the largest piece (1, 2, 3, 9, 64, 512, 16393,
  * 64 KiB), bit 3 set: the bytes go as they are (an HTTP/1.1 request with Upgrade: h2c, a preface
- * of the input's own, or anything), else the client preface is sent first; bits 4-7 seed the
- * sizes. Each piece is written once the server has read the one before, the loop run after it.
+ * of the input's own, or anything), else the client preface is sent first; bit 7 set: the
+ * server's socket buffer is small (4 KiB) and the client reads only when it cannot write and at
+ * the end, so that the server's writes wait (flow control of the socket, not only of HTTP/2);
+ * bits 4-6 seed the sizes. Each piece is written once the server has read the one before, the
+ * loop run after it.
  *
  * Checks, on everything the server wrote (after a 101 answer to an Upgrade; an HTTP/1.1 answer
  * of another status is fuzz_conn's matter): whole frames, the first a SETTINGS; each of a type a
@@ -225,13 +228,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1)
     return 0;
   size_t max_piece = pieces[data[0] & 7];
-  int raw = (data[0] >> 3) & 1;
-  uint32_t rng = (uint32_t)(data[0] >> 4) * 2654435761u + 1;
+  int raw = (data[0] >> 3) & 1, slow = data[0] >> 7;
+  uint32_t rng = (uint32_t)((data[0] >> 4) & 7) * 2654435761u + 1;
   data++, size--;
 
   int sv[2];
   FUZZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
   FUZZ_CHECK(fcntl(sv[1], F_SETFL, O_NONBLOCK) == 0);
+  if (slow) {
+    int small = 4096;
+    FUZZ_CHECK(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)) == 0);
+  }
   fuzz_client cl = {.fd = sv[1]};
   FUZZ_CHECK(fe_conn_open(&fuzz_w, sv[0], &fuzz_kind) != NULL);
   if (!raw)
@@ -255,7 +262,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     off += (size_t)wr;
     uv_run(&fuzz_w.loop.uv, UV_RUN_NOWAIT);
     uv_run(&fuzz_w.loop.uv, UV_RUN_NOWAIT);
-    fuzz_drain(&cl);
+    if (!slow)
+      fuzz_drain(&cl);
   }
   shutdown(sv[1], SHUT_WR);
   fuzz_worker_finish(&cl);

@@ -209,6 +209,9 @@ def h2_seeds():
                              h2_frame(9, 0, 3, block[5:9]) + h2_frame(9, 0x04, 3, block[9:]),
         "seed-post-body": b"\x07" + settings + h2_request(1, b"/seed-get-static", method=b"\x83", end=False) +
                           h2_frame(0, 0x01, 1, b"body"),
+        # bit 7: a small socket buffer on the server's side, the client reading late
+        "seed-file-slow": b"\x85" + settings + h2_request(1, b"/file/s.flv") + h2_request(3, b"/file/s.flv") +
+                          h2_request(5, b"/seed-get-static") + h2_frame(6, 0, 0, b"12345678") * 4,
         # bit 3: as they are (an Upgrade, then the client's preface), in pieces of 1 byte
         "seed-upgrade": b"\x08" + upgrade + preface + settings + h2_request(3, b"/live/s.flv"),
         "seed-upgrade-64": b"\x0c" + upgrade + preface + settings,
