@@ -9,8 +9,9 @@
  * (config from tests/fuzz/fuzz_conn.lua, one loop, no policy).
  *
  * Input: [split] client bytes. split: bits 0-2 pick the largest piece (1, 2, 3, 7, 16, 64, 512,
- * 64 KiB), bits 3-7 seed the sizes; a piece is written only once the server has read the one
- * before (or stopped reading while it answers).
+ * 64 KiB), bits 3-6 seed the sizes, bit 7 gives the server's end a 4 KiB socket buffer (its
+ * answers then go out in many partial writes, and pipelined requests wait behind them); a piece
+ * is written only once the server has read the one before (or stopped reading while it answers).
  *
  * After the input: the loop runs until the connection is quiet (waiting for more, or closed), the
  * client half-closes, the loop runs until the connection is gone, the live streams are ended.
@@ -169,13 +170,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1)
     return 0;
   size_t max_piece = pieces[data[0] & 7];
-  uint32_t rng = (uint32_t)(data[0] >> 3) * 2654435761u + 1;
+  uint32_t rng = (uint32_t)((data[0] >> 3) & 15) * 2654435761u + 1;
+  int small = data[0] >> 7 ? 4096 : 0;
   data++, size--;
   fuzz_routed = 0;
 
   int sv[2];
   FUZZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
   FUZZ_CHECK(fcntl(sv[1], F_SETFL, O_NONBLOCK) == 0);
+  if (small)
+    FUZZ_CHECK(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)) == 0);
   fuzz_client cl = {.fd = sv[1]};
   FUZZ_CHECK(fe_conn_open(&fuzz_w, sv[0], &fuzz_kind) != NULL);
 
