@@ -1146,9 +1146,9 @@ void fe_vod_serve(fe_conn *c, const fe_resource *res, const char *rest, size_t l
   /* The strings, sized here so that nothing is cut: a key cut short would be another object's. */
   size_t olen = strlen(res->origin), plen = c->view.path.len;
   int slash = olen && res->origin[olen - 1] == '/';
+  size_t hook_key = sizeof(((fe_lua_cache_out *)0)->key); /* the longest key a hook gives, + 1 */
   v->url_cap = olen + 1 + len + 1 + c->view.query.len + 1; /* room for "?query" */
-  v->key_cap = (v->url_cap > sizeof(((fe_lua_cache_out *)0)->key) ? v->url_cap
-                : sizeof(((fe_lua_cache_out *)0)->key)) + FE_VREQ_BYPASS_TAG;
+  v->key_cap = (v->url_cap > hook_key ? v->url_cap : hook_key) + FE_VREQ_BYPASS_TAG;
   v->strs = malloc(plen + 1 + v->url_cap + v->key_cap);
   if (!v->strs) {
     free(v);

@@ -1,5 +1,5 @@
 /* The client's end of a socketpair, for the targets that drive a server stream (fuzz_conn,
- * fuzz_tls): everything the server wrote, read without blocking. */
+ * fuzz_h2, fuzz_tls): everything the server wrote, read without blocking. */
 #ifndef FUZZ_CLIENT_H
 #define FUZZ_CLIENT_H
 

@@ -61,7 +61,6 @@ enum { FUZZ_S_IDLE, FUZZ_S_OPEN, FUZZ_S_ENDED };
 typedef struct fuzz_h2_check {
   nghttp2_hd_inflater *inf;
   uint8_t state[FUZZ_MAX_STREAMS]; /* by (stream id - 1) / 2, for the first streams */
-  uint32_t max_id;                 /* highest stream id the server answered on */
   int64_t goaway_last;             /* -1: no GOAWAY yet */
   uint32_t block_stream;           /* a header block is open on this stream (0: none) */
   int block_end_stream;            /* its HEADERS had END_STREAM */
@@ -164,8 +163,6 @@ static void fuzz_h2_check_frames(const uint8_t *p, size_t len) {
       if (*st == FUZZ_S_IDLE)
         FUZZ_CHECK(k.goaway_last < 0 || id <= k.goaway_last);
       *st = FUZZ_S_OPEN;
-      if (id > k.max_id)
-        k.max_id = id;
       size_t pad = 0;
       if (flags & NGHTTP2_FLAG_PADDED) {
         FUZZ_CHECK(flen >= 1);
