@@ -1160,21 +1160,14 @@ void fe_conn_accept(fe_worker *w, fe_net_listener *ls, const fe_conn_kind *kind)
   fe_conn_start(w, c);
 }
 
-fe_conn *fe_conn_open(fe_worker *w, int fd, const fe_conn_kind *kind) {
+fe_conn *fe_conn_open(fe_worker *w, const fe_net_type *type, const fe_conn_kind *kind) {
   fe_conn *c = calloc(1, sizeof(*c));
-  if (!c) {
-    close(fd);
+  if (!c)
     return NULL;
-  }
   fe_net_init(&w->loop, &c->net, c);
+  c->net.type = type; /* its uv_tcp_t stays unopened: closing it is the type's close */
   c->w = w;
   c->kind = kind;
-  if (fe_net_open(&c->net, fd) < 0) {
-    close(fd);
-    c->state = FE_CS_CLOSING;
-    fe_net_close(&c->net, fe_conn_on_shed);
-    return NULL;
-  }
   fe_conn_start(w, c);
   return c;
 }

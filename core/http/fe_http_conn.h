@@ -183,11 +183,11 @@ uint64_t fe_worker_sum(const fe_worker *w, size_t field);
 /** Accepts a connection of `kind` from a listener of the worker's loop. */
 void fe_conn_accept(fe_worker *w, fe_net_listener *ls, const fe_conn_kind *kind);
 /**
- * Test seam (tests/fuzz/fuzz_conn.c): a connection on an already connected stream socket (taken
- * over, closed on failure) instead of one accepted from a listener; then exactly as accepted.
- * Returns it, or NULL when it could not be opened.
+ * Test seam (tests/fuzz/fuzz_mem.h): a connection on a stream of the caller's own type (the fuzz
+ * targets' in-memory stream) instead of a socket accepted from a listener; then exactly as
+ * accepted. Returns it, or NULL when out of memory.
  */
-fe_conn *fe_conn_open(fe_worker *w, int fd, const fe_conn_kind *kind);
+fe_conn *fe_conn_open(fe_worker *w, const fe_net_type *type, const fe_conn_kind *kind);
 /** Looks a request header up by name (any case); returns its value span or NULL. */
 const fe_span *fe_conn_header(const fe_conn *c, const char *name);
 /** Queues a complete response with a copied body; closes the connection after it if `close`. */

@@ -109,7 +109,7 @@ void fe_net_nodelay(fe_net *n);
 int fe_net_peer_ip(fe_net *n, char *out, size_t cap);
 int fe_net_local_ip(fe_net *n, char *out, size_t cap);
 /**
- * Test seam (tests/fuzz/fuzz_conn.c): makes n (initialised with fe_net_init) the stream of an
+ * Test seam (tests/fuzz/fuzz_tls.c): makes n (initialised with fe_net_init) the stream of an
  * already connected stream socket, e.g. one end of a socketpair(AF_UNIX), which is taken over.
  * Returns 0 or a libuv error. The server's own streams come from fe_net_accept only.
  */

@@ -1,17 +1,17 @@
 /*
  * libFuzzer target for a request through the server's connection code (http/fe_http_conn.c,
- * the router, the static, status and live handlers) without a listening socket: one end of a
- * socketpair(AF_UNIX, SOCK_STREAM) is the connection's stream (the test seam fe_conn_open, which
- * takes a connected socket where fe_conn_accept takes one from a listener), the other end is the
- * client. The input is what the client sends, written in pieces whose sizes the input chooses,
- * the worker's loop run after each so that each piece is one read of fe_conn_on_read; the answers
- * are read back from the client's end. The worker is set up as fe_http_server.c sets up a loop
- * (config from tests/fuzz/fuzz_conn.lua, one loop, no policy).
+ * the router, the static, status and live handlers) without a socket: the connection's stream is
+ * an in-memory one (fuzz_mem.h, through the test seam fe_conn_open, where fe_conn_accept takes a
+ * socket from a listener) that behaves as a stream socket does, with the client at its other
+ * end. The input is what the client sends, in pieces whose sizes the input chooses, the worker's
+ * loop run after each so that each piece is one read of fe_conn_on_read; the answers are what
+ * lands at the client's end. The worker is set up as fe_http_server.c sets up a loop (config from
+ * tests/fuzz/fuzz_conn.lua, one loop, no policy).
  *
  * Input: [split] client bytes. split: bits 0-2 pick the largest piece (1, 2, 3, 7, 16, 64, 512,
  * 64 KiB), bits 3-6 seed the sizes, bit 7 gives the server's end a 4 KiB socket buffer (its
  * answers then go out in many partial writes, and pipelined requests wait behind them); a piece
- * is written only once the server has read the one before (or stopped reading while it answers).
+ * is sent only once the server has read the one before (or stopped reading while it answers).
  *
  * After the input: the loop runs until the connection is quiet (waiting for more, or closed), the
  * client half-closes, the loop runs until the connection is gone, the live streams are ended.
@@ -23,15 +23,11 @@
  * handle of the input afterwards; LeakSanitizer sees no leak.
  */
 #define _GNU_SOURCE /* memmem */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "http/fe_http_router.h"
 
@@ -60,23 +56,23 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 /* ---- the client's end ---------------------------------------------------------------------- */
 
-/* Quiet: closed, or reading with nothing of its own to do (all it has is read). */
+/* Quiet: closed, or reading with nothing of its own to do (all it was sent is read). */
 static int fuzz_quiet(void) {
   fe_conn *c = fuzz_conn();
   if (!c)
     return fuzz_w.conn_handles == 0;
-  return c->state == FE_CS_READING && !c->sending && !c->read_stopped && c->pending_len == 0;
+  return c->state == FE_CS_READING && !c->sending && !c->read_stopped && c->pending_len == 0 &&
+         fuzz_m.in_len == 0;
 }
 
-/* Runs the loop until quiet; a live stream waits for its origin's refusal (UV_RUN_ONCE). The
- * answers are read only while the connection is busy (it may be waiting for room in the socket):
- * a quiet one leaves them in the socket for the next read, which saves a call per piece. */
-static void fuzz_settle(fuzz_client *cl) {
+/* Runs the loop until quiet; a live stream waits for its origin's refusal. The answers are read
+ * only while the connection is busy (it may be waiting for room in the socket). */
+static void fuzz_settle(void) {
   for (int i = 0; i < 10000; i++) {
-    uv_run(&fuzz_w.loop.uv, i < 4 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+    uv_run(&fuzz_w.loop.uv, fuzz_worker_run_mode(i));
     if (fuzz_quiet())
       return;
-    fuzz_drain(cl);
+    fuzz_mem_read();
   }
   FUZZ_CHECK(!"the connection never settled");
 }
@@ -87,9 +83,9 @@ static int fuzz_is_tchar(unsigned char ch) {
   return ch > 0x20 && ch < 0x7f && !strchr("\"(),/:;<=>?@[\\]{}", ch);
 }
 
-/* Checks the answers in cl->in; returns how many there were. */
-static int fuzz_check_answers(const fuzz_client *cl) {
-  const char *p = cl->in, *end = cl->in + cl->len;
+/* Checks the answers (all that landed at the client's end); returns how many there were. */
+static int fuzz_check_answers(const fuzz_mem *cl) {
+  const char *p = cl->out, *end = cl->out + cl->out_len;
   int n = 0;
   while (p < end) {
     const char *head_end = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
@@ -171,42 +167,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return 0;
   size_t max_piece = pieces[data[0] & 7];
   uint32_t rng = (uint32_t)((data[0] >> 3) & 15) * 2654435761u + 1;
-  int small = data[0] >> 7 ? 4096 : 0;
+  int small = data[0] >> 7;
   data++, size--;
   fuzz_routed = 0;
 
-  int sv[2];
-  FUZZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-  FUZZ_CHECK(fcntl(sv[1], F_SETFL, O_NONBLOCK) == 0);
-  if (small)
-    FUZZ_CHECK(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)) == 0);
-  fuzz_client cl = {.fd = sv[1]};
-  FUZZ_CHECK(fe_conn_open(&fuzz_w, sv[0], &fuzz_kind) != NULL);
-
+  fuzz_worker_open(&fuzz_kind, small ? 4096 : SIZE_MAX);
   size_t off = 0;
   while (off < size) {
     rng ^= rng << 13, rng ^= rng >> 17, rng ^= rng << 5;
     size_t n = 1 + rng % max_piece;
     if (n > size - off)
       n = size - off;
-    ssize_t wr = fuzz_conn() ? write(sv[1], data + off, n) : -1;
-    if (wr <= 0)
-      break; /* closed (EPIPE), or the server stopped reading and the socket is full */
-    off += (size_t)wr;
-    fuzz_settle(&cl);
+    size_t sent = fuzz_conn() ? fuzz_mem_send(data + off, n) : 0;
+    if (sent == 0)
+      break; /* closed, or the server stopped reading and the stream is full */
+    off += sent;
+    fuzz_settle();
   }
-  fuzz_settle(&cl);
-  shutdown(sv[1], SHUT_WR);
-  fuzz_worker_finish(&cl);
+  fuzz_settle();
+  fuzz_worker_finish();
 
+  const fuzz_mem *cl = &fuzz_m;
   if (fuzz_trace)
-    fprintf(stderr, "fuzz_conn: answers:\n%.*s\n", (int)cl.len, cl.in);
-  int answers = fuzz_check_answers(&cl);
+    fprintf(stderr, "fuzz_conn: answers:\n%.*s\n", (int)cl->out_len, cl->out);
+  int answers = fuzz_check_answers(cl);
   if (fuzz_trace)
     fprintf(stderr, "fuzz_conn: %zu of %zu bytes sent, %d heads routed, %d answers, %zu bytes back\n",
-            off, size, fuzz_routed, answers, cl.len);
+            off, size, fuzz_routed, answers, cl->out_len);
   FUZZ_CHECK(answers <= fuzz_routed + 1);
-  close(sv[1]);
-  free(cl.in);
   return 0;
 }

@@ -16,7 +16,7 @@
 #include "origin/fe_file.h"
 
 #include "fuzz_check.h"
-#include "fuzz_client.h"
+#include "fuzz_mem.h"
 
 static fe_worker fuzz_w;
 static const fe_metrics *fuzz_metrics[1];
@@ -56,6 +56,7 @@ static void fuzz_worker_init(const char *name, const char *config) {
   w->loop.files = fe_files_new();
   FUZZ_CHECK(fuzz_node && w->gen && w->hubs && w->loop.files);
   FUZZ_CHECK(fe_relay_box_open(fuzz_node, 0, &w->loop, &fe_hubs_relay_handlers, w->hubs) == 0);
+  fuzz_mem_init(&w->loop.uv);
   fuzz_base_handles = w->loop.uv.active_handles;
 }
 
@@ -64,15 +65,30 @@ static fe_conn *fuzz_conn(void) {
   return fuzz_w.conns;
 }
 
-/* The client is done: its end of the stream (shut down by the caller) closes the connection,
- * which must go, with every answer read; then the live streams end and the loop must hold no
- * handle of the input. */
-static void fuzz_worker_finish(fuzz_client *cl) {
-  for (int i = 0; i < 10000 && (fuzz_w.conn_handles > 0 || !cl->eof); i++) {
-    uv_run(&fuzz_w.loop.uv, i < 4 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
-    fuzz_drain(cl);
+/* How the i-th turn of a loop that waits for the connection runs the loop: without waiting while
+ * its writes wait for the client to read (the client reads between turns), else waiting for what
+ * it waits for (an origin's refusal, a timer). */
+static uv_run_mode fuzz_worker_run_mode(int i) {
+  return i < 4 || fuzz_m.head ? UV_RUN_NOWAIT : UV_RUN_ONCE;
+}
+
+/* A connection on a new in-memory stream (fuzz_mem.h) whose client leaves at most `cap` bytes
+ * unread (SIZE_MAX: no bound). */
+static void fuzz_worker_open(const fe_conn_kind *kind, size_t cap) {
+  fuzz_mem_reset(cap);
+  FUZZ_CHECK(fe_conn_open(&fuzz_w, &fuzz_mem_type, kind) != NULL);
+}
+
+/* The client is done: it ends its side of the stream, which closes the connection; that must
+ * go, with every answer read; then the live streams end and the loop must hold no handle of the
+ * input. */
+static void fuzz_worker_finish(void) {
+  fuzz_mem_shutdown();
+  for (int i = 0; i < 10000 && (fuzz_w.conn_handles > 0 || !fuzz_m.eof); i++) {
+    uv_run(&fuzz_w.loop.uv, fuzz_worker_run_mode(i));
+    fuzz_mem_read();
   }
-  FUZZ_CHECK(fuzz_w.conn_handles == 0 && fuzz_w.conns == NULL && cl->eof);
+  FUZZ_CHECK(fuzz_w.conn_handles == 0 && fuzz_w.conns == NULL && fuzz_m.eof);
   fe_hubs_end_all(fuzz_w.hubs);
   for (int i = 0; i < 10000 && fuzz_w.loop.uv.active_handles > fuzz_base_handles; i++)
     uv_run(&fuzz_w.loop.uv, i < 4 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
