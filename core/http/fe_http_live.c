@@ -338,7 +338,7 @@ static int fe_live_stream_url(const char *src, fe_str stream, char *out, size_t 
 typedef struct fe_origin_ctx {
   fe_gen *gen;
   int resource;
-  int policy_failed;          /* the origin phase raised: the viewer gets 500 */
+  const char *failed; /* why the first origin cannot be pulled: the viewer's 500 body */
   fe_req_view view;
   fe_header hdr[FE_MAX_HEADERS];
   char client_ip[48], server_ip[48], host[128];
@@ -358,7 +358,7 @@ static fe_origin_ctx *fe_origin_ctx_new(fe_conn *c, int resource) {
   x->gen = c->gen;
   fe_gen_ref(x->gen);
   x->resource = resource;
-  x->policy_failed = 0;
+  x->failed = NULL;
   memcpy(x->buf, c->buf, c->len);
   memcpy(x->hdr, c->hdr, sizeof(x->hdr));
   memcpy(x->client_ip, c->client_ip, sizeof(x->client_ip));
@@ -440,11 +440,11 @@ static fe_source *fe_live_open_pull(void *ud, fe_loop *l, const char *key, const
   char got[4096], url[4096];
   int rc = policy_origin ? fe_lua_origin(x->gen->lua, x->resource, 0, &x->view, 1, NULL, got, sizeof(got)) : 0;
   if (rc < 0 || (rc == 1 && fe_origin_ctx_url(x, got, url, sizeof(url)) < 0)) {
-    x->policy_failed = 1;
+    x->failed = "500 policy error\n";
     return NULL;
   }
   if (rc == 0 && fe_origin_ctx_group(x, 1, NULL, url, sizeof(url)) < 0) {
-    x->policy_failed = 1;
+    x->failed = "500 origin URL too long\n"; /* the config's: no policy is involved */
     return NULL;
   }
   fe_pull_opts po = {
@@ -513,11 +513,11 @@ void fe_live_serve(fe_conn *c, const fe_resource *res, const char *rest, size_t 
     if (opts.pull_ud)
       hub = fe_hub_open(w->hubs, key, &opts);
     if (!hub) {
-      int policy_failed = opts.pull_ud && ((fe_origin_ctx *)opts.pull_ud)->policy_failed;
+      const char *failed = opts.pull_ud ? ((fe_origin_ctx *)opts.pull_ud)->failed : NULL;
       if (opts.pull_ud)
         fe_origin_ctx_free(opts.pull_ud);
-      if (policy_failed)
-        fe_conn_respond(c, 500, NULL, NULL, "500 policy error\n", 17, 1);
+      if (failed)
+        fe_conn_respond(c, 500, NULL, NULL, failed, strlen(failed), 1);
       else
         fe_conn_respond(c, 503, NULL, NULL, "503 out of memory\n", 18, 1);
       return;

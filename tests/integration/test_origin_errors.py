@@ -46,6 +46,18 @@ class OriginStatusTest(EdgeTestCase):
         self.assertStatus(r, 502)
         self.assertLess(time.monotonic() - t0, T(3), "a refused connection took this long")
 
+    def test_a_config_origin_too_long_with_the_stream_name_is_500_and_logged(self):
+        # An origin that fits the config but not with /NAME.flv after it is never cut short (that
+        # would be another URL). No policy is involved, and the answer does not say one failed.
+        base = self.origin.url("/live/")
+        base += "a" * (4090 - len(base))
+        edge = self.start_edge(live_config(base))
+        r = self.get(edge, "/flv/s.flv")
+        self.assertStatus(r, 500)
+        self.assertEqual(r.body, b"500 origin URL too long\n")
+        edge.wait_log("resource", "origin 1 with the stream name is longer than 4095 bytes")
+        self.assertEqual(len(self.origin.requests), 0, "a URL cut short reached the origin")
+
     def test_silent_origin_is_504_after_the_timeouts(self):
         self.origin.route("/live/silent.flv", silent=True)
         t0 = time.monotonic()
