@@ -1,21 +1,21 @@
 /*
- * An in-memory stream for the targets that drive one server connection (fuzz_conn, fuzz_h2): an
- * fe_net_type of the harness's own (fe_conn_open's seam), so that an input costs no system call
- * of a socket. Half the time of a socketpair went to the kernel.
+ * An in-memory stream for the targets that drive one server stream (fuzz_conn, fuzz_h2 through an
+ * fe_net_type of their own given to fe_conn_open, in fuzz_worker.h; fuzz_tls through libuv's
+ * stream calls, wrapped at link time), so that an input costs no system call of a socket: half
+ * the time of a socketpair went to the kernel.
  *
  * It behaves as a stream socket does for its owner:
  * - What the client sends waits, up to FUZZ_MEM_IN_CAP bytes (a full socket: the client cannot
  *   send more), until the server reads; a read delivers what is there, at most 64 KiB (the
- *   loop's read buffer), in a buffer of exactly that size (so ASan sees a read past it). After
- *   the client's end, and once all was read, a read gets UV_EOF.
+ *   loop's read buffer). After the client's end, and once all was read, a read gets UV_EOF.
  * - The server's writes land in the client's buffer (`out`), up to `cap` bytes the client has not
  *   read yet (SIZE_MAX: no bound; a small number is a small socket buffer). What does not fit is
- *   queued; a write's callback runs once all of it landed, never within the writev call;
- *   try_writev takes nothing while writes are queued (libuv's rules).
+ *   queued; a write's callback runs once all of it landed, never within the write call;
+ *   a try-write takes nothing while writes are queued (libuv's rules).
  * - Reads, write callbacks and the close callback run from within the loop (an idle handle, active
- *   only while there is something to do), as libuv's do; a close cancels the queued writes first
- *   (UV_ECANCELED).
- * One stream at a time.
+ *   only while there is something to do), as libuv's do; a close ends the queued writes first, as
+ *   libuv does: success for one that went out whole, UV_ECANCELED for the others.
+ * One stream at a time. The adapter that makes it a stream gives `deliver` (a read, to the owner).
  */
 #ifndef FUZZ_MEM_H
 #define FUZZ_MEM_H
@@ -23,17 +23,26 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "net/fe_net.h"
+#include <uv.h>
 
 #include "fuzz_check.h"
 
 #define FUZZ_MEM_IN_CAP (208u * 1024) /* about what an AF_UNIX socket holds */
 #define FUZZ_MEM_READ_MAX 65536
 
+/* A queued write: a copy of its buffers, advanced as they land, and how its owner hears the end. */
+typedef struct fuzz_mem_wr {
+  struct fuzz_mem_wr *next;
+  uv_buf_t *bufs;
+  unsigned nbufs, i;
+  void *req; /* the owner's request (fe_net_write, uv_write_t) */
+  void (*done)(void *req, int status);
+} fuzz_mem_wr;
+
 typedef struct fuzz_mem {
-  fe_net *net;     /* the server's stream, from its first call until its close callback */
+  int open; /* from fuzz_mem_reset until the close callback */
   int reading, closing, closed;
+  void (*deliver)(ssize_t nread, const char *data); /* a read (or UV_EOF), to the owner */
   /* client -> server: sent, not read yet (in fuzz_mem_in) */
   size_t in_off, in_len;
   int in_eof, eof_sent;
@@ -41,7 +50,7 @@ typedef struct fuzz_mem {
   char *out; /* everything the server wrote */
   size_t out_len, out_cap;
   size_t cap, unread; /* the bytes the client has not read may be up to cap */
-  fe_net_write *head, *tail;
+  fuzz_mem_wr *head, *tail;
   size_t queued;
   int eof; /* the client saw the server's end */
   int cut; /* the close dropped bytes of queued writes: the output may end mid-frame */
@@ -68,10 +77,10 @@ static void fuzz_mem_land(fuzz_mem *m, const void *p, size_t n) {
     m->unread += n;
 }
 
-/* Lands what fits of w's buffers (w->bufs: its own copy, advanced as they land). */
-static void fuzz_mem_land_write(fuzz_mem *m, fe_net_write *w) {
-  while (w->i < w->nbufs) {
-    uv_buf_t *b = &w->bufs[w->i];
+/* Lands what fits of wr's buffers. */
+static void fuzz_mem_land_write(fuzz_mem *m, fuzz_mem_wr *wr) {
+  while (wr->i < wr->nbufs) {
+    uv_buf_t *b = &wr->bufs[wr->i];
     size_t n = b->len < fuzz_mem_room(m) ? b->len : fuzz_mem_room(m);
     if (n == 0 && b->len > 0)
       return;
@@ -79,12 +88,12 @@ static void fuzz_mem_land_write(fuzz_mem *m, fe_net_write *w) {
     b->base += n, b->len -= n;
     m->queued -= n;
     if (b->len == 0)
-      w->i++;
+      wr->i++;
   }
 }
 
 static int fuzz_mem_busy(const fuzz_mem *m) {
-  if (!m->net || m->closing)
+  if (!m->open || m->closing)
     return 0;
   if (m->reading && (m->in_len > 0 || (m->in_eof && !m->eof_sent)))
     return 1;
@@ -105,58 +114,44 @@ static void fuzz_mem_pump_cb(uv_idle_t *h) {
   fuzz_mem *m = &fuzz_m;
   /* The writes that landed whole are done. */
   while (m->head && !m->closing) {
-    fe_net_write *w = m->head;
-    fuzz_mem_land_write(m, w);
-    if (w->i < w->nbufs)
+    fuzz_mem_wr *wr = m->head;
+    fuzz_mem_land_write(m, wr);
+    if (wr->i < wr->nbufs)
       break;
-    m->head = w->next;
+    m->head = wr->next;
     if (!m->head)
       m->tail = NULL;
-    free(w->bufs);
-    w->bufs = NULL;
-    w->cb(w, 0);
+    void *req = wr->req;
+    void (*done)(void *, int) = wr->done;
+    free(wr->bufs);
+    free(wr);
+    done(req, 0);
   }
-  if (m->net && !m->closing && m->reading) {
+  if (m->open && !m->closing && m->reading) {
     if (m->in_len > 0) {
       size_t n = m->in_len < FUZZ_MEM_READ_MAX ? m->in_len : FUZZ_MEM_READ_MAX;
-      char *buf = malloc(n);
-      FUZZ_CHECK(buf != NULL);
-      memcpy(buf, fuzz_mem_in + m->in_off, n);
-      m->in_off += n, m->in_len -= n;
-      m->net->on_read(m->net, (ssize_t)n, buf);
-      free(buf);
+      const char *p = (const char *)fuzz_mem_in + m->in_off;
+      m->in_off += n, m->in_len -= n; /* the client sends only between loop runs */
+      m->deliver((ssize_t)n, p);
     } else if (m->in_eof && !m->eof_sent) {
       m->eof_sent = 1;
-      m->net->on_read(m->net, UV_EOF, NULL);
+      m->deliver(UV_EOF, NULL);
     }
   }
   fuzz_mem_update(m);
 }
 
-/* ---- the server's end: the type --------------------------------------------------------------- */
+/* ---- the server's end, for the adapters ------------------------------------------------------ */
 
-static fuzz_mem *fuzz_mem_of(fe_net *n) {
-  FUZZ_CHECK(fuzz_m.net == NULL || fuzz_m.net == n);
-  fuzz_m.net = n;
-  return &fuzz_m;
+static void fuzz_mem_set_reading(int on) {
+  fuzz_m.reading = on;
+  fuzz_mem_update(&fuzz_m);
 }
 
-static int fuzz_mem_read_start(fe_net *n) {
-  fuzz_mem *m = fuzz_mem_of(n);
-  m->reading = 1;
-  fuzz_mem_update(m);
-  return 0;
-}
-
-static void fuzz_mem_read_stop(fe_net *n) {
-  fuzz_mem *m = fuzz_mem_of(n);
-  m->reading = 0;
-  fuzz_mem_update(m);
-}
-
-static int fuzz_mem_try_writev(fe_net *n, const uv_buf_t *bufs, unsigned nbufs) {
-  fuzz_mem *m = fuzz_mem_of(n);
-  if (m->closing)
+/* A try-write: the bytes taken now (0 while writes are queued or when none fit), or UV_EBADF. */
+static int fuzz_mem_try(const uv_buf_t *bufs, unsigned nbufs) {
+  fuzz_mem *m = &fuzz_m;
+  if (m->closing || !m->open)
     return UV_EBADF;
   if (m->head)
     return 0;
@@ -171,92 +166,73 @@ static int fuzz_mem_try_writev(fe_net *n, const uv_buf_t *bufs, unsigned nbufs) 
   return (int)done;
 }
 
-static int fuzz_mem_writev(fe_net *n, fe_net_write *w, const uv_buf_t *bufs, unsigned nbufs) {
-  fuzz_mem *m = fuzz_mem_of(n);
-  if (m->closing)
+/* A write: what fits lands now (as uv_write does with an empty queue), done(req, status) later. */
+static int fuzz_mem_write(void *req, void (*done)(void *, int), const uv_buf_t *bufs,
+                          unsigned nbufs) {
+  fuzz_mem *m = &fuzz_m;
+  if (m->closing || !m->open)
     return UV_EBADF;
-  w->bufs = malloc((nbufs ? nbufs : 1) * sizeof(*bufs));
-  FUZZ_CHECK(w->bufs != NULL);
-  memcpy(w->bufs, bufs, nbufs * sizeof(*bufs));
-  w->nbufs = nbufs;
-  w->i = 0;
-  w->next = NULL;
+  fuzz_mem_wr *wr = calloc(1, sizeof(*wr));
+  FUZZ_CHECK(wr != NULL);
+  wr->bufs = malloc((nbufs ? nbufs : 1) * sizeof(*bufs));
+  FUZZ_CHECK(wr->bufs != NULL);
+  memcpy(wr->bufs, bufs, nbufs * sizeof(*bufs));
+  wr->nbufs = nbufs;
+  wr->req = req;
+  wr->done = done;
   for (unsigned i = 0; i < nbufs; i++)
     m->queued += bufs[i].len;
   if (!m->head)
-    fuzz_mem_land_write(m, w); /* as uv_write does with an empty queue */
+    fuzz_mem_land_write(m, wr);
   if (m->tail)
-    m->tail->next = w;
+    m->tail->next = wr;
   else
-    m->head = w;
-  m->tail = w;
+    m->head = wr;
+  m->tail = wr;
   fuzz_mem_update(m);
   return 0;
 }
 
-static size_t fuzz_mem_queued(const fe_net *n) {
-  (void)n;
-  return fuzz_m.queued;
+/* The close has begun (the adapter then closes its handle). */
+static void fuzz_mem_closing(void) {
+  fuzz_m.closing = 1;
+  fuzz_m.reading = 0;
+  uv_idle_stop(&fuzz_mem_pump);
 }
 
-static void fuzz_mem_on_closed(uv_handle_t *h) {
-  fe_net *n = h->data;
+/* The handle's close callback runs: the queued writes end first, as libuv ends them. */
+static void fuzz_mem_closed(void) {
   fuzz_mem *m = &fuzz_m;
-  /* As libuv: a write that went out whole reports success, the rest are cancelled. */
   m->cut = m->queued > 0;
   while (m->head) {
-    fe_net_write *w = m->head;
-    int whole = w->i == w->nbufs;
-    m->head = w->next;
-    free(w->bufs);
-    w->bufs = NULL;
-    w->cb(w, whole ? 0 : UV_ECANCELED);
+    fuzz_mem_wr *wr = m->head;
+    int whole = wr->i == wr->nbufs;
+    m->head = wr->next;
+    void *req = wr->req;
+    void (*done)(void *, int) = wr->done;
+    free(wr->bufs);
+    free(wr);
+    done(req, whole ? 0 : UV_ECANCELED);
   }
   m->tail = NULL;
   m->queued = 0;
-  m->net = NULL;
+  m->open = 0;
   m->closed = 1;
   m->eof = 1;
-  if (n->on_close)
-    n->on_close(n);
 }
-
-static void fuzz_mem_close(fe_net *n, int reset) {
-  (void)reset; /* the bytes that landed stay readable, as an AF_UNIX socket's do */
-  fuzz_mem *m = fuzz_mem_of(n);
-  m->closing = 1;
-  m->reading = 0;
-  uv_idle_stop(&fuzz_mem_pump);
-  uv_close((uv_handle_t *)&n->tcp, fuzz_mem_on_closed);
-}
-
-static void fuzz_mem_connected(fe_net *n) {
-  (void)n;
-  FUZZ_CHECK(!"the in-memory stream is a server's: it never connects");
-}
-
-static const fe_net_type fuzz_mem_type = {
-    .name = "fuzz-mem",
-    .read_start = fuzz_mem_read_start,
-    .read_stop = fuzz_mem_read_stop,
-    .try_writev = fuzz_mem_try_writev,
-    .writev = fuzz_mem_writev,
-    .queued = fuzz_mem_queued,
-    .close = fuzz_mem_close,
-    .connected = fuzz_mem_connected,
-};
 
 /* ---- the client's end ------------------------------------------------------------------------- */
 
-/* Once per process, on the loop the connections live on. */
+/* Once per process, on the loop the server's streams live on. */
 static void fuzz_mem_init(uv_loop_t *loop) {
   FUZZ_CHECK(uv_idle_init(loop, &fuzz_mem_pump) == 0);
 }
 
-/* A new stream (the previous one closed): cap bytes the client leaves unread at most. */
-static void fuzz_mem_reset(size_t cap) {
+/* A new stream (the previous one closed) whose reads go to deliver: cap bytes the client leaves
+ * unread at most. */
+static void fuzz_mem_reset(void (*deliver)(ssize_t, const char *), size_t cap) {
   fuzz_mem *m = &fuzz_m;
-  FUZZ_CHECK(m->net == NULL && m->head == NULL);
+  FUZZ_CHECK(!m->open && m->head == NULL);
   char *out = m->out; /* kept: its room is needed again */
   size_t out_cap = m->out_cap;
   memset(m, 0, sizeof(*m));
@@ -268,13 +244,15 @@ static void fuzz_mem_reset(size_t cap) {
   m->out = out;
   m->out_cap = out_cap;
   m->cap = cap;
+  m->deliver = deliver;
+  m->open = 1;
 }
 
 /* Sends n bytes; returns how many the stream took: fewer when it is full, 0 when the server has
  * closed. */
 static size_t fuzz_mem_send(const void *p, size_t n) {
   fuzz_mem *m = &fuzz_m;
-  if (m->closing || m->closed || m->in_eof)
+  if (m->closing || !m->open || m->in_eof)
     return 0;
   if (m->in_off > 0) {
     memmove(fuzz_mem_in, fuzz_mem_in + m->in_off, m->in_len);
@@ -296,7 +274,7 @@ static void fuzz_mem_shutdown(void) {
 }
 
 /* The client reads all that landed: room for the server's queued writes. */
-static void fuzz_mem_read(void) {
+static inline void fuzz_mem_read(void) {
   fuzz_m.unread = 0;
   fuzz_mem_update(&fuzz_m);
 }

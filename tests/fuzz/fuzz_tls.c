@@ -6,10 +6,13 @@
  * That is all of TLS an attacker reaches without a key: a handshake cannot complete from fuzzed
  * bytes (the Finished message is keyed by the server's fresh ECDHE share).
  *
- * One end of a socketpair(AF_UNIX, SOCK_STREAM) is the server's stream (fe_net_open, then
- * fe_tls_accept as a TLS listener does); the other is the client. Input: [split] client bytes;
- * split: bits 0-2 pick the largest piece (1, 2, 5, 16, 100, 517, 4096, 64 KiB), bits 3-7 seed the
- * sizes. After the input the client half-closes.
+ * The server's stream is an fe_net made a TLS stream by fe_tls_accept, as a TLS listener does,
+ * over no socket: the libuv stream calls fe_tls.c makes on its handle (read start and stop,
+ * writes, the write queue's size, the close) are wrapped at link time (-Wl,--wrap, in
+ * CMakeLists.txt) and go to the in-memory stream of fuzz_mem.h, the client at its other end; every
+ * other handle's calls go to libuv. Input: [split] client bytes; split: bits 0-2 pick the largest
+ * piece (1, 2, 5, 16, 100, 517, 4096, 64 KiB), bits 3-7 seed the sizes; each piece is one read.
+ * After the input the client half-closes.
  *
  * Checks: the owner never reads plaintext; it hears the end exactly once; a first byte of 'A'-'Z'
  * is answered with the whole plain-HTTP 400 and nothing else; anything else the server wrote is
@@ -20,22 +23,18 @@
  * -pkeyopt ec_paramgen_curve:P-256 -nodes -days 36500, CN fuzz.test and *.w.test).
  */
 #define _GNU_SOURCE /* memmem */
-#include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "log/fe_log.h"
 #include "net/fe_net.h"
 #include "net/fe_tls.h"
 
 #include "fuzz_check.h"
-#include "fuzz_client.h"
+#include "fuzz_mem.h"
 
 static fe_loop fuzz_loop;
 static fe_tls_server *fuzz_srv;
@@ -70,8 +69,93 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     fprintf(stderr, "fuzz_tls: %s\n", err);
     abort();
   }
+  fuzz_mem_init(&fuzz_loop.uv);
   fuzz_base_handles = fuzz_loop.uv.active_handles;
   return 0;
+}
+
+/* ---- the server's handle: its libuv stream calls go to fuzz_mem.h ----------------------------- */
+
+static uv_stream_t *fuzz_stream; /* the server's handle, until its close callback */
+static uv_alloc_cb fuzz_alloc_cb;
+static uv_read_cb fuzz_read_cb;
+static uv_close_cb fuzz_close_cb;
+
+int __real_uv_read_start(uv_stream_t *s, uv_alloc_cb alloc_cb, uv_read_cb read_cb);
+int __real_uv_read_stop(uv_stream_t *s);
+int __real_uv_try_write(uv_stream_t *s, const uv_buf_t bufs[], unsigned nbufs);
+int __real_uv_write(uv_write_t *req, uv_stream_t *s, const uv_buf_t bufs[], unsigned nbufs,
+                    uv_write_cb cb);
+size_t __real_uv_stream_get_write_queue_size(const uv_stream_t *s);
+void __real_uv_close(uv_handle_t *h, uv_close_cb cb);
+
+/* A read as libuv makes one: into the buffer the owner's alloc_cb gives. */
+static void fuzz_uv_deliver(ssize_t nread, const char *data) {
+  uv_buf_t b = uv_buf_init(NULL, 0);
+  fuzz_alloc_cb((uv_handle_t *)fuzz_stream, FUZZ_MEM_READ_MAX, &b);
+  if (nread > 0) {
+    FUZZ_CHECK(b.base != NULL && b.len >= (size_t)nread);
+    memcpy(b.base, data, (size_t)nread);
+  }
+  fuzz_read_cb(fuzz_stream, nread, &b);
+}
+
+int __wrap_uv_read_start(uv_stream_t *s, uv_alloc_cb alloc_cb, uv_read_cb read_cb) {
+  if (s != fuzz_stream)
+    return __real_uv_read_start(s, alloc_cb, read_cb);
+  fuzz_alloc_cb = alloc_cb;
+  fuzz_read_cb = read_cb;
+  fuzz_mem_set_reading(1);
+  return 0;
+}
+
+int __wrap_uv_read_stop(uv_stream_t *s) {
+  if (s != fuzz_stream)
+    return __real_uv_read_stop(s);
+  fuzz_mem_set_reading(0);
+  return 0;
+}
+
+int __wrap_uv_try_write(uv_stream_t *s, const uv_buf_t bufs[], unsigned nbufs) {
+  if (s != fuzz_stream)
+    return __real_uv_try_write(s, bufs, nbufs);
+  int n = fuzz_mem_try(bufs, nbufs);
+  return n == 0 ? UV_EAGAIN : n;
+}
+
+static void fuzz_uv_written(void *req, int status) {
+  uv_write_t *w = req;
+  w->cb(w, status);
+}
+
+int __wrap_uv_write(uv_write_t *req, uv_stream_t *s, const uv_buf_t bufs[], unsigned nbufs,
+                    uv_write_cb cb) {
+  if (s != fuzz_stream)
+    return __real_uv_write(req, s, bufs, nbufs, cb);
+  req->type = UV_WRITE;
+  req->handle = s;
+  req->cb = cb;
+  return fuzz_mem_write(req, fuzz_uv_written, bufs, nbufs);
+}
+
+size_t __wrap_uv_stream_get_write_queue_size(const uv_stream_t *s) {
+  return s == fuzz_stream ? fuzz_m.queued : __real_uv_stream_get_write_queue_size(s);
+}
+
+static void fuzz_uv_on_closed(uv_handle_t *h) {
+  fuzz_mem_closed();
+  fuzz_stream = NULL;
+  fuzz_close_cb(h);
+}
+
+void __wrap_uv_close(uv_handle_t *h, uv_close_cb cb) {
+  if (h != (uv_handle_t *)fuzz_stream || fuzz_m.closing) {
+    __real_uv_close(h, cb);
+    return;
+  }
+  fuzz_mem_closing();
+  fuzz_close_cb = cb;
+  __real_uv_close(h, fuzz_uv_on_closed); /* never opened: only the handle */
 }
 
 static void fuzz_on_read(fe_net *n, ssize_t nread, const char *data) {
@@ -84,16 +168,16 @@ static void fuzz_on_read(fe_net *n, ssize_t nread, const char *data) {
 }
 
 /* What the server wrote: the plain-HTTP answer, or whole TLS records before the handshake's end. */
-static void fuzz_check_output(const fuzz_client *cl, int plain) {
+static void fuzz_check_output(const fuzz_mem *cl, int plain) {
   static const char answer[] = "HTTP/1.1 400 Bad Request\r\n";
   if (plain) {
-    FUZZ_CHECK(cl->len > sizeof(answer) - 1 && memcmp(cl->in, answer, sizeof(answer) - 1) == 0);
-    const char *body = memmem(cl->in, cl->len, "\r\n\r\n", 4);
-    FUZZ_CHECK(body && memmem(cl->in, cl->len, "Content-Length: 48\r\n", 20) &&
-               (size_t)(body + 4 - cl->in) + 48 == cl->len);
+    FUZZ_CHECK(cl->out_len > sizeof(answer) - 1 && memcmp(cl->out, answer, sizeof(answer) - 1) == 0);
+    const char *body = memmem(cl->out, cl->out_len, "\r\n\r\n", 4);
+    FUZZ_CHECK(body && memmem(cl->out, cl->out_len, "Content-Length: 48\r\n", 20) &&
+               (size_t)(body + 4 - cl->out) + 48 == cl->out_len);
     return;
   }
-  const unsigned char *p = (const unsigned char *)cl->in, *end = p + cl->len;
+  const unsigned char *p = (const unsigned char *)cl->out, *end = p + cl->out_len;
   while (p < end) {
     FUZZ_CHECK(end - p >= 5);
     unsigned type = p[0], len = (unsigned)p[3] << 8 | p[4];
@@ -106,13 +190,6 @@ static void fuzz_check_output(const fuzz_client *cl, int plain) {
   }
 }
 
-static void fuzz_run(fuzz_client *cl, int turns) {
-  for (int i = 0; i < turns; i++) {
-    uv_run(&fuzz_loop.uv, UV_RUN_NOWAIT);
-    fuzz_drain(cl);
-  }
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const size_t pieces[8] = {1, 2, 5, 16, 100, 517, 4096, 65536};
   if (size < 2)
@@ -122,14 +199,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   data++, size--;
   int plain = data[0] >= 'A' && data[0] <= 'Z';
 
-  int sv[2];
-  FUZZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-  FUZZ_CHECK(fcntl(sv[1], F_SETFL, O_NONBLOCK) == 0);
-  fuzz_client cl = {.fd = sv[1]};
   fuzz_server *s = calloc(1, sizeof(*s));
   FUZZ_CHECK(s != NULL);
   fe_net_init(&fuzz_loop, &s->net, s);
-  FUZZ_CHECK(fe_net_open(&s->net, sv[0]) == 0);
+  fuzz_mem_reset(fuzz_uv_deliver, SIZE_MAX); /* the client reads at the end */
+  fuzz_stream = (uv_stream_t *)&s->net.tcp;
   FUZZ_CHECK(fe_tls_accept(&s->net, fuzz_srv) == 0);
   FUZZ_CHECK(fe_net_read_start(&s->net, fuzz_on_read) == 0);
 
@@ -139,37 +213,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t n = 1 + rng % max_piece;
     if (n > size - off)
       n = size - off;
-    ssize_t wr = write(sv[1], data + off, n);
-    if (wr <= 0)
-      break; /* the server closed, or stopped reading and the socket is full */
-    off += (size_t)wr;
-    /* One turn reads the piece; what the server writes waits in the socket until the end (a
-     * server writes a few KiB at most before a handshake is done), which halves the calls. */
-    uv_run(&fuzz_loop.uv, UV_RUN_NOWAIT);
+    size_t sent = fuzz_mem_send(data + off, n);
+    if (sent == 0)
+      break; /* the server closed, or stopped reading and the stream is full */
+    off += sent;
+    uv_run(&fuzz_loop.uv, UV_RUN_NOWAIT); /* one read of the piece */
   }
   /* The client is done: the server hears the end (EOF, or what it made of the bytes before). */
-  shutdown(sv[1], SHUT_WR);
-  for (int i = 0; i < 1000 && !s->ends; i++) {
+  fuzz_mem_shutdown();
+  for (int i = 0; i < 1000 && !s->ends; i++)
     uv_run(&fuzz_loop.uv, UV_RUN_ONCE);
-    fuzz_drain(&cl);
-  }
   FUZZ_CHECK(s->ends == 1 && s->end < 0);
   for (int i = 0; i < 1000 && !s->closed; i++)
     uv_run(&fuzz_loop.uv, UV_RUN_ONCE);
   FUZZ_CHECK(s->closed && s->ends == 1);
-  fuzz_run(&cl, 2);
+  uv_run(&fuzz_loop.uv, UV_RUN_NOWAIT);
   FUZZ_CHECK(fuzz_loop.uv.active_handles == fuzz_base_handles);
+  const fuzz_mem *cl = &fuzz_m;
   if (getenv("FUZZ_TRACE")) {
     fprintf(stderr, "fuzz_tls: %zu of %zu bytes sent, end %d, %zu bytes back:", off, size, s->end,
-            cl.len);
-    for (size_t i = 0; i < cl.len && i < 64; i++)
-      fprintf(stderr, " %02x", (unsigned char)cl.in[i]);
+            cl->out_len);
+    for (size_t i = 0; i < cl->out_len && i < 64; i++)
+      fprintf(stderr, " %02x", (unsigned char)cl->out[i]);
     fprintf(stderr, "\n");
   }
-  fuzz_check_output(&cl, plain);
-
-  close(sv[1]);
-  free(cl.in);
+  fuzz_check_output(cl, plain);
   free(s);
   return 0;
 }
