@@ -1,7 +1,7 @@
 -- The config fuzz_conn.c serves from (fe_config_load; no policy): a live resource whose origin
 -- refuses connections (every stream ends in a 502 error answer), plain files from this
--- directory's corpus, the status endpoint (default /_flvedge/), CORS headers and an access log
--- that goes nowhere but is written.
+-- directory's corpus, CORS headers and an access log that goes nowhere but is written. The public
+-- metrics are off, as by default (status_prefix): their only input is an exact path match.
 return {
   listen = "127.0.0.1:0",
   access_log = "/dev/null",
