@@ -41,7 +41,7 @@ typedef struct fuzz_mem_wr {
 
 typedef struct fuzz_mem {
   int open; /* from fuzz_mem_reset until the close callback */
-  int reading, closing, closed;
+  int reading, closing;
   void (*deliver)(ssize_t nread, const char *data); /* a read (or UV_EOF), to the owner */
   /* client -> server: sent, not read yet (in fuzz_mem_in) */
   size_t in_off, in_len;
@@ -217,7 +217,6 @@ static void fuzz_mem_closed(void) {
   m->tail = NULL;
   m->queued = 0;
   m->open = 0;
-  m->closed = 1;
   m->eof = 1;
 }
 
