@@ -15,8 +15,8 @@
  * the end, so that the server's writes wait (flow control of the socket, not only of HTTP/2);
  * bits 4-6 seed the sizes. Each piece is sent, the loop run twice after it.
  *
- * Checks, on everything the server wrote (after a 101 answer to an Upgrade; an HTTP/1.1 answer
- * of another status is fuzz_conn's matter): whole frames, the first a SETTINGS; each of a type a
+ * Checks, on everything the server wrote (after a 101 answer to an Upgrade; any other HTTP/1.x
+ * answer is fuzz_conn's matter): whole frames, the first a SETTINGS; each of a type a
  * server sends (never PUSH_PROMISE or PRIORITY) on a stream its type allows (client-initiated,
  * odd, for HEADERS, DATA, RST_STREAM and CONTINUATION; 0 for SETTINGS, PING and GOAWAY), of the
  * length its type has, at most 16384 bytes; header blocks in HEADERS then CONTINUATION on the
@@ -207,9 +207,11 @@ static void fuzz_h2_check_frames(const uint8_t *p, size_t len, int cut) {
 static void fuzz_h2_check_output(const fuzz_mem *cl) {
   const uint8_t *p = (const uint8_t *)cl->out;
   size_t len = cl->out_len;
-  if (len >= 9 && memcmp(p, "HTTP/1.1 ", 9) == 0) {
-    if (len < 12 || memcmp(p + 9, "101", 3) != 0)
-      return; /* HTTP/1.1 answers: fuzz_conn's */
+  /* An HTTP/1.x answer (a live stream answers an HTTP/1.0 request in 1.0) is fuzz_conn's matter;
+   * only a 101 (to an HTTP/1.1 Upgrade) is followed by frames. */
+  if (len >= 9 && memcmp(p, "HTTP/1.", 7) == 0) {
+    if (len < 12 || memcmp(p, "HTTP/1.1 101", 12) != 0)
+      return;
     const uint8_t *head_end = memmem(p, len, "\r\n\r\n", 4);
     FUZZ_CHECK(head_end != NULL);
     len -= (size_t)(head_end + 4 - p);
