@@ -2220,10 +2220,18 @@ def start_vod_edge(origin, cache_dir, admin=True, token=ADMIN_TOKEN, extra_args=
     kw: vod_config's (prefix, slice_size, policy, ...), plus Edge's env/files/start_timeout."""
     edge_kw = {k: kw.pop(k) for k in ("env", "files", "start_timeout", "wait") if k in kw}
     url = origin.url() if isinstance(origin, VodOrigin) else origin
-    admin_port = free_port() if admin else None
-    cfg = vod_config(url, cache_dir, admin={"listen": "127.0.0.1:%d" % admin_port,
-                                            "token": token} if admin else None, **kw)
-    e = Edge(cfg, args=extra_args, **edge_kw)
+    for attempt in range(3):
+        # free_port() closes its socket before flvedge binds: a parallel test can take the port
+        # in between ("address already in use"); then try another one.
+        admin_port = free_port() if admin else None
+        cfg = vod_config(url, cache_dir, admin={"listen": "127.0.0.1:%d" % admin_port,
+                                                "token": token} if admin else None, **dict(kw))
+        try:
+            e = Edge(cfg, args=extra_args, **edge_kw)
+            break
+        except AssertionError as err:
+            if attempt == 2 or "address already in use" not in str(err):
+                raise
     e.admin_port = admin_port
     e.cache_dir = cache_dir
     if admin_port is not None:
